@@ -1,0 +1,54 @@
+"""Typed exceptions raised by zoo_ray.
+
+Every exception's message says what went wrong *and* what to do about it, so a
+user in a notebook can act on it without reading zoo_ray's source.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "ZooRayError",
+    "JavaNotFoundError",
+    "MavenNotFoundError",
+    "ArtifactFetchError",
+    "PortInUseError",
+    "DaemonStartError",
+    "MiniClusterStateError",
+    "ResourceManagerError",
+    "HadoopConfError",
+]
+
+
+class ZooRayError(Exception):
+    """Base class of every error zoo_ray raises on purpose."""
+
+
+class JavaNotFoundError(ZooRayError):
+    """No usable ``java`` executable was found."""
+
+
+class MavenNotFoundError(ZooRayError):
+    """The Hadoop jars are not cached yet and ``mvn`` is not available to fetch them."""
+
+
+class ArtifactFetchError(ZooRayError):
+    """Maven failed to fetch the Hadoop artifacts."""
+
+
+class PortInUseError(ZooRayError):
+    """A port the local Hadoop needs is already taken by another process."""
+
+
+class DaemonStartError(ZooRayError):
+    """A Hadoop daemon exited or never became ready while the local Hadoop was starting."""
+
+
+class MiniClusterStateError(ZooRayError):
+    """The local Hadoop's directory is in a state the requested operation cannot work with."""
+
+
+class ResourceManagerError(ZooRayError):
+    """The YARN ResourceManager could not be reached or answered with an error."""
+
+
+class HadoopConfError(ZooRayError):
+    """A Hadoop configuration directory is missing, unreadable or incomplete."""

@@ -1,0 +1,164 @@
+"""Finding Java and fetching the Hadoop server jars from Maven Central.
+
+The jars are resolved once with ``mvn dependency:copy-dependencies`` into a
+per-user cache directory; every later start of the local Hadoop is offline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import ArtifactFetchError, JavaNotFoundError, MavenNotFoundError
+
+__all__ = ["HADOOP_VERSION", "ARTIFACTS", "cache_root", "find_java_home", "hadoop_jars"]
+
+logger = logging.getLogger(__name__)
+
+#: Hadoop 3.5 is the first line whose daemons fully support Java 17.
+HADOOP_VERSION = "3.5.0"
+
+#: org.apache.hadoop (artifact, classifier) pairs holding the daemons' main classes and
+#: the logs client. HDFS ships its web UI resources (webapps/hdfs, webapps/datanode),
+#: which the NameNode and DataNode refuse to start without, only in its tests jar.
+ARTIFACTS = (
+    ("hadoop-common", ""),
+    ("hadoop-hdfs", ""),
+    ("hadoop-hdfs", "tests"),
+    ("hadoop-hdfs-client", ""),
+    ("hadoop-yarn-server-resourcemanager", ""),
+    ("hadoop-yarn-server-nodemanager", ""),
+    ("hadoop-yarn-client", ""),
+    # The ResourceManager web app loads timeline collector classes even with timeline off.
+    ("hadoop-yarn-server-timelineservice", ""),
+)
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>zoo-ray</groupId>
+  <artifactId>local-hadoop</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{dependencies}
+  </dependencies>
+</project>
+"""
+_DEPENDENCY = (
+    "    <dependency><groupId>org.apache.hadoop</groupId><artifactId>{artifact}</artifactId>"
+    "<version>{version}</version><classifier>{classifier}</classifier></dependency>"
+)
+_COMPLETE_MARKER = ".complete"
+
+
+def cache_root() -> Path:
+    """zoo_ray's per-user cache: ``$ZOO_RAY_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo_ray``."""
+    explicit = os.environ.get("ZOO_RAY_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "zoo_ray"
+
+
+def find_java_home() -> Path:
+    """The ``JAVA_HOME`` to run the daemons with.
+
+    ``$JAVA_HOME`` wins; otherwise the ``java`` on ``PATH`` is followed through its
+    symlinks (Debian's alternatives) to the JDK it belongs to.
+
+    Raises
+    ------
+    JavaNotFoundError
+        When no working ``java`` is found.
+    """
+    candidates: List[Path] = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(Path(os.path.realpath(on_path)).parent.parent)
+    for home in candidates:
+        java = home / "bin" / "java"
+        if not java.is_file():
+            continue
+        try:
+            subprocess.run(
+                [str(java), "-version"], capture_output=True, check=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return home
+    raise JavaNotFoundError(
+        "No working Java found (checked $JAVA_HOME and `java` on PATH). Install a JDK 17 "
+        "(e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME to one."
+    )
+
+
+def hadoop_jars(version: str = HADOOP_VERSION) -> Path:
+    """The directory of Hadoop ``version``'s jars, fetching them on first use.
+
+    Parameters
+    ----------
+    version : str
+        Hadoop version to resolve from Maven Central.
+
+    Returns
+    -------
+    Path
+        A directory of jars, usable as the ``<dir>/*`` classpath entry.
+
+    Raises
+    ------
+    MavenNotFoundError
+        The jars are not cached and ``mvn`` is not on ``PATH``.
+    ArtifactFetchError
+        Maven ran and failed (with the tail of its output).
+    """
+    lib = cache_root() / f"hadoop-{version}" / "lib"
+    if (lib / _COMPLETE_MARKER).exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise MavenNotFoundError(
+            f"The Hadoop {version} jars are not cached in {lib.parent} and Maven is not installed "
+            "to fetch them. Install Maven (e.g. `apt-get install maven`), or copy a cache "
+            f"directory from a machine that has it to {lib.parent}."
+        )
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    # Resolve into a private temp dir, then rename, so two first starts at once never
+    # see a half-filled directory.
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=lib.parent))
+    try:
+        pom = staging / "pom.xml"
+        deps = "\n".join(
+            _DEPENDENCY.format(artifact=a, classifier=c, version=version) for a, c in ARTIFACTS
+        )
+        pom.write_text(_POM.format(version=version, dependencies=deps))
+        out_dir = staging / "lib"
+        logger.info("Fetching Hadoop %s jars from Maven Central into %s (once)", version, lib)
+        argv = [
+            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+            f"-DoutputDirectory={out_dir}", "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+            raise ArtifactFetchError(
+                f"Maven could not fetch the Hadoop {version} jars (exit {result.returncode}). "
+                "Check that Maven Central (https://repo.maven.apache.org) is reachable, or set "
+                f"a mirror in ~/.m2/settings.xml. Maven said:\n{tail}"
+            )
+        (out_dir / _COMPLETE_MARKER).write_text(version)
+        try:
+            os.rename(out_dir, lib)
+        except OSError:
+            if not (lib / _COMPLETE_MARKER).exists():
+                raise
+            # Another process finished the same fetch first; its copy is as good.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return lib

@@ -1,0 +1,507 @@
+"""MiniCluster: a real single-machine Hadoop (HDFS + YARN) from Maven Central jars.
+
+Each daemon is its own JVM in its own process group: one NameNode, one DataNode,
+one ResourceManager and N NodeManagers, each NodeManager with its own ports and
+local/log directories. Everything lives under one directory, whose
+``state.json`` records what runs, so ``zoo-ray minicluster down`` from another
+shell stops exactly what ``up`` started, and nothing else.
+"""
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import psutil
+
+from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
+from ..yarn import FINAL_STATES, ResourceManager
+from .artifacts import cache_root, find_java_home, hadoop_jars
+from .config import HOST, plan_ports, render
+from .daemons import MAIN_CLASSES, Daemon, java_argv, tail
+from .spec import MiniClusterSpec
+
+__all__ = ["MiniCluster", "default_dir"]
+
+logger = logging.getLogger(__name__)
+
+_STATE = "state.json"
+_CLIENT_HEAP_MB = 256
+
+
+def default_dir() -> Path:
+    """Where the local Hadoop lives unless told otherwise: ``<zoo_ray cache>/minicluster``."""
+    return cache_root() / "minicluster"
+
+
+class MiniCluster:
+    """A local Hadoop: HDFS and YARN daemons on this machine, bound to 127.0.0.1.
+
+    Parameters
+    ----------
+    dir : str or Path, optional
+        Directory for configuration, HDFS data, YARN local and log dirs and the state
+        file. Defaults to :func:`default_dir`.
+    spec : MiniClusterSpec, optional
+        What to start. Defaults to the spec of the cluster running in ``dir``, else
+        ``MiniClusterSpec()`` (two NodeManagers).
+
+    Examples
+    --------
+    >>> with MiniCluster("/tmp/hadoop") as cluster:          # doctest: +SKIP
+    ...     os.environ["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
+    ...     ...  # run Spark on YARN
+
+    Used as a context manager, it starts the cluster on enter and, if it started it,
+    stops it on exit; a cluster that was already running is reused and left running.
+    """
+
+    def __init__(
+        self, dir: "str | os.PathLike[str] | None" = None, spec: Optional[MiniClusterSpec] = None
+    ) -> None:
+        self.dir = Path(dir).expanduser() if dir else default_dir()
+        self.dir = self.dir.resolve()
+        state = self._read_state()
+        self._requested_spec = spec
+        if spec is None:
+            spec = MiniClusterSpec.from_dict(state["spec"]) if state else MiniClusterSpec()
+        self.spec = spec
+        self._started_here = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def _state_path(self) -> Path:
+        return self.dir / _STATE
+
+    def _read_state(self) -> Optional[Dict[str, Any]]:
+        try:
+            return json.loads(self._state_path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise MiniClusterStateError(
+                f"{self._state_path} is corrupt ({exc}). Stop any Hadoop daemons started from "
+                f"{self.dir} and delete that file."
+            ) from None
+
+    def _write_state(self, state: Dict[str, Any]) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self._state_path)
+
+    def _daemons(self) -> List[Daemon]:
+        state = self._read_state()
+        return [Daemon.from_dict(d) for d in state["daemons"]] if state else []
+
+    @property
+    def ports(self) -> Dict[str, int]:
+        """The ports of the running (or last started) cluster, by daemon endpoint."""
+        state = self._read_state()
+        if not state:
+            raise MiniClusterStateError(
+                f"No local Hadoop has been started in {self.dir}; run `zoo-ray minicluster up`."
+            )
+        return state["ports"]
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -------------------------------------------------------------- endpoints
+    @property
+    def hadoop_conf_dir(self) -> Path:
+        """The client configuration directory: use it as ``HADOOP_CONF_DIR``."""
+        return self.dir / "conf"
+
+    @property
+    def default_fs(self) -> str:
+        """``hdfs://127.0.0.1:<port>``, the cluster's default file system."""
+        return f"hdfs://{HOST}:{self.ports['nn_rpc']}"
+
+    @property
+    def resource_manager(self) -> ResourceManager:
+        """A REST client of the cluster's ResourceManager."""
+        return ResourceManager(f"{HOST}:{self.ports['rm_web']}")
+
+    @property
+    def namenode_web(self) -> str:
+        return f"http://{HOST}:{self.ports['nn_http']}"
+
+    @property
+    def running(self) -> bool:
+        """Whether every daemon recorded in the state file is alive."""
+        daemons = self._daemons()
+        return bool(daemons) and all(d.alive for d in daemons)
+
+    # ---------------------------------------------------------------- up/down
+    def up(self, timeout: float = 180.0) -> "MiniCluster":
+        """Start the daemons and wait until HDFS and every NodeManager are ready.
+
+        Reuses a cluster already running in ``dir`` (with the same spec).
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for readiness before stopping everything and raising.
+
+        Raises
+        ------
+        MiniClusterStateError
+            A cluster with another spec runs in ``dir``, or only part of one runs.
+        JavaNotFoundError, MavenNotFoundError, ArtifactFetchError
+            Java is missing, or the jars cannot be fetched.
+        PortInUseError
+            A port the daemons need is taken.
+        DaemonStartError
+            A daemon died or the cluster did not become ready within ``timeout``.
+        """
+        with self._lock():
+            if self._reuse_running():
+                return self
+            started = time.monotonic()
+            java_home = find_java_home()
+            jars = hadoop_jars(self.spec.hadoop_version)
+            ports = plan_ports(self.spec)
+            _check_ports_free(ports)
+            confs = render(self.spec, self.dir, ports)
+            state: Dict[str, Any] = {
+                "spec": self.spec.to_dict(), "ports": ports, "daemons": [],
+                "java_home": str(java_home), "jars": str(jars),
+            }
+            self._write_state(state)
+            try:
+                self._format_namenode(java_home, jars, confs["client"])
+                for name, kind, conf in self._daemon_plan(confs):
+                    argv = java_argv(
+                        java_home, conf, jars, MAIN_CLASSES[kind], self.spec.heap_mb[kind],
+                        log_dir=self.dir / "logs", log_name=name,
+                    )
+                    env = _daemon_env(java_home, conf)
+                    daemon = Daemon.start(name, argv, self.dir / "logs", env, self.dir)
+                    state["daemons"].append(daemon.to_dict())
+                    self._write_state(state)
+                self._wait_ready(timeout)
+            except BaseException:
+                self._stop_all()
+                raise
+            self._started_here = True
+            logger.info(
+                "Local Hadoop is up in %.1fs: HADOOP_CONF_DIR=%s", time.monotonic() - started,
+                self.hadoop_conf_dir,
+            )
+            return self
+
+    def _daemon_plan(self, confs: Dict[str, Path]) -> List[tuple]:
+        plan = [
+            ("namenode", "namenode", confs["client"]),
+            ("datanode", "datanode", confs["client"]),
+            ("resourcemanager", "resourcemanager", confs["client"]),
+        ]
+        plan += [
+            (f"nodemanager{i}", "nodemanager", confs[f"nm{i}"])
+            for i in range(self.spec.nodemanagers)
+        ]
+        return plan
+
+    def _reuse_running(self) -> bool:
+        daemons = self._daemons()
+        if not daemons:
+            return False
+        alive = [d for d in daemons if d.alive]
+        if not alive:
+            return False
+        state = self._read_state() or {}
+        running_spec = MiniClusterSpec.from_dict(state["spec"])
+        if len(alive) < len(daemons):
+            dead = [d for d in daemons if not d.alive]
+            raise MiniClusterStateError(
+                f"The local Hadoop in {self.dir} is only partly running: "
+                f"{', '.join(d.name for d in dead)} exited. Run `zoo-ray minicluster down"
+                f" --dir {self.dir}` and `up` again. Last log of {dead[0].name}:\n"
+                f"{dead[0].log_tail()}"
+            )
+        if self._requested_spec is not None and self._requested_spec != running_spec:
+            raise MiniClusterStateError(
+                f"A local Hadoop with another spec ({running_spec}) already runs in {self.dir}. "
+                f"Run `zoo-ray minicluster down --dir {self.dir}` first, or use another --dir."
+            )
+        self.spec = running_spec
+        logger.info("Reusing the local Hadoop already running in %s", self.dir)
+        self._wait_ready(60.0)
+        return True
+
+    def _format_namenode(self, java_home: Path, jars: Path, conf: Path) -> None:
+        if (self.dir / "hdfs" / "name" / "current" / "VERSION").exists():
+            return
+        argv = java_argv(
+            java_home, conf, jars, MAIN_CLASSES["namenode"], self.spec.heap_mb["namenode"],
+            log_dir=self.dir / "logs", log_name="namenode-format",
+            args=["-format", "-nonInteractive", "-force", "-clusterId", "zoo-ray-local"],
+        )
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=_daemon_env(java_home, conf),
+            cwd=self.dir, stdin=subprocess.DEVNULL, timeout=180,
+        )
+        if result.returncode != 0:
+            raise DaemonStartError(
+                f"Formatting the NameNode in {self.dir / 'hdfs'} failed (exit "
+                f"{result.returncode}). Delete {self.dir} to start from scratch. Log tail:\n"
+                f"{tail(self.dir / 'logs' / 'namenode-format.log')}\n{result.stderr[-2000:]}"
+            )
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting_for = "the daemons"
+        while time.monotonic() < deadline:
+            for daemon in self._daemons():
+                if not daemon.alive:
+                    raise DaemonStartError(
+                        f"{daemon.name} exited while the local Hadoop was starting. Its logs are "
+                        f"{daemon.log} and {daemon.out}; last lines:\n{daemon.log_tail()}"
+                    )
+            waiting_for = self._not_ready()
+            if waiting_for is None:
+                return
+            time.sleep(0.5)
+        raise DaemonStartError(
+            f"The local Hadoop in {self.dir} was not ready after {timeout:.0f}s (still waiting "
+            f"for {waiting_for}). Daemon logs are in {self.dir / 'logs'}; a slow machine may "
+            "need a longer timeout."
+        )
+
+    def _not_ready(self) -> Optional[str]:
+        """What is not ready yet, or None when HDFS and YARN both are."""
+        try:
+            fs = _jmx(self.namenode_web, "Hadoop:service=NameNode,name=FSNamesystemState")
+            info = _jmx(self.namenode_web, "Hadoop:service=NameNode,name=NameNodeInfo")
+        except OSError:
+            return "the NameNode's web server"
+        if not fs or fs.get("NumLiveDataNodes", 0) < 1:
+            return "the DataNode to register"
+        if info.get("Safemode"):
+            return "HDFS to leave safe mode"
+        try:
+            running = len(self.resource_manager.nodes(states="RUNNING"))
+        except ZooRayError:
+            return "the ResourceManager's web server"
+        if running < self.spec.nodemanagers:
+            return f"NodeManagers to register ({running}/{self.spec.nodemanagers} running)"
+        return None
+
+    def down(self) -> None:
+        """Stop every daemon this directory's state records, and their containers.
+
+        Safe to call when nothing runs. Afterwards no process started from ``dir``
+        remains and every port is free.
+        """
+        with self._lock():
+            self._stop_all()
+
+    def _stop_all(self) -> None:
+        state = self._read_state()
+        if not state:
+            return
+        daemons = [Daemon.from_dict(d) for d in state["daemons"]]
+        # NodeManagers first: stopping gracefully, they kill their containers. Then the
+        # ResourceManager, then HDFS.
+        for daemon in reversed(daemons):
+            daemon.stop()
+        self._kill_strays()
+        _wait_ports_free(state["ports"], timeout=30.0)
+        state["daemons"] = []
+        self._write_state(state)
+        self._started_here = False
+        logger.info("Local Hadoop in %s is down", self.dir)
+
+    def _strays(self) -> List[psutil.Process]:
+        """Processes still working inside ``dir``: containers of a NodeManager that died."""
+        prefix = str(self.dir) + os.sep
+        strays = []
+        for proc in psutil.process_iter(["pid", "cwd"]):
+            cwd = proc.info.get("cwd") or ""
+            if proc.pid != os.getpid() and (cwd + os.sep).startswith(prefix):
+                strays.append(proc)
+        return strays
+
+    def _kill_strays(self) -> None:
+        strays = self._strays()
+        if not strays:
+            return
+        logger.warning("Killing %d leftover container processes under %s", len(strays), self.dir)
+        for proc in strays:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(strays, timeout=5)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+
+    def __enter__(self) -> "MiniCluster":
+        was_running = self.running
+        self.up()
+        self._started_here = not was_running
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._started_here:
+            self.down()
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> Dict[str, Any]:
+        """A JSON-serialisable report: daemons and their PIDs, endpoints, NodeManagers."""
+        state = self._read_state()
+        report: Dict[str, Any] = {"dir": str(self.dir), "running": self.running}
+        if not state or not state["daemons"]:
+            report["running"] = False
+            return report
+        report["daemons"] = {
+            d.name: {"pid": d.pid, "alive": d.alive, "log": d.log} for d in self._daemons()
+        }
+        report["hadoop_conf_dir"] = str(self.hadoop_conf_dir)
+        report["default_fs"] = self.default_fs
+        report["resourcemanager"] = f"http://{self.resource_manager.webapp_address}"
+        report["namenode"] = self.namenode_web
+        if report["running"]:
+            try:
+                report["nodemanagers"] = [
+                    {"id": n["id"], "state": n["state"]} for n in self.resource_manager.nodes()
+                ]
+            except ZooRayError as exc:
+                report["nodemanagers"] = str(exc)
+        return report
+
+    # ------------------------------------------------------------ client tools
+    def _client_argv(self, main_class: str, args: List[str]) -> List[str]:
+        state = self._read_state() or {}
+        if not state.get("daemons"):
+            raise MiniClusterStateError(
+                f"The local Hadoop in {self.dir} is not running; run `zoo-ray minicluster up`."
+            )
+        return java_argv(
+            Path(state["java_home"]), self.hadoop_conf_dir, Path(state["jars"]), main_class,
+            _CLIENT_HEAP_MB, args=args,
+        )
+
+    def _run_client(self, main_class: str, args: List[str], timeout: float) -> str:
+        argv = self._client_argv(main_class, args)
+        java_home = Path(argv[0]).parent.parent
+        result = subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+            env=_daemon_env(java_home, self.hadoop_conf_dir),
+        )
+        if result.returncode != 0:
+            raise ZooRayError(
+                f"{main_class.rsplit('.', 1)[-1]} {' '.join(args)} failed (exit "
+                f"{result.returncode}):\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def fs(self, *args: str, timeout: float = 120.0) -> str:
+        """Run ``hadoop fs <args>`` against the cluster's HDFS and return its output.
+
+        Examples
+        --------
+        >>> cluster.fs("-ls", "/")   # doctest: +SKIP
+        """
+        return self._run_client("org.apache.hadoop.fs.FsShell", list(args), timeout)
+
+    def app_logs(self, app_id: str, wait: float = 120.0) -> str:
+        """The aggregated container logs of a YARN application, like ``yarn logs``.
+
+        Waits up to ``wait`` seconds for an ended application's logs to be
+        aggregated to HDFS first.
+
+        Raises
+        ------
+        ZooRayError
+            The logs could not be read (with the client's error output).
+        """
+        rm = self.resource_manager
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            app = rm.app(app_id)
+            if app["state"] not in FINAL_STATES:
+                break
+            if app.get("logAggregationStatus") in ("SUCCEEDED", "FAILED", "TIME_OUT", "DISABLED"):
+                break
+            time.sleep(1.0)
+        return self._run_client(
+            "org.apache.hadoop.yarn.client.cli.LogsCLI",
+            ["-applicationId", app_id, "-appOwner", getpass.getuser()], timeout=wait,
+        )
+
+
+def _daemon_env(java_home: Path, conf_dir: Path) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CLASSPATH", "HADOOP_HOME")}
+    env["JAVA_HOME"] = str(java_home)
+    env["HADOOP_CONF_DIR"] = str(conf_dir)
+    return env
+
+
+def _jmx(web: str, query: str) -> Dict[str, Any]:
+    with urllib.request.urlopen(f"{web}/jmx?qry={query}", timeout=5) as response:
+        beans = json.loads(response.read()).get("beans") or [{}]
+    return beans[0]
+
+
+def _port_owner(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Ignore TIME_WAIT leftovers of our own earlier run, as the Java servers do.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_ports_free(ports: Dict[str, int]) -> None:
+    for name, port in ports.items():
+        if not _port_free(port):
+            raise PortInUseError(
+                f"Port {port} (for {name}) on {HOST} is already in use{_port_owner(port)}. Stop "
+                "that process, or start the local Hadoop with another --base-port (or none, to "
+                "let the kernel choose free ports)."
+            )
+
+
+def _wait_ports_free(ports: Dict[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    busy = list(ports.values())
+    while busy and time.monotonic() < deadline:
+        busy = [p for p in busy if not _port_free(p)]
+        if busy:
+            time.sleep(0.2)
+    if busy:
+        logger.warning("Ports %s are still in use after stopping the local Hadoop", busy)

@@ -1,0 +1,160 @@
+"""Rendering the local Hadoop's configuration from ``hadoop_conf_example/``.
+
+The example files a gateway user reads are the templates: every host name, port,
+directory and size in them is replaced with one on this machine, everything else
+(scheduler, queues, log aggregation, memory checks) is kept. So the local Hadoop
+runs the configuration we document.
+"""
+from __future__ import annotations
+
+import socket
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Dict, List
+
+from ..hadoop_conf import HadoopConf
+from .spec import MiniClusterSpec
+
+__all__ = ["HOST", "template_dir", "plan_ports", "render"]
+
+#: Every daemon binds to loopback: the local Hadoop is never reachable from other hosts.
+HOST = "127.0.0.1"
+
+_LOG4J = """\
+hadoop.root.logger=INFO,RFA
+hadoop.log.dir=.
+hadoop.log.file=hadoop.log
+log4j.rootLogger=${hadoop.root.logger}
+log4j.appender.RFA=org.apache.log4j.RollingFileAppender
+log4j.appender.RFA.File=${hadoop.log.dir}/${hadoop.log.file}
+log4j.appender.RFA.MaxFileSize=32MB
+log4j.appender.RFA.MaxBackupIndex=2
+log4j.appender.RFA.layout=org.apache.log4j.PatternLayout
+log4j.appender.RFA.layout.ConversionPattern=%d{ISO8601} %p %c: %m%n
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.target=System.err
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c: %m%n
+"""
+
+
+def template_dir() -> Path:
+    """The ``hadoop_conf_example`` directory (installed with the package, or the checkout's)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "hadoop_conf_example", here.parent / "hadoop_conf_example"):
+        if (candidate / "yarn-site.xml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "hadoop_conf_example/ is missing from the zoo_ray installation; reinstall zoo_ray."
+    )
+
+
+def _port_names(spec: MiniClusterSpec) -> List[str]:
+    names = [
+        "nn_rpc", "nn_http", "dn_data", "dn_http", "dn_ipc",
+        "rm_rpc", "rm_scheduler", "rm_tracker", "rm_admin", "rm_web",
+    ]
+    for i in range(spec.nodemanagers):
+        names += [f"nm{i}_rpc", f"nm{i}_localizer", f"nm{i}_web"]
+    return names
+
+
+def plan_ports(spec: MiniClusterSpec) -> Dict[str, int]:
+    """Choose every daemon port: consecutive from ``spec.base_port``, or free ones.
+
+    Free ports are taken from the kernel all at once (sockets held open together),
+    so no two daemons are given the same port.
+    """
+    names = _port_names(spec)
+    if spec.base_port:
+        return {name: spec.base_port + i for i, name in enumerate(names)}
+    with ExitStack() as stack:
+        ports = {}
+        for name in names:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((HOST, 0))
+            ports[name] = sock.getsockname()[1]
+    return ports
+
+
+def _common_overrides(spec: MiniClusterSpec, root: Path, ports: Dict[str, int]) -> dict:
+    hdfs = f"hdfs://{HOST}:{ports['nn_rpc']}"
+    return {
+        "core-site.xml": {
+            "fs.defaultFS": hdfs,
+            "hadoop.tmp.dir": str(root / "tmp"),
+        },
+        "hdfs-site.xml": {
+            "dfs.namenode.rpc-address": f"{HOST}:{ports['nn_rpc']}",
+            "dfs.namenode.http-address": f"{HOST}:{ports['nn_http']}",
+            "dfs.namenode.name.dir": (root / "hdfs" / "name").as_uri(),
+            "dfs.datanode.data.dir": (root / "hdfs" / "data").as_uri(),
+            "dfs.datanode.address": f"{HOST}:{ports['dn_data']}",
+            "dfs.datanode.http.address": f"{HOST}:{ports['dn_http']}",
+            "dfs.datanode.ipc.address": f"{HOST}:{ports['dn_ipc']}",
+            "dfs.replication": "1",
+            # One DataNode: a write pipeline cannot replace a failed node with another.
+            "dfs.client.block.write.replace-datanode-on-failure.enable": "false",
+        },
+        "yarn-site.xml": {
+            "yarn.resourcemanager.hostname": HOST,
+            "yarn.resourcemanager.address": f"{HOST}:{ports['rm_rpc']}",
+            "yarn.resourcemanager.scheduler.address": f"{HOST}:{ports['rm_scheduler']}",
+            "yarn.resourcemanager.resource-tracker.address": f"{HOST}:{ports['rm_tracker']}",
+            "yarn.resourcemanager.admin.address": f"{HOST}:{ports['rm_admin']}",
+            "yarn.resourcemanager.webapp.address": f"{HOST}:{ports['rm_web']}",
+            "yarn.scheduler.minimum-allocation-mb": "128",
+            "yarn.scheduler.maximum-allocation-mb": str(spec.nm_memory_mb),
+            "yarn.scheduler.maximum-allocation-vcores": str(spec.nm_vcores),
+            "yarn.nodemanager.resource.memory-mb": str(spec.nm_memory_mb),
+            "yarn.nodemanager.resource.cpu-vcores": str(spec.nm_vcores),
+            "yarn.nodemanager.resource.detect-hardware-capabilities": "false",
+            # Several NodeManagers share one host: tell them apart by port, as
+            # MiniYARNCluster does.
+            "yarn.scheduler.include-port-in-node-name": "true",
+            # Declared resources exceed the disk and cores of a laptop or CI box on purpose;
+            # do not mark nodes unhealthy because the shared disk is fuller than 90%.
+            "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage": "100",
+            "yarn.nodemanager.disk-health-checker.min-free-space-per-disk-mb": "64",
+            "yarn.timeline-service.enabled": "false",
+            "yarn.resourcemanager.system-metrics-publisher.enabled": "false",
+            "yarn.nodemanager.remote-app-log-dir": "/tmp/logs",
+            "yarn.log-aggregation-enable": "true",
+        },
+    }
+
+
+def _nodemanager_overrides(root: Path, ports: Dict[str, int], i: int) -> dict:
+    nm_dir = root / f"nm{i}"
+    return {
+        "yarn-site.xml": {
+            "yarn.nodemanager.hostname": HOST,
+            "yarn.nodemanager.address": f"{HOST}:{ports[f'nm{i}_rpc']}",
+            "yarn.nodemanager.localizer.address": f"{HOST}:{ports[f'nm{i}_localizer']}",
+            "yarn.nodemanager.webapp.address": f"{HOST}:{ports[f'nm{i}_web']}",
+            "yarn.nodemanager.local-dirs": str(nm_dir / "local"),
+            "yarn.nodemanager.log-dirs": str(nm_dir / "logs"),
+            "yarn.nodemanager.recovery.enabled": "false",
+        }
+    }
+
+
+def render(spec: MiniClusterSpec, root: Path, ports: Dict[str, int]) -> Dict[str, Path]:
+    """Write the configuration directories of every daemon under ``root``.
+
+    Returns
+    -------
+    dict
+        ``{"client": <conf dir for clients and NN/DN/RM>, "nm0": ..., "nm1": ...}``.
+    """
+    conf = HadoopConf(template_dir())
+    conf.set(_common_overrides(spec, root, ports))
+    dirs = {"client": conf.write(root / "conf")}
+    (dirs["client"] / "log4j.properties").write_text(_LOG4J)
+    for i in range(spec.nodemanagers):
+        nm_conf = HadoopConf(dirs["client"])
+        nm_conf.set(_nodemanager_overrides(root, ports, i))
+        nm_dir = nm_conf.write(root / f"nm{i}" / "conf")
+        (nm_dir / "log4j.properties").write_text(_LOG4J)
+        dirs[f"nm{i}"] = nm_dir
+    return dirs

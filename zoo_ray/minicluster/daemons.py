@@ -1,0 +1,177 @@
+"""One Hadoop daemon: a JVM started by main class, in its own process group.
+
+A :class:`Daemon` is described by plain data (so ``zoo-ray minicluster down`` in
+another process can stop what ``up`` started) and identified by PID *and* process
+start time, so a recycled PID is never mistaken for ours.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import psutil
+
+__all__ = ["Daemon", "MAIN_CLASSES", "java_argv", "tail"]
+
+logger = logging.getLogger(__name__)
+
+MAIN_CLASSES = {
+    "namenode": "org.apache.hadoop.hdfs.server.namenode.NameNode",
+    "datanode": "org.apache.hadoop.hdfs.server.datanode.DataNode",
+    "resourcemanager": "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+    "nodemanager": "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+}
+
+# Hadoop reaches into JDK internals; Java 17 refuses unless the packages are opened.
+_JAVA17_OPENS = (
+    "java.base/java.lang", "java.base/java.lang.reflect", "java.base/java.lang.invoke",
+    "java.base/java.io", "java.base/java.net", "java.base/java.nio", "java.base/java.util",
+    "java.base/java.util.concurrent", "java.base/java.util.concurrent.atomic",
+    "java.base/sun.nio.ch", "java.base/sun.nio.cs", "java.base/sun.security.action",
+    "java.base/sun.util.calendar", "java.security.jgss/sun.security.krb5",
+)
+
+
+def java_argv(
+    java_home: Path,
+    conf_dir: Path,
+    jars: Path,
+    main_class: str,
+    heap_mb: int,
+    log_dir: Optional[Path] = None,
+    log_name: str = "hadoop",
+    args: Optional[List[str]] = None,
+) -> List[str]:
+    """The argv that runs a Hadoop main class like the ``hadoop``/``yarn`` scripts would.
+
+    Without ``log_dir`` the JVM logs warnings to stderr (for command-line tools).
+    """
+    logger_spec = "INFO,RFA" if log_dir else "WARN,console"
+    argv = [
+        str(java_home / "bin" / "java"),
+        f"-Xmx{heap_mb}m",
+        # A serial collector keeps each small daemon to a few threads on a 2-core box.
+        "-XX:+UseSerialGC",
+        "-Djava.net.preferIPv4Stack=true",
+        f"-Dlog4j.configuration=file:{conf_dir / 'log4j.properties'}",
+        f"-Dhadoop.root.logger={logger_spec}",
+        f"-Dhadoop.home.dir={jars.parent}",
+    ]
+    if log_dir:
+        argv += [
+            f"-Dhadoop.log.dir={log_dir}",
+            f"-Dyarn.log.dir={log_dir}",
+            f"-Dhadoop.log.file={log_name}.log",
+        ]
+    argv += [f"--add-opens={pkg}=ALL-UNNAMED" for pkg in _JAVA17_OPENS]
+    argv += ["-cp", f"{conf_dir}{os.pathsep}{jars}/*", main_class]
+    return argv + list(args or [])
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Daemon:
+    """A started daemon: its name, PID, the PID's start time and its log files."""
+
+    name: str
+    pid: int
+    create_time: float
+    log: str
+    out: str
+
+    @classmethod
+    def start(
+        cls, name: str, argv: List[str], log_dir: Path, env: Dict[str, str], cwd: Path
+    ) -> "Daemon":
+        """Start ``argv`` in a new session (its own process group), output to ``<name>.out``."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = log_dir / f"{name}.out"
+        with open(out, "ab") as out_file:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = 0.0
+        logger.debug("started %s (pid %d)", name, proc.pid)
+        return cls(name, proc.pid, create_time, str(log_dir / f"{name}.log"), str(out))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Daemon":
+        return cls(**data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def process(self) -> Optional[psutil.Process]:
+        """The live process of this daemon, or None if it has exited."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                # Our own child that exited but was not reaped yet.
+                try:
+                    os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    @property
+    def alive(self) -> bool:
+        return self.process() is not None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The tail of the daemon's log, or of its stdout/stderr when the log is empty."""
+        text = tail(Path(self.log), lines)
+        out = tail(Path(self.out), lines)
+        return "\n".join(part for part in (text, out) if part)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM the daemon's process group, SIGKILL it after ``grace`` seconds."""
+        proc = self.process()
+        if proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.alive:
+            time.sleep(0.2)
+        if self.alive:
+            logger.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", self.name,
+                           self.pid, grace)
+            self._signal_group(signal.SIGKILL)
+            while self.alive:
+                time.sleep(0.1)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass

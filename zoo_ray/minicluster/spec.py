@@ -1,0 +1,78 @@
+"""The description of a local Hadoop: how many NodeManagers, how big, which ports."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+from ..errors import ZooRayError
+from .artifacts import HADOOP_VERSION
+
+__all__ = ["MiniClusterSpec"]
+
+
+def _default_heaps() -> Dict[str, int]:
+    # Small heaps: a 2-core, few-GB box must hold these daemons plus Spark and Ray.
+    return {"namenode": 256, "datanode": 192, "resourcemanager": 384, "nodemanager": 256}
+
+
+@dataclass
+class MiniClusterSpec:
+    """What to start. Round-trips through :meth:`to_dict` / :meth:`from_dict`.
+
+    Parameters
+    ----------
+    nodemanagers : int
+        Number of NodeManager daemons (separate JVMs, ports and directories).
+    nm_memory_mb : int
+        Memory each NodeManager declares to YARN. It may exceed the machine's RAM:
+        containers rarely use what they reserve.
+    nm_vcores : int
+        Virtual cores each NodeManager declares; may exceed the physical cores so
+        several executors fit on a small machine.
+    base_port : int, optional
+        First of a block of consecutive ports for the daemons. ``None`` lets the
+        kernel choose free ports at every start.
+    heap_mb : dict
+        Java heap (``-Xmx``) in MB per daemon kind: namenode, datanode,
+        resourcemanager, nodemanager.
+    hadoop_version : str
+        Version of the Hadoop artifacts fetched from Maven Central.
+    """
+
+    nodemanagers: int = 2
+    nm_memory_mb: int = 8192
+    nm_vcores: int = 8
+    base_port: Optional[int] = None
+    heap_mb: Dict[str, int] = field(default_factory=_default_heaps)
+    hadoop_version: str = HADOOP_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
+            raise ZooRayError(f"nodemanagers must be a whole number >= 1, got {self.nodemanagers!r}")
+        if self.nm_memory_mb < 512:
+            raise ZooRayError(
+                f"nm_memory_mb={self.nm_memory_mb} cannot hold a Spark executor; use at least 512"
+            )
+        if self.nm_vcores < 1:
+            raise ZooRayError(f"nm_vcores must be >= 1, got {self.nm_vcores}")
+        if self.base_port is not None and not 1024 <= self.base_port <= 65000:
+            raise ZooRayError(
+                f"base_port={self.base_port} is outside 1024-65000; pick another, or leave it "
+                "unset to let the kernel choose free ports"
+            )
+        self.heap_mb = {**_default_heaps(), **self.heap_mb}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict of this spec."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "MiniClusterSpec":
+        """The spec described by ``data`` (unknown keys are rejected)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ZooRayError(
+                f"Unknown MiniClusterSpec fields {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**data)

@@ -1,0 +1,121 @@
+"""A small client of the YARN ResourceManager's REST API.
+
+zoo_ray asks the ResourceManager which NodeManagers run, what state an
+application is in and why it failed, and kills applications it started. The REST
+API needs no Hadoop jars on the gateway, which is why it is used here rather than
+the Java client.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional
+
+from .errors import ResourceManagerError
+from .hadoop_conf import HadoopConf
+
+__all__ = ["ResourceManager", "FINAL_STATES"]
+
+#: Application states after which nothing changes any more.
+FINAL_STATES = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+class ResourceManager:
+    """The REST API of one YARN ResourceManager.
+
+    Parameters
+    ----------
+    webapp_address : str
+        ``host:port`` of the ResourceManager's web application
+        (``yarn.resourcemanager.webapp.address``).
+    timeout : float
+        Seconds to wait for each HTTP request.
+    """
+
+    def __init__(self, webapp_address: str, timeout: float = 10.0) -> None:
+        self.webapp_address = webapp_address
+        self.base_url = f"http://{webapp_address}/ws/v1/cluster"
+        self.timeout = timeout
+
+    @classmethod
+    def from_conf(cls, hadoop_conf: "str | os.PathLike[str] | HadoopConf") -> "ResourceManager":
+        """The ResourceManager named by a Hadoop configuration directory."""
+        conf = hadoop_conf if isinstance(hadoop_conf, HadoopConf) else HadoopConf(hadoop_conf)
+        address = conf.get("yarn.resourcemanager.webapp.address")
+        if not address:
+            host = conf.require("yarn.resourcemanager.hostname")
+            address = f"{host}:8088"
+        return cls(address)
+
+    def __repr__(self) -> str:
+        return f"ResourceManager({self.webapp_address!r})"
+
+    def _request(self, path: str, method: str = "GET", body: Optional[dict] = None) -> Any:
+        url = f"{self.base_url}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise ResourceManagerError(
+                f"ResourceManager at {self.webapp_address} answered {exc.code} to {method} {path}: "
+                f"{detail}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ResourceManagerError(
+                f"Cannot reach the YARN ResourceManager at {self.webapp_address} ({reason}). Check "
+                "that it runs and that yarn.resourcemanager.webapp.address in HADOOP_CONF_DIR names "
+                "it (for the local Hadoop: `zoo-ray minicluster status`)."
+            ) from None
+        return json.loads(payload) if payload else {}
+
+    def cluster_info(self) -> Dict[str, Any]:
+        """The ``/info`` document: state, Hadoop version, start time."""
+        return self._request("/info")["clusterInfo"]
+
+    def metrics(self) -> Dict[str, Any]:
+        """Cluster-wide totals: memory, vcores, active nodes, running applications."""
+        return self._request("/metrics")["clusterMetrics"]
+
+    def nodes(self, states: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The NodeManagers, optionally only those in ``states`` (e.g. ``"RUNNING"``)."""
+        query = f"?states={states}" if states else ""
+        nodes = (self._request(f"/nodes{query}").get("nodes") or {}).get("node")
+        return nodes or []
+
+    def app(self, app_id: str) -> Dict[str, Any]:
+        """The report of one application: state, finalStatus, diagnostics, queue, ..."""
+        return self._request(f"/apps/{app_id}")["app"]
+
+    def apps(self, states: Optional[str] = None) -> List[Dict[str, Any]]:
+        """All applications, optionally only those in ``states`` (comma separated)."""
+        query = f"?states={states}" if states else ""
+        apps = (self._request(f"/apps{query}").get("apps") or {}).get("app")
+        return apps or []
+
+    def app_attempts(self, app_id: str) -> List[Dict[str, Any]]:
+        """The attempts of an application (each with its AM container and node)."""
+        attempts = self._request(f"/apps/{app_id}/appattempts").get("appAttempts") or {}
+        return attempts.get("appAttempt") or []
+
+    def containers(self, app_id: str, attempt_id: str) -> List[Dict[str, Any]]:
+        """The running containers of one application attempt, with their NodeManager ids."""
+        path = f"/apps/{app_id}/appattempts/{attempt_id}/containers"
+        containers = self._request(path).get("container")
+        return containers or []
+
+    def kill(self, app_id: str) -> None:
+        """Ask the ResourceManager to kill an application (no-op once it has ended)."""
+        if self.app(app_id)["state"] in FINAL_STATES:
+            return
+        self._request(f"/apps/{app_id}/state", method="PUT", body={"state": "KILLED"})
