@@ -29,8 +29,10 @@ _MAX_EXPANSION_DEPTH = 20
 class _SiteFile:
     """One ``*-site.xml`` file: its element tree and an index of its properties."""
 
-    def __init__(self, tree: ET.ElementTree) -> None:
+    def __init__(self, tree: ET.ElementTree, prolog: str = '<?xml version="1.0"?>\n') -> None:
         self.tree = tree
+        # The XML declaration and comments before <configuration>, which ElementTree drops.
+        self.prolog = prolog
         self.props: Dict[str, ET.Element] = {}
         for prop in tree.getroot().iter("property"):
             name = prop.findtext("name")
@@ -40,8 +42,12 @@ class _SiteFile:
     @classmethod
     def parse(cls, path: Path) -> "_SiteFile":
         parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+        text = path.read_text(encoding="utf-8")
+        start = text.find("<configuration")
+        prolog = text[:start] if start > 0 else '<?xml version="1.0"?>\n'
         try:
-            return cls(ET.parse(path, parser=parser))
+            parser.feed(text)
+            return cls(ET.ElementTree(parser.close()), prolog)
         except ET.ParseError as exc:
             raise HadoopConfError(
                 f"{path} is not valid XML ({exc}). Fix the file, or copy it again from "
@@ -201,6 +207,7 @@ class HadoopConf:
         dest.mkdir(parents=True, exist_ok=True)
         for name, site in self._files.items():
             tmp = dest / f".{name}.tmp"
-            site.tree.write(tmp, encoding="utf-8", xml_declaration=True)
+            body = ET.tostring(site.tree.getroot(), encoding="unicode")
+            tmp.write_text(f"{site.prolog}{body}\n", encoding="utf-8")
             os.replace(tmp, dest / name)
         return dest

@@ -93,6 +93,20 @@ class ResourceManager:
         nodes = (self._request(f"/nodes{query}").get("nodes") or {}).get("node")
         return nodes or []
 
+    def leaf_queues(self) -> List[str]:
+        """Names of the queues applications can be submitted to, sorted."""
+        info = self._request("/scheduler")["scheduler"]["schedulerInfo"]
+        leaves: List[str] = []
+        pending = [info]
+        while pending:
+            queue = pending.pop()
+            children = (queue.get("queues") or {}).get("queue") or []
+            if children:
+                pending.extend(children)
+            elif queue is not info:
+                leaves.append(queue["queueName"])
+        return sorted(leaves)
+
     def app(self, app_id: str) -> Dict[str, Any]:
         """The report of one application: state, finalStatus, diagnostics, queue, ..."""
         return self._request(f"/apps/{app_id}")["app"]

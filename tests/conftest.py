@@ -1,0 +1,13 @@
+"""Settings shared by every test."""
+from __future__ import annotations
+
+import pytest
+
+#: End-to-end tests start real daemons; none may hang a CI run.
+E2E_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "e2e" in item.nodeid.split("/") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))

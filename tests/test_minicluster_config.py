@@ -1,0 +1,67 @@
+"""The local Hadoop's spec, port plan and rendered configuration (no daemons started)."""
+from __future__ import annotations
+
+import pytest
+
+from zoo_ray.errors import ZooRayError
+from zoo_ray.hadoop_conf import HadoopConf
+from zoo_ray.minicluster import MiniClusterSpec
+from zoo_ray.minicluster.config import plan_ports, render
+
+
+def test_spec_round_trips_through_a_dict():
+    spec = MiniClusterSpec(nodemanagers=3, nm_memory_mb=4096, base_port=20000,
+                           heap_mb={"namenode": 300})
+    again = MiniClusterSpec.from_dict(spec.to_dict())
+    assert again == spec
+    assert again.heap_mb["namenode"] == 300
+    assert again.heap_mb["nodemanager"] == spec.heap_mb["nodemanager"]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"nodemanagers": 0}, {"nm_memory_mb": 100}, {"nm_vcores": 0}, {"base_port": 80},
+])
+def test_spec_rejects_impossible_values(kwargs):
+    with pytest.raises(ZooRayError):
+        MiniClusterSpec(**kwargs)
+
+
+def test_spec_rejects_unknown_fields():
+    with pytest.raises(ZooRayError, match="nodemangers"):
+        MiniClusterSpec.from_dict({"nodemangers": 2})
+
+
+def test_free_ports_are_distinct_and_cover_every_nodemanager():
+    ports = plan_ports(MiniClusterSpec(nodemanagers=3))
+    assert len(set(ports.values())) == len(ports)
+    assert {"nm2_rpc", "nm2_localizer", "nm2_web", "nn_rpc", "rm_web"} <= set(ports)
+
+
+def test_base_port_gives_a_consecutive_block():
+    ports = plan_ports(MiniClusterSpec(nodemanagers=2, base_port=30000))
+    assert sorted(ports.values()) == list(range(30000, 30000 + len(ports)))
+
+
+def test_each_nodemanager_gets_its_own_ports_and_dirs(tmp_path):
+    spec = MiniClusterSpec(nodemanagers=2, nm_memory_mb=4096, nm_vcores=6)
+    ports = plan_ports(spec)
+    dirs = render(spec, tmp_path, ports)
+    client = HadoopConf(dirs["client"])
+    nms = [HadoopConf(dirs[f"nm{i}"]) for i in range(2)]
+
+    assert client.get("fs.defaultFS") == f"hdfs://127.0.0.1:{ports['nn_rpc']}"
+    assert client.get("yarn.resourcemanager.webapp.address") == f"127.0.0.1:{ports['rm_web']}"
+    assert client.get("yarn.nodemanager.resource.memory-mb") == "4096"
+    assert client.get("yarn.nodemanager.resource.cpu-vcores") == "6"
+    assert client.get("dfs.replication") == "1"
+    # Kept from the documented example, not set by the renderer.
+    assert client.get("yarn.log-aggregation-enable") == "true"
+    assert client.get("yarn.scheduler.capacity.root.queues") == "default,batch"
+
+    keys = ("yarn.nodemanager.address", "yarn.nodemanager.localizer.address",
+            "yarn.nodemanager.webapp.address", "yarn.nodemanager.local-dirs",
+            "yarn.nodemanager.log-dirs")
+    values = [nm.get(key) for nm in nms for key in keys]
+    assert len(set(values)) == len(values)
+    assert nms[1].get("yarn.nodemanager.address") == f"127.0.0.1:{ports['nm1_rpc']}"
+    assert all(str(tmp_path) in nm.get("yarn.nodemanager.local-dirs") for nm in nms)
