@@ -199,3 +199,35 @@ def test_missing_maven_without_cached_jars_is_a_clear_error(tmp_path, monkeypatc
     monkeypatch.setenv("ZOO_RAY_CACHE_DIR", str(tmp_path / "empty-cache"))
     with pytest.raises(MavenNotFoundError, match="Install Maven"):
         MiniCluster(tmp_path / "hadoop").up()
+
+
+_OWNER_SCRIPT = """
+import sys, time
+from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+with MiniCluster(sys.argv[1], spec=MiniClusterSpec(nodemanagers=1, nm_memory_mb=2048)) as c:
+    print("ready", flush=True)
+    time.sleep(900)
+"""
+
+
+def test_killing_the_owner_process_stops_the_cluster(tmp_path):
+    cluster_dir = tmp_path / "hadoop"
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER_SCRIPT, str(cluster_dir)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        cluster = MiniCluster(cluster_dir)
+        procs = [psutil.Process(d["pid"]) for d in cluster.status()["daemons"].values()]
+        ports = list(cluster.ports.values())
+        assert len(procs) == 4 and all(p.is_running() for p in procs)
+    finally:
+        owner.kill()
+        owner.wait()
+
+    gone, alive = psutil.wait_procs(procs, timeout=90)
+    assert alive == []
+    deadline = time.monotonic() + 30
+    while cluster.started and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not cluster.started
+    assert [p for p in ports if _port_in_use(p)] == []

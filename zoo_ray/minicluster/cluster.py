@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -143,13 +144,18 @@ class MiniCluster:
         return f"http://{HOST}:{self.ports['nn_http']}"
 
     @property
+    def started(self) -> bool:
+        """Whether daemons were started and not stopped by :meth:`down` (some may have died)."""
+        return bool(self._daemons())
+
+    @property
     def running(self) -> bool:
         """Whether every daemon recorded in the state file is alive."""
         daemons = self._daemons()
         return bool(daemons) and all(d.alive for d in daemons)
 
     # ---------------------------------------------------------------- up/down
-    def up(self, timeout: float = 180.0) -> "MiniCluster":
+    def up(self, timeout: float = 180.0, owner_pid: Optional[int] = None) -> "MiniCluster":
         """Start the daemons and wait until HDFS and every NodeManager are ready.
 
         Reuses a cluster already running in ``dir`` (with the same spec).
@@ -158,6 +164,10 @@ class MiniCluster:
         ----------
         timeout : float
             Seconds to wait for readiness before stopping everything and raising.
+        owner_pid : int, optional
+            Stop the cluster when this process dies, even if it never calls
+            :meth:`down` (``kill -9``, a crashed notebook kernel). The context
+            manager passes its own PID.
 
         Raises
         ------
@@ -195,6 +205,8 @@ class MiniCluster:
                     daemon = Daemon.start(name, argv, self.dir / "logs", env, self.dir)
                     state["daemons"].append(daemon.to_dict())
                     self._write_state(state)
+                if owner_pid is not None:
+                    _spawn_watchdog(owner_pid, self.dir)
                 self._wait_ready(timeout)
             except BaseException:
                 self._stop_all()
@@ -358,7 +370,7 @@ class MiniCluster:
 
     def __enter__(self) -> "MiniCluster":
         was_running = self.running
-        self.up()
+        self.up(owner_pid=os.getpid())
         self._started_here = not was_running
         return self
 
@@ -448,6 +460,17 @@ class MiniCluster:
         return self._run_client(
             "org.apache.hadoop.yarn.client.cli.LogsCLI",
             ["-applicationId", app_id, "-appOwner", getpass.getuser()], timeout=wait,
+        )
+
+
+def _spawn_watchdog(owner_pid: int, cluster_dir: Path) -> None:
+    """Start ``zoo_ray.minicluster.watchdog``: it stops the cluster if ``owner_pid`` dies."""
+    with open(cluster_dir / "logs" / "watchdog.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "zoo_ray.minicluster.watchdog", str(owner_pid),
+             str(cluster_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
