@@ -15,6 +15,7 @@ __all__ = [
     "MiniClusterStateError",
     "ResourceManagerError",
     "HadoopConfError",
+    "InvalidMemoryError",
 ]
 
 
@@ -52,3 +53,7 @@ class ResourceManagerError(ZooRayError):
 
 class HadoopConfError(ZooRayError):
     """A Hadoop configuration directory is missing, unreadable or incomplete."""
+
+
+class InvalidMemoryError(ZooRayError, ValueError):
+    """A memory argument is not a size like "512m" or "2g"."""

@@ -1,0 +1,103 @@
+"""Memory strings and executor sizing.
+
+One parser for every memory argument zoo_ray takes (``executor_memory``,
+``extra_executor_memory_for_ray``, ``object_store_memory``, ...): "512m", "2g",
+"1.5g" are accepted; a bare number is ambiguous (bytes? MiB?) and refused, like
+everything else that is not a size, with the fix in the message.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional, Union
+
+from .errors import InvalidMemoryError
+
+__all__ = ["parse_memory", "format_mib", "ExecutorMemory", "executor_memory"]
+
+logger = logging.getLogger(__name__)
+
+_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt])(?:i?b)?\s*$", re.IGNORECASE)
+
+#: Spark's default executor overhead: max(384 MiB, 10% of executor memory).
+_MIN_OVERHEAD_MIB = 384
+_OVERHEAD_FACTOR = 0.10
+
+
+def parse_memory(value: Union[str, int], name: str = "memory") -> int:
+    """Bytes in a memory string such as ``"512m"``, ``"2g"``, ``"1.5GB"``.
+
+    Parameters
+    ----------
+    value : str or int
+        A number with a unit (b, k, m, g, t; optionally followed by "b" or "ib"), or an
+        int already in bytes.
+    name : str
+        The argument's name, used in the error message.
+
+    Raises
+    ------
+    InvalidMemoryError
+        For anything else: "2gg", "-1g", "1.5.5g", "", a bare number, zero.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidMemoryError(
+            f"{name}={value!r} is not a memory size. Write it like \"512m\" or \"2g\"."
+        )
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _MEMORY.match(value)
+        if not match:
+            raise InvalidMemoryError(
+                f"{name}={value!r} is not a memory size. Write a positive number and a unit, "
+                "like \"512m\", \"2g\" or \"1.5g\" (units: b, k, m, g, t)."
+            )
+        size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise InvalidMemoryError(f"{name}={value!r} must be more than zero, e.g. \"512m\".")
+    return size
+
+
+def format_mib(size_bytes: int) -> str:
+    """A size in Spark's notation, rounded up to whole MiB: ``"2560m"``."""
+    return f"{-(-size_bytes // 2**20)}m"
+
+
+@dataclass(frozen=True)
+class ExecutorMemory:
+    """The memory of one executor container, split as Spark and YARN see it (bytes)."""
+
+    heap: int
+    overhead: int
+    user_overhead: Optional[int]
+    ray: int
+
+    @property
+    def container(self) -> int:
+        """What YARN is asked for: heap plus overhead (before rounding to its increment)."""
+        return self.heap + self.overhead
+
+
+def executor_memory(
+    executor_memory: Union[str, int],
+    extra_for_ray: Union[str, int, None] = None,
+    conf: Optional[Mapping[str, str]] = None,
+) -> ExecutorMemory:
+    """Size an executor: the user's overhead (or Spark's default) *plus* Ray's share.
+
+    ``extra_for_ray`` is added to whatever overhead the user set in ``conf``
+    (``spark.executor.memoryOverhead``), never put in its place.
+    """
+    heap = parse_memory(executor_memory, "executor_memory")
+    ray = parse_memory(extra_for_ray, "extra_executor_memory_for_ray") if extra_for_ray else 0
+    user = (conf or {}).get("spark.executor.memoryOverhead")
+    if user and str(user).strip().isdigit():
+        user = f"{user}m"  # Spark reads a bare spark.executor.memoryOverhead as MiB
+    user_overhead = parse_memory(user, "spark.executor.memoryOverhead") if user else None
+    base = user_overhead if user_overhead is not None else max(
+        _MIN_OVERHEAD_MIB * 2**20, int(heap * _OVERHEAD_FACTOR)
+    )
+    return ExecutorMemory(heap=heap, overhead=base + ray, user_overhead=user_overhead, ray=ray)
