@@ -1,7 +1,6 @@
 """Fixtures that run the real local Hadoop: one cluster per test session."""
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator

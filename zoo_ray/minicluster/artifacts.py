@@ -1,4 +1,4 @@
-"""Finding Java and fetching the Hadoop server jars from Maven Central.
+"""Fetching the Hadoop server jars from Maven Central.
 
 The jars are resolved once with ``mvn dependency:copy-dependencies`` into a
 per-user cache directory; every later start of the local Hadoop is offline.
@@ -11,11 +11,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import List, Optional
 
-from ..errors import ArtifactFetchError, JavaNotFoundError, MavenNotFoundError
+from ..errors import ArtifactFetchError, MavenNotFoundError
+from ..local import cache_root
 
-__all__ = ["HADOOP_VERSION", "ARTIFACTS", "cache_root", "find_java_home", "hadoop_jars"]
+__all__ = ["HADOOP_VERSION", "ARTIFACTS", "hadoop_jars"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,49 +53,6 @@ _DEPENDENCY = (
     "<version>{version}</version><classifier>{classifier}</classifier></dependency>"
 )
 _COMPLETE_MARKER = ".complete"
-
-
-def cache_root() -> Path:
-    """zoo_ray's per-user cache: ``$ZOO_RAY_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo_ray``."""
-    explicit = os.environ.get("ZOO_RAY_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "zoo_ray"
-
-
-def find_java_home() -> Path:
-    """The ``JAVA_HOME`` to run the daemons with.
-
-    ``$JAVA_HOME`` wins; otherwise the ``java`` on ``PATH`` is followed through its
-    symlinks (Debian's alternatives) to the JDK it belongs to.
-
-    Raises
-    ------
-    JavaNotFoundError
-        When no working ``java`` is found.
-    """
-    candidates: List[Path] = []
-    if os.environ.get("JAVA_HOME"):
-        candidates.append(Path(os.environ["JAVA_HOME"]))
-    on_path = shutil.which("java")
-    if on_path:
-        candidates.append(Path(os.path.realpath(on_path)).parent.parent)
-    for home in candidates:
-        java = home / "bin" / "java"
-        if not java.is_file():
-            continue
-        try:
-            subprocess.run(
-                [str(java), "-version"], capture_output=True, check=True, timeout=60
-            )
-        except (OSError, subprocess.SubprocessError):
-            continue
-        return home
-    raise JavaNotFoundError(
-        "No working Java found (checked $JAVA_HOME and `java` on PATH). Install a JDK 17 "
-        "(e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME to one."
-    )
 
 
 def hadoop_jars(version: str = HADOOP_VERSION) -> Path:

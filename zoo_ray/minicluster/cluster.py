@@ -26,7 +26,8 @@ import psutil
 
 from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
 from ..yarn import FINAL_STATES, ResourceManager
-from .artifacts import cache_root, find_java_home, hadoop_jars
+from ..local import cache_root, find_java_home
+from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, java_argv, tail
 from .spec import MiniClusterSpec
