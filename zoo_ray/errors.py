@@ -16,6 +16,11 @@ __all__ = [
     "ResourceManagerError",
     "HadoopConfError",
     "InvalidMemoryError",
+    "CondaEnvNotFoundError",
+    "NoPythonEnvError",
+    "NotAPythonEnvError",
+    "QueueNotFoundError",
+    "ExecutorsNotStartedError",
 ]
 
 
@@ -57,3 +62,23 @@ class HadoopConfError(ZooRayError):
 
 class InvalidMemoryError(ZooRayError, ValueError):
     """A memory argument is not a size like "512m" or "2g"."""
+
+
+class CondaEnvNotFoundError(ZooRayError):
+    """The conda environment named by ``conda_name`` does not exist."""
+
+
+class NoPythonEnvError(ZooRayError):
+    """No environment to ship was given and the running one cannot be packed."""
+
+
+class NotAPythonEnvError(ZooRayError):
+    """An archive or prefix given as the environment is not a usable Python environment."""
+
+
+class QueueNotFoundError(ZooRayError):
+    """The YARN queue asked for does not exist."""
+
+
+class ExecutorsNotStartedError(ZooRayError):
+    """YARN did not start the requested executors in time (the application was killed)."""

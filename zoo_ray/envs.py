@@ -1,0 +1,314 @@
+"""Python environments for the executors: find, describe, pack once, upload once.
+
+An environment is a conda env (packed with conda-pack), a virtualenv/venv
+(venv-pack), or a prebuilt archive used as is. Packed archives are
+content-addressed by a fingerprint of what is installed (package list, Python
+version, platform), kept in a local cache, and uploaded once to a cache directory
+on the cluster's file system next to a JSON sidecar; an unchanged environment is
+never packed or uploaded twice, and installing or removing a package changes the
+address. Spark's own jars get the same treatment as ``spark.yarn.archive``.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from .errors import CondaEnvNotFoundError, NoPythonEnvError, NotAPythonEnvError
+from .hdfs import ClusterFileSystem
+from .local import cache_root
+from .progress import interactive
+
+__all__ = ["ENV_ALIAS", "PythonEnv", "find_env", "ship_env", "ship_spark_jars"]
+
+logger = logging.getLogger(__name__)
+
+#: The directory each container unpacks the environment archive into.
+ENV_ALIAS = "zoo_env"
+
+# Executors get PySpark from the pyspark.zip Spark ships; its 450 MB of jars in the
+# environment would be packed and uploaded for nothing.
+_EXCLUDES = ("lib/python*/site-packages/pyspark/jars/*",)
+_COMPRESS_LEVEL = 1  # packing speed matters more than the last few % of size
+
+_DESCRIBE = r"""
+import json, os, sys, sysconfig
+from importlib import metadata
+packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
+                   if d.metadata['Name']})
+conda_meta = os.path.join(sys.prefix, "conda-meta")
+conda = sorted(f for f in os.listdir(conda_meta) if f.endswith(".json")) if os.path.isdir(
+    conda_meta) else []
+print(json.dumps({"python": sys.version.split()[0], "platform": sysconfig.get_platform(),
+                  "packages": packages, "conda_packages": conda}))
+"""
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    """An environment to ship: ``kind`` is "conda", "venv" or "archive".
+
+    ``location`` is the environment's prefix, or for "archive" a local path or a
+    URI on the cluster's file system (``hdfs://...``).
+    """
+
+    kind: str
+    location: str
+
+    @property
+    def python(self) -> Path:
+        return Path(self.location) / "bin" / "python"
+
+    def describe(self) -> Dict[str, Any]:
+        """What is installed: Python version, platform, packages (runs the env's Python)."""
+        result = subprocess.run(
+            [str(self.python), "-c", _DESCRIBE], capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=120,
+        )
+        if result.returncode != 0:
+            raise NotAPythonEnvError(
+                f"{self.python} could not describe its environment (exit {result.returncode}): "
+                f"{result.stderr.strip()[-500:]}. Repair the environment, or pass a prebuilt "
+                "archive as penv_archive=."
+            )
+        return json.loads(result.stdout)
+
+    def fingerprint(self, description: Dict[str, Any]) -> str:
+        """The content address of this env's packed archive."""
+        packer = "conda-pack" if self.kind == "conda" else "venv-pack"
+        key = {"kind": self.kind, "packer": packer, "excludes": _EXCLUDES,
+               "compress_level": _COMPRESS_LEVEL, **description}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _conda_candidates(name: str) -> List[Path]:
+    found: List[Path] = []
+    conda = os.environ.get("CONDA_EXE") or shutil.which("conda")
+    if conda:
+        try:
+            out = subprocess.run([conda, "env", "list", "--json"], capture_output=True,
+                                 text=True, timeout=60, stdin=subprocess.DEVNULL)
+            found += [Path(p) for p in json.loads(out.stdout).get("envs", [])]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    roots = [Path.home() / ".conda", Path.home() / "miniconda3", Path.home() / "anaconda3",
+             Path.home() / "miniforge3", Path("/opt/conda")]
+    prefix = os.environ.get("CONDA_PREFIX")
+    if prefix:
+        found.append(Path(prefix))
+        roots += [Path(prefix), Path(prefix).parent.parent]
+    found += [root / "envs" / name for root in roots]
+    return [p for p in found if p.name == name or (name == "base" and (p / "envs").is_dir())]
+
+
+def _is_conda_prefix(path: Path) -> bool:
+    return (path / "conda-meta").is_dir() and (path / "bin" / "python").exists()
+
+
+def _is_venv_prefix(path: Path) -> bool:
+    return (path / "pyvenv.cfg").is_file() and (path / "bin" / "python").exists()
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a local archive that holds no ``bin/python`` at its top."""
+    wanted = {"bin/python", "bin/python3", "./bin/python", "./bin/python3"}
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        else:
+            with tarfile.open(path) as archive:
+                names = set(archive.getnames())
+    except (tarfile.TarError, OSError) as exc:
+        raise NotAPythonEnvError(
+            f"penv_archive={str(path)!r} is not a readable tar or zip archive ({exc}). Create one "
+            "with `conda pack` or `venv-pack`."
+        ) from None
+    if not names & wanted:
+        raise NotAPythonEnvError(
+            f"penv_archive={str(path)!r} holds no bin/python at its top level, so it is not a "
+            "packed Python environment. Create it with `conda pack -n <env>` or "
+            "`venv-pack -p <venv>`."
+        )
+
+
+def find_env(
+    conda_name: Optional[str] = None,
+    env_prefix: Optional[str] = None,
+    penv_archive: Optional[str] = None,
+) -> PythonEnv:
+    """The environment to ship, from the arguments or else the running interpreter.
+
+    Parameters
+    ----------
+    conda_name : str, optional
+        Name of a conda env (or its prefix, if it contains a "/").
+    env_prefix : str, optional
+        Prefix of a conda env or a virtualenv/venv.
+    penv_archive : str, optional
+        A prebuilt archive (``conda pack``/``venv-pack`` output): a local path or a
+        URI on the cluster's file system. Used as is.
+
+    Raises
+    ------
+    CondaEnvNotFoundError, NotAPythonEnvError, NoPythonEnvError
+    """
+    given = [a for a in (conda_name, env_prefix, penv_archive) if a]
+    if len(given) > 1:
+        raise NoPythonEnvError(
+            "Pass only one of conda_name=, env_prefix= and penv_archive=; they all name the "
+            "environment executors run."
+        )
+    if penv_archive:
+        if "://" in penv_archive and not penv_archive.startswith("file://"):
+            return PythonEnv("archive", penv_archive)
+        path = Path(penv_archive.replace("file://", "", 1)).expanduser()
+        if not path.is_file():
+            raise NotAPythonEnvError(
+                f"penv_archive={penv_archive!r} does not exist. Pass the path of a "
+                "`conda pack`/`venv-pack` archive, or an hdfs:// URI of one."
+            )
+        _check_archive(path)
+        return PythonEnv("archive", str(path.resolve()))
+    if conda_name:
+        candidates = [Path(conda_name).expanduser()] if "/" in conda_name else _conda_candidates(
+            conda_name)
+        for candidate in candidates:
+            if _is_conda_prefix(candidate):
+                return PythonEnv("conda", str(candidate.resolve()))
+        raise CondaEnvNotFoundError(
+            f"No conda environment named {conda_name!r} (looked in: "
+            f"{', '.join(str(c) for c in candidates) or 'no conda installation found'}). "
+            "List yours with `conda env list`, create it with `conda create -n "
+            f"{conda_name} python=3.11`, or pass env_prefix=/path/to/env."
+        )
+    prefix = Path(env_prefix).expanduser() if env_prefix else Path(sys.prefix)
+    if _is_conda_prefix(prefix):
+        return PythonEnv("conda", str(prefix.resolve()))
+    if _is_venv_prefix(prefix):
+        return PythonEnv("venv", str(prefix.absolute()))
+    what = f"env_prefix={env_prefix!r}" if env_prefix else f"The running Python ({sys.prefix})"
+    raise NoPythonEnvError(
+        f"{what} is neither a conda environment nor a virtualenv/venv, so zoo_ray cannot pack "
+        "it for the executors. Run from a conda env or venv (`python -m venv env && . "
+        "env/bin/activate && pip install zoo_ray`), or pass conda_name=, env_prefix= or "
+        "penv_archive=."
+    )
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _pack(env: PythonEnv, output: Path) -> None:
+    filters = [("exclude", pattern) for pattern in _EXCLUDES]
+    if env.kind == "conda":
+        import conda_pack
+
+        conda_pack.pack(prefix=env.location, output=str(output), compress_level=_COMPRESS_LEVEL,
+                        n_threads=-1, filters=filters, force=True, verbose=interactive())
+    else:
+        import venv_pack
+
+        venv_pack.pack(prefix=env.location, output=str(output), compress_level=_COMPRESS_LEVEL,
+                       filters=filters, force=True, verbose=interactive())
+
+
+def packed_env(env: PythonEnv) -> Tuple[Path, Dict[str, Any]]:
+    """The local archive of a conda env or venv and its metadata sidecar.
+
+    Packs only if no archive with the environment's content address exists yet.
+    """
+    description = env.describe()
+    sidecar = {"kind": env.kind, "prefix": env.location, **description}
+    address = f"{env.kind}-{env.fingerprint(description)}"
+    cache = cache_root() / "envs"
+    archive = cache / f"{address}.tar.gz"
+    with _locked(archive):
+        if archive.is_file():
+            logger.info("Reusing packed %s environment %s (%s)", env.kind, env.location, archive)
+            return archive, sidecar
+        logger.info("Packing %s environment %s -> %s", env.kind, env.location, archive)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".pack-") as tmp:
+            staging = Path(tmp) / archive.name
+            _pack(env, staging)
+            (cache / f"{address}.json").write_text(json.dumps(sidecar, indent=1))
+            os.replace(staging, archive)
+    return archive, sidecar
+
+
+def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: Dict[str, Any]) -> str:
+    """Upload ``local`` to ``remote`` with its sidecar unless an equal copy is there."""
+    size = local.stat().st_size
+    status = fs.status(remote)
+    meta = fs.read_text(f"{remote}.json") if status else None
+    if status and status["size"] == size and meta is not None:
+        logger.info("Reusing %s on the cluster (%d bytes, uploaded before)", remote, size)
+        return remote
+    logger.info("Uploading %s (%d bytes) to %s", local, size, remote)
+    fs.upload(local, remote, label=f"upload {local.name}")
+    fs.write_text(f"{remote}.json", json.dumps({**sidecar, "size": size}, indent=1))
+    return remote
+
+
+def _remote_cache(fs: ClusterFileSystem, cache_dir: Optional[str]) -> str:
+    return (cache_dir or f"{fs.home}/.zoo_ray/cache").rstrip("/")
+
+
+def ship_env(env: PythonEnv, fs: ClusterFileSystem, cache_dir: Optional[str] = None) -> str:
+    """The URI of ``env``'s archive on the cluster, packing and uploading only if needed."""
+    if env.kind != "archive":
+        archive, sidecar = packed_env(env)
+        name = archive.name
+    elif "://" in env.location:
+        return env.location
+    else:
+        # A prebuilt archive is addressed by its identity: path, size and mtime.
+        archive = Path(env.location)
+        stat = archive.stat()
+        ident = f"{archive}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        name = f"archive-{hashlib.sha256(ident).hexdigest()[:20]}-{archive.name}"
+        sidecar = {"kind": "archive", "source": str(archive)}
+    return _ship(fs, archive, f"{_remote_cache(fs, cache_dir)}/envs/{name}", sidecar)
+
+
+def _spark_jars_archive(spark_home: Path) -> Path:
+    """A stored (uncompressed: jars already are) zip of Spark's jars, built once per install."""
+    jars = sorted((spark_home / "jars").glob("*.jar"))
+    ident = json.dumps([(j.name, j.stat().st_size) for j in jars]).encode()
+    archive = cache_root() / "spark" / f"spark-jars-{hashlib.sha256(ident).hexdigest()[:20]}.zip"
+    with _locked(archive):
+        if archive.is_file():
+            return archive
+        logger.info("Building Spark's jar archive %s (once per Spark installation)", archive)
+        with tempfile.TemporaryDirectory(dir=archive.parent, prefix=".zip-") as tmp:
+            staging = Path(tmp) / archive.name
+            with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_STORED) as zf:
+                for jar in jars:
+                    zf.write(jar, jar.name)
+            os.replace(staging, archive)
+    return archive
+
+
+def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem,
+                    cache_dir: Optional[str] = None) -> str:
+    """URI of a ``spark.yarn.archive`` for ``spark_home``, uploaded once per Spark install."""
+    archive = _spark_jars_archive(spark_home)
+    remote = f"{_remote_cache(fs, cache_dir)}/spark/{archive.name}"
+    return _ship(fs, archive, remote, {"kind": "spark-jars", "spark_home": str(spark_home)})
