@@ -94,8 +94,11 @@ def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: floa
                         "vcores free in the cluster")
             except ZooRayError as exc:
                 diagnostics, free = str(exc), "cluster capacity unknown"
+            # Kill before stopping: a stopped SparkContext unregisters as FINISHED, hiding
+            # from YARN's admins that the application never got its executors.
+            reason = f"zoo_ray: only {got} of {wanted} executors started in {timeout:.0f}s"
+            rm.kill(app_id, diagnostics=reason)
             sc.stop()
-            rm.kill(app_id)
             raise ExecutorsNotStartedError(
                 f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({free}); "
                 f"application {app_id} was killed. Ask for fewer or smaller executors, use "
@@ -278,15 +281,23 @@ def init_spark_on_yarn(
         format_mib(sizing.overhead - sizing.ray), format_mib(sizing.ray) if sizing.ray else "0m",
         container_mb, env.kind, env.location,
     )
-    # The driver tells executors which interpreter to run from its PYSPARK_PYTHON.
+    # The driver tells executors which interpreter to run from its PYSPARK_PYTHON, read
+    # once when the SparkContext starts.
+    previous = os.environ.get("PYSPARK_PYTHON")
     os.environ["PYSPARK_PYTHON"] = python
-    sc = SparkContext(conf=spark_conf, pyFiles=_as_list(extra_python_lib) or None)
+    try:
+        sc = SparkContext(conf=spark_conf, pyFiles=_as_list(extra_python_lib) or None)
+    finally:
+        if previous is None:
+            del os.environ["PYSPARK_PYTHON"]
+        else:
+            os.environ["PYSPARK_PYTHON"] = previous
     try:
         _wait_for_executors(sc, rm, num_executors, executor_timeout)
     except BaseException:
         if SparkContext._active_spark_context is sc:
+            rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
             sc.stop()
-            rm.kill(sc.applicationId)
         raise
     logger.info("SparkContext %s on YARN is ready with %d executors", sc.applicationId,
                 num_executors)

@@ -128,8 +128,10 @@ class ResourceManager:
         containers = self._request(path).get("container")
         return containers or []
 
-    def kill(self, app_id: str) -> None:
-        """Ask the ResourceManager to kill an application (no-op once it has ended)."""
+    def kill(self, app_id: str, diagnostics: str = "") -> None:
+        """Kill an application (no-op once it has ended); ``diagnostics`` says why."""
         if self.app(app_id)["state"] in FINAL_STATES:
             return
-        self._request(f"/apps/{app_id}/state", method="PUT", body={"state": "KILLED"})
+        body = {"state": "KILLED", "diagnostics": diagnostics} if diagnostics else {
+            "state": "KILLED"}
+        self._request(f"/apps/{app_id}/state", method="PUT", body=body)

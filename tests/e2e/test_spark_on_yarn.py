@@ -1,0 +1,238 @@
+"""init_spark_on_yarn on the local Hadoop: shipped env, pack-once cache, bad input."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from zoo_ray import init_spark_on_yarn
+from zoo_ray.errors import (
+    CondaEnvNotFoundError,
+    ExecutorsNotStartedError,
+    HadoopConfError,
+    InvalidMemoryError,
+    JavaNotFoundError,
+    NoPythonEnvError,
+    NotAPythonEnvError,
+    QueueNotFoundError,
+    ResourceManagerError,
+)
+from zoo_ray.hadoop_conf import HadoopConf
+
+SMALL = dict(num_executors=2, executor_cores=1, executor_memory="512m", driver_memory="512m")
+
+
+@pytest.fixture(autouse=True)
+def _ship_test_functions_by_value():
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture
+def no_spark_left(cluster):
+    """After the test: no SparkContext in this process, no application RUNNING on YARN."""
+    yield
+    from pyspark import SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:
+        active.stop()
+        pytest.fail("the test left a SparkContext running")
+    deadline = time.monotonic() + 30
+    while cluster.resource_manager.apps(states="NEW,SUBMITTED,ACCEPTED,RUNNING"):
+        assert time.monotonic() < deadline, "an application was left running on YARN"
+        time.sleep(0.5)
+
+
+def _make_wheel(root: Path, name: str, value: str) -> Path:
+    """A one-module wheel, written directly: a fresh venv has no wheel builder, CI no index."""
+    wheel = root / f"{name}-1.0-py3-none-any.whl"
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VALUE = {value!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: zoo-ray-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in [*files, f"{dist}/RECORD"]))
+    return wheel
+
+
+def _pip(venv: Path, *args: str) -> None:
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", *args,
+                    "--no-index", "--disable-pip-version-check"],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def small_venv(tmp_path_factory):
+    """A fresh venv holding a package that exists nowhere else on this machine."""
+    root = tmp_path_factory.mktemp("venv")
+    venv = root / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    _pip(venv, "install", str(_make_wheel(root, "zoo_probe_a", "only-in-the-test-env")))
+    return venv
+
+
+def _where(_):
+    import os
+    import sys
+
+    import zoo_probe_a
+    import zoo_extra_lib
+
+    return (sys.executable, sys.prefix, os.environ["CONTAINER_ID"], zoo_probe_a.VALUE,
+            zoo_extra_lib.ANSWER)
+
+
+def _logged(caplog, prefix):
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
+
+
+def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
+        cluster, small_venv, tmp_path, caplog, no_spark_left):
+    caplog.set_level(logging.INFO, logger="zoo_ray")
+    probe_on_system = subprocess.run(["/usr/bin/env", "-i", "python3", "-c", "import zoo_probe_a"],
+                                     capture_output=True)
+    assert probe_on_system.returncode != 0
+    extra_lib = tmp_path / "zoo_extra_lib.py"
+    extra_lib.write_text("ANSWER = 42\n")
+    conf_dir = str(cluster.hadoop_conf_dir)
+
+    sc = init_spark_on_yarn(
+        hadoop_conf=conf_dir, env_prefix=str(small_venv), extra_python_lib=str(extra_lib),
+        extra_executor_memory_for_ray="512m", conf={"spark.executor.memoryOverhead": "1g"},
+        **SMALL,
+    )
+    try:
+        rows = set(sc.parallelize(range(8), 8).map(_where).collect())
+        app_id = sc.applicationId
+        assert sc.getConf().get("spark.executor.memoryOverhead") == "1536m"
+        attempt = cluster.resource_manager.app_attempts(app_id)[-1]
+        executors = [c for c in cluster.resource_manager.containers(app_id,
+                                                                    attempt["appAttemptId"])
+                     if c["containerId"] != attempt["containerId"]]
+    finally:
+        sc.stop()
+    assert len({row[2] for row in rows}) == 2
+    for executable, prefix, container_id, value, answer in rows:
+        assert executable.endswith("/zoo_env/bin/python")
+        assert container_id in executable and prefix.endswith("/zoo_env")
+        assert (value, answer) == ("only-in-the-test-env", 42)
+    # 512m heap + (1g the user asked for + 512m for Ray) overhead
+    assert {c["allocatedMB"] for c in executors} == {512 + 1024 + 512}
+
+    packed = _logged(caplog, "Packing venv environment")
+    uploaded = [m for m in _logged(caplog, "Uploading") if "/envs/" in m]
+    assert len(packed) == 1 and len(uploaded) == 1
+    remote = uploaded[0].rsplit(" to ", 1)[1]
+    local = Path(packed[0].rsplit(" -> ", 1)[1])
+    first = (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns)
+
+    caplog.clear()
+    sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(small_venv),
+                            extra_python_lib=str(extra_lib), **SMALL)
+    sc.stop()
+    assert _logged(caplog, "Packing") == [] and _logged(caplog, "Uploading") == []
+    assert len(_logged(caplog, "Reusing packed venv")) == 1
+    assert (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns) == first
+
+    caplog.clear()
+    _pip(small_venv, "install", str(_make_wheel(tmp_path, "zoo_probe_b", "b")))
+    sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(small_venv),
+                            extra_python_lib=str(extra_lib), **SMALL)
+    sc.stop()
+    repacked = _logged(caplog, "Packing venv environment")
+    assert len(repacked) == 1 and Path(repacked[0].rsplit(" -> ", 1)[1]) != local
+    assert len([m for m in _logged(caplog, "Uploading") if "/envs/" in m]) == 1
+
+
+def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
+    with pytest.raises(QueueNotFoundError, match="batch, default"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), queue="nope", **SMALL)
+
+
+def test_executor_bigger_than_any_node_fails_before_submitting(cluster, no_spark_left):
+    apps_before = len(cluster.resource_manager.apps())
+    with pytest.raises(ExecutorsNotStartedError, match="largest NodeManager offers 8192 MB"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
+                           executor_memory="9g")
+    with pytest.raises(ExecutorsNotStartedError, match="executor_cores"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
+                           executor_cores=64, executor_memory="512m")
+    assert len(cluster.resource_manager.apps()) == apps_before
+
+
+def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
+        cluster, small_venv, no_spark_left):
+    from pyspark import SparkContext
+
+    with pytest.raises(ExecutorsNotStartedError, match="(?s)started \\d of 12 executors.*killed"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
+                           num_executors=12, executor_cores=1, executor_memory="3g",
+                           executor_timeout=20)
+    assert SparkContext._active_spark_context is None
+    last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
+    assert last["state"] == "KILLED"
+    assert "executors started" in last["diagnostics"]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"executor_memory": "2gg"}, InvalidMemoryError, "executor_memory='2gg'"),
+    ({"executor_memory": "-1g"}, InvalidMemoryError, "executor_memory='-1g'"),
+    ({"extra_executor_memory_for_ray": "1.5.5g"}, InvalidMemoryError, "1.5.5g"),
+    ({"driver_memory": "lots"}, InvalidMemoryError, "driver_memory"),
+    ({"conda_name": "zoo-ray-no-such-env"}, CondaEnvNotFoundError, "conda env list"),
+    ({"env_prefix": "/usr"}, NoPythonEnvError, "neither a conda environment"),
+    ({"penv_archive": "/no/such/env.tar.gz"}, NotAPythonEnvError, "does not exist"),
+    ({"num_executors": 0}, Exception, "num_executors=0"),
+])
+def test_bad_input_is_a_typed_error_naming_the_fix(cluster, no_spark_left, kwargs, error, match):
+    args = {**SMALL, **kwargs}
+    with pytest.raises(error, match=match):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), **args)
+
+
+def test_missing_or_invalid_hadoop_conf(tmp_path, monkeypatch, no_spark_left):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    with pytest.raises(HadoopConfError, match="HADOOP_CONF_DIR"):
+        init_spark_on_yarn(**SMALL)
+    with pytest.raises(HadoopConfError, match="does not exist"):
+        init_spark_on_yarn(hadoop_conf=str(tmp_path / "nope"), **SMALL)
+    (tmp_path / "core-site.xml").write_text("<configuration/>")
+    with pytest.raises(HadoopConfError, match="yarn-site.xml"):
+        init_spark_on_yarn(hadoop_conf=str(tmp_path), **SMALL)
+
+
+def test_unreachable_resourcemanager(cluster, tmp_path, no_spark_left):
+    conf = HadoopConf(cluster.hadoop_conf_dir)
+    conf.set({"yarn-site.xml": {"yarn.resourcemanager.webapp.address": "127.0.0.1:1"}})
+    conf.write(tmp_path / "conf")
+    with pytest.raises(ResourceManagerError, match="127.0.0.1:1"):
+        init_spark_on_yarn(hadoop_conf=str(tmp_path / "conf"), **SMALL)
+
+
+def test_missing_java(cluster, tmp_path, monkeypatch, no_spark_left):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(JavaNotFoundError, match="JAVA_HOME"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), **SMALL)
+
+
+def test_prebuilt_archive_without_python_is_refused(tmp_path, cluster, no_spark_left):
+    archive = shutil.make_archive(str(tmp_path / "env"), "gztar", root_dir=os.path.dirname(
+        __file__), base_dir=".")
+    with pytest.raises(NotAPythonEnvError, match="no bin/python"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), penv_archive=archive,
+                           **SMALL)

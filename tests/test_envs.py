@@ -1,0 +1,75 @@
+"""Finding and fingerprinting Python environments (packing and shipping run in tests/e2e)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from zoo_ray.envs import find_env
+from zoo_ray.errors import CondaEnvNotFoundError, NoPythonEnvError, NotAPythonEnvError
+
+
+def test_the_running_venv_is_found_as_a_venv():
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests run outside a virtualenv")
+    env = find_env()
+    assert (env.kind, env.location) == ("venv", str(Path(sys.prefix).absolute()))
+
+
+def test_a_prefix_that_is_no_env_names_the_fix(tmp_path):
+    (tmp_path / "bin").mkdir()
+    with pytest.raises(NoPythonEnvError, match="conda_name=, env_prefix= or penv_archive="):
+        find_env(env_prefix=str(tmp_path))
+
+
+def test_missing_conda_env_names_the_fix():
+    with pytest.raises(CondaEnvNotFoundError, match="conda env list"):
+        find_env(conda_name="zoo-ray-no-such-env")
+
+
+def test_only_one_env_source_at_a_time(tmp_path):
+    with pytest.raises(NoPythonEnvError, match="only one"):
+        find_env(conda_name="x", env_prefix=str(tmp_path))
+
+
+def test_missing_archive_is_refused(tmp_path):
+    with pytest.raises(NotAPythonEnvError, match="does not exist"):
+        find_env(penv_archive=str(tmp_path / "env.tar.gz"))
+
+
+def test_archive_without_python_is_refused(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("not an interpreter")
+    archive = tmp_path / "env.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, "data.txt")
+    with pytest.raises(NotAPythonEnvError, match="no bin/python"):
+        find_env(penv_archive=str(archive))
+
+
+def test_garbage_archive_is_refused(tmp_path):
+    archive = tmp_path / "env.tar.gz"
+    archive.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(NotAPythonEnvError, match="not a readable"):
+        find_env(penv_archive=str(archive))
+
+
+def test_hdfs_archive_is_used_as_is():
+    env = find_env(penv_archive="hdfs://nn:8020/envs/py.tar.gz")
+    assert (env.kind, env.location) == ("archive", "hdfs://nn:8020/envs/py.tar.gz")
+
+
+def test_fingerprint_changes_when_a_package_is_installed(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")],
+                   check=True)
+    env = find_env(env_prefix=str(tmp_path / "v"))
+    before = env.fingerprint(env.describe())
+    assert env.fingerprint(env.describe()) == before
+    site = next((tmp_path / "v" / "lib").glob("python*/site-packages"))
+    dist = site / "zoo_probe-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-probe\nVersion: 1.0\n")
+    assert env.fingerprint(env.describe()) != before
