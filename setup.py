@@ -18,6 +18,8 @@ setup(
         "venv-pack",
         "pyarrow",
         "psutil",
+        # Progress bars that render both in a terminal and as a Jupyter widget.
+        "tqdm",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
