@@ -1,5 +1,25 @@
-"""zoo_ray: run Ray inside Spark on Hadoop YARN."""
-from .spark import init_spark_on_local, init_spark_on_yarn
+"""zoo_ray: run Ray inside Spark on Hadoop YARN.
+
+The public API is imported lazily, so that the small processes zoo_ray runs on
+executors (``python -m zoo_ray.manager``, ``zoo_ray.executor_daemon``) do not
+import PySpark and Ray's driver side just by importing the package.
+"""
+from typing import Any
+
+from .auth import prepare_driver_env
+
+# Ray reads its authentication mode once, at `import ray`: set it before that can happen.
+prepare_driver_env()
 
 __version__ = "0.1.0"
-__all__ = ["init_spark_on_yarn", "init_spark_on_local"]
+__all__ = ["init_spark_on_yarn", "init_spark_on_local", "RayContext"]
+
+_HOMES = {"init_spark_on_yarn": "spark", "init_spark_on_local": "spark", "RayContext": "context"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'zoo_ray' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

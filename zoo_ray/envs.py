@@ -31,7 +31,7 @@ from .hdfs import ClusterFileSystem
 from .local import cache_root
 from .progress import interactive
 
-__all__ = ["ENV_ALIAS", "PythonEnv", "find_env", "ship_env", "ship_spark_jars"]
+__all__ = ["ENV_ALIAS", "PythonEnv", "find_env", "ship_env", "ship_spark_jars", "zoo_ray_pyfile"]
 
 logger = logging.getLogger(__name__)
 
@@ -312,3 +312,27 @@ def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem,
     archive = _spark_jars_archive(spark_home)
     remote = f"{_remote_cache(fs, cache_dir)}/spark/{archive.name}"
     return _ship(fs, archive, remote, {"kind": "spark-jars", "spark_home": str(spark_home)})
+
+
+def zoo_ray_pyfile() -> Path:
+    """A zip of this zoo_ray package, so executors run the driver's very version of it.
+
+    Executors need zoo_ray for the RayManager and the PySpark daemon, even when the
+    shipped environment lacks it or holds another version.
+    """
+    package = Path(__file__).resolve().parent
+    sources = sorted(package.rglob("*.py"))
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    archive = cache_root() / "pylib" / f"zoo_ray-{digest.hexdigest()[:20]}.zip"
+    with _locked(archive):
+        if not archive.is_file():
+            with tempfile.TemporaryDirectory(dir=archive.parent, prefix=".zip-") as tmp:
+                staging = Path(tmp) / archive.name
+                with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                    for source in sources:
+                        zf.write(source, Path("zoo_ray") / source.relative_to(package))
+                os.replace(staging, archive)
+    return archive

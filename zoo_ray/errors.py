@@ -21,6 +21,8 @@ __all__ = [
     "NotAPythonEnvError",
     "QueueNotFoundError",
     "ExecutorsNotStartedError",
+    "RayContextError",
+    "RayNodeStartError",
 ]
 
 
@@ -82,3 +84,11 @@ class QueueNotFoundError(ZooRayError):
 
 class ExecutorsNotStartedError(ZooRayError):
     """YARN did not start the requested executors in time (the application was killed)."""
+
+
+class RayContextError(ZooRayError):
+    """A RayContext was asked for something its state or its sizing does not allow."""
+
+
+class RayNodeStartError(ZooRayError):
+    """Ray nodes did not come up; the message names the executors and their log tails."""

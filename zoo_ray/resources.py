@@ -14,12 +14,16 @@ from typing import Mapping, Optional, Union
 
 from .errors import InvalidMemoryError
 
-__all__ = ["parse_memory", "format_mib", "ExecutorMemory", "executor_memory"]
+__all__ = ["parse_memory", "format_mib", "ExecutorMemory", "executor_memory", "RAY_MEMORY_CONF"]
 
 logger = logging.getLogger(__name__)
 
 _UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt])(?:i?b)?\s*$", re.IGNORECASE)
+
+#: Spark property init_spark_on_yarn records extra_executor_memory_for_ray in (bytes), for
+#: RayContext to check the object store against.
+RAY_MEMORY_CONF = "spark.zoo_ray.rayMemory"
 
 #: Spark's default executor overhead: max(384 MiB, 10% of executor memory).
 _MIN_OVERHEAD_MIB = 384

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .envs import ENV_ALIAS, find_env, ship_env, ship_spark_jars
+from .envs import ENV_ALIAS, find_env, ship_env, ship_spark_jars, zoo_ray_pyfile
 from .errors import ExecutorsNotStartedError, HadoopConfError, QueueNotFoundError, ZooRayError
 from .hadoop_conf import HadoopConf
 from .hdfs import ClusterFileSystem
 from .local import find_java_home
 from .resources import executor_memory as size_executor
-from .resources import format_mib, parse_memory
+from .resources import RAY_MEMORY_CONF, format_mib, parse_memory
 from .yarn import ResourceManager
 
 __all__ = ["init_spark_on_yarn", "init_spark_on_local"]
@@ -245,7 +245,14 @@ def init_spark_on_yarn(
         "spark.driver.cores": str(driver_cores),
         "spark.executorEnv.PYSPARK_PYTHON": python,
         "spark.ui.showConsoleProgress": "false",
+        # Executors import zoo_ray from this zip (RayManager, the daemon below).
+        "spark.yarn.dist.pyFiles": str(zoo_ray_pyfile()),
+        # Keeps processes that tasks start (RayManagers) in the executor's process tree.
+        "spark.python.daemon.module": "zoo_ray.executor_daemon",
     }
+    if sizing.ray:
+        # What RayContext may give Ray's object store and processes, per executor.
+        settings[RAY_MEMORY_CONF] = str(sizing.ray)
     if queue:
         settings["spark.yarn.queue"] = queue
     if tags:
@@ -260,7 +267,9 @@ def init_spark_on_yarn(
     settings.update({k: v for k, v in user_conf.items() if k != "spark.executor.memoryOverhead"})
     settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
 
-    spark_conf = SparkConf(loadDefaults=False).setAll(settings.items())
+    # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
+    # makes YARN ship pyspark.zip), should the JVM already run.
+    spark_conf = SparkConf().setAll(settings.items())
     SparkContext._ensure_initialized(conf=spark_conf)
     fs = ClusterFileSystem(SparkContext._jvm, hconf.conf_dir)
     archives = [f"{ship_env(env, fs, cache_dir)}#{ENV_ALIAS}"] + _as_list(additional_archive)
