@@ -21,6 +21,7 @@ setup(
         # Progress bars that render both in a terminal and as a Jupyter widget.
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # numpy and pandas: the ordinary Ray programs of the tests (ray.data needs pandas).
+    extras_require={"test": ["pytest", "pytest-timeout", "numpy", "pandas"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )

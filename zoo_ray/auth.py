@@ -48,6 +48,9 @@ def write_driver_token(token: str) -> None:
     """
     prepare_driver_env()
     path = driver_token_path()
+    if Path(os.environ[_PATH]).parent == path.parent:
+        # Inherited from a parent zoo_ray driver: this process gets its own token file.
+        os.environ[_PATH] = str(path)
     if os.environ[_MODE].lower() != "token" or os.environ[_PATH] != str(path):
         raise RayContextError(
             f"zoo_ray's Ray clusters require token authentication, but this process has "

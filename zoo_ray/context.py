@@ -430,6 +430,28 @@ class RayContext:
         if self.initialized:
             self.stop()
 
+    def node_status(self) -> List[Dict[str, Any]]:
+        """Each executor's Ray node as Ray's head sees it now: container, node id, alive.
+
+        A node whose executor was lost (killed by YARN, preempted) shows
+        ``alive=False``; losses are also logged.
+        """
+        import ray
+
+        by_temp_dir = {}
+        for node in ray.nodes():
+            for info in self.address_info.get("nodes", []):
+                if node["ObjectStoreSocketName"].startswith(info["temp_dir"]):
+                    # A restarted node registers anew; the live registration wins.
+                    if node["Alive"] or info["container"] not in by_temp_dir:
+                        by_temp_dir[info["container"]] = {
+                            "container": info["container"], "node_id": node["NodeID"],
+                            "alive": node["Alive"]}
+        status = list(by_temp_dir.values())
+        for lost in (s for s in status if not s["alive"]):
+            logger.warning("Ray node of executor %s is lost", lost["container"])
+        return status
+
     @property
     def address(self) -> Optional[str]:
         """The head's GCS address, ``ip:port``."""

@@ -349,6 +349,7 @@ def main() -> int:
         return 1
     _answer(answer, "READY", {"address": manager.address, "pid": os.getpid(),
                               "node_ip": manager.node_ip(), "log_dir": spec.log_dir,
+                              "temp_dir": str(manager.temp_dir),
                               "container": os.environ.get("CONTAINER_ID", "")})
     answer.close()
     try:

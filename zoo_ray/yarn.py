@@ -77,7 +77,10 @@ class ResourceManager:
                 "that it runs and that yarn.resourcemanager.webapp.address in HADOOP_CONF_DIR names "
                 "it (for the local Hadoop: `zoo-ray minicluster status`)."
             ) from None
-        return json.loads(payload) if payload else {}
+        try:
+            return json.loads(payload) if payload else {}
+        except ValueError:  # a few endpoints (container signals) answer in plain text
+            return {"text": payload.decode(errors="replace")}
 
     def cluster_info(self) -> Dict[str, Any]:
         """The ``/info`` document: state, Hadoop version, start time."""
@@ -127,6 +130,10 @@ class ResourceManager:
         path = f"/apps/{app_id}/appattempts/{attempt_id}/containers"
         containers = self._request(path).get("container")
         return containers or []
+
+    def signal_container(self, container_id: str, command: str = "GRACEFUL_SHUTDOWN") -> None:
+        """Signal a running container: OUTPUT_THREAD_DUMP, GRACEFUL_SHUTDOWN or FORCEFUL_SHUTDOWN."""
+        self._request(f"/containers/{container_id}/signal/{command}", method="POST")
 
     def kill(self, app_id: str, diagnostics: str = "") -> None:
         """Kill an application (no-op once it has ended); ``diagnostics`` says why."""

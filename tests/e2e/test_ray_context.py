@@ -1,0 +1,334 @@
+"""RayContext on the local Hadoop: topology, ordinary Ray programs, faults, security."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from zoo_ray import RayContext, init_spark_on_yarn  # before ray: it reads its auth mode at import
+from zoo_ray.errors import InvalidMemoryError, RayContextError
+
+ray = pytest.importorskip("ray")
+
+EXECUTORS = 3
+SPARK_ARGS = dict(num_executors=EXECUTORS, executor_cores=1, executor_memory="512m",
+                  driver_memory="512m", extra_executor_memory_for_ray="1g")
+
+
+def _ray_processes(manager_pid: int):
+    try:
+        return psutil.Process(manager_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic() - (deadline - timeout)
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+def _alive_nodes():
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+@pytest.fixture(scope="module")
+def sc(cluster):
+    sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), **SPARK_ARGS)
+    yield sc
+    sc.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_ctx(sc):
+    ctx = RayContext(sc, object_store_memory="256m")
+    ctx.init()
+    ray.init()  # an unchanged program's own call: joins through RAY_ADDRESS
+    yield ctx
+    if ctx.initialized:
+        ctx.stop()
+
+
+def _executor_nodes(ctx):
+    """{node id: container id} of the Ray nodes in executors (not the gateway's)."""
+    @ray.remote(num_cpus=0)
+    def whoami():
+        return ray.get_runtime_context().get_node_id(), os.environ.get("CONTAINER_ID")
+
+    found = {}
+    for node in _alive_nodes():
+        strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)
+        node_id, container = ray.get(whoami.options(scheduling_strategy=strategy).remote())
+        if container:
+            found[node_id] = container
+    return found
+
+
+def test_one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc):
+    nodes = ray_ctx.address_info["nodes"]
+    assert len(nodes) == EXECUTORS
+    assert len({n["container"] for n in nodes}) == EXECUTORS
+    assert all(n["container"].startswith("container_") for n in nodes)
+    assert len(_alive_nodes()) == EXECUTORS + 1  # + the gateway's node for the driver
+    head = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node:__internal_head__")]
+    assert len(head) == 1
+    assert ray_ctx.address == f"{head[0]['NodeManagerAddress']}:{ray_ctx.address.rsplit(':')[1]}"
+
+    executor_nodes = _executor_nodes(ray_ctx)
+    assert sorted(executor_nodes.values()) == sorted(n["container"] for n in nodes)
+    # Starting Ray holds no Spark task slot: Spark still runs a job over every slot.
+    assert sc.parallelize(range(EXECUTORS), EXECUTORS).map(lambda x: x * 2).sum() == 6
+
+
+def test_ray_managers_stay_in_the_executor_process_tree(ray_ctx):
+    for node in ray_ctx.address_info["nodes"]:
+        manager = psutil.Process(node["pid"])
+        executor = [p for p in manager.parents()
+                    if "CoarseGrainedExecutorBackend" in " ".join(p.cmdline())]
+        assert executor, f"manager {node['pid']} is not below its executor JVM"
+        names = {p.name() for p in _ray_processes(node["pid"])}
+        assert {"raylet"} <= names
+    head = ray_ctx.address_info["nodes"][0]
+    assert "gcs_server" in {p.name() for p in _ray_processes(head["pid"])}
+
+
+def test_ordinary_ray_programs_run_on_the_cluster(ray_ctx):
+    np = pytest.importorskip("numpy")
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    assert sum(ray.get([square.remote(i) for i in range(1000)])) == sum(i * i for i in range(1000))
+
+    @ray.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, k):
+            self.n += k
+            return self.n
+
+    counter = Counter.remote()
+    ray.get([counter.add.remote(1) for _ in range(50)])
+    assert ray.get(counter.add.remote(0)) == 50
+
+    @ray.remote
+    class Progress:
+        def __init__(self):
+            self.done = {}
+
+        def report(self, task, n):
+            self.done[task] = n
+
+        def total(self):
+            return sum(self.done.values())
+
+    @ray.remote
+    def sample(progress, task, n):
+        import random
+        inside = 0
+        for i in range(n):
+            x, y = random.random(), random.random()
+            inside += x * x + y * y <= 1
+            if i % 10_000 == 0:
+                progress.report.remote(task, i)
+        ray.get(progress.report.remote(task, n))  # the last report lands before we return
+        return inside
+
+    progress = Progress.remote()
+    tasks, per_task = 6, 50_000
+    pi = 4 * sum(ray.get([sample.remote(progress, t, per_task) for t in range(tasks)])) / (
+        tasks * per_task)
+    assert abs(pi - 3.14159) < 0.05
+    assert ray.get(progress.total.remote()) == tasks * per_task
+
+    @ray.remote
+    def chunk(i):
+        return np.full(1000, i, dtype=np.int64)
+
+    @ray.remote
+    def reduce_sum(*arrays):
+        return int(sum(int(a.sum()) for a in arrays))
+
+    refs = [chunk.remote(i) for i in range(20)]
+    assert ray.get(reduce_sum.remote(*refs)) == 1000 * sum(range(20))
+
+    ray_data = pytest.importorskip("ray.data")
+    ds = ray_data.range(2000).map_batches(lambda b: {"id": b["id"] * 2})
+    assert ds.sum("id") == 2 * sum(range(2000))
+
+
+def test_a_100mb_array_put_on_one_node_is_read_on_another(ray_ctx):
+    nodes = list(_executor_nodes(ray_ctx))
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def produce():
+        import numpy as np
+        return [ray.put(np.ones(100 * 2**20 // 8)), ray.get_runtime_context().get_node_id()]
+
+    @ray.remote(num_cpus=0)
+    def consume(boxed):
+        return float(ray.get(boxed[0]).sum()), ray.get_runtime_context().get_node_id()
+
+    boxed = ray.get(produce.options(scheduling_strategy=strategy(nodes[0], soft=False)).remote())
+    total, reader = ray.get(
+        consume.options(scheduling_strategy=strategy(nodes[1], soft=False)).remote(boxed))
+    assert total == 100 * 2**20 // 8
+    assert boxed[1] == nodes[0] and reader == nodes[1] and nodes[0] != nodes[1]
+
+
+def test_an_existing_program_calling_ray_init_runs_unchanged(ray_ctx):
+    program = textwrap.dedent("""
+        import ray, sys
+        ray.init(address=sys.argv[1]) if len(sys.argv) > 1 else ray.init()
+        print(int(ray.cluster_resources()["CPU"]), ray.get(ray.remote(lambda: 7).remote()))
+    """)
+    for args in ([], ["auto"]):
+        out = subprocess.run([sys.executable, "-c", program, *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == [str(EXECUTORS), "7"]
+
+
+def test_the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, sc, cluster):
+    token = ray_ctx._token
+    assert len(token) >= 32
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        assert token not in " ".join(proc.info["cmdline"] or [])
+        assert token not in json.dumps(proc.info["environ"] or {})
+    assert token not in json.dumps(sc.getConf().getAll())
+    roots = [cluster.dir] + [Path(n["log_dir"]) for n in ray_ctx.address_info["nodes"]]
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and path.name != "auth_token" and path.stat().st_size < 50 * 2**20:
+                assert token.encode() not in path.read_bytes(), path
+
+
+def test_a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx):
+    worker = ray_ctx.address_info["nodes"][1]
+
+    def worker_nodes(alive):
+        return {n["NodeID"] for n in ray.nodes() if n["Alive"] == alive
+                and n["ObjectStoreSocketName"].startswith(worker["temp_dir"])}
+
+    old = worker_nodes(True)
+    assert len(old) == 1
+    raylet = [p for p in _ray_processes(worker["pid"]) if p.name() == "raylet"][0]
+    os.kill(raylet.pid, signal.SIGKILL)
+    took = _wait(lambda: worker_nodes(True) and worker_nodes(True) != old, 120,
+                 "a new node from the same RayManager")
+    print(f"raylet back and registered after {took:.1f}s")
+    _wait(lambda: old <= worker_nodes(False), 120, "the killed node to be marked dead")
+    assert len(_alive_nodes()) == EXECUTORS + 1
+    new = [p for p in _ray_processes(worker["pid"]) if p.name() == "raylet"]
+    assert new and new[0].pid != raylet.pid
+    log = Path(worker["log_dir"]) / "ray_manager.log"
+    assert "restarting the node" in log.read_text()
+
+
+def test_bad_input_is_a_typed_error(sc, ray_ctx):
+    with pytest.raises(InvalidMemoryError, match="object_store_memory='2gg'"):
+        RayContext(sc, object_store_memory="2gg")
+    with pytest.raises(RayContextError, match="extra_executor_memory_for_ray"):
+        RayContext(sc, object_store_memory="1g")
+    with pytest.raises(RayContextError, match="num_executors=5"):
+        RayContext(sc, num_ray_nodes=5)
+    with pytest.raises(RayContextError, match="already initialised"):
+        ray_ctx.init()
+    with pytest.raises(RayContextError, match="never initialised"):
+        RayContext(sc).stop()
+
+
+_DRIVER = textwrap.dedent("""
+    import json, sys, time
+    import zoo_ray
+    from zoo_ray import RayContext, init_spark_on_yarn
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g")
+    ctx = RayContext(sc, object_store_memory="128m")
+    info = ctx.init()
+    import ray
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    print(json.dumps({"app": sc.applicationId, "managers": [n["pid"] for n in info["nodes"]],
+                      "gateway": info["gateway_node"]["pid"]}), flush=True)
+    time.sleep(900)
+""")
+
+
+def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(cluster, ray_ctx):
+    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=fresh_env)
+    try:
+        info = json.loads(driver.stdout.readline())
+        pids = info["managers"] + [info["gateway"]]
+        family = [psutil.Process(p) for p in pids]
+        family += [c for p in pids for c in _ray_processes(p)]
+        assert sum(p.name() == "raylet" for p in family) == 3
+        # Two applications' Ray clusters side by side on the same NodeManagers.
+        assert ray.get(ray.remote(lambda: 2).remote()) == 2
+    finally:
+        driver.kill()
+        driver.wait()
+    started = time.monotonic()
+    _, alive = psutil.wait_procs(family, timeout=120)
+    print(f"all {len(family)} Ray processes of the app gone after "
+          f"{time.monotonic() - started:.1f}s")
+    assert alive == []
+    assert len(_alive_nodes()) == EXECUTORS + 1  # our own cluster is untouched
+
+
+def test_a_container_killed_by_yarn_takes_its_ray_node_along_and_the_loss_is_reported(
+        ray_ctx, cluster, caplog):
+    victim = ray_ctx.address_info["nodes"][-1]
+    family = [psutil.Process(victim["pid"])] + _ray_processes(victim["pid"])
+    assert any(p.name() == "raylet" for p in family)
+    cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
+    started = time.monotonic()
+    _, alive = psutil.wait_procs(family, timeout=60)
+    print(f"{len(family)} Ray processes of the killed container gone after "
+          f"{time.monotonic() - started:.1f}s")
+    assert alive == []
+    _wait(lambda: any(not s["alive"] for s in ray_ctx.node_status()), 120, "the loss")
+    status = {s["container"]: s["alive"] for s in ray_ctx.node_status()}
+    assert status.pop(victim["container"]) is False
+    assert all(status.values())
+    assert f"Ray node of executor {victim['container']} is lost" in caplog.text
+
+
+def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
+    managers = [n["pid"] for n in ray_ctx.address_info["nodes"]]
+    managers.append(ray_ctx.address_info["gateway_node"]["pid"])
+    family = [psutil.Process(p) for p in managers if psutil.pid_exists(p)]
+    family += [c for p in managers for c in _ray_processes(p)]
+    assert len(family) > EXECUTORS
+    ray_ctx.stop()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == []
+    assert sc.parallelize(range(10), 5).sum() == 45
+
+    again = RayContext(sc, object_store_memory="128m")
+    info = again.init()
+    try:
+        assert len(info["nodes"]) == EXECUTORS
+        assert {n["pid"] for n in info["nodes"]}.isdisjoint(managers)
+        assert ray.get(ray.remote(lambda: "fresh").remote()) == "fresh"
+    finally:
+        again.stop()
