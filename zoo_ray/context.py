@@ -304,7 +304,14 @@ class RayContext:
                 _start_workers(self._base_spec("worker"), self.num_ray_nodes - 1, timeout)
             ).collect()
             self._raise_failures(results)
-            self.address_info["nodes"] += [info for kind, info in results if kind == "ok"]
+            workers = [info for kind, info in results if kind == "ok"]
+            if len(workers) < self.num_ray_nodes - 1:
+                raise RayNodeStartError(
+                    f"Only {len(workers) + 1} of {self.num_ray_nodes} executors could take a Ray "
+                    "node (lost executors?); everything started was stopped. Retry, or lower "
+                    "num_ray_nodes."
+                )
+            self.address_info["nodes"] += workers
         self._start_gateway_node(driver_cores)
         self._connect_and_verify()
 

@@ -1,14 +1,13 @@
 """The main job on the embedded default: a small Spark-on-YARN program on the local Hadoop.
 
-``zoo-ray demo`` starts the local Hadoop (or reuses a running one), runs a word
-count whose input and output live on HDFS with executors on YARN, reports where
-the executors ran, and stops the cluster again if it started it.
+``zoo-ray demo`` starts the local Hadoop (or reuses a running one), adds the
+three-line zoo_ray prelude (init_spark_on_yarn, RayContext, init), counts words
+of a file on HDFS with Spark and estimates pi with Ray tasks in the executors,
+then stops everything it started.
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -16,16 +15,13 @@ from .minicluster import MiniCluster
 
 __all__ = ["run_demo"]
 
-logger = logging.getLogger(__name__)
-
 _TEXT = "ray runs inside spark on yarn and spark runs on yarn\n"
 
 
-def _container() -> tuple:
-    # Runs in an executor: the NodeManager and container it runs in.
-    return os.environ.get("NM_HOST", "?") + ":" + os.environ.get("NM_PORT", "?"), os.environ.get(
-        "CONTAINER_ID", "?"
-    )
+def _pi_sample(n: int) -> int:
+    import random
+
+    return sum(random.random() ** 2 + random.random() ** 2 <= 1 for _ in range(n))
 
 
 def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> Dict[str, Any]:
@@ -41,10 +37,13 @@ def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> D
     Returns
     -------
     dict
-        Application id, final YARN status, word counts, the NodeManagers the
-        executors ran on, and timings.
+        Application id, word counts computed by Spark from HDFS, pi estimated by Ray
+        tasks, the executors that ran Ray nodes, and timings.
     """
-    from pyspark import SparkConf, SparkContext
+    import ray
+
+    from .context import RayContext
+    from .spark import init_spark_on_yarn
 
     started = time.monotonic()
     cluster = MiniCluster(cluster_dir)
@@ -52,25 +51,14 @@ def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> D
     cluster.up()
     report: Dict[str, Any] = {"hadoop_up_s": round(time.monotonic() - started, 1)}
     try:
-        os.environ["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
-        # PySpark tells executors which interpreter to run from the driver's
-        # PYSPARK_PYTHON; on this one machine that can be this very interpreter.
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-        conf = (
-            SparkConf()
-            .setMaster("yarn")
-            .setAppName("zoo-ray-demo")
-            .set("spark.submit.deployMode", "client")
-            .set("spark.executor.instances", "2")
-            .set("spark.executor.cores", "1")
-            .set("spark.executor.memory", "1g")
-            .set("spark.driver.memory", "512m")
-            .set("spark.yarn.am.memory", "512m")
-            .set("spark.ui.showConsoleProgress", "false")
-        )
-        sc = SparkContext(conf=conf)
+        # The three lines a user adds to an existing Ray program:
+        sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=2,
+                                executor_cores=1, executor_memory="512m",
+                                driver_memory="512m", extra_executor_memory_for_ray="1g")
+        ray_ctx = RayContext(sc=sc, object_store_memory="256m")
+        ray_ctx.init()
+        report["ray_up_s"] = round(time.monotonic() - started, 1)
         try:
-            sc.setLogLevel("WARN")
             app_id = sc.applicationId
             base = f"{cluster.default_fs}/user/{os.environ.get('USER', 'zoo')}/zoo-ray-demo"
             sc.parallelize([_TEXT] * 1000, 8).saveAsTextFile(f"{base}/{app_id}/input")
@@ -80,19 +68,17 @@ def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> D
                 .map(lambda word: (word, 1))
                 .reduceByKey(lambda a, b: a + b)
             )
-            counts.map(lambda kv: f"{kv[0]}\t{kv[1]}").saveAsTextFile(f"{base}/{app_id}/counts")
-            lines = sc.textFile(f"{base}/{app_id}/counts").collect()
-            report["counts"] = {w: int(n) for w, n in (line.split("\t") for line in lines)}
-            report["executors"] = sorted(set(sc.parallelize(range(16), 16).map(
-                lambda _: _container()).collect()))
+            report["word_counts"] = dict(counts.collect())
+            sample = ray.remote(_pi_sample)
+            per_task, tasks = 100_000, 8
+            inside = sum(ray.get([sample.remote(per_task) for _ in range(tasks)]))
+            report["pi"] = round(4 * inside / (per_task * tasks), 4)
+            report["ray_nodes_in_executors"] = [n["container"] for n in ray_ctx.address_info["nodes"]]
         finally:
+            ray_ctx.stop()
             sc.stop()
-        rm = cluster.resource_manager
-        deadline = time.monotonic() + 60
-        while rm.app(app_id)["state"] != "FINISHED" and time.monotonic() < deadline:
-            time.sleep(0.5)
-        app = rm.app(app_id)
-        report.update(application_id=app_id, state=app["state"], final_status=app["finalStatus"])
+        app = cluster.resource_manager.app(app_id)
+        report.update(application_id=app_id, yarn_state=app["state"])
     finally:
         if not keep_cluster and not was_running:
             cluster.down()

@@ -1,4 +1,4 @@
-"""This machine: zoo_ray's per-user cache directory and the JDK to run Java with."""
+"""This machine: zoo_ray's per-user cache directory, the JDK to run Java with, log tails."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from typing import List
 
 from .errors import JavaNotFoundError
 
-__all__ = ["cache_root", "find_java_home"]
+__all__ = ["cache_root", "find_java_home", "tail"]
 
 
 def cache_root() -> Path:
@@ -53,3 +53,15 @@ def find_java_home() -> Path:
         "No working Java found (checked $JAVA_HOME and `java` on PATH). Install a JDK 17 "
         "(e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME to one."
     )
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

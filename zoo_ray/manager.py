@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional
 import psutil
 
 from .executor_daemon import become_subreaper
+from .local import tail
 
 __all__ = ["NodeSpec", "RayManager", "STATE_DIR", "main"]
 
@@ -344,7 +345,7 @@ def main() -> int:
     except Exception as exc:  # report any start failure to the driver, then clean up
         logger.exception("node failed to start")
         _answer(answer, "ERROR", {"kind": "start", "message": str(exc),
-                                  "log_tail": _tail(Path(spec.log_dir) / "ray_start.log")})
+                                  "log_tail": tail(Path(spec.log_dir) / "ray_start.log", 20)})
         manager.shutdown()
         return 1
     _answer(answer, "READY", {"address": manager.address, "pid": os.getpid(),
@@ -357,13 +358,6 @@ def main() -> int:
     finally:
         manager.shutdown()
     return 0
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ import psutil
 
 from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
 from ..yarn import FINAL_STATES, ResourceManager
-from ..local import cache_root, find_java_home
+from ..local import cache_root, find_java_home, tail
 from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
-from .daemons import MAIN_CLASSES, Daemon, java_argv, tail
+from .daemons import MAIN_CLASSES, Daemon, java_argv
 from .spec import MiniClusterSpec
 
 __all__ = ["MiniCluster", "default_dir"]

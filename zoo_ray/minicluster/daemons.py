@@ -17,7 +17,9 @@ from typing import Any, Dict, List, Optional
 
 import psutil
 
-__all__ = ["Daemon", "MAIN_CLASSES", "java_argv", "tail"]
+from ..local import tail
+
+__all__ = ["Daemon", "MAIN_CLASSES", "java_argv"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +74,6 @@ def java_argv(
     argv += [f"--add-opens={pkg}=ALL-UNNAMED" for pkg in _JAVA17_OPENS]
     argv += ["-cp", f"{conf_dir}{os.pathsep}{jars}/*", main_class]
     return argv + list(args or [])
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last ``lines`` lines of a text file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
