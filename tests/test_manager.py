@@ -1,0 +1,34 @@
+"""The RayManager process on its own (no cluster): its answers and what it refuses."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from zoo_ray.manager import NodeSpec
+
+
+def _spec(tmp_path, **overrides):
+    base = dict(role="head", app_id="application_test", token="t" * 43, num_cpus=1,
+                work_dir=str(tmp_path), log_dir=str(tmp_path / "logs"))
+    return NodeSpec(**{**base, **overrides})
+
+
+def test_spec_round_trips_and_hides_the_token_from_repr(tmp_path):
+    spec = _spec(tmp_path, extra_params={"resources": '{"ssd": 1}'})
+    assert NodeSpec.from_json(spec.to_json()) == spec
+    assert "t" * 43 not in repr(spec)
+
+
+def test_an_object_store_larger_than_free_shm_is_refused_before_starting_ray(tmp_path):
+    too_big = shutil.disk_usage("/dev/shm").free + 2**30
+    spec = _spec(tmp_path, object_store_memory=too_big)
+    proc = subprocess.run([sys.executable, "-m", "zoo_ray.manager"], input=spec.to_json() + "\n",
+                          capture_output=True, text=True, timeout=60)
+    kind, _, payload = proc.stdout.partition(" ")
+    assert (proc.returncode, kind) == (1, "ERROR")
+    answer = json.loads(payload)
+    assert answer["kind"] == "shm" and "/dev/shm" in answer["message"]
+    assert not (tmp_path / ".zoo_ray" / "auth_token").exists()
+    assert "t" * 43 not in (tmp_path / "logs" / "ray_manager.log").read_text()
