@@ -31,7 +31,10 @@ from .hdfs import ClusterFileSystem
 from .local import cache_root
 from .progress import interactive
 
-__all__ = ["ENV_ALIAS", "PythonEnv", "find_env", "ship_env", "ship_spark_jars", "zoo_ray_pyfile"]
+__all__ = [
+    "ENV_ALIAS", "PythonEnv", "find_env", "remote_cache_root", "pyspark_libs", "ship_env",
+    "ship_pyspark_libs", "ship_spark_jars", "ship_zoo_ray", "zoo_ray_pyfile",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -267,11 +270,36 @@ def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: Dict[str, An
     return remote
 
 
-def _remote_cache(fs: ClusterFileSystem, cache_dir: Optional[str]) -> str:
-    return (cache_dir or f"{fs.home}/.zoo_ray/cache").rstrip("/")
+def remote_cache_root(default_fs: str, user: str, cache_dir: Optional[str] = None) -> str:
+    """The cache directory on the cluster: ``cache_dir``, else ``<fs>/user/<user>/.zoo_ray/cache``.
+
+    Known without a JVM, so the PySpark archives' address can be put in the
+    environment before Spark's JVM starts.
+    """
+    return (cache_dir or f"{default_fs.rstrip('/')}/user/{user}/.zoo_ray/cache").rstrip("/")
 
 
-def ship_env(env: PythonEnv, fs: ClusterFileSystem, cache_dir: Optional[str] = None) -> str:
+def pyspark_libs(spark_home: Path, remote_root: str) -> List[Tuple[Path, str]]:
+    """``(local, remote)`` of pyspark.zip and py4j, content-addressed on the cluster.
+
+    Spark uploads these ~4 MB with every application unless ``PYSPARK_ARCHIVES_PATH``
+    names copies already on the cluster.
+    """
+    lib = spark_home / "python" / "lib"
+    pairs = []
+    for local in sorted(lib.glob("pyspark.zip")) + sorted(lib.glob("py4j-*.zip")):
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()[:20]
+        pairs.append((local, f"{remote_root}/pyspark/{digest}/{local.name}"))
+    return pairs
+
+
+def ship_pyspark_libs(fs: ClusterFileSystem, libs: List[Tuple[Path, str]]) -> None:
+    """Upload pyspark.zip and py4j once per PySpark version."""
+    for local, remote in libs:
+        _ship(fs, local, remote, {"kind": "pyspark-lib", "source": str(local)})
+
+
+def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> str:
     """The URI of ``env``'s archive on the cluster, packing and uploading only if needed."""
     if env.kind != "archive":
         archive, sidecar = packed_env(env)
@@ -285,7 +313,7 @@ def ship_env(env: PythonEnv, fs: ClusterFileSystem, cache_dir: Optional[str] = N
         ident = f"{archive}:{stat.st_size}:{stat.st_mtime_ns}".encode()
         name = f"archive-{hashlib.sha256(ident).hexdigest()[:20]}-{archive.name}"
         sidecar = {"kind": "archive", "source": str(archive)}
-    return _ship(fs, archive, f"{_remote_cache(fs, cache_dir)}/envs/{name}", sidecar)
+    return _ship(fs, archive, f"{remote_root}/envs/{name}", sidecar)
 
 
 def _spark_jars_archive(spark_home: Path) -> Path:
@@ -306,12 +334,17 @@ def _spark_jars_archive(spark_home: Path) -> Path:
     return archive
 
 
-def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem,
-                    cache_dir: Optional[str] = None) -> str:
+def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem, remote_root: str) -> str:
     """URI of a ``spark.yarn.archive`` for ``spark_home``, uploaded once per Spark install."""
     archive = _spark_jars_archive(spark_home)
-    remote = f"{_remote_cache(fs, cache_dir)}/spark/{archive.name}"
+    remote = f"{remote_root}/spark/{archive.name}"
     return _ship(fs, archive, remote, {"kind": "spark-jars", "spark_home": str(spark_home)})
+
+
+def ship_zoo_ray(fs: ClusterFileSystem, remote_root: str) -> str:
+    """URI of :func:`zoo_ray_pyfile` on the cluster, uploaded once per zoo_ray version."""
+    local = zoo_ray_pyfile()
+    return _ship(fs, local, f"{remote_root}/pylib/{local.name}", {"kind": "zoo_ray-lib"})
 
 
 def zoo_ray_pyfile() -> Path:

@@ -9,6 +9,7 @@ kills the application and says why.
 """
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import sys
@@ -16,7 +17,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .envs import ENV_ALIAS, find_env, ship_env, ship_spark_jars, zoo_ray_pyfile
+from .envs import (
+    ENV_ALIAS,
+    find_env,
+    pyspark_libs,
+    remote_cache_root,
+    ship_env,
+    ship_pyspark_libs,
+    ship_spark_jars,
+    ship_zoo_ray,
+)
 from .errors import ExecutorsNotStartedError, HadoopConfError, QueueNotFoundError, ZooRayError
 from .hadoop_conf import HadoopConf
 from .hdfs import ClusterFileSystem
@@ -183,8 +193,9 @@ def init_spark_on_yarn(
     tags : str or list of str, optional
         YARN application tags.
     cache_dir : str, optional
-        Cache directory on the cluster file system for environments and Spark's jars;
-        default ``<home>/.zoo_ray/cache``.
+        Cache directory (a URI) on the cluster file system for environments, Spark's
+        jars, pyspark.zip and zoo_ray itself; default
+        ``<fs.defaultFS>/user/<user>/.zoo_ray/cache``.
     executor_timeout : float
         Seconds to wait for every executor to register before killing the application.
 
@@ -245,8 +256,6 @@ def init_spark_on_yarn(
         "spark.driver.cores": str(driver_cores),
         "spark.executorEnv.PYSPARK_PYTHON": python,
         "spark.ui.showConsoleProgress": "false",
-        # Executors import zoo_ray from this zip (RayManager, the daemon below).
-        "spark.yarn.dist.pyFiles": str(zoo_ray_pyfile()),
         # Keeps processes that tasks start (RayManagers) in the executor's process tree.
         "spark.python.daemon.module": "zoo_ray.executor_daemon",
     }
@@ -269,17 +278,27 @@ def init_spark_on_yarn(
 
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
+    import pyspark
+
+    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    user = hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    remote_root = remote_cache_root(hconf.require("fs.defaultFS"), user, cache_dir)
+    py_libs = pyspark_libs(spark_home, remote_root)
+    if SparkContext._gateway is None and py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ:
+        # Read from the JVM's environment when it submits: set before the JVM starts.
+        os.environ["PYSPARK_ARCHIVES_PATH"] = ",".join(remote for _, remote in py_libs)
     spark_conf = SparkConf().setAll(settings.items())
     SparkContext._ensure_initialized(conf=spark_conf)
     fs = ClusterFileSystem(SparkContext._jvm, hconf.conf_dir)
-    archives = [f"{ship_env(env, fs, cache_dir)}#{ENV_ALIAS}"] + _as_list(additional_archive)
+    if os.environ.get("PYSPARK_ARCHIVES_PATH") == ",".join(remote for _, remote in py_libs):
+        ship_pyspark_libs(fs, py_libs)
+    # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
+    spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
+    archives = [f"{ship_env(env, fs, remote_root)}#{ENV_ALIAS}"] + _as_list(additional_archive)
     spark_conf.set("spark.yarn.dist.archives", ",".join(archives))
     if not (spark_yarn_archive or "spark.yarn.archive" in user_conf
             or "spark.yarn.jars" in user_conf):
-        import pyspark
-
-        spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
-        spark_yarn_archive = ship_spark_jars(spark_home, fs, cache_dir)
+        spark_yarn_archive = ship_spark_jars(spark_home, fs, remote_root)
     if spark_yarn_archive:
         spark_conf.set("spark.yarn.archive", spark_yarn_archive)
 
