@@ -60,12 +60,15 @@ _PEER = textwrap.dedent("""
              .config("spark.yarn.archive", sys.argv[2])
              .config("spark.executorEnv.RAY_AUTH_MODE", "token")
              .config("spark.executorEnv.RAY_AUTH_TOKEN", token)
+             # ray.util.spark finds the `ray` script on PATH
+             .config("spark.executorEnv.PATH",
+                     os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
              .getOrCreate())
     while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1 < {workers}:
         time.sleep(0.5)
     from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
     started = time.monotonic()
-    setup_ray_cluster(max_worker_nodes={workers}, num_cpus_worker_node=1,
+    setup_ray_cluster(max_worker_nodes={workers}, num_cpus_worker_node=1, num_gpus_worker_node=0,
                       object_store_memory_worker_node=256 * 2**20)
     import ray
     ray.init()
@@ -82,7 +85,8 @@ def _run(script: str, args: list, env: dict) -> dict:
                             text=True, env=env, timeout=1200)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    lines = [line for line in result.stdout.splitlines() if line.startswith('{"bringup_s"')]
+    return json.loads(lines[-1])
 
 
 def main() -> None:
