@@ -51,11 +51,6 @@ class ClusterFileSystem:
         """The file system's URI, e.g. ``hdfs://nn.example.com:8020``."""
         return str(self._fs.getUri().toString())
 
-    @property
-    def home(self) -> str:
-        """The user's home directory as a fully qualified URI."""
-        return str(self._fs.getHomeDirectory().toString())
-
     def _path(self, path: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(path)
 
