@@ -32,3 +32,21 @@ def test_an_object_store_larger_than_free_shm_is_refused_before_starting_ray(tmp
     assert answer["kind"] == "shm" and "/dev/shm" in answer["message"]
     assert not (tmp_path / ".zoo_ray" / "auth_token").exists()
     assert "t" * 43 not in (tmp_path / "logs" / "ray_manager.log").read_text()
+
+
+def test_ray_logs_are_copied_flat_where_yarn_log_aggregation_finds_them(tmp_path):
+    from zoo_ray.manager import RayManager
+
+    (tmp_path / "logs").mkdir()
+    manager = RayManager(_spec(tmp_path))
+    for session, text in (("session_2026-01-01_00-00-00_1", "first"),
+                          ("session_2026-01-01_00-05-00_2", "second")):
+        logs = manager.ray_dir / session / "logs"
+        (logs / "events").mkdir(parents=True)
+        (logs / "raylet.out").write_text(text)
+        (logs / "events" / "event_RAYLET.log").write_text(text)
+    (manager.ray_dir / "session_latest").symlink_to(manager.ray_dir / session)
+    manager.copy_ray_logs()
+    copied = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}
+    assert copied == {"ray-raylet.out": "second", "ray-events_event_RAYLET.log": "second",
+                      "ray0-raylet.out": "first", "ray0-events_event_RAYLET.log": "first"}

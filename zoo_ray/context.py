@@ -1,10 +1,11 @@
 """RayContext: a supervised Ray cluster inside the Spark executors (driver side).
 
-``init()`` starts a RayManager (:mod:`zoo_ray.manager`) for the head in one
-executor through a one-task Spark job, then one in each further executor through
-a barrier job over every task slot (so every executor runs tasks and exactly one
-task per executor is elected), then a node on the gateway for the driver. The
-tasks return as soon as their node is up: Ray holds no Spark task slot. The
+``init()`` starts a RayManager (:mod:`zoo_ray.manager`) in each executor through
+one barrier job over every task slot (so every executor runs tasks and exactly
+one task per executor is elected): the head and the workers start at once, the
+head's address being fixed before either starts. Then a node on the gateway for
+the driver. The tasks return as soon as their node is up: Ray holds no Spark
+task slot. The
 driver is then a full Ray driver; plain ``ray.init()`` and Ray's auto-connect
 join the cluster through ``RAY_ADDRESS``.
 """
@@ -27,7 +28,8 @@ import psutil
 
 from .auth import clear_driver_token, write_driver_token
 from .errors import RayContextError, RayNodeStartError, ZooRayError
-from .manager import STATE_DIR, NodeSpec
+from .local import terminate
+from .manager import STATE_DIR, NodeSpec, free_ports, node_ip
 from .resources import RAY_MEMORY_CONF, parse_memory
 
 __all__ = ["RayContext"]
@@ -38,14 +40,19 @@ logger = logging.getLogger(__name__)
 RAY_PROCESS_MEMORY = 512 * 2**20
 
 
-def _launch_manager(spec_json: str, timeout: float) -> Dict[str, Any]:
-    """Start ``python -m zoo_ray.manager`` and return its READY answer (or raise)."""
+def _spawn_manager(spec_json: str) -> subprocess.Popen:
+    """Start ``python -m zoo_ray.manager`` with its spec on stdin (never on its command line)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "zoo_ray.manager"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     proc.stdin.write(spec_json + "\n")
     proc.stdin.close()
+    return proc
+
+
+def _await_manager(proc: subprocess.Popen, timeout: float) -> Dict[str, Any]:
+    """The manager's READY answer; raises with its ERROR answer or on timeout."""
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         ready = selector.select(timeout)
@@ -85,16 +92,35 @@ def _manager_pid(app_id: str) -> Optional[int]:
     return None
 
 
-def _start_head(base: Dict[str, Any], timeout: float):
+def _place_head(app_id: str):
+    """A one-task job: the executor it runs in hosts the head, at an address fixed now.
+
+    Knowing the head's address before any node starts lets the workers and the
+    gateway's node start alongside the head; they wait for its GCS themselves.
+    """
     def task(_):
-        try:
-            yield ("ok", _launch_manager(_container_spec(base), timeout))
-        except Exception as exc:  # sent back to the driver, which raises a typed error
-            yield ("error", {"container": os.environ.get("CONTAINER_ID"), "error": str(exc)})
+        yield {"container": os.environ.get("CONTAINER_ID", ""),
+               "has_node": _manager_pid(app_id) is not None,
+               "address": f"{node_ip()}:{free_ports(1)[0]}"}
     return task
 
 
-def _start_workers(base: Dict[str, Any], wanted: int, timeout: float):
+def _outcome(container: str, proc: subprocess.Popen, timeout: float) -> tuple:
+    try:
+        return ("ok", _await_manager(proc, timeout))
+    except Exception as exc:  # sent back to the driver, which raises a typed error
+        return ("error", {"container": container, "error": str(exc)})
+
+
+def _start_nodes(base: Dict[str, Any], head: Dict[str, Any], wanted: int, timeout: float):
+    """A barrier task over every slot: one task per chosen executor starts its node.
+
+    A first ``allGather`` elects the first task of each executor; the head's executor
+    and then executors without a node of this application are chosen, ``wanted`` in
+    all, and every chosen node starts at once. A second one shares whether the head
+    came up: if not, the workers (still waiting for its GCS) are stopped at once
+    rather than at their timeout.
+    """
     def task(_):
         from pyspark import BarrierTaskContext
 
@@ -103,37 +129,60 @@ def _start_workers(base: Dict[str, Any], wanted: int, timeout: float):
         has_node = _manager_pid(base["app_id"]) is not None
         mine = json.dumps({"container": container, "partition": ctx.partitionId(),
                            "has_node": has_node})
-        everyone = [json.loads(m) for m in ctx.allGather(mine)]
-        first_task = {}
-        for info in sorted(everyone, key=lambda i: i["partition"]):
+        first_task: Dict[str, Dict[str, Any]] = {}
+        for info in sorted((json.loads(m) for m in ctx.allGather(mine)),
+                           key=lambda i: i["partition"]):
             first_task.setdefault(info["container"], info)
-        free = sorted(c for c, i in first_task.items() if not i["has_node"])
-        chosen = free[:wanted]
-        if container in chosen and first_task[container]["partition"] == ctx.partitionId():
-            try:
-                yield ("ok", _launch_manager(_container_spec(base), timeout))
-            except Exception as exc:  # sent back to the driver, which raises a typed error
-                yield ("error", {"container": container, "error": str(exc)})
+        others = sorted(c for c, i in first_task.items()
+                        if not i["has_node"] and c != head["container"])
+        chosen = ([head["container"]] if head["container"] in first_task else []) + others
+        elected = (container in chosen[:wanted]
+                   and first_task[container]["partition"] == ctx.partitionId())
+        is_head = elected and container == head["container"]
+        proc = outcome = None
+        if elected:
+            spec = {**base, "role": "head" if is_head else "worker",
+                    "head_address": head["address"]}
+            if is_head:
+                spec["node_ip"] = head["address"].rsplit(":", 1)[0]
+            proc = _spawn_manager(_container_spec(spec))
+        if is_head:
+            outcome = _outcome(container, proc, timeout)
+        head_up = "ok" in ctx.allGather(outcome[0] if is_head else "")
+        if elected and not is_head:
+            if head_up:
+                outcome = _outcome(container, proc, timeout)
+            else:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                outcome = ("skipped", {"container": container})
+        if outcome:
+            yield outcome
         elif first_task[container]["partition"] == ctx.partitionId():
             yield ("idle", {"container": container, "has_node": has_node})
     return task
 
 
 def _stop_managers(app_id: str, timeout: float):
+    """SIGTERM this executor's manager; SIGKILL it and its whole tree if it hangs."""
     def task(_):
         pid = _manager_pid(app_id)
         container = os.environ.get("CONTAINER_ID", "")
         if pid is None:
             return
-        os.kill(pid, 15)
         try:
-            psutil.Process(pid).wait(timeout)
-        except psutil.TimeoutExpired:
-            yield (container, "timeout")
-            return
+            manager = psutil.Process(pid)
+            tree = manager.children(recursive=True)
         except psutil.NoSuchProcess:
-            pass
-        yield (container, "stopped")
+            return
+        if terminate([manager], grace=timeout):
+            terminate(tree)
+            yield (container, "killed")
+        else:
+            yield (container, "stopped")
     return task
 
 
@@ -213,7 +262,7 @@ class RayContext:
         self._check_memory(conf)
         self.initialized = False
         self.address_info: Dict[str, Any] = {}
-        self._gateway: Optional[subprocess.Popen] = None
+        self._gateway_pid: Optional[int] = None
         self._work_dir: Optional[tempfile.TemporaryDirectory] = None
         self._app_id = ""
 
@@ -243,15 +292,14 @@ class RayContext:
         return cls._active
 
     # ----------------------------------------------------------------- init
-    def _base_spec(self, role: str) -> Dict[str, Any]:
+    def _base_spec(self) -> Dict[str, Any]:
         return {
-            "role": role, "app_id": self._app_id, "token": self._token,
+            "role": "worker", "app_id": self._app_id, "token": self._token,
             "num_cpus": self.ray_node_cpu_cores,
             "object_store_memory": self.object_store_memory,
             "include_dashboard": self.include_webui, "system_config": self.system_config,
             "extra_params": self.extra_params, "env": self.env,
             "max_restarts": self.max_restarts, "ready_timeout": self.init_timeout,
-            "head_address": self.address_info.get("address"),
         }
 
     def init(self, driver_cores: int = 0) -> Dict[str, Any]:
@@ -292,27 +340,36 @@ class RayContext:
         return self.address_info
 
     def _start_cluster(self, driver_cores: int) -> None:
-        timeout = self.init_timeout
-        head = self.sc.parallelize([0], 1).mapPartitions(
-            _start_head(self._base_spec("head"), timeout)).collect()
-        self._raise_failures(head)
-        head_info = head[0][1]
-        self.address_info = {"address": head_info["address"], "nodes": [head_info]}
-        if self.num_ray_nodes > 1:
-            slots = self.executors * self.executor_cores
-            results = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
-                _start_workers(self._base_spec("worker"), self.num_ray_nodes - 1, timeout)
-            ).collect()
-            self._raise_failures(results)
-            workers = [info for kind, info in results if kind == "ok"]
-            if len(workers) < self.num_ray_nodes - 1:
-                raise RayNodeStartError(
-                    f"Only {len(workers) + 1} of {self.num_ray_nodes} executors could take a Ray "
-                    "node (lost executors?); everything started was stopped. Retry, or lower "
-                    "num_ray_nodes."
-                )
-            self.address_info["nodes"] += workers
-        self._start_gateway_node(driver_cores)
+        head = self.sc.parallelize([0], 1).mapPartitions(_place_head(self._app_id)).collect()[0]
+        if head["has_node"]:
+            raise RayContextError(
+                f"Executor {head['container']} still runs a Ray node of this application (an "
+                "earlier stop() is still finishing). Retry init() in a minute, or restart the "
+                "SparkContext."
+            )
+        self.address_info = {"address": head["address"], "nodes": []}
+        gateway = self._spawn_gateway_node(driver_cores)
+        slots = self.executors * self.executor_cores
+        results = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
+            _start_nodes(self._base_spec(), head, self.num_ray_nodes, self.init_timeout)
+        ).collect()
+        self._raise_failures(results)
+        nodes = sorted((info for kind, info in results if kind == "ok"),
+                       key=lambda info: info["role"] != "head")
+        if len(nodes) < self.num_ray_nodes or nodes[0]["role"] != "head":
+            raise RayNodeStartError(
+                f"Only {len(nodes)} of {self.num_ray_nodes} executors could take a Ray node "
+                "(lost executors?); everything started was stopped. Retry, or lower "
+                "num_ray_nodes."
+            )
+        self.address_info["nodes"] = nodes
+        try:
+            self.address_info["gateway_node"] = _await_manager(gateway, self.init_timeout)
+        except RuntimeError as exc:
+            raise RayNodeStartError(
+                f"The Ray node on this host (for the driver) failed to start: {exc}. Its logs "
+                f"are in {self._work_dir.name}/logs."
+            ) from None
         self._connect_and_verify()
 
     def _raise_failures(self, results: List[tuple]) -> None:
@@ -338,15 +395,17 @@ class RayContext:
                 "ray_start.log.\n" + "\n".join(lines)
             )
 
-    def _start_gateway_node(self, driver_cores: int) -> None:
+    def _spawn_gateway_node(self, driver_cores: int) -> subprocess.Popen:
+        """Start the node the driver attaches to; it joins the head once that is up."""
         self._work_dir = tempfile.TemporaryDirectory(prefix="zoo-ray-driver-")
-        spec = NodeSpec(**{**self._base_spec("worker"), "num_cpus": driver_cores,
+        spec = NodeSpec(**{**self._base_spec(), "num_cpus": driver_cores,
+                           "head_address": self.address_info["address"],
                            "object_store_memory": None, "work_dir": self._work_dir.name,
                            "log_dir": os.path.join(self._work_dir.name, "logs"),
                            "watch_pid": os.getpid()})
-        info = _launch_manager(spec.to_json(), self.init_timeout)
-        self._gateway_pid = info["pid"]
-        self.address_info["gateway_node"] = info
+        proc = _spawn_manager(spec.to_json())
+        self._gateway_pid = proc.pid
+        return proc
 
     def _connect_and_verify(self) -> None:
         import ray
@@ -391,20 +450,26 @@ class RayContext:
         if ray.is_initialized():
             ray.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
+        gateway = None
+        if self._gateway_pid is not None:
+            try:
+                gateway = psutil.Process(self._gateway_pid)
+                gateway.terminate()
+            except psutil.Error:
+                gateway = None
+            self._gateway_pid = None
         if self.sc._jsc is not None:
             slots = self.executors * self.executor_cores
             stopped = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
                 _stop_managers(self._app_id, 30.0)).collect()
             stuck = [c for c, how in stopped if how != "stopped"]
             if stuck:
-                logger.warning("Ray nodes in %s did not stop in time", stuck)
-        if getattr(self, "_gateway_pid", None):
+                logger.warning("Ray nodes in %s did not stop in time and were killed", stuck)
+        if gateway is not None:
             try:
-                proc = psutil.Process(self._gateway_pid)
-                proc.terminate()
-                proc.wait(30)
+                gateway.wait(30)
             except psutil.Error:
-                pass
+                logger.warning("The gateway's Ray node (pid %d) did not stop in time", gateway.pid)
         if self._work_dir is not None:
             self._work_dir.cleanup()
             self._work_dir = None

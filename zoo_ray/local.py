@@ -1,4 +1,5 @@
-"""This machine: zoo_ray's per-user cache directory, the JDK to run Java with, log tails."""
+"""This machine: zoo_ray's per-user cache directory, the JDK to run Java with, log tails,
+stopping processes."""
 from __future__ import annotations
 
 import os
@@ -7,9 +8,11 @@ import subprocess
 from pathlib import Path
 from typing import List
 
+import psutil
+
 from .errors import JavaNotFoundError
 
-__all__ = ["cache_root", "find_java_home", "tail"]
+__all__ = ["cache_root", "find_java_home", "tail", "terminate"]
 
 
 def cache_root() -> Path:
@@ -65,3 +68,23 @@ def tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def terminate(procs: List[psutil.Process], grace: float = 5.0) -> List[psutil.Process]:
+    """SIGTERM ``procs``, SIGKILL those still alive after ``grace`` seconds.
+
+    Returns the processes that had to be killed.
+    """
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return alive

@@ -39,9 +39,9 @@ from typing import Any, Dict, List, Optional
 import psutil
 
 from .executor_daemon import become_subreaper
-from .local import tail
+from .local import tail, terminate
 
-__all__ = ["NodeSpec", "RayManager", "STATE_DIR", "main"]
+__all__ = ["NodeSpec", "RayManager", "STATE_DIR", "free_ports", "node_ip", "main"]
 
 logger = logging.getLogger("zoo_ray.manager")
 
@@ -83,7 +83,7 @@ class NodeSpec:
         return cls(**json.loads(text))
 
 
-def _free_ports(count: int) -> List[int]:
+def free_ports(count: int) -> List[int]:
     """Ports free on every address: some Ray agents bind 0.0.0.0 whatever the node IP."""
     with ExitStack() as stack:
         ports = []
@@ -92,6 +92,21 @@ def _free_ports(count: int) -> List[int]:
             sock.bind(("", 0))
             ports.append(sock.getsockname()[1])
     return ports
+
+
+def node_ip() -> str:
+    """This host's address as Ray picks it: the source address of the default route.
+
+    The same probe as Ray's ``node_ip_address_from_perspective``, without importing
+    Ray (a second or more on a busy executor) before the node starts.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            # UDP connect sends nothing; it only selects the route.
+            probe.connect(("8.8.8.8", 53))
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())
 
 
 def _shm_free() -> Optional[int]:
@@ -115,7 +130,11 @@ class RayManager:
         self.temp_dir = _SOCKET_ROOT / f"zoo-ray-{digest}"
         self.proc: Optional[subprocess.Popen] = None
         self.address: Optional[str] = spec.head_address
-        self.gcs_port: Optional[int] = None
+        # A head given its address up front (so workers can start alongside it) keeps its port.
+        self.gcs_port: Optional[int] = (
+            int(spec.head_address.rsplit(":", 1)[1])
+            if spec.role == "head" and spec.head_address else None
+        )
         self.restarts = 0
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -132,11 +151,7 @@ class RayManager:
         self.temp_dir.symlink_to(self.ray_dir.resolve())
 
     def node_ip(self) -> str:
-        if self.spec.node_ip:
-            return self.spec.node_ip
-        from ray._private.services import get_node_ip_address
-
-        return get_node_ip_address()
+        return self.spec.node_ip or node_ip()
 
     def ray_env(self) -> Dict[str, str]:
         env = dict(os.environ)
@@ -148,7 +163,7 @@ class RayManager:
 
     def ray_argv(self, ip: str) -> List[str]:
         spec = self.spec
-        dashboard, agent_http, agent_grpc, metrics, runtime_env, client = _free_ports(6)
+        dashboard, agent_http, agent_grpc, metrics, runtime_env, client = free_ports(6)
         argv = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
             f"--node-ip-address={ip}", f"--num-cpus={spec.num_cpus}",
@@ -180,6 +195,26 @@ class RayManager:
         return argv
 
     # ------------------------------------------------------------------ run
+    def wait_for_head(self) -> None:
+        """Block until the head's GCS accepts connections.
+
+        A worker started before that would back off for seconds in Ray's own
+        retries (gRPC reconnects, a 2 s sleep for the session name); starting it
+        right when the port opens lets it join as soon as the head can take it.
+        """
+        host, port = self.address.rsplit(":", 1)
+        deadline = time.monotonic() + self.spec.ready_timeout
+        while not self._stopping.is_set():
+            try:
+                socket.create_connection((host, int(port)), timeout=1.0).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the head at {self.address} did not accept "
+                                       f"connections within {self.spec.ready_timeout:.0f}s")
+                time.sleep(0.1)
+        raise RuntimeError("stopped while waiting for the head")
+
     def start_node(self) -> None:
         ip = self.node_ip()
         self._link_temp_dir()
@@ -209,6 +244,8 @@ class RayManager:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.spec.ready_timeout
         while not self._ready.wait(0.2):
+            if self._stopping.is_set():
+                raise RuntimeError("stopped while the node was starting")
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode} before the "
                                    f"node was up; see {self.spec.log_dir}/ray_start.log")
@@ -224,19 +261,7 @@ class RayManager:
 
     def kill_node(self, grace: float = 5.0) -> None:
         """SIGTERM every process below this manager, SIGKILL what is left after ``grace``."""
-        procs = self._descendants()
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=grace)
+        terminate(self._descendants(), grace)
         # Orphans re-parented to us (we are a subreaper) were reaped by wait_procs or now.
         while True:
             try:
@@ -284,12 +309,24 @@ class RayManager:
     def stop(self, *_: Any) -> None:
         self._stopping.set()
 
+    def copy_ray_logs(self) -> None:
+        """Copy Ray's logs flat into the container log dir, as ``ray-<name>``.
+
+        YARN log aggregation uploads only the files at the top of that directory. A
+        head restarted into a new Ray session gets its files as ``ray<n>-<name>``.
+        """
+        sessions = sorted(p for p in self.ray_dir.glob("session_2*") if p.is_dir())
+        for number, session in enumerate(sessions):
+            prefix = "ray-" if number == len(sessions) - 1 else f"ray{number}-"
+            logs = session / "logs"
+            for path in logs.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    name = prefix + "_".join(path.relative_to(logs).parts)
+                    shutil.copyfile(path, Path(self.spec.log_dir) / name)
+
     def shutdown(self) -> None:
         self.kill_node()
-        session = self.ray_dir / "session_latest" / "logs"
-        if session.is_dir():
-            shutil.copytree(session, Path(self.spec.log_dir) / "ray-logs", dirs_exist_ok=True,
-                            ignore_dangling_symlinks=True)
+        self.copy_ray_logs()
         if self.temp_dir.is_symlink():
             self.temp_dir.unlink()
         for path in (self.token_path, self.state / "manager.json"):
@@ -328,6 +365,8 @@ def main() -> int:
     try:
         # Another process may grab a port between our choice and Ray's bind: try again
         # with fresh ports, as the restart loop would.
+        if spec.role == "worker":
+            manager.wait_for_head()
         for attempt in range(1, _START_ATTEMPTS + 1):
             manager.start_node()
             try:
@@ -348,7 +387,8 @@ def main() -> int:
                                   "log_tail": tail(Path(spec.log_dir) / "ray_start.log", 20)})
         manager.shutdown()
         return 1
-    _answer(answer, "READY", {"address": manager.address, "pid": os.getpid(),
+    _answer(answer, "READY", {"role": spec.role, "address": manager.address,
+                              "pid": os.getpid(),
                               "node_ip": manager.node_ip(), "log_dir": spec.log_dir,
                               "temp_dir": str(manager.temp_dir),
                               "container": os.environ.get("CONTAINER_ID", "")})

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from zoo_ray import RayContext, init_spark_on_yarn  # before ray: it reads its auth mode at import
-from zoo_ray.errors import InvalidMemoryError, RayContextError
+from zoo_ray.errors import InvalidMemoryError, RayContextError, RayNodeStartError
 
 ray = pytest.importorskip("ray")
 
@@ -332,3 +332,28 @@ def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
         assert ray.get(ray.remote(lambda: "fresh").remote()) == "fresh"
     finally:
         again.stop()
+
+
+def _zoo_ray_processes():
+    """Every RayManager, raylet and GCS on this host (the module's own cluster is stopped)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] in ("raylet", "gcs_server") or \
+                "zoo_ray.manager" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_a_node_that_cannot_start_fails_init_naming_its_executor_and_leaves_nothing(sc):
+    assert _zoo_ray_processes() == []
+    bad = RayContext(sc, object_store_memory="128m", extra_params={"no-such-flag": "1"})
+    started = time.monotonic()
+    with pytest.raises(RayNodeStartError) as failure:
+        bad.init()
+    print(f"init failed after {time.monotonic() - started:.1f}s")
+    message = str(failure.value)
+    assert "container_" in message
+    assert "No such option" in message and "no-such-flag" in message  # the tail of its log
+    assert not bad.initialized
+    _wait(lambda: _zoo_ray_processes() == [], 60, "no Ray process left")
+    assert sc.parallelize(range(4), 2).sum() == 6

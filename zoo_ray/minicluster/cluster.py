@@ -26,7 +26,7 @@ import psutil
 
 from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
 from ..yarn import FINAL_STATES, ResourceManager
-from ..local import cache_root, find_java_home, tail
+from ..local import cache_root, find_java_home, tail, terminate
 from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, java_argv
@@ -356,18 +356,7 @@ class MiniCluster:
         if not strays:
             return
         logger.warning("Killing %d leftover container processes under %s", len(strays), self.dir)
-        for proc in strays:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(strays, timeout=5)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        terminate(strays)
 
     def __enter__(self) -> "MiniCluster":
         was_running = self.running
