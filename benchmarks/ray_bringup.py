@@ -1,18 +1,21 @@
 """Ray bring-up and task throughput: zoo_ray's RayContext vs ray.util.spark, same YARN.
 
-    python benchmarks/ray_bringup.py [--workers 2] [--tasks 10000]
+    python benchmarks/ray_bringup.py [--workers 2] [--tasks 10000] [--rounds 2]
 
 Starts its own local Hadoop, then runs each contender in a fresh driver process
 (so neither inherits the other's Ray state) with the same number of executors and
 Ray worker nodes: the time from a running SparkContext to a usable Ray cluster,
-and the rate of ``--tasks`` trivial tasks submitted at once. Prints the figures
-and the ratios.
+and the rate of ``--tasks`` trivial tasks submitted at once (the median of three
+batches). The contenders take turns going first, ``--rounds`` times each, since
+on a small machine the one that runs first pays for cold caches. Prints every
+figure, the medians and their ratios.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,9 +28,12 @@ _TASKS = textwrap.dedent("""
     def noop():
         return 1
     ray.get([noop.remote() for _ in range(200)])  # warm the worker pools
-    started = time.monotonic()
-    assert sum(ray.get([noop.remote() for _ in range({tasks})])) == {tasks}
-    rate = {tasks} / (time.monotonic() - started)
+    rates = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert sum(ray.get([noop.remote() for _ in range({tasks})])) == {tasks}
+        rates.append({tasks} / (time.monotonic() - started))
+    rate = sorted(rates)[1]
 """)
 
 _ZOO_RAY = textwrap.dedent("""
@@ -60,9 +66,7 @@ _PEER = textwrap.dedent("""
              .config("spark.yarn.archive", sys.argv[2])
              .config("spark.executorEnv.RAY_AUTH_MODE", "token")
              .config("spark.executorEnv.RAY_AUTH_TOKEN", token)
-             # ray.util.spark finds the `ray` script on PATH
-             .config("spark.executorEnv.PATH",
-                     os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+             .config("spark.executorEnv.PATH", os.environ["PATH"])
              .getOrCreate())
     while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1 < {workers}:
         time.sleep(0.5)
@@ -93,27 +97,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
     from zoo_ray.minicluster import MiniCluster
 
+    fill = dict(workers=args.workers, tasks=args.tasks)
+    figures = {"zoo_ray": [], "ray_util_spark": []}
     with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:
         with MiniCluster(Path(tmp) / "hadoop") as cluster:
             env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
             env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
-            fill = dict(workers=args.workers, tasks=args.tasks)
-            ours = _run(_ZOO_RAY.format(**fill), [str(cluster.hadoop_conf_dir)], env)
-            # The peer gets zoo_ray's cached Spark jar archive too: only Ray bring-up differs.
-            archive = next(Path(os.environ.get("ZOO_RAY_CACHE_DIR") or
-                                Path.home() / ".cache" / "zoo_ray").glob("spark/*.zip"))
-            fs = cluster.default_fs
-            cluster.fs("-mkdir", "-p", "/bench")
-            cluster.fs("-put", "-f", str(archive), "/bench/spark-jars.zip")
-            peer = _run(_PEER.format(**fill), [str(cluster.hadoop_conf_dir),
-                                               f"{fs}/bench/spark-jars.zip"], env)
-    for name, figures in (("zoo_ray", ours), ("ray_util_spark", peer)):
-        for key, value in figures.items():
-            print(f"{name}_{key}\t{value:.2f}")
+            # ray.util.spark runs the `ray` script it finds on PATH, on the driver too.
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+            conf = str(cluster.hadoop_conf_dir)
+            peer_args = [conf, f"{cluster.default_fs}/bench/spark-jars.zip"]
+            runs = {"zoo_ray": lambda: _run(_ZOO_RAY.format(**fill), [conf], env),
+                    "ray_util_spark": lambda: _run(_PEER.format(**fill), peer_args, env)}
+            for round_ in range(args.rounds):
+                order = ["zoo_ray", "ray_util_spark"][::1 if round_ % 2 == 0 else -1]
+                for name in order:
+                    figures[name].append(runs[name]())
+                    print(f"round {round_} {name}\t{json.dumps(figures[name][-1])}", flush=True)
+                    if round_ == 0 and name == "zoo_ray":
+                        # The peer gets zoo_ray's cached Spark jar archive too: only Ray
+                        # bring-up differs.
+                        archive = next(Path(os.environ.get("ZOO_RAY_CACHE_DIR") or
+                                            Path.home() / ".cache" / "zoo_ray").glob("spark/*.zip"))
+                        cluster.fs("-mkdir", "-p", "/bench")
+                        cluster.fs("-put", "-f", str(archive), "/bench/spark-jars.zip")
+    medians = {name: {key: statistics.median(run[key] for run in runs_)
+                      for key in ("bringup_s", "tasks_per_s")}
+               for name, runs_ in figures.items()}
+    for name, values in medians.items():
+        for key, value in values.items():
+            print(f"{name}_{key}_median\t{value:.2f}")
+    ours, peer = medians["zoo_ray"], medians["ray_util_spark"]
     print(f"bringup_ratio_zoo_ray_vs_peer\t{ours['bringup_s'] / peer['bringup_s']:.2f}")
     print(f"throughput_ratio_zoo_ray_vs_peer\t{ours['tasks_per_s'] / peer['tasks_per_s']:.2f}")
 
