@@ -428,9 +428,7 @@ class RayContext:
                 f"{self.init_timeout:.0f}s; everything started was stopped."
             )
         self.address_info["node_ids"] = sorted(n["NodeID"] for n in alive)
-        if self.include_webui:
-            host = self.address_info["address"].rsplit(":", 1)[0]
-            self.address_info["webui_url"] = f"http://{host}"
+        self.address_info["webui_url"] = self.address_info["nodes"][0]["dashboard_url"]
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -528,3 +526,13 @@ class RayContext:
     def address(self) -> Optional[str]:
         """The head's GCS address, ``ip:port``."""
         return self.address_info.get("address")
+
+    @property
+    def nodes(self) -> List[Dict[str, Any]]:
+        """The executors' Ray nodes as started (head first): container, manager pid, log dir."""
+        return list(self.address_info.get("nodes", []))
+
+    @property
+    def dashboard_url(self) -> Optional[str]:
+        """The head's Ray dashboard, when started with ``include_webui=True``."""
+        return self.address_info.get("webui_url")

@@ -135,6 +135,7 @@ class RayManager:
             int(spec.head_address.rsplit(":", 1)[1])
             if spec.role == "head" and spec.head_address else None
         )
+        self.dashboard_url: Optional[str] = None
         self.restarts = 0
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -185,6 +186,8 @@ class RayManager:
                 # The dashboard process runs even when "off"; give it a port of its own.
                 f"--dashboard-port={dashboard}", f"--dashboard-host={ip}",
             ]
+            if spec.include_dashboard:
+                self.dashboard_url = f"http://{ip}:{dashboard}"
             if spec.system_config:
                 argv.append(f"--system-config={json.dumps(spec.system_config)}")
         else:
@@ -388,7 +391,7 @@ def main() -> int:
         manager.shutdown()
         return 1
     _answer(answer, "READY", {"role": spec.role, "address": manager.address,
-                              "pid": os.getpid(),
+                              "pid": os.getpid(), "dashboard_url": manager.dashboard_url,
                               "node_ip": manager.node_ip(), "log_dir": spec.log_dir,
                               "temp_dir": str(manager.temp_dir),
                               "container": os.environ.get("CONTAINER_ID", "")})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -78,6 +80,8 @@ def _executor_nodes(ctx):
 
 def test_one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc):
     nodes = ray_ctx.address_info["nodes"]
+    assert ray_ctx.nodes == nodes and nodes[0]["role"] == "head"
+    assert ray_ctx.dashboard_url is None  # no include_webui
     assert len(nodes) == EXECUTORS
     assert len({n["container"] for n in nodes}) == EXECUTORS
     assert all(n["container"].startswith("container_") for n in nodes)
@@ -324,12 +328,22 @@ def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
     assert alive == []
     assert sc.parallelize(range(10), 5).sum() == 45
 
-    again = RayContext(sc, object_store_memory="128m")
+    again = RayContext(sc, object_store_memory="128m", include_webui=True)
     info = again.init()
     try:
         assert len(info["nodes"]) == EXECUTORS
         assert {n["pid"] for n in info["nodes"]}.isdisjoint(managers)
         assert ray.get(ray.remote(lambda: "fresh").remote()) == "fresh"
+        # The dashboard is served on the head's address, and only with the token.
+        url = again.dashboard_url
+        assert url.startswith(f"http://{again.address.rsplit(':', 1)[0]}:")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/version", timeout=30)
+        assert refused.value.code in (401, 403)
+        request = urllib.request.Request(f"{url}/api/version",
+                                         headers={"Authorization": f"Bearer {again._token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["ray_version"] == ray.__version__
     finally:
         again.stop()
 
