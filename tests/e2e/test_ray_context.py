@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -297,6 +298,55 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(clust
           f"{time.monotonic() - started:.1f}s")
     assert alive == []
     assert len(_alive_nodes()) == EXECUTORS + 1  # our own cluster is untouched
+
+
+_LEAVER = textwrap.dedent("""
+    import json, sys, time
+    import zoo_ray
+    from zoo_ray import RayContext, init_spark_on_yarn
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g")
+    info = RayContext(sc, object_store_memory="128m").init()
+    print(json.dumps({"app": sc.applicationId,
+                      "managers": [n["pid"] for n in info["nodes"]] + [info["gateway_node"]["pid"]]}),
+          flush=True)
+    if sys.argv[2] == "sc.stop()":
+        sc.stop()
+        print("stopped", flush=True)
+        time.sleep(900)  # Ray must be gone while this interpreter still runs
+""")
+
+
+@pytest.mark.parametrize("how", ["sc.stop()", "interpreter exit"])
+def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how):
+    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    driver = subprocess.Popen([sys.executable, "-c", _LEAVER, str(cluster.hadoop_conf_dir), how],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=fresh_env)
+    try:
+        info = json.loads(driver.stdout.readline())
+        family = [psutil.Process(p) for p in info["managers"]]
+        family += [c for p in info["managers"] for c in _ray_processes(p)]
+        assert sum(p.name() == "raylet" for p in family) == 3
+        if how == "sc.stop()":
+            assert driver.stdout.readline().strip() == "stopped"
+            assert driver.poll() is None
+        else:
+            assert driver.wait(300) == 0
+        _, alive = psutil.wait_procs(family, timeout=5)
+        assert alive == []
+    finally:
+        driver.kill()
+        driver.wait()
+    # Stopped by RayContext.stop() (SIGTERM from the stop job), not by a manager noticing
+    # that its driver or executor died.
+    managers = re.findall(r"^LogType:ray_manager\.log$(.*?)^End of LogType",
+                          cluster.app_logs(info["app"]), re.S | re.M)
+    assert len(managers) == 2
+    for log in managers:
+        assert "manager exits" in log and "is gone" not in log
+    assert len(_alive_nodes()) == EXECUTORS + 1  # the module's own cluster is untouched
 
 
 def test_a_container_killed_by_yarn_takes_its_ray_node_along_and_the_loss_is_reported(
