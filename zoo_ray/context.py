@@ -186,6 +186,31 @@ def _stop_managers(app_id: str, timeout: float):
     return task
 
 
+def _raise_failures(results: List[tuple]) -> None:
+    """Raise one typed error for every ("error", ...) among the start tasks' results."""
+    failures = [info for kind, info in results if kind == "error"]
+    if failures:
+        lines = []
+        for failure in failures:
+            try:
+                detail = json.loads(failure["error"])
+            except ValueError:
+                detail = {"message": failure["error"]}
+            if detail.get("kind") == "shm":
+                raise RayContextError(
+                    f"Executor {failure['container']}: {detail['message']}. Lower "
+                    "object_store_memory below the free /dev/shm of the nodes, or ask your "
+                    "administrators for a larger /dev/shm."
+                )
+            lines.append(f"{failure['container']}: {detail.get('message')}\n"
+                         f"{detail.get('log_tail', '')}")
+        raise RayNodeStartError(
+            f"{len(failures)} Ray node(s) failed to start; everything started was stopped."
+            " Executor logs (`zoo-ray logs <application id>`) hold ray_manager.log and "
+            "ray_start.log.\n" + "\n".join(lines)
+        )
+
+
 class RayContext:
     """A Ray cluster inside the executors of a SparkContext.
 
@@ -353,7 +378,7 @@ class RayContext:
         results = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
             _start_nodes(self._base_spec(), head, self.num_ray_nodes, self.init_timeout)
         ).collect()
-        self._raise_failures(results)
+        _raise_failures(results)
         nodes = sorted((info for kind, info in results if kind == "ok"),
                        key=lambda info: info["role"] != "head")
         if len(nodes) < self.num_ray_nodes or nodes[0]["role"] != "head":
@@ -366,34 +391,10 @@ class RayContext:
         try:
             self.address_info["gateway_node"] = _await_manager(gateway, self.init_timeout)
         except RuntimeError as exc:
-            raise RayNodeStartError(
-                f"The Ray node on this host (for the driver) failed to start: {exc}. Its logs "
-                f"are in {self._work_dir.name}/logs."
-            ) from None
+            # Its log directory goes with the cleanup: the error carries the log's tail.
+            _raise_failures([("error", {"container": "this host (the driver's node)",
+                                             "error": str(exc)})])
         self._connect_and_verify()
-
-    def _raise_failures(self, results: List[tuple]) -> None:
-        failures = [info for kind, info in results if kind == "error"]
-        if failures:
-            lines = []
-            for failure in failures:
-                try:
-                    detail = json.loads(failure["error"])
-                except ValueError:
-                    detail = {"message": failure["error"]}
-                if detail.get("kind") == "shm":
-                    raise RayContextError(
-                        f"Executor {failure['container']}: {detail['message']}. Lower "
-                        "object_store_memory below the free /dev/shm of the nodes, or ask your "
-                        "administrators for a larger /dev/shm."
-                    )
-                lines.append(f"{failure['container']}: {detail.get('message')}\n"
-                             f"{detail.get('log_tail', '')}")
-            raise RayNodeStartError(
-                f"{len(failures)} Ray node(s) failed to start; everything started was stopped."
-                " Executor logs (`zoo-ray logs <application id>`) hold ray_manager.log and "
-                "ray_start.log.\n" + "\n".join(lines)
-            )
 
     def _spawn_gateway_node(self, driver_cores: int) -> subprocess.Popen:
         """Start the node the driver attaches to; it joins the head once that is up."""
