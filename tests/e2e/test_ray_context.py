@@ -18,6 +18,7 @@ import pytest
 
 from zoo_ray import RayContext, init_spark_on_yarn  # before ray: it reads its auth mode at import
 from zoo_ray.errors import InvalidMemoryError, RayContextError, RayNodeStartError
+from zoo_ray.yarn import FINAL_STATES
 
 ray = pytest.importorskip("ray")
 
@@ -339,6 +340,9 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how):
     finally:
         driver.kill()
         driver.wait()
+    # The driver is gone; its application ends (and its logs are aggregated) shortly after.
+    _wait(lambda: cluster.resource_manager.app(info["app"])["state"] in FINAL_STATES, 120,
+          "the application to end")
     # Stopped by RayContext.stop() (SIGTERM from the stop job), not by a manager noticing
     # that its driver or executor died.
     managers = re.findall(r"^LogType:ray_manager\.log$(.*?)^End of LogType",
