@@ -277,13 +277,29 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
-def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(cluster, ray_ctx):
+def _start_driver(script, args, log):
+    """A second driver in its own Python: returns it and the JSON of its first line."""
     fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=fresh_env)
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                                  stderr=stderr, text=True, env=fresh_env)
+    line = driver.stdout.readline()
+    if not line.startswith("{"):
+        driver.kill()
+        driver.wait()
+        raise AssertionError(f"the second driver failed:\n{Path(log).read_text()[-3000:]}")
+    return driver, json.loads(line)
+
+
+def _wait_app_end(cluster, app_id):
+    _wait(lambda: cluster.resource_manager.app(app_id)["state"] in FINAL_STATES, 120,
+          f"{app_id} to end")
+
+
+def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(cluster, ray_ctx,
+                                                                           tmp_path):
+    driver, info = _start_driver(_DRIVER, [str(cluster.hadoop_conf_dir)], tmp_path / "driver.err")
     try:
-        info = json.loads(driver.stdout.readline())
         pids = info["managers"] + [info["gateway"]]
         family = [psutil.Process(p) for p in pids]
         family += [c for p in pids for c in _ray_processes(p)]
@@ -298,6 +314,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(clust
     print(f"all {len(family)} Ray processes of the app gone after "
           f"{time.monotonic() - started:.1f}s")
     assert alive == []
+    _wait_app_end(cluster, info["app"])  # its containers free their resources for the next tests
     assert len(_alive_nodes()) == EXECUTORS + 1  # our own cluster is untouched
 
 
@@ -320,13 +337,10 @@ _LEAVER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("how", ["sc.stop()", "interpreter exit"])
-def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how):
-    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    driver = subprocess.Popen([sys.executable, "-c", _LEAVER, str(cluster.hadoop_conf_dir), how],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=fresh_env)
+def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how, tmp_path):
+    driver, info = _start_driver(_LEAVER, [str(cluster.hadoop_conf_dir), how],
+                                 tmp_path / "driver.err")
     try:
-        info = json.loads(driver.stdout.readline())
         family = [psutil.Process(p) for p in info["managers"]]
         family += [c for p in info["managers"] for c in _ray_processes(p)]
         assert sum(p.name() == "raylet" for p in family) == 3
@@ -341,8 +355,7 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how):
         driver.kill()
         driver.wait()
     # The driver is gone; its application ends (and its logs are aggregated) shortly after.
-    _wait(lambda: cluster.resource_manager.app(info["app"])["state"] in FINAL_STATES, 120,
-          "the application to end")
+    _wait_app_end(cluster, info["app"])
     # Stopped by RayContext.stop() (SIGTERM from the stop job), not by a manager noticing
     # that its driver or executor died.
     managers = re.findall(r"^LogType:ray_manager\.log$(.*?)^End of LogType",
