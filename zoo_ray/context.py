@@ -1,10 +1,10 @@
 """RayContext: a supervised Ray cluster inside the Spark executors (driver side).
 
-``init()`` starts a RayManager (:mod:`zoo_ray.manager`) in each executor through
-one barrier job over every task slot (so every executor runs tasks and exactly
-one task per executor is elected): the head and the workers start at once, the
-head's address being fixed before either starts. Then a node on the gateway for
-the driver. The tasks return as soon as their node is up: Ray holds no Spark
+``init()`` fixes the head's executor and address in a one-task Spark job, then
+starts a RayManager (:mod:`zoo_ray.manager`) in each executor through one barrier
+job over every task slot (so every executor runs tasks and exactly one task per
+executor is elected), and the gateway's node for the driver alongside: all nodes
+start at once. The tasks return as soon as their node is up: Ray holds no Spark
 task slot. The
 driver is then a full Ray driver; plain ``ray.init()`` and Ray's auto-connect
 join the cluster through ``RAY_ADDRESS``.
