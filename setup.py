@@ -22,6 +22,8 @@ setup(
         "tqdm",
     ],
     # numpy and pandas: the ordinary Ray programs of the tests (ray.data needs pandas).
-    extras_require={"test": ["pytest", "pytest-timeout", "numpy", "pandas"]},
+    # ruff and mypy are pinned: a new release's rules must not fail an unchanged tree.
+    extras_require={"test": ["pytest", "pytest-timeout", "numpy", "pandas", "ruff==0.17.6",
+                             "mypy==2.4.1"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )

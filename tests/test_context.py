@@ -1,36 +1,144 @@
-"""RayContext's pure logic (no cluster): how start failures become one typed error."""
+"""RayContext's pure logic (no cluster): start failures as one typed error, its state flags."""
 from __future__ import annotations
-
-import json
 
 import pytest
 
-from zoo_ray.context import _raise_failures
-from zoo_ray.errors import RayContextError, RayNodeStartError
+from zoo_ray.context import RayContext, _raise_failures, _started_nodes
+from zoo_ray.errors import InvalidArgumentError, RayContextError, RayNodeStartError
+from zoo_ray.protocol import NodeFailure, NodeInfo, NodeOutcome
+
+
+def _node(container, role="worker"):
+    return NodeInfo(role=role, address="198.18.0.1:6379", pid=1, node_ip="198.18.0.1",
+                    log_dir="/logs", temp_dir="/tmp/zoo-ray-x", container=container)
 
 
 def test_node_failures_become_one_error_with_each_executor_and_its_log_tail():
-    start = json.dumps({"kind": "start", "message": "ray start exited with 2",
-                        "log_tail": "Error: No such option: --no-such-flag"})
-    results = [("ok", {"container": "container_1"}), ("skipped", {"container": "container_2"}),
-               ("error", {"container": "container_3", "error": start}),
-               ("error", {"container": "this host (the driver's node)",
-                          "error": json.dumps({"message": "no answer in 5s"})})]
+    failures = [NodeFailure("start", "ray start exited with 2",
+                            log_tail="Error: No such option: --no-such-flag",
+                            container="container_3"),
+                NodeFailure("timeout", "no answer in 5s",
+                            container="this host (the driver's node)")]
     with pytest.raises(RayNodeStartError) as failure:
-        _raise_failures(results)
+        _raise_failures(failures)
     text = str(failure.value)
     assert text.startswith("2 Ray node(s) failed to start; everything started was stopped.")
     assert "container_3: ray start exited with 2\nError: No such option: --no-such-flag" in text
     assert "this host (the driver's node): no answer in 5s" in text
+
+
+def test_only_the_failed_outcomes_are_named():
+    outcomes = [NodeOutcome("ok", "container_1", node=_node("container_1", "head")),
+                NodeOutcome("skipped", "container_2"),
+                NodeOutcome("error", "container_3", failure=NodeFailure(
+                    "died", "the RayManager exited with 1 before it answered",
+                    log_tail="ModuleNotFoundError: No module named 'psutil'",
+                    container="container_3"))]
+    with pytest.raises(RayNodeStartError) as failure:
+        _started_nodes(outcomes, wanted=2)
+    text = str(failure.value)
+    assert "container_3: the RayManager exited with 1" in text and "psutil" in text
     assert "container_1" not in text and "container_2" not in text
 
 
 def test_an_object_store_larger_than_shm_names_the_fix():
-    shm = json.dumps({"kind": "shm", "message": "object_store_memory=9 bytes exceeds the 8 "
-                                                "bytes free in /dev/shm"})
+    shm = NodeFailure("shm", "object_store_memory=9 bytes exceeds the 8 bytes free in /dev/shm",
+                      container="container_1")
     with pytest.raises(RayContextError, match="Lower object_store_memory below the free /dev/shm"):
-        _raise_failures([("error", {"container": "container_1", "error": shm})])
+        _raise_failures([shm])
 
 
-def test_no_failure_raises_nothing():
-    assert _raise_failures([("ok", {}), ("idle", {}), ("skipped", {})]) is None
+def test_no_failure_raises_nothing_and_the_head_comes_first():
+    outcomes = [NodeOutcome("ok", "container_2", node=_node("container_2")),
+                NodeOutcome("idle", "container_9"),
+                NodeOutcome("ok", "container_1", node=_node("container_1", "head"))]
+    assert _raise_failures([]) is None
+    nodes = _started_nodes(outcomes, wanted=2)
+    assert [n.container for n in nodes] == ["container_1", "container_2"]
+
+
+def test_too_few_nodes_or_no_head_is_an_error():
+    with pytest.raises(RayNodeStartError, match="Only 1 of 2 executors"):
+        _started_nodes([NodeOutcome("ok", "c1", node=_node("c1", "head"))], wanted=2)
+    with pytest.raises(RayNodeStartError, match="Only 1 of 1"):
+        _started_nodes([NodeOutcome("ok", "c1", node=_node("c1"))], wanted=1)
+
+
+class _Conf(dict):
+    def get(self, key, default=None):
+        return super().get(key, default)
+
+
+class _StubSparkContext:
+    """Just what RayContext reads before it submits any job."""
+
+    applicationId = "application_0_0001"
+
+    def __init__(self, **conf):
+        self._jsc = object()
+        self.conf = _Conf({"spark.executor.instances": "2", "spark.executor.cores": "1", **conf})
+
+    def getConf(self):
+        return self.conf
+
+    def stop(self):
+        self._jsc = None
+
+
+@pytest.fixture
+def no_active_context():
+    yield
+    RayContext._active = None
+
+
+def test_bad_arguments_are_invalid_argument_errors(no_active_context):
+    sc = _StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2**30)})
+    for wrong in (0, "2", True):
+        with pytest.raises(InvalidArgumentError, match="num_ray_nodes"):
+            RayContext(sc, num_ray_nodes=wrong)
+    with pytest.raises(InvalidArgumentError, match="num_executors=3"):
+        RayContext(sc, num_ray_nodes=3)
+    with pytest.raises(InvalidArgumentError, match="extra_executor_memory_for_ray"):
+        RayContext(sc, object_store_memory="1g")
+    with pytest.raises(ValueError):  # InvalidArgumentError is a ValueError too
+        RayContext(sc, object_store_memory="1g")
+
+
+def test_initialized_is_false_while_starting_and_stop_is_idempotent(no_active_context,
+                                                                     monkeypatch):
+    ctx = RayContext(_StubSparkContext())
+    assert RayContext.get(initialize=False) is ctx
+    seen = []
+
+    def start(driver_cores):
+        seen.append(ctx.initialized)
+        ctx.address_info = {"address": "198.18.0.1:1", "nodes": []}
+
+    monkeypatch.setattr(ctx, "_start_cluster", start)
+    monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: seen.append("stop job"))
+    ctx.stop()  # before init: nothing to stop, no error
+    ctx.init()
+    assert seen == [False] and ctx.initialized
+    ctx.stop()
+    ctx.stop()
+    assert seen == [False, "stop job"] and not ctx.initialized
+    with pytest.raises(RayContextError, match="No RayContext exists"):
+        RayContext.get()
+
+
+def test_spark_stop_is_wrapped_once_however_often_init_runs(no_active_context, monkeypatch):
+    sc = _StubSparkContext()
+    original = sc.stop
+    ctx = RayContext(sc)
+    monkeypatch.setattr(ctx, "_start_cluster", lambda driver_cores: setattr(
+        ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
+    stops = []
+    monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: stops.append("ray"))
+    for _ in range(3):
+        ctx.init()
+        ctx.stop()
+    ctx.init()
+    assert sc.stop._zoo_ray_original == original
+    sc.stop()
+    assert stops == ["ray"] * 4 and not ctx.initialized and sc._jsc is None
+    assert sc.stop == original

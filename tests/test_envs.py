@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from zoo_ray.envs import find_env
-from zoo_ray.errors import CondaEnvNotFoundError, NoPythonEnvError, NotAPythonEnvError
+from zoo_ray.errors import (
+    CondaEnvNotFoundError,
+    InvalidArgumentError,
+    NoPythonEnvError,
+    NotAPythonEnvError,
+)
 
 
 def test_the_running_venv_is_found_as_a_venv():
@@ -31,7 +36,7 @@ def test_missing_conda_env_names_the_fix():
 
 
 def test_only_one_env_source_at_a_time(tmp_path):
-    with pytest.raises(NoPythonEnvError, match="only one"):
+    with pytest.raises(InvalidArgumentError, match="only one"):
         find_env(conda_name="x", env_prefix=str(tmp_path))
 
 

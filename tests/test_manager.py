@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from zoo_ray.manager import NodeSpec
+from zoo_ray.protocol import NodeSpec
 
 
 def _spec(tmp_path, **overrides):

@@ -1,5 +1,18 @@
 """zoo_ray: run Ray inside Spark on Hadoop YARN.
 
+Where each module runs:
+
+- gateway (the driver's process): :mod:`~zoo_ray.spark`, :mod:`~zoo_ray.envs`,
+  :mod:`~zoo_ray.cache`, :mod:`~zoo_ray.filesystem`, :mod:`~zoo_ray.yarn`,
+  :mod:`~zoo_ray.hadoop_conf`, :mod:`~zoo_ray.memory`, :mod:`~zoo_ray.spark_internals`,
+  :mod:`~zoo_ray.cli`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster`;
+- driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`;
+- inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`;
+- long-lived processes on executors: :mod:`~zoo_ray.manager` (one per Ray node),
+  :mod:`~zoo_ray.executor_daemon` (PySpark's worker daemon);
+- anywhere: :mod:`~zoo_ray.protocol` (the typed messages between them),
+  :mod:`~zoo_ray.host` (process, port and file helpers), :mod:`~zoo_ray.errors`.
+
 The public API is imported lazily, so that the small processes zoo_ray runs on
 executors (``python -m zoo_ray.manager``, ``zoo_ray.executor_daemon``) do not
 import PySpark and Ray's driver side just by importing the package.

@@ -1,4 +1,4 @@
-"""Ray token authentication on the driver side.
+"""Ray token authentication for the driver (runs in the driver's process, on the gateway).
 
 Ray reads ``RAY_AUTH_MODE`` once, when ``ray`` is first imported, and the token
 from ``RAY_AUTH_TOKEN_PATH`` when it first connects. So zoo_ray points both at a
@@ -9,12 +9,15 @@ on a command line or in a log.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import RayContextError
+from .host import write_private
 
 __all__ = ["prepare_driver_env", "driver_token_path", "write_driver_token", "clear_driver_token"]
 
@@ -58,25 +61,25 @@ def write_driver_token(token: str) -> None:
             "both before starting Python and let zoo_ray set them."
         )
     if "ray" in sys.modules:
-        from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
-
-        if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raylet = _raylet()
+        if raylet.get_authentication_mode() != raylet.AuthenticationMode.TOKEN:
             raise RayContextError(
                 "`import ray` ran before `import zoo_ray`, so Ray in this process started "
                 "with token authentication off and cannot join zoo_ray's cluster. Import "
                 "zoo_ray first (or set RAY_AUTH_MODE=token before starting Python)."
             )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_private(path, token)
     if "ray" in sys.modules:
-        AuthenticationTokenLoader.instance().reset_cache()
+        _raylet().AuthenticationTokenLoader.instance().reset_cache()
 
 
 def clear_driver_token() -> None:
     """Forget the token (the file goes; the next cluster writes its own)."""
     driver_token_path().unlink(missing_ok=True)
     if "ray" in sys.modules:
-        from ray._raylet import AuthenticationTokenLoader
+        _raylet().AuthenticationTokenLoader.instance().reset_cache()
 
-        AuthenticationTokenLoader.instance().reset_cache()
+
+def _raylet() -> Any:
+    """Ray's compiled core, whose type stub lacks the authentication API used here."""
+    return importlib.import_module("ray._raylet")

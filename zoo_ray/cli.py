@@ -1,11 +1,10 @@
-"""The ``zoo-ray`` command line."""
+"""The ``zoo-ray`` command line (runs on the gateway)."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
-from typing import List, Optional
 
 from .errors import ZooRayError
 from .minicluster import MiniCluster, MiniClusterSpec
@@ -13,7 +12,7 @@ from .minicluster import MiniCluster, MiniClusterSpec
 __all__ = ["main"]
 
 
-def _cluster(args: argparse.Namespace, spec: Optional[MiniClusterSpec] = None) -> MiniCluster:
+def _cluster(args: argparse.Namespace, spec: MiniClusterSpec | None = None) -> MiniCluster:
     return MiniCluster(args.dir, spec=spec)
 
 
@@ -95,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo-ray`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(

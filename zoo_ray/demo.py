@@ -3,13 +3,13 @@
 ``zoo-ray demo`` starts the local Hadoop (or reuses a running one), adds the
 three-line zoo_ray prelude (init_spark_on_yarn, RayContext, init), counts words
 of a file on HDFS with Spark and estimates pi with Ray tasks in the executors,
-then stops everything it started.
+then stops everything it started. Runs on the gateway (the driver).
 """
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .minicluster import MiniCluster
 
@@ -24,7 +24,7 @@ def _pi_sample(n: int) -> int:
     return sum(random.random() ** 2 + random.random() ** 2 <= 1 for _ in range(n))
 
 
-def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> Dict[str, Any]:
+def run_demo(cluster_dir: str | None = None, keep_cluster: bool = False) -> dict[str, Any]:
     """Run the demo job and return what it measured.
 
     Parameters
@@ -49,7 +49,7 @@ def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> D
     cluster = MiniCluster(cluster_dir)
     was_running = cluster.running
     cluster.up()
-    report: Dict[str, Any] = {"hadoop_up_s": round(time.monotonic() - started, 1)}
+    report: dict[str, Any] = {"hadoop_up_s": round(time.monotonic() - started, 1)}
     try:
         # The three lines a user adds to an existing Ray program:
         sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=2,
@@ -73,7 +73,7 @@ def run_demo(cluster_dir: Optional[str] = None, keep_cluster: bool = False) -> D
             per_task, tasks = 100_000, 8
             inside = sum(ray.get([sample.remote(per_task) for _ in range(tasks)]))
             report["pi"] = round(4 * inside / (per_task * tasks), 4)
-            report["ray_nodes_in_executors"] = [n["container"] for n in ray_ctx.address_info["nodes"]]
+            report["ray_nodes_in_executors"] = [n["container"] for n in ray_ctx.nodes]
         finally:
             ray_ctx.stop()
             sc.stop()

@@ -7,11 +7,10 @@ version, platform), kept in a local cache, and uploaded once to a cache director
 on the cluster's file system next to a JSON sidecar; an unchanged environment is
 never packed or uploaded twice, and installing or removing a package changes the
 address. Spark's own jars get the same treatment as ``spark.yarn.archive``.
+Runs on the gateway.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -19,21 +18,24 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
-from .errors import CondaEnvNotFoundError, NoPythonEnvError, NotAPythonEnvError
-from .hdfs import ClusterFileSystem
-from .local import cache_root
+from .cache import build_once, cache_root, digest
+from .errors import (
+    CondaEnvNotFoundError,
+    InvalidArgumentError,
+    NoPythonEnvError,
+    NotAPythonEnvError,
+)
+from .filesystem import ClusterFileSystem
 from .progress import interactive
 
 __all__ = [
     "ENV_ALIAS", "PythonEnv", "find_env", "remote_cache_root", "pyspark_libs", "ship_env",
-    "ship_pyspark_libs", "ship_spark_jars", "ship_zoo_ray", "zoo_ray_pyfile",
+    "ship_pyspark_libs", "ship_spark_jars", "ship_zoo_ray",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class PythonEnv:
     def python(self) -> Path:
         return Path(self.location) / "bin" / "python"
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """What is installed: Python version, platform, packages (runs the env's Python)."""
         result = subprocess.run(
             [str(self.python), "-c", _DESCRIBE], capture_output=True, text=True,
@@ -88,16 +90,16 @@ class PythonEnv:
             )
         return json.loads(result.stdout)
 
-    def fingerprint(self, description: Dict[str, Any]) -> str:
+    def fingerprint(self, description: dict[str, Any]) -> str:
         """The content address of this env's packed archive."""
         packer = "conda-pack" if self.kind == "conda" else "venv-pack"
         key = {"kind": self.kind, "packer": packer, "excludes": _EXCLUDES,
                "compress_level": _COMPRESS_LEVEL, **description}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return digest(json.dumps(key, sort_keys=True))
 
 
-def _conda_candidates(name: str) -> List[Path]:
-    found: List[Path] = []
+def _conda_candidates(name: str) -> list[Path]:
+    found: list[Path] = []
     conda = os.environ.get("CONDA_EXE") or shutil.which("conda")
     if conda:
         try:
@@ -148,9 +150,9 @@ def _check_archive(path: Path) -> None:
 
 
 def find_env(
-    conda_name: Optional[str] = None,
-    env_prefix: Optional[str] = None,
-    penv_archive: Optional[str] = None,
+    conda_name: str | None = None,
+    env_prefix: str | None = None,
+    penv_archive: str | None = None,
 ) -> PythonEnv:
     """The environment to ship, from the arguments or else the running interpreter.
 
@@ -166,37 +168,52 @@ def find_env(
 
     Raises
     ------
+    InvalidArgumentError
+        More than one of the three was given.
     CondaEnvNotFoundError, NotAPythonEnvError, NoPythonEnvError
     """
     given = [a for a in (conda_name, env_prefix, penv_archive) if a]
     if len(given) > 1:
-        raise NoPythonEnvError(
+        raise InvalidArgumentError(
             "Pass only one of conda_name=, env_prefix= and penv_archive=; they all name the "
             "environment executors run."
         )
     if penv_archive:
-        if "://" in penv_archive and not penv_archive.startswith("file://"):
-            return PythonEnv("archive", penv_archive)
-        path = Path(penv_archive.replace("file://", "", 1)).expanduser()
-        if not path.is_file():
-            raise NotAPythonEnvError(
-                f"penv_archive={penv_archive!r} does not exist. Pass the path of a "
-                "`conda pack`/`venv-pack` archive, or an hdfs:// URI of one."
-            )
-        _check_archive(path)
-        return PythonEnv("archive", str(path.resolve()))
+        return _archive_env(penv_archive)
     if conda_name:
-        candidates = [Path(conda_name).expanduser()] if "/" in conda_name else _conda_candidates(
-            conda_name)
-        for candidate in candidates:
-            if _is_conda_prefix(candidate):
-                return PythonEnv("conda", str(candidate.resolve()))
-        raise CondaEnvNotFoundError(
-            f"No conda environment named {conda_name!r} (looked in: "
-            f"{', '.join(str(c) for c in candidates) or 'no conda installation found'}). "
-            "List yours with `conda env list`, create it with `conda create -n "
-            f"{conda_name} python=3.11`, or pass env_prefix=/path/to/env."
+        return _conda_env(conda_name)
+    return _prefix_env(env_prefix)
+
+
+def _archive_env(penv_archive: str) -> PythonEnv:
+    if "://" in penv_archive and not penv_archive.startswith("file://"):
+        return PythonEnv("archive", penv_archive)
+    path = Path(penv_archive.replace("file://", "", 1)).expanduser()
+    if not path.is_file():
+        raise NotAPythonEnvError(
+            f"penv_archive={penv_archive!r} does not exist. Pass the path of a "
+            "`conda pack`/`venv-pack` archive, or an hdfs:// URI of one."
         )
+    _check_archive(path)
+    return PythonEnv("archive", str(path.resolve()))
+
+
+def _conda_env(conda_name: str) -> PythonEnv:
+    candidates = [Path(conda_name).expanduser()] if "/" in conda_name else _conda_candidates(
+        conda_name)
+    for candidate in candidates:
+        if _is_conda_prefix(candidate):
+            return PythonEnv("conda", str(candidate.resolve()))
+    raise CondaEnvNotFoundError(
+        f"No conda environment named {conda_name!r} (looked in: "
+        f"{', '.join(str(c) for c in candidates) or 'no conda installation found'}). "
+        "List yours with `conda env list`, create it with `conda create -n "
+        f"{conda_name} python=3.11`, or pass env_prefix=/path/to/env."
+    )
+
+
+def _prefix_env(env_prefix: str | None) -> PythonEnv:
+    """``env_prefix``, or the running interpreter's environment."""
     prefix = Path(env_prefix).expanduser() if env_prefix else Path(sys.prefix)
     if _is_conda_prefix(prefix):
         return PythonEnv("conda", str(prefix.resolve()))
@@ -209,14 +226,6 @@ def find_env(
         "env/bin/activate && pip install zoo_ray`), or pass conda_name=, env_prefix= or "
         "penv_archive=."
     )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _pack(env: PythonEnv, output: Path) -> None:
@@ -233,7 +242,7 @@ def _pack(env: PythonEnv, output: Path) -> None:
                        filters=filters, force=True, verbose=interactive())
 
 
-def packed_env(env: PythonEnv) -> Tuple[Path, Dict[str, Any]]:
+def packed_env(env: PythonEnv) -> tuple[Path, dict[str, Any]]:
     """The local archive of a conda env or venv and its metadata sidecar.
 
     Packs only if no archive with the environment's content address exists yet.
@@ -243,20 +252,18 @@ def packed_env(env: PythonEnv) -> Tuple[Path, Dict[str, Any]]:
     address = f"{env.kind}-{env.fingerprint(description)}"
     cache = cache_root() / "envs"
     archive = cache / f"{address}.tar.gz"
-    with _locked(archive):
-        if archive.is_file():
-            logger.info("Reusing packed %s environment %s (%s)", env.kind, env.location, archive)
-            return archive, sidecar
+
+    def pack(staging: Path) -> None:
         logger.info("Packing %s environment %s -> %s", env.kind, env.location, archive)
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".pack-") as tmp:
-            staging = Path(tmp) / archive.name
-            _pack(env, staging)
-            (cache / f"{address}.json").write_text(json.dumps(sidecar, indent=1))
-            os.replace(staging, archive)
+        _pack(env, staging)
+        (cache / f"{address}.json").write_text(json.dumps(sidecar, indent=1))
+
+    if not build_once(archive, pack):
+        logger.info("Reusing packed %s environment %s (%s)", env.kind, env.location, archive)
     return archive, sidecar
 
 
-def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: Dict[str, Any]) -> str:
+def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: dict[str, Any]) -> str:
     """Upload ``local`` to ``remote`` with its sidecar unless an equal copy is there."""
     size = local.stat().st_size
     status = fs.status(remote)
@@ -270,7 +277,7 @@ def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: Dict[str, An
     return remote
 
 
-def remote_cache_root(default_fs: str, user: str, cache_dir: Optional[str] = None) -> str:
+def remote_cache_root(default_fs: str, user: str, cache_dir: str | None = None) -> str:
     """The cache directory on the cluster: ``cache_dir``, else ``<fs>/user/<user>/.zoo_ray/cache``.
 
     Known without a JVM, so the PySpark archives' address can be put in the
@@ -279,7 +286,7 @@ def remote_cache_root(default_fs: str, user: str, cache_dir: Optional[str] = Non
     return (cache_dir or f"{default_fs.rstrip('/')}/user/{user}/.zoo_ray/cache").rstrip("/")
 
 
-def pyspark_libs(spark_home: Path, remote_root: str) -> List[Tuple[Path, str]]:
+def pyspark_libs(spark_home: Path, remote_root: str) -> list[tuple[Path, str]]:
     """``(local, remote)`` of pyspark.zip and py4j, content-addressed on the cluster.
 
     Spark uploads these ~4 MB with every application unless ``PYSPARK_ARCHIVES_PATH``
@@ -288,12 +295,11 @@ def pyspark_libs(spark_home: Path, remote_root: str) -> List[Tuple[Path, str]]:
     lib = spark_home / "python" / "lib"
     pairs = []
     for local in sorted(lib.glob("pyspark.zip")) + sorted(lib.glob("py4j-*.zip")):
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()[:20]
-        pairs.append((local, f"{remote_root}/pyspark/{digest}/{local.name}"))
+        pairs.append((local, f"{remote_root}/pyspark/{digest(local.read_bytes())}/{local.name}"))
     return pairs
 
 
-def ship_pyspark_libs(fs: ClusterFileSystem, libs: List[Tuple[Path, str]]) -> None:
+def ship_pyspark_libs(fs: ClusterFileSystem, libs: list[tuple[Path, str]]) -> None:
     """Upload pyspark.zip and py4j once per PySpark version."""
     for local, remote in libs:
         _ship(fs, local, remote, {"kind": "pyspark-lib", "source": str(local)})
@@ -310,8 +316,8 @@ def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> str:
         # A prebuilt archive is addressed by its identity: path, size and mtime.
         archive = Path(env.location)
         stat = archive.stat()
-        ident = f"{archive}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-        name = f"archive-{hashlib.sha256(ident).hexdigest()[:20]}-{archive.name}"
+        ident = digest(f"{archive}:{stat.st_size}:{stat.st_mtime_ns}")
+        name = f"archive-{ident}-{archive.name}"
         sidecar = {"kind": "archive", "source": str(archive)}
     return _ship(fs, archive, f"{remote_root}/envs/{name}", sidecar)
 
@@ -319,18 +325,16 @@ def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> str:
 def _spark_jars_archive(spark_home: Path) -> Path:
     """A stored (uncompressed: jars already are) zip of Spark's jars, built once per install."""
     jars = sorted((spark_home / "jars").glob("*.jar"))
-    ident = json.dumps([(j.name, j.stat().st_size) for j in jars]).encode()
-    archive = cache_root() / "spark" / f"spark-jars-{hashlib.sha256(ident).hexdigest()[:20]}.zip"
-    with _locked(archive):
-        if archive.is_file():
-            return archive
+    ident = digest(json.dumps([(j.name, j.stat().st_size) for j in jars]))
+    archive = cache_root() / "spark" / f"spark-jars-{ident}.zip"
+
+    def build(staging: Path) -> None:
         logger.info("Building Spark's jar archive %s (once per Spark installation)", archive)
-        with tempfile.TemporaryDirectory(dir=archive.parent, prefix=".zip-") as tmp:
-            staging = Path(tmp) / archive.name
-            with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_STORED) as zf:
-                for jar in jars:
-                    zf.write(jar, jar.name)
-            os.replace(staging, archive)
+        with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_STORED) as zf:
+            for jar in jars:
+                zf.write(jar, jar.name)
+
+    build_once(archive, build)
     return archive
 
 
@@ -342,12 +346,12 @@ def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem, remote_root: str) -
 
 
 def ship_zoo_ray(fs: ClusterFileSystem, remote_root: str) -> str:
-    """URI of :func:`zoo_ray_pyfile` on the cluster, uploaded once per zoo_ray version."""
-    local = zoo_ray_pyfile()
+    """URI of :func:`_zoo_ray_pyfile` on the cluster, uploaded once per zoo_ray version."""
+    local = _zoo_ray_pyfile()
     return _ship(fs, local, f"{remote_root}/pylib/{local.name}", {"kind": "zoo_ray-lib"})
 
 
-def zoo_ray_pyfile() -> Path:
+def _zoo_ray_pyfile() -> Path:
     """A zip of this zoo_ray package, so executors run the driver's very version of it.
 
     Executors need zoo_ray for the RayManager and the PySpark daemon, even when the
@@ -355,17 +359,13 @@ def zoo_ray_pyfile() -> Path:
     """
     package = Path(__file__).resolve().parent
     sources = sorted(package.rglob("*.py"))
-    digest = hashlib.sha256()
-    for source in sources:
-        digest.update(str(source.relative_to(package)).encode())
-        digest.update(source.read_bytes())
-    archive = cache_root() / "pylib" / f"zoo_ray-{digest.hexdigest()[:20]}.zip"
-    with _locked(archive):
-        if not archive.is_file():
-            with tempfile.TemporaryDirectory(dir=archive.parent, prefix=".zip-") as tmp:
-                staging = Path(tmp) / archive.name
-                with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                    for source in sources:
-                        zf.write(source, Path("zoo_ray") / source.relative_to(package))
-                os.replace(staging, archive)
+    parts = [p for src in sources for p in (str(src.relative_to(package)), src.read_bytes())]
+    archive = cache_root() / "pylib" / f"zoo_ray-{digest(*parts)}.zip"
+
+    def build(staging: Path) -> None:
+        with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for source in sources:
+                zf.write(source, Path("zoo_ray") / source.relative_to(package))
+
+    build_once(archive, build)
     return archive

@@ -1,12 +1,13 @@
 """Typed exceptions raised by zoo_ray.
 
 Every exception's message says what went wrong *and* what to do about it, so a
-user in a notebook can act on it without reading zoo_ray's source.
+user in a notebook can act on it without reading zoo_ray's source. Runs anywhere.
 """
 from __future__ import annotations
 
 __all__ = [
     "ZooRayError",
+    "InvalidArgumentError",
     "JavaNotFoundError",
     "MavenNotFoundError",
     "ArtifactFetchError",
@@ -28,6 +29,10 @@ __all__ = [
 
 class ZooRayError(Exception):
     """Base class of every error zoo_ray raises on purpose."""
+
+
+class InvalidArgumentError(ZooRayError, ValueError):
+    """An argument has a wrong type or value, or conflicts with another argument."""
 
 
 class JavaNotFoundError(ZooRayError):
@@ -62,7 +67,7 @@ class HadoopConfError(ZooRayError):
     """A Hadoop configuration directory is missing, unreadable or incomplete."""
 
 
-class InvalidMemoryError(ZooRayError, ValueError):
+class InvalidMemoryError(InvalidArgumentError):
     """A memory argument is not a size like "512m" or "2g"."""
 
 

@@ -5,6 +5,7 @@ ResourceManager and NameNode live. :class:`HadoopConf` reads it the way Hadoop's
 own ``Configuration`` does (later files override earlier ones, ``${var}``
 references expand), and can write a modified copy that keeps the comments, which
 is how the local Hadoop renders its configuration from ``hadoop_conf_example/``.
+Runs on the gateway.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import getpass
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional
 
 from .errors import HadoopConfError
 
@@ -27,34 +28,34 @@ _MAX_EXPANSION_DEPTH = 20
 
 
 class _SiteFile:
-    """One ``*-site.xml`` file: its element tree and an index of its properties."""
+    """One ``*-site.xml`` file: its ``<configuration>`` element and an index of its properties."""
 
-    def __init__(self, tree: ET.ElementTree, prolog: str = '<?xml version="1.0"?>\n') -> None:
-        self.tree = tree
+    def __init__(self, root: ET.Element, prolog: str = '<?xml version="1.0"?>\n') -> None:
+        self.root = root
         # The XML declaration and comments before <configuration>, which ElementTree drops.
         self.prolog = prolog
-        self.props: Dict[str, ET.Element] = {}
-        for prop in tree.getroot().iter("property"):
+        self.props: dict[str, ET.Element] = {}
+        for prop in root.iter("property"):
             name = prop.findtext("name")
             if name:
                 self.props[name.strip()] = prop
 
     @classmethod
-    def parse(cls, path: Path) -> "_SiteFile":
+    def parse(cls, path: Path) -> _SiteFile:
         parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
         text = path.read_text(encoding="utf-8")
         start = text.find("<configuration")
         prolog = text[:start] if start > 0 else '<?xml version="1.0"?>\n'
         try:
             parser.feed(text)
-            return cls(ET.ElementTree(parser.close()), prolog)
+            return cls(parser.close(), prolog)
         except ET.ParseError as exc:
             raise HadoopConfError(
                 f"{path} is not valid XML ({exc}). Fix the file, or copy it again from "
                 "your cluster's gateway (usually /etc/hadoop/conf)."
             ) from None
 
-    def get(self, name: str) -> Optional[str]:
+    def get(self, name: str) -> str | None:
         prop = self.props.get(name)
         if prop is None:
             return None
@@ -64,7 +65,7 @@ class _SiteFile:
     def set(self, name: str, value: str) -> None:
         prop = self.props.get(name)
         if prop is None:
-            root = self.tree.getroot()
+            root = self.root
             prop = ET.SubElement(root, "property")
             ET.SubElement(prop, "name").text = name
             ET.SubElement(prop, "value")
@@ -102,7 +103,7 @@ class HadoopConf:
 
     def __init__(
         self,
-        conf_dir: "str | os.PathLike[str]",
+        conf_dir: str | os.PathLike[str],
         required: tuple = ("core-site.xml", "yarn-site.xml"),
     ) -> None:
         self.conf_dir = Path(conf_dir)
@@ -120,7 +121,7 @@ class HadoopConf:
                 "at the directory holding your cluster's client configuration "
                 "(usually /etc/hadoop/conf on a gateway)."
             )
-        self._files: Dict[str, _SiteFile] = {}
+        self._files: dict[str, _SiteFile] = {}
         for name in SITE_FILES:
             path = self.conf_dir / name
             if path.is_file():
@@ -129,7 +130,7 @@ class HadoopConf:
     def __contains__(self, name: str) -> bool:
         return self.raw(name) is not None
 
-    def raw(self, name: str) -> Optional[str]:
+    def raw(self, name: str) -> str | None:
         """The value of ``name`` before ``${var}`` expansion, or None if unset."""
         value = None
         for site in self._files.values():
@@ -138,7 +139,7 @@ class HadoopConf:
                 value = found
         return value
 
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: str, default: str | None = None) -> str | None:
         """The value of ``name`` with ``${var}`` references expanded, as Hadoop does.
 
         References resolve to other properties first, then to Java-style system
@@ -168,7 +169,7 @@ class HadoopConf:
             value = new
         return value
 
-    def _lookup(self, match: "re.Match[str]") -> str:
+    def _lookup(self, match: re.Match[str]) -> str:
         var = match.group(1)
         raw = self.raw(var)
         if raw is not None:
@@ -178,14 +179,6 @@ class HadoopConf:
         if var.startswith("env.") and var[4:] in os.environ:
             return os.environ[var[4:]]
         return match.group(0)
-
-    def items(self) -> Iterator[tuple]:
-        """All ``(name, expanded value)`` pairs, later files winning."""
-        names: Dict[str, None] = {}
-        for site in self._files.values():
-            names.update(dict.fromkeys(site.props))
-        for name in names:
-            yield name, self.get(name)
 
     def set(self, overrides: Mapping[str, Mapping[str, str]]) -> None:
         """Set properties, file by file: ``{"yarn-site.xml": {"key": "value"}}``.
@@ -197,17 +190,17 @@ class HadoopConf:
             if site is None:
                 root = ET.Element("configuration")
                 root.text = "\n  "
-                site = self._files[filename] = _SiteFile(ET.ElementTree(root))
+                site = self._files[filename] = _SiteFile(root)
             for name, value in props.items():
                 site.set(name, str(value))
 
-    def write(self, dest_dir: "str | os.PathLike[str]") -> Path:
+    def write(self, dest_dir: str | os.PathLike[str]) -> Path:
         """Write every loaded or set file to ``dest_dir`` (created if needed)."""
         dest = Path(dest_dir)
         dest.mkdir(parents=True, exist_ok=True)
         for name, site in self._files.items():
             tmp = dest / f".{name}.tmp"
-            body = ET.tostring(site.tree.getroot(), encoding="unicode")
+            body = ET.tostring(site.root, encoding="unicode")
             tmp.write_text(f"{site.prolog}{body}\n", encoding="utf-8")
             os.replace(tmp, dest / name)
         return dest

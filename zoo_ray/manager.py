@@ -1,14 +1,16 @@
 """RayManager: the supervisor of one Ray node, one per executor (and one on the gateway).
 
-Run as ``python -m zoo_ray.manager`` with a :class:`NodeSpec` as one JSON line on
-stdin (the auth token travels there, never on a command line or in the
-environment). It
+A long-lived process beside Ray, on an executor (started by a Spark task, see
+:mod:`zoo_ray.executor_tasks`) or on the gateway (started by the driver). Run as
+``python -m zoo_ray.manager`` with a :class:`~zoo_ray.protocol.NodeSpec` as one
+JSON line on stdin (the auth token travels there, never on a command line or in
+the environment). It
 
 - starts ``ray start --block`` as its own child, in the container's process group,
   and marks itself a child subreaper, so every Ray process stays in its process
   tree even when ``ray start`` dies;
-- answers one line on stdout: ``READY {...}`` with the node's address, or
-  ``ERROR {...}``;
+- answers one line on stdout: ``READY`` with a :class:`~zoo_ray.protocol.NodeInfo`,
+  or ``ERROR`` with a :class:`~zoo_ray.protocol.NodeFailure`;
 - restarts the node when it dies (bounded retries, exponential backoff);
 - stops every Ray process it owns (SIGTERM, then SIGKILL) on SIGTERM, when the
   process it watches (the executor JVM, or the driver) is gone, or after the last
@@ -19,7 +21,6 @@ It never runs a host-wide ``ray stop`` and never touches processes it did not st
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,23 +31,28 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import IO, Any
 
 import psutil
 
-from .executor_daemon import become_subreaper
-from .local import tail, terminate
+from .cache import digest
+from .host import (
+    become_subreaper,
+    free_ports,
+    node_ip,
+    reap_children,
+    tail,
+    terminate,
+    wait_until,
+    write_private,
+)
+from .protocol import STATE_DIR, ManagerState, NodeFailure, NodeInfo, NodeSpec
 
-__all__ = ["NodeSpec", "RayManager", "STATE_DIR", "free_ports", "node_ip", "main"]
+__all__ = ["RayManager", "main"]
 
 logger = logging.getLogger("zoo_ray.manager")
 
-#: Directory (under the container's working directory) holding the manager's state.
-STATE_DIR = ".zoo_ray"
 _ADDRESS = re.compile(r"--address='([^']+)'")
 _STARTED = "Ray runtime started"
 _START_ATTEMPTS = 3
@@ -54,62 +60,11 @@ _START_ATTEMPTS = 3
 _SOCKET_ROOT = Path("/tmp")
 
 
-@dataclass
-class NodeSpec:
-    """Everything a manager needs to run one Ray node. Round-trips through JSON."""
-
-    role: str
-    app_id: str
-    token: str = field(repr=False)
-    num_cpus: int
-    work_dir: str
-    log_dir: str
-    object_store_memory: Optional[int] = None
-    head_address: Optional[str] = None
-    node_ip: Optional[str] = None
-    include_dashboard: bool = False
-    system_config: Optional[Dict[str, Any]] = None
-    extra_params: Dict[str, Any] = field(default_factory=dict)
-    env: Dict[str, str] = field(default_factory=dict)
-    watch_pid: Optional[int] = None
-    max_restarts: int = 5
-    ready_timeout: float = 90.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "NodeSpec":
-        return cls(**json.loads(text))
+class NodeStartError(Exception):
+    """The node did not come up; the message says why (for the driver's error)."""
 
 
-def free_ports(count: int) -> List[int]:
-    """Ports free on every address: some Ray agents bind 0.0.0.0 whatever the node IP."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
-
-
-def node_ip() -> str:
-    """This host's address as Ray picks it: the source address of the default route.
-
-    The same probe as Ray's ``node_ip_address_from_perspective``, without importing
-    Ray (a second or more on a busy executor) before the node starts.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            # UDP connect sends nothing; it only selects the route.
-            probe.connect(("8.8.8.8", 53))
-            return probe.getsockname()[0]
-        except OSError:
-            return socket.gethostbyname(socket.gethostname())
-
-
-def _shm_free() -> Optional[int]:
+def _shm_free() -> int | None:
     try:
         return shutil.disk_usage("/dev/shm").free
     except OSError:
@@ -117,7 +72,13 @@ def _shm_free() -> Optional[int]:
 
 
 class RayManager:
-    """Owns one Ray node's processes for as long as it lives."""
+    """Owns one Ray node's processes for as long as it lives.
+
+    Parameters
+    ----------
+    spec : NodeSpec
+        The node to run.
+    """
 
     def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
@@ -126,25 +87,28 @@ class RayManager:
         self.token_path = self.state / "auth_token"
         self.ray_dir = self.state / "ray"
         self.ray_dir.mkdir(exist_ok=True)
-        digest = hashlib.sha1(str(self.ray_dir.resolve()).encode()).hexdigest()[:12]
-        self.temp_dir = _SOCKET_ROOT / f"zoo-ray-{digest}"
-        self.proc: Optional[subprocess.Popen] = None
-        self.address: Optional[str] = spec.head_address
+        self.temp_dir = _SOCKET_ROOT / f"zoo-ray-{digest(str(self.ray_dir.resolve()), length=12)}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address: str | None = spec.head_address
         # A head given its address up front (so workers can start alongside it) keeps its port.
-        self.gcs_port: Optional[int] = (
+        self.gcs_port: int | None = (
             int(spec.head_address.rsplit(":", 1)[1])
             if spec.role == "head" and spec.head_address else None
         )
-        self.dashboard_url: Optional[str] = None
+        self.dashboard_url: str | None = None
         self.restarts = 0
         self._stopping = threading.Event()
         self._ready = threading.Event()
 
     # ---------------------------------------------------------------- set-up
-    def _write_token(self) -> None:
-        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.spec.token)
+    def check_shm(self) -> NodeFailure | None:
+        """Refuse an object store larger than the free ``/dev/shm``, before anything starts."""
+        shm = _shm_free()
+        wanted = self.spec.object_store_memory
+        if wanted and shm is not None and wanted > shm:
+            return NodeFailure("shm", f"object_store_memory={wanted} bytes exceeds the {shm} "
+                                      "bytes free in /dev/shm")
+        return None
 
     def _link_temp_dir(self) -> None:
         if self.temp_dir.is_symlink() or self.temp_dir.exists():
@@ -154,7 +118,7 @@ class RayManager:
     def node_ip(self) -> str:
         return self.spec.node_ip or node_ip()
 
-    def ray_env(self) -> Dict[str, str]:
+    def ray_env(self) -> dict[str, str]:
         env = dict(os.environ)
         for key in ("RAY_AUTH_TOKEN", "RAY_ADDRESS"):
             env.pop(key, None)
@@ -162,7 +126,7 @@ class RayManager:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
         return env
 
-    def ray_argv(self, ip: str) -> List[str]:
+    def ray_argv(self, ip: str) -> list[str]:
         spec = self.spec
         dashboard, agent_http, agent_grpc, metrics, runtime_env, client = free_ports(6)
         argv = [
@@ -198,6 +162,42 @@ class RayManager:
         return argv
 
     # ------------------------------------------------------------------ run
+    def start(self) -> None:
+        """Bring the node up: token, state file, the head's GCS, ``ray start``, its address.
+
+        Raises
+        ------
+        NodeStartError
+            The node did not come up (after retries).
+        """
+        write_private(self.token_path, self.spec.token)
+        ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role).write(
+            self.spec.work_dir)
+        if self.spec.role == "worker":
+            self.wait_for_head()
+        # Another process may grab a port between our choice and Ray's bind: try again
+        # with fresh ports, as the restart loop would.
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            self.start_node()
+            try:
+                self.wait_ready()
+                break
+            except NodeStartError:
+                if attempt == _START_ATTEMPTS:
+                    raise
+                logger.warning("node start attempt %d failed; retrying", attempt)
+                self.kill_node()
+        if self.spec.role == "head":
+            # Printed by `ray start` right after "started": wait for it briefly.
+            wait_until(lambda: self.address, 10, interval=0.1)
+
+    def info(self) -> NodeInfo:
+        """The READY answer: where this node is and where its logs go."""
+        return NodeInfo(role=self.spec.role, address=self.address, pid=os.getpid(),
+                        node_ip=self.node_ip(), log_dir=self.spec.log_dir,
+                        temp_dir=str(self.temp_dir), container=os.environ.get("CONTAINER_ID", ""),
+                        dashboard_url=self.dashboard_url)
+
     def wait_for_head(self) -> None:
         """Block until the head's GCS accepts connections.
 
@@ -205,18 +205,23 @@ class RayManager:
         retries (gRPC reconnects, a 2 s sleep for the session name); starting it
         right when the port opens lets it join as soon as the head can take it.
         """
+        if self.address is None:
+            raise NodeStartError("a worker node was given no head address")
         host, port = self.address.rsplit(":", 1)
-        deadline = time.monotonic() + self.spec.ready_timeout
-        while not self._stopping.is_set():
+
+        def head_accepts() -> bool:
             try:
                 socket.create_connection((host, int(port)), timeout=1.0).close()
-                return
+                return True
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the head at {self.address} did not accept "
-                                       f"connections within {self.spec.ready_timeout:.0f}s")
-                time.sleep(0.1)
-        raise RuntimeError("stopped while waiting for the head")
+                return False
+
+        if wait_until(head_accepts, self.spec.ready_timeout, interval=0.1, stop=self._stopping):
+            return
+        if self._stopping.is_set():
+            raise NodeStartError("stopped while waiting for the head")
+        raise NodeStartError(f"the head at {self.address} did not accept connections within "
+                             f"{self.spec.ready_timeout:.0f}s")
 
     def start_node(self) -> None:
         ip = self.node_ip()
@@ -230,8 +235,9 @@ class RayManager:
         threading.Thread(target=self._follow, args=(self.proc, out), daemon=True).start()
         logger.info("started ray node (%s) as pid %d on %s", self.spec.role, self.proc.pid, ip)
 
-    def _follow(self, proc: subprocess.Popen, out: Any) -> None:
+    def _follow(self, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
         """Copy ``ray start``'s output to its log; notice the address and readiness."""
+        assert proc.stdout is not None
         with out:
             for raw in proc.stdout:
                 out.write(raw)
@@ -244,41 +250,51 @@ class RayManager:
                 if _STARTED in line:
                     self._ready.set()
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.spec.ready_timeout
-        while not self._ready.wait(0.2):
-            if self._stopping.is_set():
-                raise RuntimeError("stopped while the node was starting")
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode} before the "
-                                   f"node was up; see {self.spec.log_dir}/ray_start.log")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray node was not up after {self.spec.ready_timeout:.0f}s;"
-                                   f" see {self.spec.log_dir}/ray_start.log")
+    def _running(self) -> subprocess.Popen[bytes]:
+        assert self.proc is not None, "start_node() runs first"
+        return self.proc
 
-    def _descendants(self) -> List[psutil.Process]:
-        try:
-            return psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return []
+    def wait_ready(self) -> None:
+        """Block until ``ray start`` says the node runs.
+
+        Raises
+        ------
+        NodeStartError
+            ``ray start`` exited, the manager was stopped, or ``ready_timeout`` passed.
+        """
+        proc = self._running()
+        log = f"{self.spec.log_dir}/ray_start.log"
+
+        def up() -> bool:
+            if self._ready.is_set():
+                return True
+            if self._stopping.is_set():
+                raise NodeStartError("stopped while the node was starting")
+            if proc.poll() is not None:
+                raise NodeStartError(f"ray start exited with {proc.returncode} before the node "
+                                     f"was up; see {log}")
+            return False
+
+        if not wait_until(up, self.spec.ready_timeout, interval=0.2):
+            raise NodeStartError(f"the Ray node was not up after {self.spec.ready_timeout:.0f}s;"
+                                 f" see {log}")
 
     def kill_node(self, grace: float = 5.0) -> None:
         """SIGTERM every process below this manager, SIGKILL what is left after ``grace``."""
-        terminate(self._descendants(), grace)
+        try:
+            descendants = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        terminate(descendants, grace)
         # Orphans re-parented to us (we are a subreaper) were reaped by wait_procs or now.
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG) == (0, 0):
-                    break
-            except ChildProcessError:
-                break
+        reap_children()
 
     def _watched_alive(self) -> bool:
         pid = self.spec.watch_pid
         if pid is None:
             return True
         try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
         except psutil.Error:
             return False
 
@@ -289,9 +305,10 @@ class RayManager:
                 logger.info("watched process %s is gone; stopping the node",
                             self.spec.watch_pid)
                 return
-            if self.proc.poll() is None:
+            proc = self._running()
+            if proc.poll() is None:
                 continue
-            logger.warning("ray node exited with %s", self.proc.returncode)
+            logger.warning("ray node exited with %s", proc.returncode)
             self.kill_node()
             if self.restarts >= self.spec.max_restarts:
                 logger.error("giving up after %d restarts", self.restarts)
@@ -306,10 +323,11 @@ class RayManager:
             try:
                 self.wait_ready()
                 logger.info("node is back")
-            except RuntimeError as exc:
+            except NodeStartError as exc:
                 logger.error("%s", exc)
 
     def stop(self, *_: Any) -> None:
+        """Ask the manager to stop its node (a signal handler)."""
         self._stopping.set()
 
     def copy_ray_logs(self) -> None:
@@ -328,73 +346,57 @@ class RayManager:
                     shutil.copyfile(path, Path(self.spec.log_dir) / name)
 
     def shutdown(self) -> None:
+        """Stop every Ray process, keep the logs, remove the token and the state file."""
         self.kill_node()
         self.copy_ray_logs()
         if self.temp_dir.is_symlink():
             self.temp_dir.unlink()
-        for path in (self.token_path, self.state / "manager.json"):
-            path.unlink(missing_ok=True)
+        self.token_path.unlink(missing_ok=True)
+        ManagerState.remove(self.spec.work_dir)
         logger.info("manager exits")
 
 
-def _answer(stream: Any, kind: str, payload: Dict[str, Any]) -> None:
-    stream.write(f"{kind} {json.dumps(payload)}\n")
+def _answer(stream: IO[str], kind: str, message: NodeInfo | NodeFailure) -> None:
+    stream.write(f"{kind} {message.to_json()}\n")
     stream.flush()
 
 
-def main() -> int:
+def _take_over_stdio(log_dir: str) -> tuple[IO[str], IO[str]]:
+    """Keep a private copy of stdout for the answer; send everything else to our log.
+
+    From here on nothing of ours may reach the launching task's pipes but the answer.
+    """
     answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    spec = NodeSpec.from_json(sys.stdin.readline())
-    Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
-    log = open(Path(spec.log_dir) / "ray_manager.log", "a")
-    # From here on nothing of ours may reach the launching task's pipe but the answer.
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    log = open(Path(log_dir) / "ray_manager.log", "a")
     os.dup2(log.fileno(), sys.stdout.fileno())
     os.dup2(log.fileno(), sys.stderr.fileno())
+    return answer, log
+
+
+def main() -> int:
+    """Run one node: answer READY or ERROR, then supervise it until told to stop."""
+    spec = NodeSpec.from_json(sys.stdin.readline())
+    answer, log = _take_over_stdio(spec.log_dir)
     logging.basicConfig(stream=log, level=logging.INFO,
                         format="%(asctime)s %(levelname)s ray_manager: %(message)s")
     become_subreaper()
     manager = RayManager(spec)
     signal.signal(signal.SIGTERM, manager.stop)
     signal.signal(signal.SIGINT, manager.stop)
-    shm = _shm_free()
-    if spec.object_store_memory and shm is not None and spec.object_store_memory > shm:
-        _answer(answer, "ERROR", {"kind": "shm", "shm_free": shm,
-                                  "message": f"object_store_memory={spec.object_store_memory} "
-                                             f"bytes exceeds the {shm} bytes free in /dev/shm"})
+    refused = manager.check_shm()
+    if refused is not None:
+        _answer(answer, "ERROR", refused)
         return 1
-    manager._write_token()
-    (manager.state / "manager.json").write_text(json.dumps(
-        {"pid": os.getpid(), "app_id": spec.app_id, "role": spec.role}))
     try:
-        # Another process may grab a port between our choice and Ray's bind: try again
-        # with fresh ports, as the restart loop would.
-        if spec.role == "worker":
-            manager.wait_for_head()
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            manager.start_node()
-            try:
-                manager.wait_ready()
-                break
-            except RuntimeError:
-                if attempt == _START_ATTEMPTS:
-                    raise
-                logger.warning("node start attempt %d failed; retrying", attempt)
-                manager.kill_node()
-        if spec.role == "head":
-            deadline = time.monotonic() + 10
-            while manager.address is None and time.monotonic() < deadline:
-                time.sleep(0.1)
+        manager.start()
     except Exception as exc:  # report any start failure to the driver, then clean up
         logger.exception("node failed to start")
-        _answer(answer, "ERROR", {"kind": "start", "message": str(exc),
-                                  "log_tail": tail(Path(spec.log_dir) / "ray_start.log", 20)})
+        _answer(answer, "ERROR", NodeFailure(
+            "start", str(exc), log_tail=tail(Path(spec.log_dir) / "ray_start.log", 20)))
         manager.shutdown()
         return 1
-    _answer(answer, "READY", {"role": spec.role, "address": manager.address,
-                              "pid": os.getpid(), "dashboard_url": manager.dashboard_url,
-                              "node_ip": manager.node_ip(), "log_dir": spec.log_dir,
-                              "temp_dir": str(manager.temp_dir),
-                              "container": os.environ.get("CONTAINER_ID", "")})
+    _answer(answer, "READY", manager.info())
     answer.close()
     try:
         manager.supervise()

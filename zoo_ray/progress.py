@@ -1,4 +1,7 @@
-"""Progress bars for long steps (packing, uploading), in a terminal and in Jupyter."""
+"""Progress bars for long steps (packing, uploading), in a terminal and in Jupyter.
+
+Runs on the gateway, in the driver's process.
+"""
 from __future__ import annotations
 
 import sys

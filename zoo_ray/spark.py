@@ -1,11 +1,12 @@
 """Starting a SparkContext on YARN (client mode) or locally, with the Python env shipped.
 
-:func:`init_spark_on_yarn` is the first of the three lines users add. It checks
-everything it can before asking YARN for anything (configuration, Java, the
-ResourceManager, the queue, memory strings, whether one executor can ever fit),
-ships the environment and Spark's jars through the cache in :mod:`zoo_ray.envs`,
-starts the SparkContext and returns only when every executor has registered, or
-kills the application and says why.
+Runs on the gateway, in the driver's process. :func:`init_spark_on_yarn` is the
+first of the three lines users add. It checks its arguments, then everything it
+can before asking YARN for anything (configuration, Java, the ResourceManager,
+the queue, whether one executor can ever fit), ships the environment and Spark's
+jars through the cache in :mod:`zoo_ray.envs`, starts the SparkContext and
+returns only when every executor has registered, or kills the application and
+says why.
 """
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import getpass
 import logging
 import os
 import sys
-import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Union
 
+from . import spark_internals
 from .envs import (
     ENV_ALIAS,
+    PythonEnv,
     find_env,
     pyspark_libs,
     remote_cache_root,
@@ -27,28 +32,120 @@ from .envs import (
     ship_spark_jars,
     ship_zoo_ray,
 )
-from .errors import ExecutorsNotStartedError, HadoopConfError, QueueNotFoundError, ZooRayError
+from .errors import (
+    ExecutorsNotStartedError,
+    HadoopConfError,
+    InvalidArgumentError,
+    QueueNotFoundError,
+    ZooRayError,
+)
+from .filesystem import ClusterFileSystem
 from .hadoop_conf import HadoopConf
-from .hdfs import ClusterFileSystem
-from .local import find_java_home
-from .resources import executor_memory as size_executor
-from .resources import RAY_MEMORY_CONF, format_mib, parse_memory
+from .host import find_java_home, wait_until
+from .memory import RAY_MEMORY_CONF, ExecutorMemory, format_mib, parse_memory
+from .memory import executor_memory as size_executor
 from .yarn import ResourceManager
 
-__all__ = ["init_spark_on_yarn", "init_spark_on_local"]
+__all__ = ["init_spark_on_yarn", "init_spark_on_local", "spark_settings", "YarnRequest"]
 
 logger = logging.getLogger(__name__)
 
+#: Executors run the shipped environment's interpreter, unpacked under this alias.
+_EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 _EXECUTOR_POLL_S = 0.5
+_Names = Union[str, Sequence[str], None]
 
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ZooRayError(f"{name}={value!r} must be a whole number >= 1.")
+        raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= 1.")
     return value
 
 
-def _hadoop_conf(hadoop_conf: Optional[str]) -> HadoopConf:
+def _as_list(value: _Names) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return list(value)
+
+
+@contextmanager
+def _env_var(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of a block, then restore it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+@dataclass(frozen=True)
+class YarnRequest:
+    """What init_spark_on_yarn was asked for, checked (see :func:`_check_arguments`)."""
+
+    hadoop_conf: str | None
+    env: PythonEnv
+    num_executors: int
+    executor_cores: int
+    sizing: ExecutorMemory
+    driver_heap: int
+    driver_cores: int
+    user_conf: dict[str, str]
+    extra_python_lib: list[str]
+    additional_archive: list[str]
+    hadoop_user_name: str | None
+    spark_yarn_archive: str | None
+    jars: list[str]
+    queue: str | None
+    app_name: str
+    principal: str | None
+    keytab: str | None
+    tags: list[str]
+    cache_dir: str | None
+    executor_timeout: float
+
+    @property
+    def container_mb(self) -> int:
+        """What YARN is asked for per executor, in whole MB."""
+        return -(-self.sizing.container // 2**20)
+
+
+def _check_arguments(
+    hadoop_conf: str | None, conda_name: str | None, num_executors: int, executor_cores: int,
+    executor_memory: str, driver_memory: str, driver_cores: int,
+    extra_executor_memory_for_ray: str | None, extra_python_lib: _Names,
+    penv_archive: str | None, additional_archive: _Names, hadoop_user_name: str | None,
+    spark_yarn_archive: str | None, jars: _Names, conf: dict[str, str] | None,
+    queue: str | None, app_name: str, env_prefix: str | None, principal: str | None,
+    keytab: str | None, tags: _Names, cache_dir: str | None, executor_timeout: float,
+) -> YarnRequest:
+    """Every argument check, before anything touches the cluster or ``os.environ``."""
+    user_conf = dict(conf or {})
+    if bool(principal) != bool(keytab):
+        raise InvalidArgumentError("Pass principal= and keytab= together (or neither, to use "
+                                   "the ticket cache from `kinit`).")
+    return YarnRequest(
+        hadoop_conf=hadoop_conf,
+        num_executors=_positive_int(num_executors, "num_executors"),
+        executor_cores=_positive_int(executor_cores, "executor_cores"),
+        driver_cores=_positive_int(driver_cores, "driver_cores"),
+        sizing=size_executor(executor_memory, extra_executor_memory_for_ray, user_conf),
+        driver_heap=parse_memory(driver_memory, "driver_memory"),
+        env=find_env(conda_name, env_prefix, penv_archive),
+        user_conf=user_conf, extra_python_lib=_as_list(extra_python_lib),
+        additional_archive=_as_list(additional_archive), hadoop_user_name=hadoop_user_name,
+        spark_yarn_archive=spark_yarn_archive, jars=_as_list(jars), queue=queue,
+        app_name=app_name, principal=principal, keytab=keytab, tags=_as_list(tags),
+        cache_dir=cache_dir, executor_timeout=executor_timeout,
+    )
+
+
+def _hadoop_conf(hadoop_conf: str | None) -> HadoopConf:
     conf_dir = hadoop_conf or os.environ.get("HADOOP_CONF_DIR")
     if not conf_dir:
         raise HadoopConfError(
@@ -57,14 +154,6 @@ def _hadoop_conf(hadoop_conf: Optional[str]) -> HadoopConf:
             "the local Hadoop, the path `zoo-ray minicluster up` prints)."
         )
     return HadoopConf(Path(conf_dir).expanduser().resolve())
-
-
-def _as_list(value: Union[str, Sequence[str], None]) -> List[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v]
-    return list(value)
 
 
 def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
@@ -86,61 +175,169 @@ def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
         )
 
 
-def _registered_executors(sc: Any) -> int:
-    # The map holds the driver's block manager too.
-    return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
+def _preflight(request: YarnRequest) -> tuple[HadoopConf, Path, ResourceManager]:
+    """Check the gateway and the cluster before submitting: conf, Java, RM, queue, capacity."""
+    hconf = _hadoop_conf(request.hadoop_conf)
+    java_home = find_java_home()
+    rm = ResourceManager.from_conf(hconf)
+    rm.cluster_info()
+    if request.queue is not None:
+        queues = rm.leaf_queues()
+        if request.queue not in queues:
+            raise QueueNotFoundError(
+                f"YARN queue {request.queue!r} does not exist; the queues are: "
+                f"{', '.join(queues)}. Pass one of them as queue=."
+            )
+    _check_fits(rm, request.container_mb, request.executor_cores)
+    return hconf, java_home, rm
+
+
+def spark_settings(request: YarnRequest) -> dict[str, str]:
+    """The Spark properties of the application, before shipping adds the cluster's URIs.
+
+    A pure function of the request: the user's ``conf`` wins over zoo_ray's choices,
+    except ``spark.executor.memoryOverhead``, to which Ray's share is added.
+    """
+    sizing = request.sizing
+    settings: dict[str, str] = {
+        "spark.master": "yarn",
+        "spark.submit.deployMode": "client",
+        "spark.app.name": request.app_name,
+        "spark.executor.instances": str(request.num_executors),
+        "spark.executor.cores": str(request.executor_cores),
+        "spark.executor.memory": format_mib(sizing.heap),
+        "spark.driver.memory": format_mib(request.driver_heap),
+        "spark.driver.cores": str(request.driver_cores),
+        "spark.executorEnv.PYSPARK_PYTHON": _EXECUTOR_PYTHON,
+        "spark.ui.showConsoleProgress": "false",
+        # Keeps processes that tasks start (RayManagers) in the executor's process tree.
+        "spark.python.daemon.module": "zoo_ray.executor_daemon",
+    }
+    if sizing.ray:
+        # What RayContext may give Ray's object store and processes, per executor.
+        settings[RAY_MEMORY_CONF] = str(sizing.ray)
+    if request.queue:
+        settings["spark.yarn.queue"] = request.queue
+    if request.tags:
+        settings["spark.yarn.tags"] = ",".join(request.tags)
+    if request.jars:
+        settings["spark.jars"] = ",".join(request.jars)
+    if request.principal and request.keytab:
+        settings.update({"spark.kerberos.principal": request.principal,
+                         "spark.kerberos.keytab": request.keytab})
+    settings.update({k: v for k, v in request.user_conf.items()
+                     if k != "spark.executor.memoryOverhead"})
+    settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
+    return settings
+
+
+def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path) -> Any:
+    """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with."""
+    from pyspark import SparkConf
+
+    os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
+    os.environ.setdefault("JAVA_HOME", str(java_home))
+    if request.hadoop_user_name:
+        os.environ["HADOOP_USER_NAME"] = request.hadoop_user_name
+    import pyspark
+
+    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    user = request.hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    remote_root = remote_cache_root(hconf.require("fs.defaultFS"), user, request.cache_dir)
+    py_libs = pyspark_libs(spark_home, remote_root)
+    shipped_libs = ",".join(remote for _, remote in py_libs)
+    if not spark_internals.jvm_running() and py_libs and \
+            "PYSPARK_ARCHIVES_PATH" not in os.environ:
+        # Read from the JVM's environment when it submits: set before the JVM starts.
+        os.environ["PYSPARK_ARCHIVES_PATH"] = shipped_libs
+    # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
+    # makes YARN ship pyspark.zip), should the JVM already run.
+    spark_conf = SparkConf().setAll(list(spark_settings(request).items()))
+    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf), hconf.conf_dir)
+    if os.environ.get("PYSPARK_ARCHIVES_PATH") == shipped_libs:
+        ship_pyspark_libs(fs, py_libs)
+    # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
+    spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
+    archives = [f"{ship_env(request.env, fs, remote_root)}#{ENV_ALIAS}"]
+    spark_conf.set("spark.yarn.dist.archives", ",".join(archives + request.additional_archive))
+    yarn_archive = request.spark_yarn_archive
+    if not (yarn_archive or "spark.yarn.archive" in request.user_conf
+            or "spark.yarn.jars" in request.user_conf):
+        yarn_archive = ship_spark_jars(spark_home, fs, remote_root)
+    if yarn_archive:
+        spark_conf.set("spark.yarn.archive", yarn_archive)
+    return spark_conf
+
+
+def _start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -> Any:
+    """Start the SparkContext and wait for every executor, or kill the application."""
+    from pyspark import SparkContext
+
+    # The driver tells executors which interpreter to run from its PYSPARK_PYTHON, read
+    # once when the SparkContext starts.
+    with _env_var("PYSPARK_PYTHON", _EXECUTOR_PYTHON):
+        sc = SparkContext(conf=spark_conf, pyFiles=request.extra_python_lib or None)
+    try:
+        _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout)
+    except BaseException:
+        if spark_internals.active_context() is sc:
+            rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
+            sc.stop()
+        raise
+    logger.info("SparkContext %s on YARN is ready with %d executors", sc.applicationId,
+                request.num_executors)
+    return sc
 
 
 def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _registered_executors(sc) < wanted:
-        if time.monotonic() > deadline:
-            app_id = sc.applicationId
-            got = _registered_executors(sc)
-            try:
-                diagnostics = rm.app(app_id).get("diagnostics") or "(none)"
-                metrics = rm.metrics()
-                free = (f"{metrics['availableMB']} MB and {metrics['availableVirtualCores']} "
-                        "vcores free in the cluster")
-            except ZooRayError as exc:
-                diagnostics, free = str(exc), "cluster capacity unknown"
-            # Kill before stopping: a stopped SparkContext unregisters as FINISHED, hiding
-            # from YARN's admins that the application never got its executors.
-            reason = f"zoo_ray: only {got} of {wanted} executors started in {timeout:.0f}s"
-            rm.kill(app_id, diagnostics=reason)
-            sc.stop()
-            raise ExecutorsNotStartedError(
-                f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({free}); "
-                f"application {app_id} was killed. Ask for fewer or smaller executors, use "
-                "another queue, or raise executor_timeout. YARN diagnostics: "
-                f"{diagnostics}"
-            )
-        time.sleep(_EXECUTOR_POLL_S)
+    """Return once ``wanted`` executors registered; else kill the application and say why."""
+    if wait_until(lambda: spark_internals.registered_executors(sc) >= wanted, timeout,
+                  interval=_EXECUTOR_POLL_S):
+        return
+    app_id = sc.applicationId
+    got = spark_internals.registered_executors(sc)
+    try:
+        diagnostics = rm.app(app_id).get("diagnostics") or "(none)"
+        metrics = rm.metrics()
+        free = (f"{metrics['availableMB']} MB and {metrics['availableVirtualCores']} "
+                "vcores free in the cluster")
+    except ZooRayError as exc:
+        diagnostics, free = str(exc), "cluster capacity unknown"
+    # Kill before stopping: a stopped SparkContext unregisters as FINISHED, hiding
+    # from YARN's admins that the application never got its executors.
+    rm.kill(app_id, diagnostics=f"zoo_ray: only {got} of {wanted} executors started in "
+                                f"{timeout:.0f}s")
+    sc.stop()
+    raise ExecutorsNotStartedError(
+        f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({free}); "
+        f"application {app_id} was killed. Ask for fewer or smaller executors, use "
+        f"another queue, or raise executor_timeout. YARN diagnostics: {diagnostics}"
+    )
 
 
 def init_spark_on_yarn(
-    hadoop_conf: Optional[str] = None,
-    conda_name: Optional[str] = None,
+    hadoop_conf: str | None = None,
+    conda_name: str | None = None,
     num_executors: int = 2,
     executor_cores: int = 2,
     executor_memory: str = "2g",
     driver_memory: str = "1g",
     driver_cores: int = 4,
-    extra_executor_memory_for_ray: Optional[str] = None,
-    extra_python_lib: Union[str, Sequence[str], None] = None,
-    penv_archive: Optional[str] = None,
-    additional_archive: Union[str, Sequence[str], None] = None,
-    hadoop_user_name: Optional[str] = None,
-    spark_yarn_archive: Optional[str] = None,
-    jars: Union[str, Sequence[str], None] = None,
-    conf: Optional[Dict[str, str]] = None,
-    queue: Optional[str] = None,
+    extra_executor_memory_for_ray: str | None = None,
+    extra_python_lib: str | Sequence[str] | None = None,
+    penv_archive: str | None = None,
+    additional_archive: str | Sequence[str] | None = None,
+    hadoop_user_name: str | None = None,
+    spark_yarn_archive: str | None = None,
+    jars: str | Sequence[str] | None = None,
+    conf: dict[str, str] | None = None,
+    queue: str | None = None,
     app_name: str = "zoo_ray",
-    env_prefix: Optional[str] = None,
-    principal: Optional[str] = None,
-    keytab: Optional[str] = None,
-    tags: Union[str, Sequence[str], None] = None,
-    cache_dir: Optional[str] = None,
+    env_prefix: str | None = None,
+    principal: str | None = None,
+    keytab: str | None = None,
+    tags: str | Sequence[str] | None = None,
+    cache_dir: str | None = None,
     executor_timeout: float = 300.0,
 ) -> Any:
     """Start a SparkContext on YARN (client mode) whose executors run your Python env.
@@ -205,137 +402,43 @@ def init_spark_on_yarn(
 
     Raises
     ------
-    InvalidMemoryError, HadoopConfError, JavaNotFoundError, ResourceManagerError,
-    QueueNotFoundError, CondaEnvNotFoundError, NoPythonEnvError, NotAPythonEnvError,
+    InvalidArgumentError, InvalidMemoryError, CondaEnvNotFoundError, NoPythonEnvError,
+    NotAPythonEnvError
+        Bad arguments, found before anything touches the cluster or ``os.environ``.
+    HadoopConfError, JavaNotFoundError, ResourceManagerError, QueueNotFoundError,
     ExecutorsNotStartedError
-        Each with the fix in its message; nothing is left running.
+        The gateway or the cluster cannot run the application.
+    Each names the fix in its message; nothing is left running.
     """
-    from pyspark import SparkConf, SparkContext
-
-    num_executors = _positive_int(num_executors, "num_executors")
-    executor_cores = _positive_int(executor_cores, "executor_cores")
-    driver_cores = _positive_int(driver_cores, "driver_cores")
-    user_conf = dict(conf or {})
-    sizing = size_executor(executor_memory, extra_executor_memory_for_ray, user_conf)
-    driver_heap = parse_memory(driver_memory, "driver_memory")
-
-    active = SparkContext._active_spark_context
+    request = _check_arguments(
+        hadoop_conf, conda_name, num_executors, executor_cores, executor_memory, driver_memory,
+        driver_cores, extra_executor_memory_for_ray, extra_python_lib, penv_archive,
+        additional_archive, hadoop_user_name, spark_yarn_archive, jars, conf, queue, app_name,
+        env_prefix, principal, keytab, tags, cache_dir, executor_timeout,
+    )
+    active = spark_internals.active_context()
     if active is not None:
         logger.warning("A SparkContext is already running (%s); returning it unchanged. "
                        "Call sc.stop() first to start another.", active.applicationId)
         return active
-
-    hconf = _hadoop_conf(hadoop_conf)
-    java_home = find_java_home()
-    rm = ResourceManager.from_conf(hconf)
-    rm.cluster_info()
-    if queue is not None:
-        queues = rm.leaf_queues()
-        if queue not in queues:
-            raise QueueNotFoundError(
-                f"YARN queue {queue!r} does not exist; the queues are: {', '.join(queues)}. "
-                "Pass one of them as queue=."
-            )
-    container_mb = -(-sizing.container // 2**20)
-    _check_fits(rm, container_mb, executor_cores)
-    env = find_env(conda_name, env_prefix, penv_archive)
-
-    os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
-    os.environ.setdefault("JAVA_HOME", str(java_home))
-    if hadoop_user_name:
-        os.environ["HADOOP_USER_NAME"] = hadoop_user_name
-    python = f"./{ENV_ALIAS}/bin/python"
-    settings: Dict[str, str] = {
-        "spark.master": "yarn",
-        "spark.submit.deployMode": "client",
-        "spark.app.name": app_name,
-        "spark.executor.instances": str(num_executors),
-        "spark.executor.cores": str(executor_cores),
-        "spark.executor.memory": format_mib(sizing.heap),
-        "spark.driver.memory": format_mib(driver_heap),
-        "spark.driver.cores": str(driver_cores),
-        "spark.executorEnv.PYSPARK_PYTHON": python,
-        "spark.ui.showConsoleProgress": "false",
-        # Keeps processes that tasks start (RayManagers) in the executor's process tree.
-        "spark.python.daemon.module": "zoo_ray.executor_daemon",
-    }
-    if sizing.ray:
-        # What RayContext may give Ray's object store and processes, per executor.
-        settings[RAY_MEMORY_CONF] = str(sizing.ray)
-    if queue:
-        settings["spark.yarn.queue"] = queue
-    if tags:
-        settings["spark.yarn.tags"] = ",".join(_as_list(tags))
-    if jars:
-        settings["spark.jars"] = ",".join(_as_list(jars))
-    if bool(principal) != bool(keytab):
-        raise ZooRayError("Pass principal= and keytab= together (or neither, to use the "
-                          "ticket cache from `kinit`).")
-    if principal:
-        settings.update({"spark.kerberos.principal": principal, "spark.kerberos.keytab": keytab})
-    settings.update({k: v for k, v in user_conf.items() if k != "spark.executor.memoryOverhead"})
-    settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
-
-    # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
-    # makes YARN ship pyspark.zip), should the JVM already run.
-    import pyspark
-
-    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
-    user = hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
-    remote_root = remote_cache_root(hconf.require("fs.defaultFS"), user, cache_dir)
-    py_libs = pyspark_libs(spark_home, remote_root)
-    if SparkContext._gateway is None and py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ:
-        # Read from the JVM's environment when it submits: set before the JVM starts.
-        os.environ["PYSPARK_ARCHIVES_PATH"] = ",".join(remote for _, remote in py_libs)
-    spark_conf = SparkConf().setAll(settings.items())
-    SparkContext._ensure_initialized(conf=spark_conf)
-    fs = ClusterFileSystem(SparkContext._jvm, hconf.conf_dir)
-    if os.environ.get("PYSPARK_ARCHIVES_PATH") == ",".join(remote for _, remote in py_libs):
-        ship_pyspark_libs(fs, py_libs)
-    # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
-    spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
-    archives = [f"{ship_env(env, fs, remote_root)}#{ENV_ALIAS}"] + _as_list(additional_archive)
-    spark_conf.set("spark.yarn.dist.archives", ",".join(archives))
-    if not (spark_yarn_archive or "spark.yarn.archive" in user_conf
-            or "spark.yarn.jars" in user_conf):
-        spark_yarn_archive = ship_spark_jars(spark_home, fs, remote_root)
-    if spark_yarn_archive:
-        spark_conf.set("spark.yarn.archive", spark_yarn_archive)
-
+    hconf, java_home, rm = _preflight(request)
+    spark_conf = _ship(request, hconf, java_home)
+    sizing = request.sizing
     logger.info(
         "Executors: %d x %d vcores, heap %s + overhead %s (%s user/Spark default + %s for Ray)"
         " = %d MB containers; env %s %s",
-        num_executors, executor_cores, format_mib(sizing.heap), format_mib(sizing.overhead),
-        format_mib(sizing.overhead - sizing.ray), format_mib(sizing.ray) if sizing.ray else "0m",
-        container_mb, env.kind, env.location,
+        request.num_executors, request.executor_cores, format_mib(sizing.heap),
+        format_mib(sizing.overhead), format_mib(sizing.overhead - sizing.ray),
+        format_mib(sizing.ray) if sizing.ray else "0m", request.container_mb, request.env.kind,
+        request.env.location,
     )
-    # The driver tells executors which interpreter to run from its PYSPARK_PYTHON, read
-    # once when the SparkContext starts.
-    previous = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = python
-    try:
-        sc = SparkContext(conf=spark_conf, pyFiles=_as_list(extra_python_lib) or None)
-    finally:
-        if previous is None:
-            del os.environ["PYSPARK_PYTHON"]
-        else:
-            os.environ["PYSPARK_PYTHON"] = previous
-    try:
-        _wait_for_executors(sc, rm, num_executors, executor_timeout)
-    except BaseException:
-        if SparkContext._active_spark_context is sc:
-            rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
-            sc.stop()
-        raise
-    logger.info("SparkContext %s on YARN is ready with %d executors", sc.applicationId,
-                num_executors)
-    return sc
+    return _start_and_wait(request, spark_conf, rm)
 
 
 def init_spark_on_local(
-    cores: Union[int, str] = 2,
-    conf: Optional[Dict[str, str]] = None,
-    python_location: Optional[str] = None,
+    cores: int | str = 2,
+    conf: dict[str, str] | None = None,
+    python_location: str | None = None,
 ) -> Any:
     """Start a local-mode SparkContext: the same prelude on a laptop.
 
@@ -356,8 +459,9 @@ def init_spark_on_local(
 
     if cores != "*":
         cores = _positive_int(cores, "cores")
-    os.environ["PYSPARK_PYTHON"] = python_location or sys.executable
     spark_conf = SparkConf().setMaster(f"local[{cores}]").setAppName("zoo_ray")
     spark_conf.set("spark.ui.showConsoleProgress", "false")
-    spark_conf.setAll((conf or {}).items())
-    return SparkContext.getOrCreate(spark_conf)
+    spark_conf.setAll(list((conf or {}).items()))
+    # Read once, when the SparkContext starts.
+    with _env_var("PYSPARK_PYTHON", python_location or sys.executable):
+        return SparkContext.getOrCreate(spark_conf)

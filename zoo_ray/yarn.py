@@ -3,7 +3,7 @@
 zoo_ray asks the ResourceManager which NodeManagers run, what state an
 application is in and why it failed, and kills applications it started. The REST
 API needs no Hadoop jars on the gateway, which is why it is used here rather than
-the Java client.
+the Java client. Runs on the gateway.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from .errors import ResourceManagerError
 from .hadoop_conf import HadoopConf
@@ -40,7 +40,7 @@ class ResourceManager:
         self.timeout = timeout
 
     @classmethod
-    def from_conf(cls, hadoop_conf: "str | os.PathLike[str] | HadoopConf") -> "ResourceManager":
+    def from_conf(cls, hadoop_conf: str | os.PathLike[str] | HadoopConf) -> ResourceManager:
         """The ResourceManager named by a Hadoop configuration directory."""
         conf = hadoop_conf if isinstance(hadoop_conf, HadoopConf) else HadoopConf(hadoop_conf)
         address = conf.get("yarn.resourcemanager.webapp.address")
@@ -52,7 +52,7 @@ class ResourceManager:
     def __repr__(self) -> str:
         return f"ResourceManager({self.webapp_address!r})"
 
-    def _request(self, path: str, method: str = "GET", body: Optional[dict] = None) -> Any:
+    def _request(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
         url = f"{self.base_url}{path}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
@@ -74,32 +74,32 @@ class ResourceManager:
             reason = getattr(exc, "reason", exc)
             raise ResourceManagerError(
                 f"Cannot reach the YARN ResourceManager at {self.webapp_address} ({reason}). Check "
-                "that it runs and that yarn.resourcemanager.webapp.address in HADOOP_CONF_DIR names "
-                "it (for the local Hadoop: `zoo-ray minicluster status`)."
+                "that it runs and that yarn.resourcemanager.webapp.address in HADOOP_CONF_DIR "
+                "names it (for the local Hadoop: `zoo-ray minicluster status`)."
             ) from None
         try:
             return json.loads(payload) if payload else {}
         except ValueError:  # a few endpoints (container signals) answer in plain text
             return {"text": payload.decode(errors="replace")}
 
-    def cluster_info(self) -> Dict[str, Any]:
+    def cluster_info(self) -> dict[str, Any]:
         """The ``/info`` document: state, Hadoop version, start time."""
         return self._request("/info")["clusterInfo"]
 
-    def metrics(self) -> Dict[str, Any]:
+    def metrics(self) -> dict[str, Any]:
         """Cluster-wide totals: memory, vcores, active nodes, running applications."""
         return self._request("/metrics")["clusterMetrics"]
 
-    def nodes(self, states: Optional[str] = None) -> List[Dict[str, Any]]:
+    def nodes(self, states: str | None = None) -> list[dict[str, Any]]:
         """The NodeManagers, optionally only those in ``states`` (e.g. ``"RUNNING"``)."""
         query = f"?states={states}" if states else ""
         nodes = (self._request(f"/nodes{query}").get("nodes") or {}).get("node")
         return nodes or []
 
-    def leaf_queues(self) -> List[str]:
+    def leaf_queues(self) -> list[str]:
         """Names of the queues applications can be submitted to, sorted."""
         info = self._request("/scheduler")["scheduler"]["schedulerInfo"]
-        leaves: List[str] = []
+        leaves: list[str] = []
         pending = [info]
         while pending:
             queue = pending.pop()
@@ -110,29 +110,32 @@ class ResourceManager:
                 leaves.append(queue["queueName"])
         return sorted(leaves)
 
-    def app(self, app_id: str) -> Dict[str, Any]:
+    def app(self, app_id: str) -> dict[str, Any]:
         """The report of one application: state, finalStatus, diagnostics, queue, ..."""
         return self._request(f"/apps/{app_id}")["app"]
 
-    def apps(self, states: Optional[str] = None) -> List[Dict[str, Any]]:
+    def apps(self, states: str | None = None) -> list[dict[str, Any]]:
         """All applications, optionally only those in ``states`` (comma separated)."""
         query = f"?states={states}" if states else ""
         apps = (self._request(f"/apps{query}").get("apps") or {}).get("app")
         return apps or []
 
-    def app_attempts(self, app_id: str) -> List[Dict[str, Any]]:
+    def app_attempts(self, app_id: str) -> list[dict[str, Any]]:
         """The attempts of an application (each with its AM container and node)."""
         attempts = self._request(f"/apps/{app_id}/appattempts").get("appAttempts") or {}
         return attempts.get("appAttempt") or []
 
-    def containers(self, app_id: str, attempt_id: str) -> List[Dict[str, Any]]:
+    def containers(self, app_id: str, attempt_id: str) -> list[dict[str, Any]]:
         """The running containers of one application attempt, with their NodeManager ids."""
         path = f"/apps/{app_id}/appattempts/{attempt_id}/containers"
         containers = self._request(path).get("container")
         return containers or []
 
     def signal_container(self, container_id: str, command: str = "GRACEFUL_SHUTDOWN") -> None:
-        """Signal a running container: OUTPUT_THREAD_DUMP, GRACEFUL_SHUTDOWN or FORCEFUL_SHUTDOWN."""
+        """Signal a running container.
+
+        ``command`` is OUTPUT_THREAD_DUMP, GRACEFUL_SHUTDOWN or FORCEFUL_SHUTDOWN.
+        """
         self._request(f"/containers/{container_id}/signal/{command}", method="POST")
 
     def kill(self, app_id: str, diagnostics: str = "") -> None:

@@ -17,7 +17,12 @@ import psutil
 import pytest
 
 from zoo_ray import RayContext, init_spark_on_yarn  # before ray: it reads its auth mode at import
-from zoo_ray.errors import InvalidMemoryError, RayContextError, RayNodeStartError
+from zoo_ray.errors import (
+    InvalidArgumentError,
+    InvalidMemoryError,
+    RayContextError,
+    RayNodeStartError,
+)
 from zoo_ray.yarn import FINAL_STATES
 
 ray = pytest.importorskip("ray")
@@ -250,14 +255,17 @@ def test_a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx):
 def test_bad_input_is_a_typed_error(sc, ray_ctx):
     with pytest.raises(InvalidMemoryError, match="object_store_memory='2gg'"):
         RayContext(sc, object_store_memory="2gg")
-    with pytest.raises(RayContextError, match="extra_executor_memory_for_ray"):
+    with pytest.raises(InvalidArgumentError, match="extra_executor_memory_for_ray"):
         RayContext(sc, object_store_memory="1g")
-    with pytest.raises(RayContextError, match="num_executors=5"):
+    with pytest.raises(InvalidArgumentError, match="num_executors=5"):
         RayContext(sc, num_ray_nodes=5)
     with pytest.raises(RayContextError, match="already initialised"):
         ray_ctx.init()
-    with pytest.raises(RayContextError, match="never initialised"):
-        RayContext(sc).stop()
+    other = RayContext(sc)
+    other.stop()  # never started: stopping it does nothing, and touches nothing running
+    assert RayContext.get(initialize=False) is ray_ctx and ray_ctx.initialized
+    with pytest.raises(RayContextError, match="Another RayContext is running"):
+        other.init()
 
 
 _DRIVER = textwrap.dedent("""
@@ -327,7 +335,8 @@ _LEAVER = textwrap.dedent("""
                             extra_executor_memory_for_ray="1g")
     info = RayContext(sc, object_store_memory="128m").init()
     print(json.dumps({"app": sc.applicationId,
-                      "managers": [n["pid"] for n in info["nodes"]] + [info["gateway_node"]["pid"]]}),
+                      "managers": [n["pid"] for n in info["nodes"]]
+                                  + [info["gateway_node"]["pid"]]}),
           flush=True)
     if sys.argv[2] == "sc.stop()":
         sc.stop()
@@ -394,6 +403,8 @@ def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
     _, alive = psutil.wait_procs(family, timeout=30)
     assert alive == []
     assert sc.parallelize(range(10), 5).sum() == 45
+    ray_ctx.stop()  # idempotent
+    assert not ray_ctx.initialized and RayContext._active is None
 
     again = RayContext(sc, object_store_memory="128m", include_webui=True)
     info = again.init()
@@ -401,6 +412,8 @@ def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
         assert len(info["nodes"]) == EXECUTORS
         assert {n["pid"] for n in info["nodes"]}.isdisjoint(managers)
         assert ray.get(ray.remote(lambda: "fresh").remote()) == "fresh"
+        # sc.stop is wrapped once, whatever the number of init() calls on this SparkContext.
+        assert not hasattr(sc.stop._zoo_ray_original, "_zoo_ray_original")
         # The dashboard is served on the head's address, and only with the token.
         url = again.dashboard_url
         assert url.startswith(f"http://{again.address.rsplit(':', 1)[0]}:")

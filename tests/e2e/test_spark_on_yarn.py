@@ -95,8 +95,8 @@ def _where(_):
     import os
     import sys
 
-    import zoo_probe_a
     import zoo_extra_lib
+    import zoo_probe_a
 
     return (sys.executable, sys.prefix, os.environ["CONTAINER_ID"], zoo_probe_a.VALUE,
             zoo_extra_lib.ANSWER)

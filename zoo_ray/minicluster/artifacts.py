@@ -2,18 +2,17 @@
 
 The jars are resolved once with ``mvn dependency:copy-dependencies`` into a
 per-user cache directory; every later start of the local Hadoop is offline.
+Runs on the machine that starts the local Hadoop.
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from ..cache import build_once, cache_root
 from ..errors import ArtifactFetchError, MavenNotFoundError
-from ..local import cache_root
 
 __all__ = ["HADOOP_VERSION", "ARTIFACTS", "hadoop_jars"]
 
@@ -52,7 +51,6 @@ _DEPENDENCY = (
     "    <dependency><groupId>org.apache.hadoop</groupId><artifactId>{artifact}</artifactId>"
     "<version>{version}</version><classifier>{classifier}</classifier></dependency>"
 )
-_COMPLETE_MARKER = ".complete"
 
 
 def hadoop_jars(version: str = HADOOP_VERSION) -> Path:
@@ -76,7 +74,7 @@ def hadoop_jars(version: str = HADOOP_VERSION) -> Path:
         Maven ran and failed (with the tail of its output).
     """
     lib = cache_root() / f"hadoop-{version}" / "lib"
-    if (lib / _COMPLETE_MARKER).exists():
+    if lib.is_dir():
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -85,37 +83,28 @@ def hadoop_jars(version: str = HADOOP_VERSION) -> Path:
             "to fetch them. Install Maven (e.g. `apt-get install maven`), or copy a cache "
             f"directory from a machine that has it to {lib.parent}."
         )
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    # Resolve into a private temp dir, then rename, so two first starts at once never
-    # see a half-filled directory.
-    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=lib.parent))
-    try:
-        pom = staging / "pom.xml"
-        deps = "\n".join(
-            _DEPENDENCY.format(artifact=a, classifier=c, version=version) for a, c in ARTIFACTS
-        )
-        pom.write_text(_POM.format(version=version, dependencies=deps))
-        out_dir = staging / "lib"
-        logger.info("Fetching Hadoop %s jars from Maven Central into %s (once)", version, lib)
-        argv = [
-            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={out_dir}", "-DincludeScope=runtime",
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
-            raise ArtifactFetchError(
-                f"Maven could not fetch the Hadoop {version} jars (exit {result.returncode}). "
-                "Check that Maven Central (https://repo.maven.apache.org) is reachable, or set "
-                f"a mirror in ~/.m2/settings.xml. Maven said:\n{tail}"
-            )
-        (out_dir / _COMPLETE_MARKER).write_text(version)
-        try:
-            os.rename(out_dir, lib)
-        except OSError:
-            if not (lib / _COMPLETE_MARKER).exists():
-                raise
-            # Another process finished the same fetch first; its copy is as good.
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_once(lib, lambda staging: _fetch(mvn, version, staging))
     return lib
+
+
+def _fetch(mvn: str, version: str, out_dir: Path) -> None:
+    """Let Maven copy Hadoop ``version``'s jars (with their dependencies) into ``out_dir``."""
+    pom = out_dir.parent / "pom.xml"
+    deps = "\n".join(
+        _DEPENDENCY.format(artifact=a, classifier=c, version=version) for a, c in ARTIFACTS
+    )
+    pom.write_text(_POM.format(version=version, dependencies=deps))
+    logger.info("Fetching Hadoop %s jars from Maven Central into %s (once)", version,
+                out_dir.parent.parent)
+    argv = [
+        mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+        f"-DoutputDirectory={out_dir}", "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        raise ArtifactFetchError(
+            f"Maven could not fetch the Hadoop {version} jars (exit {result.returncode}). "
+            "Check that Maven Central (https://repo.maven.apache.org) is reachable, or set "
+            f"a mirror in ~/.m2/settings.xml. Maven said:\n{tail}"
+        )

@@ -4,7 +4,8 @@ Each daemon is its own JVM in its own process group: one NameNode, one DataNode,
 one ResourceManager and N NodeManagers, each NodeManager with its own ports and
 local/log directories. Everything lives under one directory, whose
 ``state.json`` records what runs, so ``zoo-ray minicluster down`` from another
-shell stops exactly what ``up`` started, and nothing else.
+shell stops exactly what ``up`` started, and nothing else. Runs on the machine that
+hosts the local Hadoop (the gateway of tests and the demo).
 """
 from __future__ import annotations
 
@@ -13,20 +14,21 @@ import getpass
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 import psutil
 
+from ..cache import cache_root
 from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
+from ..host import find_java_home, port_free, tail, terminate, wait_until
 from ..yarn import FINAL_STATES, ResourceManager
-from ..local import cache_root, find_java_home, tail, terminate
 from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, java_argv
@@ -68,7 +70,7 @@ class MiniCluster:
     """
 
     def __init__(
-        self, dir: "str | os.PathLike[str] | None" = None, spec: Optional[MiniClusterSpec] = None
+        self, dir: str | os.PathLike[str] | None = None, spec: MiniClusterSpec | None = None
     ) -> None:
         self.dir = Path(dir).expanduser() if dir else default_dir()
         self.dir = self.dir.resolve()
@@ -84,7 +86,7 @@ class MiniCluster:
     def _state_path(self) -> Path:
         return self.dir / _STATE
 
-    def _read_state(self) -> Optional[Dict[str, Any]]:
+    def _read_state(self) -> dict[str, Any] | None:
         try:
             return json.loads(self._state_path.read_text())
         except FileNotFoundError:
@@ -95,17 +97,17 @@ class MiniCluster:
                 f"{self.dir} and delete that file."
             ) from None
 
-    def _write_state(self, state: Dict[str, Any]) -> None:
+    def _write_state(self, state: dict[str, Any]) -> None:
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self._state_path)
 
-    def _daemons(self) -> List[Daemon]:
+    def _daemons(self) -> list[Daemon]:
         state = self._read_state()
         return [Daemon.from_dict(d) for d in state["daemons"]] if state else []
 
     @property
-    def ports(self) -> Dict[str, int]:
+    def ports(self) -> dict[str, int]:
         """The ports of the running (or last started) cluster, by daemon endpoint."""
         state = self._read_state()
         if not state:
@@ -156,7 +158,7 @@ class MiniCluster:
         return bool(daemons) and all(d.alive for d in daemons)
 
     # ---------------------------------------------------------------- up/down
-    def up(self, timeout: float = 180.0, owner_pid: Optional[int] = None) -> "MiniCluster":
+    def up(self, timeout: float = 180.0, owner_pid: int | None = None) -> MiniCluster:
         """Start the daemons and wait until HDFS and every NodeManager are ready.
 
         Reuses a cluster already running in ``dir`` (with the same spec).
@@ -190,7 +192,7 @@ class MiniCluster:
             ports = plan_ports(self.spec)
             _check_ports_free(ports)
             confs = render(self.spec, self.dir, ports)
-            state: Dict[str, Any] = {
+            state: dict[str, Any] = {
                 "spec": self.spec.to_dict(), "ports": ports, "daemons": [],
                 "java_home": str(java_home), "jars": str(jars),
             }
@@ -219,7 +221,7 @@ class MiniCluster:
             )
             return self
 
-    def _daemon_plan(self, confs: Dict[str, Path]) -> List[tuple]:
+    def _daemon_plan(self, confs: dict[str, Path]) -> list[tuple]:
         plan = [
             ("namenode", "namenode", confs["client"]),
             ("datanode", "datanode", confs["client"]),
@@ -278,9 +280,10 @@ class MiniCluster:
             )
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        waiting_for = "the daemons"
-        while time.monotonic() < deadline:
+        waiting_for: str | None = "the daemons"
+
+        def ready() -> bool:
+            nonlocal waiting_for
             for daemon in self._daemons():
                 if not daemon.alive:
                     raise DaemonStartError(
@@ -288,16 +291,17 @@ class MiniCluster:
                         f"{daemon.log} and {daemon.out}; last lines:\n{daemon.log_tail()}"
                     )
             waiting_for = self._not_ready()
-            if waiting_for is None:
-                return
-            time.sleep(0.5)
+            return waiting_for is None
+
+        if wait_until(ready, timeout):
+            return
         raise DaemonStartError(
             f"The local Hadoop in {self.dir} was not ready after {timeout:.0f}s (still waiting "
             f"for {waiting_for}). Daemon logs are in {self.dir / 'logs'}; a slow machine may "
             "need a longer timeout."
         )
 
-    def _not_ready(self) -> Optional[str]:
+    def _not_ready(self) -> str | None:
         """What is not ready yet, or None when HDFS and YARN both are."""
         try:
             fs = _jmx(self.namenode_web, "Hadoop:service=NameNode,name=FSNamesystemState")
@@ -341,7 +345,7 @@ class MiniCluster:
         self._started_here = False
         logger.info("Local Hadoop in %s is down", self.dir)
 
-    def _strays(self) -> List[psutil.Process]:
+    def _strays(self) -> list[psutil.Process]:
         """Processes still working inside ``dir``: containers of a NodeManager that died."""
         prefix = str(self.dir) + os.sep
         strays = []
@@ -358,7 +362,7 @@ class MiniCluster:
         logger.warning("Killing %d leftover container processes under %s", len(strays), self.dir)
         terminate(strays)
 
-    def __enter__(self) -> "MiniCluster":
+    def __enter__(self) -> MiniCluster:
         was_running = self.running
         self.up(owner_pid=os.getpid())
         self._started_here = not was_running
@@ -369,10 +373,10 @@ class MiniCluster:
             self.down()
 
     # ----------------------------------------------------------------- status
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """A JSON-serialisable report: daemons and their PIDs, endpoints, NodeManagers."""
         state = self._read_state()
-        report: Dict[str, Any] = {"dir": str(self.dir), "running": self.running}
+        report: dict[str, Any] = {"dir": str(self.dir), "running": self.running}
         if not state or not state["daemons"]:
             report["running"] = False
             return report
@@ -393,7 +397,7 @@ class MiniCluster:
         return report
 
     # ------------------------------------------------------------ client tools
-    def _client_argv(self, main_class: str, args: List[str]) -> List[str]:
+    def _client_argv(self, main_class: str, args: list[str]) -> list[str]:
         state = self._read_state() or {}
         if not state.get("daemons"):
             raise MiniClusterStateError(
@@ -404,7 +408,7 @@ class MiniCluster:
             _CLIENT_HEAP_MB, args=args,
         )
 
-    def _run_client(self, main_class: str, args: List[str], timeout: float) -> str:
+    def _run_client(self, main_class: str, args: list[str], timeout: float) -> str:
         argv = self._client_argv(main_class, args)
         java_home = Path(argv[0]).parent.parent
         result = subprocess.run(
@@ -438,15 +442,12 @@ class MiniCluster:
         ZooRayError
             The logs could not be read (with the client's error output).
         """
-        rm = self.resource_manager
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            app = rm.app(app_id)
-            if app["state"] not in FINAL_STATES:
-                break
-            if app.get("logAggregationStatus") in ("SUCCEEDED", "FAILED", "TIME_OUT", "DISABLED"):
-                break
-            time.sleep(1.0)
+        def aggregated_or_running() -> bool:
+            app = self.resource_manager.app(app_id)
+            return app["state"] not in FINAL_STATES or app.get("logAggregationStatus") in (
+                "SUCCEEDED", "FAILED", "TIME_OUT", "DISABLED")
+
+        wait_until(aggregated_or_running, wait, interval=1.0)
         return self._run_client(
             "org.apache.hadoop.yarn.client.cli.LogsCLI",
             ["-applicationId", app_id, "-appOwner", getpass.getuser()], timeout=wait,
@@ -464,14 +465,14 @@ def _spawn_watchdog(owner_pid: int, cluster_dir: Path) -> None:
         )
 
 
-def _daemon_env(java_home: Path, conf_dir: Path) -> Dict[str, str]:
+def _daemon_env(java_home: Path, conf_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CLASSPATH", "HADOOP_HOME")}
     env["JAVA_HOME"] = str(java_home)
     env["HADOOP_CONF_DIR"] = str(conf_dir)
     return env
 
 
-def _jmx(web: str, query: str) -> Dict[str, Any]:
+def _jmx(web: str, query: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{web}/jmx?qry={query}", timeout=5) as response:
         beans = json.loads(response.read()).get("beans") or [{}]
     return beans[0]
@@ -488,20 +489,9 @@ def _port_owner(port: int) -> str:
     return ""
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Ignore TIME_WAIT leftovers of our own earlier run, as the Java servers do.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _check_ports_free(ports: Dict[str, int]) -> None:
+def _check_ports_free(ports: dict[str, int]) -> None:
     for name, port in ports.items():
-        if not _port_free(port):
+        if not port_free(HOST, port):
             raise PortInUseError(
                 f"Port {port} (for {name}) on {HOST} is already in use{_port_owner(port)}. Stop "
                 "that process, or start the local Hadoop with another --base-port (or none, to "
@@ -509,12 +499,12 @@ def _check_ports_free(ports: Dict[str, int]) -> None:
             )
 
 
-def _wait_ports_free(ports: Dict[str, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_ports_free(ports: dict[str, int], timeout: float) -> None:
     busy = list(ports.values())
-    while busy and time.monotonic() < deadline:
-        busy = [p for p in busy if not _port_free(p)]
-        if busy:
-            time.sleep(0.2)
-    if busy:
+
+    def all_free() -> bool:
+        busy[:] = [p for p in busy if not port_free(HOST, p)]
+        return not busy
+
+    if not wait_until(all_free, timeout, interval=0.2):
         logger.warning("Ports %s are still in use after stopping the local Hadoop", busy)

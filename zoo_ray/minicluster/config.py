@@ -3,16 +3,14 @@
 The example files a gateway user reads are the templates: every host name, port,
 directory and size in them is replaced with one on this machine, everything else
 (scheduler, queues, log aggregation, memory checks) is kept. So the local Hadoop
-runs the configuration we document.
+runs the configuration we document. Runs on the machine that starts the local Hadoop.
 """
 from __future__ import annotations
 
-import socket
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Dict, List
 
 from ..hadoop_conf import HadoopConf
+from ..host import free_ports
 from .spec import MiniClusterSpec
 
 __all__ = ["HOST", "template_dir", "plan_ports", "render"]
@@ -49,7 +47,7 @@ def template_dir() -> Path:
     )
 
 
-def _port_names(spec: MiniClusterSpec) -> List[str]:
+def _port_names(spec: MiniClusterSpec) -> list[str]:
     names = [
         "nn_rpc", "nn_http", "dn_data", "dn_http", "dn_ipc",
         "rm_rpc", "rm_scheduler", "rm_tracker", "rm_admin", "rm_web",
@@ -59,25 +57,19 @@ def _port_names(spec: MiniClusterSpec) -> List[str]:
     return names
 
 
-def plan_ports(spec: MiniClusterSpec) -> Dict[str, int]:
+def plan_ports(spec: MiniClusterSpec) -> dict[str, int]:
     """Choose every daemon port: consecutive from ``spec.base_port``, or free ones.
 
-    Free ports are taken from the kernel all at once (sockets held open together),
-    so no two daemons are given the same port.
+    Free ports are taken from the kernel all at once, so no two daemons are given
+    the same port.
     """
     names = _port_names(spec)
     if spec.base_port:
         return {name: spec.base_port + i for i, name in enumerate(names)}
-    with ExitStack() as stack:
-        ports = {}
-        for name in names:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((HOST, 0))
-            ports[name] = sock.getsockname()[1]
-    return ports
+    return dict(zip(names, free_ports(len(names), HOST)))
 
 
-def _common_overrides(spec: MiniClusterSpec, root: Path, ports: Dict[str, int]) -> dict:
+def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) -> dict:
     hdfs = f"hdfs://{HOST}:{ports['nn_rpc']}"
     return {
         "core-site.xml": {
@@ -124,7 +116,7 @@ def _common_overrides(spec: MiniClusterSpec, root: Path, ports: Dict[str, int]) 
     }
 
 
-def _nodemanager_overrides(root: Path, ports: Dict[str, int], i: int) -> dict:
+def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int) -> dict:
     nm_dir = root / f"nm{i}"
     return {
         "yarn-site.xml": {
@@ -139,7 +131,7 @@ def _nodemanager_overrides(root: Path, ports: Dict[str, int], i: int) -> dict:
     }
 
 
-def render(spec: MiniClusterSpec, root: Path, ports: Dict[str, int]) -> Dict[str, Path]:
+def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) -> dict[str, Path]:
     """Write the configuration directories of every daemon under ``root``.
 
     Returns

@@ -2,22 +2,21 @@
 
 A :class:`Daemon` is described by plain data (so ``zoo-ray minicluster down`` in
 another process can stop what ``up`` started) and identified by PID *and* process
-start time, so a recycled PID is never mistaken for ours.
+start time, so a recycled PID is never mistaken for ours. Runs on the machine that
+starts the local Hadoop.
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import psutil
 
-from ..local import tail
+from ..host import tail, terminate
 
 __all__ = ["Daemon", "MAIN_CLASSES", "java_argv"]
 
@@ -46,10 +45,10 @@ def java_argv(
     jars: Path,
     main_class: str,
     heap_mb: int,
-    log_dir: Optional[Path] = None,
+    log_dir: Path | None = None,
     log_name: str = "hadoop",
-    args: Optional[List[str]] = None,
-) -> List[str]:
+    args: list[str] | None = None,
+) -> list[str]:
     """The argv that runs a Hadoop main class like the ``hadoop``/``yarn`` scripts would.
 
     Without ``log_dir`` the JVM logs warnings to stderr (for command-line tools).
@@ -88,8 +87,8 @@ class Daemon:
 
     @classmethod
     def start(
-        cls, name: str, argv: List[str], log_dir: Path, env: Dict[str, str], cwd: Path
-    ) -> "Daemon":
+        cls, name: str, argv: list[str], log_dir: Path, env: dict[str, str], cwd: Path
+    ) -> Daemon:
         """Start ``argv`` in a new session (its own process group), output to ``<name>.out``."""
         log_dir.mkdir(parents=True, exist_ok=True)
         out = log_dir / f"{name}.out"
@@ -111,13 +110,13 @@ class Daemon:
         return cls(name, proc.pid, create_time, str(log_dir / f"{name}.log"), str(out))
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Daemon":
+    def from_dict(cls, data: dict[str, Any]) -> Daemon:
         return cls(**data)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def process(self) -> Optional[psutil.Process]:
+    def process(self) -> psutil.Process | None:
         """The live process of this daemon, or None if it has exited."""
         try:
             proc = psutil.Process(self.pid)
@@ -149,19 +148,6 @@ class Daemon:
         proc = self.process()
         if proc is None:
             return
-        self._signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.alive:
-            time.sleep(0.2)
-        if self.alive:
-            logger.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", self.name,
+        if terminate([proc], grace, group=True):
+            logger.warning("%s (pid %d) ignored SIGTERM for %.0fs; killed it", self.name,
                            self.pid, grace)
-            self._signal_group(signal.SIGKILL)
-            while self.alive:
-                time.sleep(0.1)
-
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass

@@ -1,16 +1,19 @@
-"""The description of a local Hadoop: how many NodeManagers, how big, which ports."""
+"""The description of a local Hadoop: how many NodeManagers, how big, which ports.
+
+Plain data, used wherever the local Hadoop is started or inspected.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional
+from typing import Any
 
-from ..errors import ZooRayError
+from ..errors import InvalidArgumentError
 from .artifacts import HADOOP_VERSION
 
 __all__ = ["MiniClusterSpec"]
 
 
-def _default_heaps() -> Dict[str, int]:
+def _default_heaps() -> dict[str, int]:
     # Small heaps: a 2-core, few-GB box must hold these daemons plus Spark and Ray.
     return {"namenode": 256, "datanode": 192, "resourcemanager": 384, "nodemanager": 256}
 
@@ -42,37 +45,38 @@ class MiniClusterSpec:
     nodemanagers: int = 2
     nm_memory_mb: int = 8192
     nm_vcores: int = 8
-    base_port: Optional[int] = None
-    heap_mb: Dict[str, int] = field(default_factory=_default_heaps)
+    base_port: int | None = None
+    heap_mb: dict[str, int] = field(default_factory=_default_heaps)
     hadoop_version: str = HADOOP_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
-            raise ZooRayError(f"nodemanagers must be a whole number >= 1, got {self.nodemanagers!r}")
+            raise InvalidArgumentError(
+                f"nodemanagers must be a whole number >= 1, got {self.nodemanagers!r}")
         if self.nm_memory_mb < 512:
-            raise ZooRayError(
+            raise InvalidArgumentError(
                 f"nm_memory_mb={self.nm_memory_mb} cannot hold a Spark executor; use at least 512"
             )
         if self.nm_vcores < 1:
-            raise ZooRayError(f"nm_vcores must be >= 1, got {self.nm_vcores}")
+            raise InvalidArgumentError(f"nm_vcores must be >= 1, got {self.nm_vcores}")
         if self.base_port is not None and not 1024 <= self.base_port <= 65000:
-            raise ZooRayError(
+            raise InvalidArgumentError(
                 f"base_port={self.base_port} is outside 1024-65000; pick another, or leave it "
                 "unset to let the kernel choose free ports"
             )
         self.heap_mb = {**_default_heaps(), **self.heap_mb}
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this spec."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "MiniClusterSpec":
+    def from_dict(cls, data: dict[str, Any]) -> MiniClusterSpec:
         """The spec described by ``data`` (unknown keys are rejected)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ZooRayError(
+            raise InvalidArgumentError(
                 f"Unknown MiniClusterSpec fields {sorted(unknown)}; known: {sorted(known)}"
             )
         return cls(**data)

@@ -4,7 +4,7 @@ A test session or notebook that starts the local Hadoop through the context
 manager may be killed before its ``__exit__`` runs; without this, the daemons
 would outlive it. :meth:`MiniCluster.up` runs it as
 ``python -m zoo_ray.minicluster.watchdog <pid> <dir>`` in its own session; it
-exits by itself once the cluster is down.
+exits by itself once the cluster is down. A long-lived process beside the daemons.
 """
 from __future__ import annotations
 

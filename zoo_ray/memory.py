@@ -1,4 +1,4 @@
-"""Memory strings and executor sizing.
+"""Memory strings and the sizing of executors and Ray nodes (gateway and driver side).
 
 One parser for every memory argument zoo_ray takes (``executor_memory``,
 ``extra_executor_memory_for_ray``, ``object_store_memory``, ...): "512m", "2g",
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
 
-from .errors import InvalidMemoryError
+from .errors import InvalidArgumentError, InvalidMemoryError
 
-__all__ = ["parse_memory", "format_mib", "ExecutorMemory", "executor_memory", "RAY_MEMORY_CONF"]
+__all__ = [
+    "RAY_MEMORY_CONF", "RAY_PROCESS_MEMORY", "ExecutorMemory", "check_object_store_fits",
+    "executor_memory", "format_mib", "parse_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +28,15 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt])(?:i?b)?\s*$", re.IGNORECA
 #: RayContext to check the object store against.
 RAY_MEMORY_CONF = "spark.zoo_ray.rayMemory"
 
+#: Memory Ray's own processes (GCS, raylet, agents, a few workers) need besides the object store.
+RAY_PROCESS_MEMORY = 512 * 2**20
+
 #: Spark's default executor overhead: max(384 MiB, 10% of executor memory).
 _MIN_OVERHEAD_MIB = 384
 _OVERHEAD_FACTOR = 0.10
 
 
-def parse_memory(value: Union[str, int], name: str = "memory") -> int:
+def parse_memory(value: str | int, name: str = "memory") -> int:
     """Bytes in a memory string such as ``"512m"``, ``"2g"``, ``"1.5GB"``.
 
     Parameters
@@ -76,7 +82,7 @@ class ExecutorMemory:
 
     heap: int
     overhead: int
-    user_overhead: Optional[int]
+    user_overhead: int | None
     ray: int
 
     @property
@@ -86,9 +92,9 @@ class ExecutorMemory:
 
 
 def executor_memory(
-    executor_memory: Union[str, int],
-    extra_for_ray: Union[str, int, None] = None,
-    conf: Optional[Mapping[str, str]] = None,
+    executor_memory: str | int,
+    extra_for_ray: str | int | None = None,
+    conf: Mapping[str, str] | None = None,
 ) -> ExecutorMemory:
     """Size an executor: the user's overhead (or Spark's default) *plus* Ray's share.
 
@@ -105,3 +111,22 @@ def executor_memory(
         _MIN_OVERHEAD_MIB * 2**20, int(heap * _OVERHEAD_FACTOR)
     )
     return ExecutorMemory(heap=heap, overhead=base + ray, user_overhead=user_overhead, ray=ray)
+
+
+def check_object_store_fits(object_store: int, ray_memory: int) -> None:
+    """Refuse an object store that, with Ray's processes, exceeds Ray's share of an executor.
+
+    Raises
+    ------
+    InvalidArgumentError
+        YARN would kill the executors; the message names both fixes.
+    """
+    needed = object_store + RAY_PROCESS_MEMORY
+    if needed > ray_memory:
+        raise InvalidArgumentError(
+            f"object_store_memory ({object_store // 2**20} MiB) plus "
+            f"{RAY_PROCESS_MEMORY // 2**20} MiB for Ray's own processes does not fit in "
+            f"extra_executor_memory_for_ray ({ray_memory // 2**20} MiB): YARN would "
+            "kill the executors. Raise extra_executor_memory_for_ray to at least "
+            f"{-(-needed // 2**20)}m or lower object_store_memory."
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from zoo_ray.errors import InvalidMemoryError
-from zoo_ray.resources import executor_memory, format_mib, parse_memory
+from zoo_ray.memory import executor_memory, format_mib, parse_memory
 
 MiB, GiB = 2**20, 2**30
 

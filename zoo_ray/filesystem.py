@@ -1,4 +1,6 @@
-"""The cluster's default file system, through Hadoop's Java client in the Spark JVM.
+"""The cluster's default file system (HDFS or any other), through Hadoop's Java client.
+
+Runs on the gateway, in the driver's process, over the Spark JVM.
 
 pyarrow's HDFS client needs a native ``libhdfs.so`` gateways rarely have, and
 WebHDFS may be off or need SPNEGO. The JVM that PySpark launches anyway already
@@ -12,7 +14,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .hadoop_conf import SITE_FILES
 from .progress import progress_bar
@@ -30,13 +32,13 @@ class ClusterFileSystem:
     Parameters
     ----------
     jvm : py4j JVMView
-        The JVM of a PySpark gateway (``SparkContext._gateway.jvm``).
+        The JVM view of PySpark's gateway (:func:`zoo_ray.spark_internals.launch_jvm`).
     hadoop_conf_dir : str or Path
         The gateway's ``HADOOP_CONF_DIR``; its site files are loaded explicitly so a
         JVM started for another cluster cannot leak its configuration in.
     """
 
-    def __init__(self, jvm: Any, hadoop_conf_dir: "str | os.PathLike[str]") -> None:
+    def __init__(self, jvm: Any, hadoop_conf_dir: str | os.PathLike[str]) -> None:
         self._jvm = jvm
         conf = jvm.org.apache.hadoop.conf.Configuration()
         for name in SITE_FILES:
@@ -54,7 +56,7 @@ class ClusterFileSystem:
     def _path(self, path: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(path)
 
-    def status(self, path: str) -> Optional[Dict[str, int]]:
+    def status(self, path: str) -> dict[str, int] | None:
         """``{"size": bytes, "mtime": ms since epoch}`` of a file, or None if absent."""
         p = self._path(path)
         if not self._fs.exists(p):
@@ -62,7 +64,7 @@ class ClusterFileSystem:
         st = self._fs.getFileStatus(p)
         return {"size": int(st.getLen()), "mtime": int(st.getModificationTime())}
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         """A small text file's content, or None if it does not exist."""
         p = self._path(path)
         if not self._fs.exists(p):
@@ -83,7 +85,7 @@ class ClusterFileSystem:
             out.close()
         self._commit(tmp, path)
 
-    def upload(self, local: "str | os.PathLike[str]", path: str, label: str = "upload") -> None:
+    def upload(self, local: str | os.PathLike[str], path: str, label: str = "upload") -> None:
         """Copy a local file to ``path`` atomically, with a progress bar.
 
         The bytes go to a unique temp name first and are renamed into place, so a

@@ -1,0 +1,87 @@
+"""The process, port and file helpers every part of zoo_ray shares."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from zoo_ray.host import free_ports, port_free, terminate, wait_until, write_private
+
+
+def test_wait_until_returns_the_first_truthy_result():
+    calls = []
+
+    def probe():
+        calls.append(1)
+        return len(calls) >= 3 and "ready"
+
+    assert wait_until(probe, timeout=10, interval=0.01) == "ready" and len(calls) == 3
+
+
+def test_wait_until_gives_none_at_the_timeout_and_lets_the_probe_end_it():
+    assert wait_until(lambda: False, timeout=0.2, interval=0.05) is None
+
+    def fails():
+        raise RuntimeError("the daemon died")
+
+    with pytest.raises(RuntimeError, match="died"):
+        wait_until(fails, timeout=10)
+
+
+def test_wait_until_stops_when_its_event_is_set():
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    assert wait_until(lambda: False, timeout=30, interval=5, stop=stop) is None
+    assert time.monotonic() - started < 5
+
+
+def _child(code, **kwargs):
+    proc = subprocess.Popen([sys.executable, "-c", code], **kwargs)
+    time.sleep(0.5)  # let it install its handler
+    return psutil.Process(proc.pid), proc
+
+
+def test_terminate_kills_what_ignores_sigterm_and_says_so():
+    polite, _ = _child("import time; time.sleep(60)")
+    stubborn, _ = _child(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")
+    killed = terminate([polite, stubborn], grace=1)
+    assert killed == [stubborn]
+    # terminate reaped both: psutil keeps how each ended.
+    assert (polite.returncode, stubborn.returncode) == (-signal.SIGTERM, -signal.SIGKILL)
+
+
+def test_terminate_a_group_reaches_its_grandchildren():
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)']); time.sleep(60)")
+    leader, proc = _child(code, start_new_session=True)
+    grandchild = leader.children()[0]
+    assert terminate([leader], grace=5, group=True) == []
+    _, alive = psutil.wait_procs([grandchild], timeout=10)
+    assert alive == []
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = free_ports(20, "127.0.0.1")
+    assert len(set(ports)) == 20
+    assert all(port_free("127.0.0.1", p) for p in ports)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[0]))
+        taken.listen()
+        assert not port_free("127.0.0.1", ports[0])
+
+
+def test_private_files_are_0600_from_the_start(tmp_path):
+    path = tmp_path / "token"
+    write_private(path, "secret")
+    assert path.read_text() == "secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -1,0 +1,63 @@
+"""init_spark_on_yarn's argument checks and settings, without a cluster (the rest: tests/e2e)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from zoo_ray import init_spark_on_yarn
+from zoo_ray.errors import InvalidArgumentError, InvalidMemoryError
+from zoo_ray.spark import _check_arguments, spark_settings
+
+_DEFAULTS = dict(
+    hadoop_conf=None, conda_name=None, num_executors=2, executor_cores=2,
+    executor_memory="2g", driver_memory="1g", driver_cores=4,
+    extra_executor_memory_for_ray=None, extra_python_lib=None, penv_archive=None,
+    additional_archive=None, hadoop_user_name=None, spark_yarn_archive=None, jars=None,
+    conf=None, queue=None, app_name="zoo_ray", env_prefix=None, principal=None, keytab=None,
+    tags=None, cache_dir=None, executor_timeout=300.0,
+)
+
+
+def _request(**overrides):
+    return _check_arguments(**{**_DEFAULTS, **overrides})
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"principal": "zoo@EXAMPLE.COM"}, InvalidArgumentError, "principal= and keytab= together"),
+    ({"num_executors": 0}, InvalidArgumentError, "num_executors=0"),
+    ({"executor_cores": True}, InvalidArgumentError, "executor_cores=True"),
+    ({"driver_memory": "1x"}, InvalidMemoryError, "driver_memory='1x'"),
+    ({"conda_name": "a", "env_prefix": "/b"}, InvalidArgumentError, "only one"),
+])
+def test_bad_arguments_fail_before_the_cluster_or_the_environment_is_touched(
+        overrides, error, match, monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    before = dict(os.environ)
+    # The Hadoop configuration does not exist: reaching it would be another error.
+    with pytest.raises(error, match=match):
+        init_spark_on_yarn(**{**_DEFAULTS, "hadoop_conf": "/nonexistent/conf", **overrides})
+    assert dict(os.environ) == before
+
+
+def test_settings_are_a_pure_function_of_the_request():
+    request = _request(
+        num_executors=3, executor_cores=4, executor_memory="1g", queue="batch",
+        extra_executor_memory_for_ray="3g", tags="a,b", jars=["x.jar", "y.jar"],
+        principal="zoo@EXAMPLE.COM", keytab="/etc/zoo.keytab",
+        conf={"spark.executor.memoryOverhead": "512m", "spark.executor.cores": "8",
+              "spark.sql.shuffle.partitions": "7"},
+    )
+    settings = spark_settings(request)
+    assert settings == spark_settings(request)
+    assert settings["spark.master"] == "yarn" and settings["spark.submit.deployMode"] == "client"
+    assert settings["spark.executor.instances"] == "3"
+    assert settings["spark.executor.cores"] == "8"  # the user's conf wins ...
+    assert settings["spark.executor.memoryOverhead"] == "3584m"  # ... but Ray's share is added
+    assert settings["spark.zoo_ray.rayMemory"] == str(3 * 2**30)
+    assert settings["spark.yarn.queue"] == "batch" and settings["spark.yarn.tags"] == "a,b"
+    assert settings["spark.jars"] == "x.jar,y.jar"
+    assert settings["spark.kerberos.keytab"] == "/etc/zoo.keytab"
+    assert settings["spark.sql.shuffle.partitions"] == "7"
+    assert settings["spark.python.daemon.module"] == "zoo_ray.executor_daemon"
+    assert request.container_mb == 1024 + 3584

@@ -1,0 +1,199 @@
+"""Helpers about this host: processes, waiting, ports, addresses, private files, Java.
+
+Runs anywhere: on the gateway, inside Spark tasks on executors and in the
+RayManager. It imports neither PySpark nor Ray, so the small processes on
+executors start fast. Each helper here is the only one of its kind in zoo_ray.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from threading import Event
+from typing import TypeVar
+
+import psutil
+
+from .errors import JavaNotFoundError
+
+__all__ = [
+    "become_subreaper", "find_java_home", "free_ports", "node_ip", "port_free", "reap_children",
+    "tail", "terminate", "wait_until", "write_private",
+]
+
+T = TypeVar("T")
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def wait_until(
+    probe: Callable[[], T], timeout: float, interval: float = 0.5, stop: Event | None = None
+) -> T | None:
+    """Call ``probe`` until it returns something truthy; return that, or None at ``timeout``.
+
+    ``probe`` may raise to end the wait early (a daemon died, a process exited).
+    A set ``stop`` event ends the wait too, returning None.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            return None
+        pause = min(interval, max(0.0, deadline - time.monotonic()))
+        if stop is not None:
+            if stop.wait(pause):
+                return None
+        else:
+            time.sleep(pause)
+
+
+def terminate(
+    procs: list[psutil.Process], grace: float = 5.0, group: bool = False
+) -> list[psutil.Process]:
+    """SIGTERM ``procs``, SIGKILL those still alive after ``grace`` seconds.
+
+    With ``group``, each process is the leader of its own process group and the
+    whole group is signalled. Returns the processes that had to be killed.
+    """
+    def send(proc: psutil.Process, sig: signal.Signals) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+
+    for proc in procs:
+        send(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        send(proc, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=grace)
+    return alive
+
+
+def reap_children() -> None:
+    """Reap every exited child (a subreaper inherits orphans it must wait for)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                return
+        except ChildProcessError:
+            return
+
+
+def become_subreaper() -> bool:
+    """Mark this process a child subreaper (Linux); False where that is not possible.
+
+    Orphaned descendants are then re-parented to this process instead of init, so
+    they stay in its process tree.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def free_ports(count: int, host: str = "") -> list[int]:
+    """``count`` distinct ports free on ``host`` (default: every address), chosen by the kernel.
+
+    The sockets are held open together, so no port is handed out twice. Some Ray
+    agents bind 0.0.0.0 whatever the node IP, hence the default.
+    """
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+    return ports
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def node_ip() -> str:
+    """This host's address as Ray picks it: the source address of the default route.
+
+    The same probe as Ray's ``node_ip_address_from_perspective``, without importing
+    Ray (a second or more on a busy executor) before the node starts.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            # UDP connect sends nothing; it only selects the route.
+            probe.connect(("8.8.8.8", 53))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600 from the first byte)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def find_java_home() -> Path:
+    """The ``JAVA_HOME`` to run Java with (the Hadoop daemons, Spark's launcher).
+
+    ``$JAVA_HOME`` wins; otherwise the ``java`` on ``PATH`` is followed through its
+    symlinks (Debian's alternatives) to the JDK it belongs to.
+
+    Raises
+    ------
+    JavaNotFoundError
+        When no working ``java`` is found.
+    """
+    candidates: list[Path] = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(Path(os.path.realpath(on_path)).parent.parent)
+    for home in candidates:
+        java = home / "bin" / "java"
+        if not java.is_file():
+            continue
+        try:
+            subprocess.run(
+                [str(java), "-version"], capture_output=True, check=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return home
+    raise JavaNotFoundError(
+        "No working Java found (checked $JAVA_HOME and `java` on PATH). Install a JDK 17 "
+        "(e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME to one."
+    )

@@ -1,0 +1,201 @@
+"""What the driver, the Spark tasks and the RayManagers tell each other: typed, round-tripping.
+
+Runs on both sides: the driver and the Spark tasks on executors start managers
+and read their answers with :func:`spawn_manager` and :func:`await_manager`; a
+manager (:mod:`zoo_ray.manager`) reads its :class:`NodeSpec` and writes one
+:class:`NodeInfo` or :class:`NodeFailure`. Every message is a dataclass that
+round-trips through JSON (``to_json``/``from_json``) or through pickle (Spark
+task results), never a loose dict or a re-parsed string.
+
+A manager gets its spec as one JSON line on stdin (the auth token travels there,
+never on a command line or in the environment) and answers one line on stdout,
+``READY {NodeInfo}`` or ``ERROR {NodeFailure}``. A manager that dies before it
+answers is reported at once, with what it wrote to stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+__all__ = [
+    "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome", "NodeSpec",
+    "STATE_DIR", "await_manager", "spawn_manager",
+]
+
+#: Directory (under the container's working directory) holding a manager's state.
+STATE_DIR = ".zoo_ray"
+
+_M = TypeVar("_M", bound="_Message")
+
+
+class _Message:
+    """JSON round-trip for the dataclasses below; unknown keys are an error, not ignored."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[_M], text: str) -> _M:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class NodeSpec(_Message):
+    """Everything a manager needs to run one Ray node."""
+
+    role: str  # "head" or "worker"
+    app_id: str
+    token: str = field(repr=False)
+    num_cpus: int
+    work_dir: str
+    log_dir: str
+    object_store_memory: int | None = None
+    head_address: str | None = None
+    node_ip: str | None = None
+    include_dashboard: bool = False
+    system_config: dict[str, Any] | None = None
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    watch_pid: int | None = None
+    max_restarts: int = 5
+    ready_timeout: float = 90.0
+
+
+@dataclass
+class NodeInfo(_Message):
+    """A manager's READY answer: its node is up."""
+
+    role: str
+    address: str | None
+    pid: int
+    node_ip: str
+    log_dir: str
+    temp_dir: str
+    container: str
+    dashboard_url: str | None = None
+
+
+@dataclass
+class NodeFailure(_Message):
+    """Why a node did not come up. ``kind``: "shm", "start", "died" or "timeout"."""
+
+    kind: str
+    message: str
+    log_tail: str = ""
+    container: str = ""
+
+
+@dataclass
+class NodeOutcome:
+    """What one barrier task of the start job reports to the driver.
+
+    ``status`` is "ok" (``node`` is set), "error" (``failure`` is set), "skipped"
+    (a worker stopped because the head failed) or "idle" (an executor that was not
+    chosen; ``has_node`` says whether it already runs a node of this application).
+    """
+
+    status: str
+    container: str
+    node: NodeInfo | None = None
+    failure: NodeFailure | None = None
+    has_node: bool = False
+
+
+@dataclass
+class HeadPlacement:
+    """Where the head goes: its executor, and the GCS address fixed before it starts."""
+
+    container: str
+    address: str
+    has_node: bool
+
+    @property
+    def ip(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+
+@dataclass
+class ManagerState(_Message):
+    """The running manager of a container, recorded in its working directory."""
+
+    pid: int
+    app_id: str
+    role: str
+
+    @staticmethod
+    def path(work_dir: str | os.PathLike[str]) -> Path:
+        return Path(work_dir) / STATE_DIR / "manager.json"
+
+    def write(self, work_dir: str | os.PathLike[str]) -> None:
+        self.path(work_dir).write_text(self.to_json())
+
+    @classmethod
+    def read(cls, work_dir: str | os.PathLike[str]) -> ManagerState | None:
+        try:
+            return cls.from_json(cls.path(work_dir).read_text())
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @classmethod
+    def remove(cls, work_dir: str | os.PathLike[str]) -> None:
+        cls.path(work_dir).unlink(missing_ok=True)
+
+
+def spawn_manager(spec: NodeSpec) -> subprocess.Popen[str]:
+    """Start ``python -m zoo_ray.manager`` with ``spec`` on its stdin."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo_ray.manager"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    stdin = _pipe(proc.stdin)
+    stdin.write(spec.to_json() + "\n")
+    stdin.close()
+    return proc
+
+
+def _pipe(stream: IO[str] | None) -> IO[str]:
+    assert stream is not None, "spawn_manager opens every pipe"
+    return stream
+
+
+def await_manager(proc: subprocess.Popen[str], timeout: float) -> NodeInfo | NodeFailure:
+    """The manager's answer, or a :class:`NodeFailure` if it died or stayed silent.
+
+    A manager that exits before answering (an import error, a bad spec) ends its
+    stdout at once: that is reported with its stderr, not after ``timeout``.
+    """
+    stdout, stderr = _pipe(proc.stdout), _pipe(proc.stderr)
+    with selectors.DefaultSelector() as selector:
+        selector.register(stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout)
+    line = stdout.readline() if ready else ""
+    stdout.close()
+    kind, _, payload = line.partition(" ")
+    if kind == "READY":
+        stderr.close()
+        return NodeInfo.from_json(payload)
+    if kind == "ERROR":
+        stderr.close()
+        return NodeFailure.from_json(payload)
+    if not ready:
+        proc.kill()
+        proc.wait()
+        stderr.close()
+        return NodeFailure("timeout", f"the RayManager gave no answer in {timeout:.0f}s")
+    # EOF without an answer: the manager exited; its stderr says why.
+    code = proc.wait()
+    said = stderr.read()[-4000:]
+    stderr.close()
+    return NodeFailure("died", f"the RayManager exited with {code} before it answered",
+                       log_tail=said.strip())
