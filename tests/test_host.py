@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -56,8 +55,8 @@ def test_terminate_kills_what_ignores_sigterm_and_says_so():
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")
     killed = terminate([polite, stubborn], grace=1)
     assert killed == [stubborn]
-    # terminate reaped both: psutil keeps how each ended.
-    assert (polite.returncode, stubborn.returncode) == (-signal.SIGTERM, -signal.SIGKILL)
+    # terminate reaped both, its own children.
+    assert not psutil.pid_exists(polite.pid) and not psutil.pid_exists(stubborn.pid)
 
 
 def test_terminate_a_group_reaches_its_grandchildren():
@@ -85,3 +84,32 @@ def test_private_files_are_0600_from_the_start(tmp_path):
     write_private(path, "secret")
     assert path.read_text() == "secret"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_terminate_counts_an_exited_process_another_parent_has_not_reaped_as_gone():
+    # The middle process starts a child and never waits for it: once SIGTERMed, the
+    # child stays a zombie of a process that is not ours.
+    middle = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '600'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        child = psutil.Process(int(middle.stdout.readline()))
+        assert terminate([child], grace=10) == [], "gone at SIGTERM, not killed"
+        assert child.status() == psutil.STATUS_ZOMBIE
+    finally:
+        middle.kill()
+        middle.wait()
+
+
+def test_the_package_imports_without_psutil_as_the_executor_daemon_does(tmp_path):
+    # PySpark's worker daemon imports zoo_ray in the user's executor environment.
+    blocker = tmp_path / "psutil.py"
+    blocker.write_text("raise ImportError('no psutil here')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", "import zoo_ray.executor_daemon, zoo_ray.host"],
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"},
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -18,11 +18,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from threading import Event
-from typing import TypeVar
-
-import psutil
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import JavaNotFoundError
+
+if TYPE_CHECKING:
+    # Imported where used: PySpark's worker daemon imports this module in interpreters
+    # that may lack psutil (an executor environment is the user's).
+    import psutil
 
 __all__ = [
     "become_subreaper", "find_java_home", "free_ports", "node_ip", "port_free", "reap_children",
@@ -63,8 +66,12 @@ def terminate(
     """SIGTERM ``procs``, SIGKILL those still alive after ``grace`` seconds.
 
     With ``group``, each process is the leader of its own process group and the
-    whole group is signalled. Returns the processes that had to be killed.
+    whole group is signalled. A process that exited counts as gone even while its
+    parent (maybe another process) has not reaped it. Returns the processes that
+    had to be killed.
     """
+    import psutil
+
     def send(proc: psutil.Process, sig: signal.Signals) -> None:
         try:
             if group:
@@ -76,11 +83,28 @@ def terminate(
 
     for proc in procs:
         send(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    wait_until(lambda: all(map(_gone, procs)), grace, interval=0.1)
+    alive = [proc for proc in procs if not _gone(proc)]
     for proc in alive:
         send(proc, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=grace)
+    wait_until(lambda: all(map(_gone, alive)), grace, interval=0.1)
     return alive
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie counts; our own is reaped)."""
+    import psutil
+
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.Error:
+        return True
+    try:
+        os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
 
 
 def reap_children() -> None:
