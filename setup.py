@@ -11,19 +11,22 @@ setup(
     # The documented gateway configuration is also the local Hadoop's template.
     package_dir={"zoo_ray.hadoop_conf_example": "hadoop_conf_example"},
     package_data={"zoo_ray.hadoop_conf_example": ["*.xml"]},
+    # zoo_ray.data builds Datasets through Ray Data internals checked against Ray 2.60
+    # (zoo_ray/ray_internals.py). pandas 3 is excluded: PySpark 4.3 does not fully support
+    # it, and Ray Data hands map_batches Arrow-backed frames on which `%` fails.
     install_requires=[
-        "ray[default]",
-        "pyspark",
+        "ray[default]>=2.60,<2.61",
+        "pyspark>=4.0,<5",
         "conda-pack",
         "venv-pack",
-        "pyarrow",
+        "pyarrow>=18",
+        "pandas>=2.2.3,<3",
+        "numpy>=1.23.2",
         "psutil",
         # Progress bars that render both in a terminal and as a Jupyter widget.
         "tqdm",
     ],
-    # numpy and pandas: the ordinary Ray programs of the tests (ray.data needs pandas).
     # ruff and mypy are pinned: a new release's rules must not fail an unchanged tree.
-    extras_require={"test": ["pytest", "pytest-timeout", "numpy", "pandas", "ruff==0.17.6",
-                             "mypy==2.4.1"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )

@@ -1,7 +1,7 @@
 """The election of the start job's barrier tasks (pure logic; the job itself runs in tests/e2e)."""
 from __future__ import annotations
 
-from zoo_ray.executor_tasks import Slot, elect
+from zoo_ray.executor_tasks import Slot, elect, executor_identity
 
 
 def _slots(layout):
@@ -41,3 +41,11 @@ def test_a_head_executor_among_no_slot_is_not_elected():
 def test_slots_round_trip_through_json():
     slot = Slot("container_1", 7, True)
     assert Slot.from_json(slot.to_json()) == slot
+
+
+def test_the_executor_identity_comes_from_its_jvm_arguments():
+    argv = ["java", "-cp", "x", "org.apache.spark.executor.YarnCoarseGrainedExecutorBackend",
+            "--driver-url", "spark://a:1", "--executor-id", "7", "--hostname", "nm-2",
+            "--cores", "1"]
+    assert executor_identity(argv) == ("7", "nm-2")
+    assert executor_identity(["python"]) == ("", "")

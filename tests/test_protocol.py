@@ -21,7 +21,8 @@ from zoo_ray.protocol import (
 def _info():
     return NodeInfo(role="head", address="198.18.0.2:6379", pid=42, node_ip="198.18.0.2",
                     log_dir="/logs", temp_dir="/tmp/zoo-ray-abc", container="container_1",
-                    dashboard_url="http://198.18.0.2:8265")
+                    dashboard_url="http://198.18.0.2:8265", work_dir="/w", executor_id="3",
+                    executor_host="nm-1")
 
 
 @pytest.mark.parametrize("message", [
@@ -80,3 +81,9 @@ def test_a_silent_manager_is_killed_at_the_timeout():
     answer = await_manager(proc, timeout=1)
     assert isinstance(answer, NodeFailure) and answer.kind == "timeout"
     assert proc.poll() is not None
+
+
+def test_a_node_names_its_executor_as_a_spark_location():
+    assert _info().spark_location == "executor_nm-1_3"
+    assert NodeInfo(role="worker", address=None, pid=1, node_ip="x", log_dir="l", temp_dir="t",
+                    container="c").spark_location is None

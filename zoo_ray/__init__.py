@@ -6,8 +6,13 @@ Where each module runs:
   :mod:`~zoo_ray.cache`, :mod:`~zoo_ray.filesystem`, :mod:`~zoo_ray.yarn`,
   :mod:`~zoo_ray.hadoop_conf`, :mod:`~zoo_ray.memory`, :mod:`~zoo_ray.spark_internals`,
   :mod:`~zoo_ray.cli`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster`;
-- driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`;
-- inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`;
+- driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`,
+  :mod:`~zoo_ray.data` (Spark <-> Ray data), :mod:`~zoo_ray.placement`,
+  :mod:`~zoo_ray.ray_internals`;
+- inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`,
+  :mod:`~zoo_ray.executor_data`;
+- inside Ray tasks on executors' nodes: :mod:`~zoo_ray.ray_tasks`;
+- on executors, between Spark tasks and Ray tasks: :mod:`~zoo_ray.spool`;
 - long-lived processes on executors: :mod:`~zoo_ray.manager` (one per Ray node),
   :mod:`~zoo_ray.executor_daemon` (PySpark's worker daemon);
 - anywhere: :mod:`~zoo_ray.protocol` (the typed messages between them),
@@ -31,8 +36,10 @@ _HOMES = {"init_spark_on_yarn": "spark", "init_spark_on_local": "spark", "RayCon
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'zoo_ray' has no attribute {name!r}")
     from importlib import import_module
 
+    if name == "data":
+        return import_module(".data", __name__)
+    if name not in _HOMES:
+        raise AttributeError(f"module 'zoo_ray' has no attribute {name!r}")
     return getattr(import_module(f".{_HOMES[name]}", __name__), name)

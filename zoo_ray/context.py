@@ -399,27 +399,46 @@ class RayContext:
         self.stop()
 
     # --------------------------------------------------------------- status
+    def _registrations(self) -> dict[str, tuple[NodeInfo, dict[str, Any]]]:
+        """Each executor's node as started, with its registration at the head, by container.
+
+        A restarted node registers anew; its live registration wins.
+        """
+        import ray
+
+        started = [NodeInfo(**info) for info in self.address_info.get("nodes", [])]
+        found: dict[str, tuple[NodeInfo, dict[str, Any]]] = {}
+        for node in ray.nodes():
+            for info in started:
+                if node["ObjectStoreSocketName"].startswith(info.temp_dir) and (
+                        node["Alive"] or info.container not in found):
+                    found[info.container] = (info, node)
+        return found
+
     def node_status(self) -> list[dict[str, Any]]:
         """Each executor's Ray node as Ray's head sees it now: container, node id, alive.
 
         A node whose executor was lost (killed by YARN, preempted) shows
         ``alive=False``; losses are also logged.
         """
-        import ray
-
-        by_container: dict[str, dict[str, Any]] = {}
-        for node in ray.nodes():
-            for info in self.address_info.get("nodes", []):
-                if node["ObjectStoreSocketName"].startswith(info["temp_dir"]):
-                    # A restarted node registers anew; the live registration wins.
-                    if node["Alive"] or info["container"] not in by_container:
-                        by_container[info["container"]] = {
-                            "container": info["container"], "node_id": node["NodeID"],
-                            "alive": node["Alive"]}
-        status = list(by_container.values())
+        status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"]}
+                  for container, (_, node) in self._registrations().items()]
         for lost in (s for s in status if not s["alive"]):
             logger.warning("Ray node of executor %s is lost", lost["container"])
         return status
+
+    def executor_nodes(self) -> dict[str, NodeInfo]:
+        """The executors' live Ray nodes, by Ray node id (the data path places work by it)."""
+        return {node["NodeID"]: info for info, node in self._registrations().values()
+                if node["Alive"]}
+
+    def object_store_usage(self) -> dict[str, int]:
+        """Bytes in use in each executor node's object store, by container (Ray's accounting)."""
+        from .ray_internals import object_store_used
+
+        return {container: object_store_used(
+                    f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+                for container, (_, node) in self._registrations().items() if node["Alive"]}
 
     @property
     def address(self) -> str | None:

@@ -2,8 +2,10 @@
 
 ``zoo-ray demo`` starts the local Hadoop (or reuses a running one), adds the
 three-line zoo_ray prelude (init_spark_on_yarn, RayContext, init), counts words
-of a file on HDFS with Spark and estimates pi with Ray tasks in the executors,
-then stops everything it started. Runs on the gateway (the driver).
+of a file on HDFS with Spark, hands the counts to Ray on the nodes that computed
+them (``zoo_ray.data``), adds a Ray Data step and brings the result back into
+Spark, estimates pi with Ray tasks in the executors, then stops everything it
+started. Runs on the gateway (the driver).
 """
 from __future__ import annotations
 
@@ -24,6 +26,27 @@ def _pi_sample(n: int) -> int:
     return sum(random.random() ** 2 + random.random() ** 2 <= 1 for _ in range(n))
 
 
+def _letters(batch: Any) -> Any:
+    return batch.assign(letters=batch["word"].str.len() * batch["count"])
+
+
+def _data_path(sc: Any, counts: Any) -> dict[str, Any]:
+    """Spark's word counts into Ray on their own nodes, a Ray step, and back into Spark."""
+    from collections import Counter
+
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from . import data
+
+    words = SparkSession(sc).createDataFrame(counts, "word string, count long").repartition(4)
+    ds = data.from_spark(words)
+    where = Counter(data.block_executors(ds))
+    letters = data.to_spark(ds.map_batches(_letters, batch_format="pandas"))
+    return {"blocks_by_executor": dict(where),
+            "letters": letters.agg(F.sum("letters")).first()[0]}
+
+
 def run_demo(cluster_dir: str | None = None, keep_cluster: bool = False) -> dict[str, Any]:
     """Run the demo job and return what it measured.
 
@@ -37,8 +60,10 @@ def run_demo(cluster_dir: str | None = None, keep_cluster: bool = False) -> dict
     Returns
     -------
     dict
-        Application id, word counts computed by Spark from HDFS, pi estimated by Ray
-        tasks, the executors that ran Ray nodes, and timings.
+        Application id, word counts computed by Spark from HDFS, the executors
+        holding their Ray blocks, the letters counted by a Ray Data step and summed
+        back in Spark, pi estimated by Ray tasks, the executors that ran Ray nodes,
+        and timings.
     """
     import ray
 
@@ -69,6 +94,7 @@ def run_demo(cluster_dir: str | None = None, keep_cluster: bool = False) -> dict
                 .reduceByKey(lambda a, b: a + b)
             )
             report["word_counts"] = dict(counts.collect())
+            report.update(_data_path(sc, counts))
             sample = ray.remote(_pi_sample)
             per_task, tasks = 100_000, 8
             inside = sum(ray.get([sample.remote(per_task) for _ in range(tasks)]))

@@ -24,6 +24,8 @@ __all__ = [
     "ExecutorsNotStartedError",
     "RayContextError",
     "RayNodeStartError",
+    "BlocksLostError",
+    "UnsupportedColumnError",
 ]
 
 
@@ -97,3 +99,11 @@ class RayContextError(ZooRayError):
 
 class RayNodeStartError(ZooRayError):
     """Ray nodes did not come up; the message names the executors and their log tails."""
+
+
+class BlocksLostError(ZooRayError):
+    """Data converted into Ray was lost with its executor; the message says how to redo it."""
+
+
+class UnsupportedColumnError(ZooRayError, TypeError):
+    """A column whose type Arrow (or Spark, on the way back) cannot carry; names the column."""

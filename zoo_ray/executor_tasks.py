@@ -36,7 +36,10 @@ from .protocol import (
     spawn_manager,
 )
 
-__all__ = ["Election", "Slot", "StartPlan", "elect", "place_head", "start_nodes", "stop_manager"]
+__all__ = [
+    "Election", "Slot", "StartPlan", "container_id", "elect", "executor_identity", "place_head",
+    "start_nodes", "stop_manager",
+]
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,25 @@ def running_manager(app_id: str) -> ManagerState | None:
     return None
 
 
-def _executor_jvm_pid() -> int | None:
+def _executor_jvm() -> psutil.Process | None:
     for parent in psutil.Process().parents():
         if parent.name() == "java":
-            return parent.pid
+            return parent
     return None
+
+
+def _executor_jvm_pid() -> int | None:
+    jvm = _executor_jvm()
+    return jvm.pid if jvm else None
+
+
+def executor_identity(argv: list[str]) -> tuple[str, str]:
+    """The executor id and host Spark knows this executor by, from its JVM's arguments."""
+    found = {"--executor-id": "", "--hostname": ""}
+    for flag, value in zip(argv, argv[1:]):
+        if flag in found:
+            found[flag] = value
+    return found["--executor-id"], found["--hostname"]
 
 
 def _container_spec(plan: StartPlan, role: str) -> NodeSpec:
@@ -134,7 +151,10 @@ def _container_spec(plan: StartPlan, role: str) -> NodeSpec:
 def _await(container: str, proc: subprocess.Popen[str], timeout: float) -> NodeOutcome:
     answer = await_manager(proc, timeout)
     if isinstance(answer, NodeInfo):
-        return NodeOutcome("ok", container, node=answer)
+        jvm = _executor_jvm()
+        executor_id, host = executor_identity(jvm.cmdline() if jvm else [])
+        node = dataclasses.replace(answer, executor_id=executor_id, executor_host=host)
+        return NodeOutcome("ok", container, node=node)
     answer.container = container
     return NodeOutcome("error", container, failure=answer)
 

@@ -47,7 +47,7 @@ from .host import (
     wait_until,
     write_private,
 )
-from .protocol import STATE_DIR, ManagerState, NodeFailure, NodeInfo, NodeSpec
+from .protocol import STATE_DIR, WORK_DIR_ENV, ManagerState, NodeFailure, NodeInfo, NodeSpec
 
 __all__ = ["RayManager", "main"]
 
@@ -124,6 +124,8 @@ class RayManager:
             env.pop(key, None)
         env.update(self.spec.env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
+        # Ray tasks of the data path find this container's spool through it.
+        env[WORK_DIR_ENV] = self.spec.work_dir
         return env
 
     def ray_argv(self, ip: str) -> list[str]:
@@ -196,7 +198,7 @@ class RayManager:
         return NodeInfo(role=self.spec.role, address=self.address, pid=os.getpid(),
                         node_ip=self.node_ip(), log_dir=self.spec.log_dir,
                         temp_dir=str(self.temp_dir), container=os.environ.get("CONTAINER_ID", ""),
-                        dashboard_url=self.dashboard_url)
+                        dashboard_url=self.dashboard_url, work_dir=self.spec.work_dir)
 
     def wait_for_head(self) -> None:
         """Block until the head's GCS accepts connections.

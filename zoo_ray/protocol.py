@@ -25,11 +25,13 @@ from typing import IO, Any, TypeVar
 
 __all__ = [
     "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome", "NodeSpec",
-    "STATE_DIR", "await_manager", "spawn_manager",
+    "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "await_manager", "spawn_manager",
 ]
 
 #: Directory (under the container's working directory) holding a manager's state.
 STATE_DIR = ".zoo_ray"
+#: Set by a RayManager for its Ray processes: the container's working directory.
+WORK_DIR_ENV = "ZOO_RAY_WORK_DIR"
 
 _M = TypeVar("_M", bound="_Message")
 
@@ -84,6 +86,34 @@ class NodeInfo(_Message):
     temp_dir: str
     container: str
     dashboard_url: str | None = None
+    work_dir: str = ""
+    #: The Spark executor hosting the node, as Spark names it (filled by the start task).
+    executor_id: str = ""
+    executor_host: str = ""
+
+    @property
+    def spark_location(self) -> str | None:
+        """This executor as a Spark preferred location (tasks then run in it)."""
+        if not self.executor_id:
+            return None
+        return f"executor_{self.executor_host}_{self.executor_id}"
+
+
+@dataclass(frozen=True)
+class SpooledBlock:
+    """A file a Spark task wrote to its container's spool (:mod:`zoo_ray.spool`).
+
+    ``schema`` is the serialized Arrow schema of an Arrow block (empty for a
+    pickled RDD partition): the driver builds the Dataset's metadata from these
+    rows alone, with no task per block.
+    """
+
+    container: str
+    path: str
+    partition: int
+    num_rows: int
+    size_bytes: int
+    schema: bytes = b""
 
 
 @dataclass

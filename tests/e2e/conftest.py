@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,14 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
         yield sc
     finally:
         sc.stop()
+
+
+@pytest.fixture(scope="module")
+def sc(cluster: MiniCluster, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """init_spark_on_yarn with the test module's ``SPARK_ARGS``, for the whole module."""
+    from zoo_ray import init_spark_on_yarn
+
+    sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
+                            **request.module.SPARK_ARGS)
+    yield sc
+    sc.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from zoo_ray import RayContext, init_spark_on_yarn  # before ray: it reads its auth mode at import
+from zoo_ray import RayContext  # before ray: it reads its auth mode at import
 from zoo_ray.errors import (
     InvalidArgumentError,
     InvalidMemoryError,
@@ -50,13 +50,6 @@ def _wait(predicate, timeout, what):
 
 def _alive_nodes():
     return [n for n in ray.nodes() if n["Alive"]]
-
-
-@pytest.fixture(scope="module")
-def sc(cluster):
-    sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), **SPARK_ARGS)
-    yield sc
-    sc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,146 @@
+"""The data path: from_spark / to_spark against the driver path and Spark's own Arrow pass.
+
+    python benchmarks/data_path.py [--rows 5000000] [--columns 10] [--executors 2]
+
+Starts its own local Hadoop, a SparkContext with ``--executors`` executors and a
+RayContext, caches ``--rows`` x ``--columns`` random doubles in Spark, then
+measures in one run (best of ``--repeat``):
+
+1. ``from_spark``: until every block is in Ray and counted;
+2. the driver path there: ``df.toArrow()`` + ``ray.put``;
+3. the floor: Spark's own in-executor Arrow pass (``mapInArrow`` counting rows);
+4. ``to_spark`` (until Spark has counted the rows) against the driver path back:
+   ``ray.get`` of every block to the driver + ``createDataFrame`` + count;
+
+and the peak RSS growth of the driver (Python process and its JVM) during 1 and
+4. Prints every figure and the ratios the issue sets goals for.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+class PeakRss:
+    """Peak RSS growth of some processes, sampled every 20 ms."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.base = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+        self.peak = dict(self.base)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], psutil.Process(pid).memory_info().rss)
+
+    def stop(self) -> dict[int, int]:
+        self._done.set()
+        self._thread.join()
+        return {pid: self.peak[pid] - self.base[pid] for pid in self.pids}
+
+
+def best(repeat: int, run: Callable[[], Any]) -> float:
+    """The shortest of ``repeat`` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        started = time.monotonic()
+        run()
+        times.append(time.monotonic() - started)
+    return min(times)
+
+
+def count_batches(batches: Iterator[Any]) -> Iterator[Any]:
+    import pyarrow as pa
+
+    rows = sum(batch.num_rows for batch in batches)
+    yield pa.RecordBatch.from_pydict({"rows": [rows]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--columns", type=int, default=10)
+    parser.add_argument("--executors", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    from zoo_ray import RayContext, init_spark_on_yarn
+    from zoo_ray.minicluster import MiniCluster
+
+    with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:
+        with MiniCluster(Path(tmp) / "hadoop") as cluster:
+            sc = init_spark_on_yarn(
+                hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=args.executors,
+                executor_cores=1, executor_memory="1g", driver_memory="2g",
+                extra_executor_memory_for_ray="2g")
+            ctx = RayContext(sc, object_store_memory="1g")
+            ctx.init()
+            try:
+                run(sc, args)
+            finally:
+                ctx.stop()
+                sc.stop()
+
+
+def run(sc: Any, args: argparse.Namespace) -> None:
+    import pyarrow as pa
+    import ray
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from zoo_ray import data
+
+    spark = SparkSession(sc)
+    df = spark.range(0, args.rows, numPartitions=4 * args.executors).select(
+        *[F.rand(seed=i).alias(f"c{i}") for i in range(args.columns)]).cache()
+    df.count()
+    megabytes = args.rows * args.columns * 8 / 1e6
+    data.to_spark(data.from_spark(df.limit(1000))).count()  # warm up workers and imports
+    pids = [os.getpid(), sc._gateway.proc.pid]
+    print(f"data: {args.rows} rows x {args.columns} doubles = {megabytes:.0f} MB, "
+          f"{args.executors} executors, best of {args.repeat}")
+
+    watch = PeakRss(pids)
+    ours = best(args.repeat, lambda: data.from_spark(df).count())
+    there_rss = watch.stop()
+    driver = best(args.repeat, lambda: ray.put(df.toArrow()))
+    floor = best(args.repeat, lambda: df.mapInArrow(count_batches, "rows long").collect())
+
+    ds = data.from_spark(df)
+    watch = PeakRss(pids)
+    back = best(args.repeat, lambda: data.to_spark(ds).count())
+    back_rss = watch.stop()
+    refs = ds.to_arrow_refs()
+    back_driver = best(args.repeat, lambda: spark.createDataFrame(
+        pa.concat_tables(ray.get(refs))).count())
+
+    rate = {name: megabytes / seconds for name, seconds in [
+        ("from_spark", ours), ("driver path (toArrow + ray.put)", driver),
+        ("floor (mapInArrow count)", floor), ("to_spark", back),
+        ("driver path back (ray.get + createDataFrame)", back_driver)]}
+    for name, mbps in rate.items():
+        print(f"{name:48s} {mbps:8.1f} MB/s")
+    print(f"from_spark / driver path      = {driver / ours:.2f}x (goal >= 3)")
+    print(f"from_spark / in-executor floor = {floor / ours:.2f}x (goal >= 0.5)")
+    print(f"to_spark / driver path back   = {back_driver / back:.2f}x (goal >= 3)")
+    for label, growth in [("from_spark", there_rss), ("to_spark", back_rss)]:
+        python, jvm = (growth[pid] / 1e6 for pid in pids)
+        print(f"driver peak RSS growth during {label}: python {python:.1f} MB "
+              f"({100 * python / megabytes:.1f}% of the data), JVM {jvm:.1f} MB "
+              f"({100 * jvm / megabytes:.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""zoo_ray.data on the local Hadoop: Spark partitions into Ray on their own nodes, and back."""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import os
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+
+from zoo_ray import RayContext  # before ray: it reads its auth mode at import
+from zoo_ray.errors import BlocksLostError, RayContextError, UnsupportedColumnError
+from zoo_ray.ray_internals import dataset_blocks, object_nodes
+
+ray = pytest.importorskip("ray")
+data = pytest.importorskip("zoo_ray.data")
+
+SPARK_ARGS = dict(num_executors=2, executor_cores=2, executor_memory="1g", driver_memory="1g",
+                  extra_executor_memory_for_ray="2g")
+
+
+@pytest.fixture(scope="module")
+def spark(sc):
+    from pyspark.sql import SparkSession
+
+    return SparkSession(sc)
+
+
+@pytest.fixture(scope="module")
+def ray_ctx(sc):
+    ctx = RayContext(sc, object_store_memory="1g")
+    ctx.init()
+    yield ctx
+    ctx.stop()
+
+
+def _typed_df(spark, partitions=8):
+    """Every type the issue lists, nulls in every column, and partitions left empty."""
+    from pyspark.sql import types as T
+
+    schema = T.StructType([
+        T.StructField("id", T.LongType()), T.StructField("x", T.DoubleType()),
+        T.StructField("s", T.StringType()), T.StructField("d20", T.DecimalType(20, 4)),
+        T.StructField("d38", T.DecimalType(38, 10)), T.StructField("ts", T.TimestampType()),
+        T.StructField("ntz", T.TimestampNTZType()), T.StructField("day", T.DateType()),
+        T.StructField("bin", T.BinaryType()), T.StructField("arr", T.ArrayType(T.IntegerType())),
+        T.StructField("m", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("st", T.StructType([
+            T.StructField("a", T.IntegerType()),
+            T.StructField("b", T.StructType([T.StructField("c", T.StringType())]))])),
+    ])
+    utc = dt.timezone.utc
+    rows = [(i, i / 3, f"zoë-日本-{i}", Decimal(f"{i}.1234"),
+             Decimal(f"1234567890123456789{i}.0123456789"),
+             dt.datetime(2026, 1, 1, 12, i, tzinfo=utc), dt.datetime(2026, 5, 1, 0, 0, i),
+             dt.date(2020, 1, 1 + i), bytes([i, 255, 0]), [i, None, -i], {"k": i, "n": None},
+             (i, (f"ç{i}",))) for i in range(5)]
+    rows.append(tuple([5] + [None] * (len(schema.fields) - 1)))
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), schema)
+
+
+def _ray_table(ds) -> pa.Table:
+    return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("id")
+
+
+def test_from_spark_without_a_running_ray_context_says_what_to_start(spark):
+    with pytest.raises(RayContextError, match="RayContext\\(sc\\).init\\(\\)"):
+        data.from_spark(spark.range(3))
+
+
+def test_values_and_types_are_equal_in_spark_and_ray(spark, ray_ctx):
+    df = _typed_df(spark)
+    ds = data.from_spark(df)
+    expected = df.toArrow().sort_by("id")
+    actual = _ray_table(ds)
+    assert ds.count() == df.count() == 6
+    # Timestamps carry the session's time zone, which Spark may spell Etc/UTC or UTC.
+    assert actual.schema.field("ts").type.tz in ("UTC", "Etc/UTC")
+    same_zone = actual.schema.set(5, expected.schema.field("ts"))
+    assert same_zone.equals(expected.schema), (actual.schema, expected.schema)
+    assert actual.cast(same_zone).equals(expected)
+
+
+def test_a_dataframe_with_zero_rows_is_an_empty_dataset_with_its_columns(spark, ray_ctx):
+    df = _typed_df(spark).where("id < 0")
+    ds = data.from_spark(df)
+    assert ds.count() == 0
+    assert ds.schema().names == df.columns
+
+
+def test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(spark, ray_ctx):
+    from pyspark.sql import functions as F
+
+    computed_in = F.udf(lambda: os.environ["CONTAINER_ID"])
+    df = spark.range(0, 400_000, numPartitions=8).withColumn("container", computed_in())
+    ds = data.from_spark(df, block_size="1m")
+    blocks = list(dataset_blocks(ds))
+    container_of = {node_id: info.container for node_id, info in ray_ctx.executor_nodes().items()}
+    holders = object_nodes([b.ref for b in blocks])
+    seen = set()
+    for block, node in zip(blocks, holders):
+        producers = set(ray.get(block.ref).column("container").to_pylist())
+        assert producers == {container_of[node]}
+        seen.add(container_of[node])
+    print(f"{len(blocks)} blocks on {len(seen)} executors, each on its producer's node")
+    assert len(blocks) > 8, "1m blocks cut each partition into several"
+    assert seen == set(container_of.values())
+
+
+def test_a_retried_spark_task_leaves_no_duplicate_or_orphaned_block(spark, ray_ctx):
+    from pyspark import TaskContext
+    from pyspark.sql import functions as F
+
+    def fail_first_attempt_midway(i):
+        ctx = TaskContext.get()
+        if ctx.partitionId() == 1 and ctx.attemptNumber() == 0 and i % 25_000 == 24_000:
+            raise RuntimeError("injected failure after some batches were spooled")
+        return i
+
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")
+    try:
+        df = spark.range(0, 100_000, numPartitions=4).select(
+            F.udf(fail_first_attempt_midway, "long")("id").alias("id"))
+        ds = data.from_spark(df, block_size="64k")
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    ids = _ray_table(ds).column("id").to_pylist()
+    assert ids == list(range(100_000))
+    assert _spool_files(ray_ctx) == []
+
+
+def _spool_files(ctx: RayContext) -> list[Path]:
+    return [p for node in ctx.executor_nodes().values()
+            for p in (Path(node.work_dir) / ".zoo_ray" / "spool").rglob("*") if p.is_file()]
+
+
+def test_round_trip_through_map_batches_keeps_types(spark, ray_ctx):
+    import pyarrow.compute as pc
+
+    df = _typed_df(spark)
+    ds = data.from_spark(df).map_batches(
+        lambda batch: batch.append_column("parity", pc.bit_wise_and(batch["id"], 1)),
+        batch_format="pyarrow")
+    back = data.to_spark(ds)
+    assert [f.dataType for f in back.schema.fields][:-1] == [f.dataType for f in df.schema.fields]
+    assert back.schema["parity"].dataType.simpleString() == "bigint"
+    expected = df.withColumn("parity", df["id"] % 2).toArrow().sort_by("id")
+    assert back.toArrow().sort_by("id").equals(expected)
+    assert _spool_files(ray_ctx) == []
+
+
+def test_pandas_batches_are_numpy_backed_as_in_spark(spark, ray_ctx):
+    df = spark.range(0, 1000, numPartitions=3).selectExpr("id", "id * 0.5 AS half")
+    ds = data.from_spark(df).map_batches(
+        lambda batch: batch.assign(parity=batch["id"] % 2), batch_format="pandas")
+    back = data.to_spark(ds)
+    assert back.schema["parity"].dataType.simpleString() == "bigint"
+    expected = df.withColumn("parity", df["id"] % 2).toArrow().sort_by("id")
+    assert back.toArrow().sort_by("id").to_pydict() == expected.to_pydict()
+
+
+def _task_localities(sc, group: str) -> list[str]:
+    """The locality level of every task Spark ran for a job group (Spark's status store)."""
+    tracker = sc.statusTracker()
+    store = sc._jsc.sc().statusStore()
+    as_java = sc._jvm.scala.jdk.javaapi.CollectionConverters.asJava
+    return [task.taskLocality()
+            for job in tracker.getJobIdsForGroup(group)
+            for stage in tracker.getJobInfo(job).stageIds
+            for task in as_java(store.taskList(stage, 0, 10_000))]
+
+
+def test_to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx):
+    ds = data.from_spark(spark.range(0, 200_000, numPartitions=8), block_size="256k")
+    holders = data.block_executors(ds)
+    assert len(set(holders)) == 2 and "" not in holders
+    sc.setJobGroup("zoo-ray-to-spark-locality", "to_spark locality")
+    try:
+        back = data.to_spark(ds)
+    finally:
+        sc.setJobGroup("", "")
+    levels = _task_localities(sc, "zoo-ray-to-spark-locality")
+    print(f"{len(holders)} blocks read back by tasks at {sorted(set(levels))}")
+    assert len(levels) >= len(holders) and set(levels) == {"PROCESS_LOCAL"}
+    assert back.count() == 200_000
+
+
+def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(sc, ray_ctx):
+    from zoo_ray.executor_data import ReadPlan, _RemoteReader
+    from zoo_ray.ray_tasks import pinned, spool_block
+
+    node_id, info = sorted(ray_ctx.executor_nodes().items())[0]
+    table = pa.table({"v": list(range(1000))})
+    block = ray.get(pinned(spool_block, node_id, soft=False).remote(table, "t-remote", 0, None,
+                                                                   None))
+    assert block.container == info.container and os.path.exists(block.path)
+    plan = ReadPlan(table.schema, ray_ctx.address, {info.container: node_id})
+
+    def fetch(_):
+        reader = _RemoteReader(plan)
+        try:
+            fetched = reader.read(block.container, block.path)
+        finally:
+            reader.close()
+        yield fetched.column("v").to_pylist(), os.environ["CONTAINER_ID"]
+
+    values, reader_container = sc.parallelize([0], 1).mapPartitions(fetch).collect()[0]
+    assert values == list(range(1000))
+    assert not os.path.exists(block.path), "read once, then gone"
+    print(f"block of {info.container} fetched through Ray by a task in {reader_container}")
+
+
+def test_conversions_work_while_other_spark_jobs_hold_executor_slots(spark, sc, ray_ctx):
+    def busy(_):
+        time.sleep(20)
+        return [1]
+
+    other = threading.Thread(target=lambda: sc.parallelize(range(2), 2).mapPartitions(busy)
+                             .collect())
+    other.start()
+    time.sleep(3)
+    try:
+        df = spark.range(0, 300_000, numPartitions=6).selectExpr("id", "id % 7 AS k")
+        back = data.to_spark(data.from_spark(df))
+        assert back.count() == 300_000
+        assert back.groupBy().sum("k").first()[0] == df.groupBy().sum("k").first()[0]
+    finally:
+        other.join()
+
+
+def test_to_spark_of_a_dataset_spread_over_nodes_and_one_made_on_the_driver(spark, ray_ctx):
+    made_on_driver = ray.data.from_items([{"a": i, "b": str(i)} for i in range(50)])
+    df = data.to_spark(made_on_driver)
+    assert sorted(r.a for r in df.collect()) == list(range(50))
+    empty = data.to_spark(ray.data.from_items([{"a": 1}]).filter(lambda r: r["a"] > 1))
+    assert empty.count() == 0 and empty.columns == ["a"]
+
+
+def test_unusable_columns_are_typed_errors_naming_the_column(spark, ray_ctx):
+    interval = spark.sql("SELECT 1 AS id, make_interval(1, 2, 0, 3, 0, 0, 0) AS span")
+    with pytest.raises(UnsupportedColumnError, match="'span'.*interval"):
+        data.from_spark(interval)
+    unsigned = ray.data.from_arrow(pa.table({"n": pa.array([1, 2], pa.uint64())}))
+    with pytest.raises(UnsupportedColumnError, match="'n'.*uint64"):
+        data.to_spark(unsigned)
+
+
+def _rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+class _PeakRss:
+    """The largest RSS of some processes, sampled every 20 ms while in the block."""
+
+    def __init__(self, pids):
+        self.pids, self.peak, self._done = pids, dict.fromkeys(pids, 0), threading.Event()
+
+    def __enter__(self):
+        self.base = {pid: _rss(pid) for pid in self.pids}
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._done.wait(0.02):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], _rss(pid))
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def growth(self, pid: int) -> int:
+        return max(self.peak[pid] - self.base[pid], 0)
+
+
+def test_400mb_go_to_ray_and_back_without_passing_through_the_driver(spark, ray_ctx, sc):
+    from pyspark.sql import functions as F
+
+    df = spark.range(0, 5_000_000, numPartitions=8).select(
+        *[F.rand(seed=i).alias(f"c{i}") for i in range(10)]).cache()
+    assert df.count() == 5_000_000
+    size = 5_000_000 * 10 * 8
+    data.to_spark(data.from_spark(df.limit(1000)))  # warm up: imports, workers
+    jvm = sc._gateway.proc.pid if getattr(sc._gateway, "proc", None) else None
+    pids = [os.getpid()] + ([jvm] if jvm else [])
+    with _PeakRss(pids) as there:
+        ds = data.from_spark(df)
+        assert ds.count() == 5_000_000
+    with _PeakRss(pids) as back:
+        total = data.to_spark(ds).agg(F.sum("c3")).first()[0]
+    assert total == pytest.approx(df.agg(F.sum("c3")).first()[0], rel=1e-12)
+    for pid, name in zip(pids, ["python driver", "driver JVM"]):
+        print(f"{name}: peak RSS growth {there.growth(pid) / 2**20:.1f} MiB to Ray, "
+              f"{back.growth(pid) / 2**20:.1f} MiB back, for {size / 2**20:.0f} MiB of data")
+    assert there.growth(os.getpid()) < size / 10
+    assert back.growth(os.getpid()) < size / 10
+    df.unpersist()
+
+
+def test_rdd_partitions_feed_actors_on_their_nodes_which_train_a_model(sc, ray_ctx):
+    def shard(seed):
+        rng = np.random.default_rng(seed)
+        features = rng.normal(size=(500, 3))
+        return features, features @ np.array([2.0, -1.0, 0.5]) + 0.3 + rng.normal(0, .01, 500)
+
+    parts = data.from_rdd(sc.parallelize(range(6), 6).map(shard))
+    assert len(parts) == 6 and None not in parts.node_ids and parts.counts == [1] * 6
+    assert set(parts.node_ids) == set(ray_ctx.executor_nodes())
+
+    @ray.remote(num_cpus=0)
+    class Trainer:
+        def load(self, refs):
+            assert all(isinstance(r, ray.ObjectRef) for r in refs), "refs, not copies"
+            self.shards = [item for items in ray.get(refs) for item in items]
+            return len(self.shards)
+
+        def gradient(self, w):
+            grad, n = np.zeros(4), 0
+            for features, target in self.shards:
+                x = np.hstack([features, np.ones((len(target), 1))])
+                grad += 2 * x.T @ (x @ w - target)
+                n += len(target)
+            return grad, n
+
+    nodes = sorted(ray_ctx.executor_nodes())
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+    actors = [Trainer.options(scheduling_strategy=strategy(node, soft=False)).remote()
+              for node in nodes + nodes[:1]]
+    shares = data.assign_partitions_to_actors(parts, actors)
+    assert sorted(len(s) for s in shares) == [2, 2, 2]
+    assert sum(ray.get(data.feed(parts, actors, "load"))) == 6
+
+    w = np.zeros(4)
+    for _ in range(50):
+        results = ray.get([a.gradient.remote(w) for a in actors])
+        w = w - 0.05 * sum(g for g, _ in results) / sum(n for _, n in results)
+    expected = np.zeros(4)
+    shards = [shard(seed) for seed in range(6)]
+    x = np.vstack([np.hstack([f, np.ones((len(t), 1))]) for f, t in shards])
+    y = np.concatenate([t for _, t in shards])
+    for _ in range(50):
+        expected = expected - 0.05 * 2 * x.T @ (x @ expected - y) / len(y)
+    np.testing.assert_allclose(w, expected, atol=1e-6)
+    for actor in actors:
+        ray.kill(actor)
+    parts.release()
+    parts.release()
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+def _settled_usage(ctx: RayContext) -> dict[str, int]:
+    """Object store usage once earlier tests' objects are freed (three equal readings)."""
+    gc.collect()
+    readings = [ctx.object_store_usage()]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (len(readings) < 3 or readings[-3] != readings[-1]):
+        time.sleep(1)
+        readings.append(ctx.object_store_usage())
+    return readings[-1]
+
+
+def test_object_store_usage_returns_to_its_baseline_after_release(spark, sc, ray_ctx):
+    baseline = _settled_usage(ray_ctx)
+    ds = data.from_spark(spark.range(0, 1_000_000, numPartitions=4).selectExpr("id", "id * 2.0"))
+    parts = data.from_rdd(sc.parallelize(range(100_000), 4).map(lambda i: np.full(8, i)))
+    during = ray_ctx.object_store_usage()
+    grown = sum(during.values()) - sum(baseline.values())
+    print(f"object stores: baseline {baseline}, +{grown / 2**20:.1f} MiB while held")
+    assert grown > 16_000_000
+    del ds
+    parts.release()
+    gc.collect()
+    _wait(lambda: sum(ray_ctx.object_store_usage().values()) <= sum(baseline.values()), 60,
+          "object stores back at their baseline")
+
+
+def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, ray_ctx, cluster):
+    ds = data.from_spark(spark.range(0, 100_000, numPartitions=4))
+    refs = ds.to_arrow_refs()
+    nodes = ray_ctx.executor_nodes()
+    victim_node = object_nodes(refs[:1])[0]
+    victim = nodes[victim_node].container
+    cluster.resource_manager.signal_container(victim, "FORCEFUL_SHUTDOWN")
+    _wait(lambda: victim_node not in ray_ctx.executor_nodes(), 120, "the node's loss")
+    started = time.monotonic()
+    with pytest.raises(BlocksLostError, match=victim):
+        ray.get(refs, timeout=120)
+    print(f"lost blocks reported after {time.monotonic() - started:.1f}s")
+
+
+def test_a_partition_larger_than_the_object_store_is_held_block_by_block_and_spilled(
+        spark, sc, ray_ctx):
+    ray_ctx.stop()
+    small = RayContext(sc, object_store_memory="80m")
+    small.init()
+    try:
+        rows = 20_000_000  # one partition of 160 MB, twice the object store
+        ds = data.from_spark(spark.range(0, rows, numPartitions=1).selectExpr("id * 1.0 AS x"),
+                             block_size="16m")
+        spill = [p for node in small.executor_nodes().values()
+                 for p in (Path(node.work_dir) / ".zoo_ray" / "spill").rglob("*") if p.is_file()]
+        print(f"{len(spill)} spill files while the Dataset is held")
+        assert spill, "Ray spilled blocks to the node's spill directory"
+        assert ds.count() == rows
+        assert ds.sum("x") == rows * (rows - 1) / 2
+    finally:
+        small.stop()

@@ -1,0 +1,69 @@
+"""Unit tests of zoo_ray.data's pure parts (schemas, block homes, errors); e2e in tests/e2e."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+from pyspark.sql import types as T
+
+from zoo_ray import data
+from zoo_ray.errors import InvalidArgumentError, RayContextError, UnsupportedColumnError
+from zoo_ray.protocol import NodeInfo
+
+
+def _df(*fields: T.StructField) -> SimpleNamespace:
+    return SimpleNamespace(schema=T.StructType(list(fields)))
+
+
+def test_the_arrow_schema_spark_converts_to():
+    schema = data._arrow_schema_of(_df(T.StructField("id", T.LongType()),
+                                       T.StructField("ts", T.TimestampType())))
+    assert schema == pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC"))])
+
+
+def test_a_column_arrow_cannot_carry_is_named():
+    df = _df(T.StructField("id", T.LongType()), T.StructField("span", T.CalendarIntervalType()))
+    with pytest.raises(UnsupportedColumnError, match="'span' has type interval"):
+        data._arrow_schema_of(df)
+
+
+def test_a_column_spark_cannot_hold_is_named():
+    assert data._spark_schema_of(pa.schema([("a", pa.large_string())])).simpleString() == \
+        "struct<a:string>"
+    with pytest.raises(UnsupportedColumnError, match="'n' has Arrow type uint64"):
+        data._spark_schema_of(pa.schema([("a", pa.int64()), ("n", pa.uint64())]))
+
+
+def _node(container: str) -> NodeInfo:
+    return NodeInfo(role="worker", address=None, pid=1, node_ip="198.18.0.2", log_dir="l",
+                    temp_dir="t", container=container)
+
+
+def test_blocks_stay_on_their_executor_node_and_others_are_spread():
+    executors = {"n1": _node("c1"), "n2": _node("c2")}
+    homes = data._block_homes(["n2", "gateway", None, "n1", "gateway"], executors)
+    assert homes == ["n2", "n1", "n2", "n1", "n1"]
+
+
+def test_no_live_executor_node_is_a_typed_error():
+    with pytest.raises(RayContextError, match="restart the RayContext"):
+        data._block_homes(["n1"], {})
+
+
+def test_conversions_without_a_running_ray_context_say_what_to_start():
+    with pytest.raises(RayContextError, match="init_spark_on_yarn.*RayContext\\(sc\\).init"):
+        data.from_rdd(object())
+
+
+def test_released_partitions_hold_nothing_and_release_twice():
+    parts = data.RayPartitions(refs=["r1"], node_ids=["n1"], containers=["c1"], counts=[3])
+    parts.release()
+    parts.release()
+    assert len(parts) == 0 and parts.node_ids == []
+
+
+def test_feeding_no_actors_is_a_typed_error():
+    parts = data.RayPartitions(refs=[], node_ids=[], containers=[])
+    with pytest.raises(InvalidArgumentError, match="at least one actor"):
+        data.assign_partitions_to_actors(parts, [])

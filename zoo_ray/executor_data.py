@@ -1,0 +1,152 @@
+"""Functions Spark runs inside tasks on the executors, for the data path.
+
+Runs in PySpark's Python workers on the executors; the driver
+(:mod:`zoo_ray.data`) binds their arguments with :func:`functools.partial`.
+
+- :func:`spool_arrow_partition` (in ``mapInArrow``): writes the Arrow batches
+  Spark's JVM made from one partition into this container's spool, in files of a
+  bounded size, and reports each file as a :class:`~zoo_ray.protocol.SpooledBlock`
+  row. The data never leaves the executor; only these rows go to the driver.
+- :func:`spool_rdd_partition`: the same for any RDD partition, pickled.
+- :func:`read_spooled_blocks` (in ``mapInArrow``): the way back; reads the blocks
+  a Ray task spooled on this node.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from . import spool
+from .errors import BlocksLostError
+from .executor_tasks import container_id
+from .protocol import STATE_DIR, SpooledBlock
+
+__all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "spool_arrow_partition",
+           "spool_rdd_partition"]
+
+#: The Arrow form of :class:`SpooledBlock` rows (Spark's schema is built from it).
+SPOOLED_BLOCK_SCHEMA = pa.schema([
+    ("container", pa.string()), ("path", pa.string()), ("partition", pa.int64()),
+    ("num_rows", pa.int64()), ("size_bytes", pa.int64()), ("schema", pa.binary()),
+])
+
+
+def _stem() -> tuple[int, str]:
+    """This task's partition, and a file stem no other attempt of it uses."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    assert ctx is not None, "runs inside a Spark task"
+    return ctx.partitionId(), f"p{ctx.partitionId()}-a{ctx.attemptNumber()}"
+
+
+def spool_arrow_partition(
+    conversion: str, max_bytes: int, names: list[str], batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Spool one partition's Arrow batches, its columns named ``names``; yield one
+    :class:`SpooledBlock` row per file."""
+    partition, stem = _stem()
+    directory = spool.conversion_dir(conversion)
+    named = (batch.rename_columns(names) for batch in batches)
+    blocks = []
+    for written in spool.write_batches(named, directory, stem, max_bytes):
+        with pa.memory_map(written.path) as source:
+            schema = pa.ipc.open_file(source).schema
+        blocks.append(SpooledBlock(container_id(), written.path, partition, written.num_rows,
+                                   written.size_bytes, schema.serialize().to_pybytes()))
+    if blocks:
+        yield pa.RecordBatch.from_pylist([dataclasses.asdict(b) for b in blocks],
+                                         schema=SPOOLED_BLOCK_SCHEMA)
+
+
+def spool_rdd_partition(conversion: str, partition: int, items: Iterable[Any]
+                        ) -> Iterator[SpooledBlock]:
+    """Pickle one RDD partition into the spool; yield where it went."""
+    _, stem = _stem()
+    path = spool.conversion_dir(conversion) / f"{stem}.pickle"
+    written = spool.write_pickle(list(items), path)
+    yield SpooledBlock(container_id(), written.path, partition, written.num_rows,
+                       written.size_bytes)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What the read tasks of ``to_spark`` need: the target schema, and where blocks are."""
+
+    schema: pa.Schema
+    address: str
+    #: container -> the Ray node id of its node.
+    nodes: dict[str, str]
+
+
+def read_spooled_blocks(plan: ReadPlan, rows: Iterator[pa.RecordBatch]
+                        ) -> Iterator[pa.RecordBatch]:
+    """Read the spooled blocks named by ``rows`` (columns ``container`` and ``path``).
+
+    A block is read from its file when the file is on this host (Spark ran the task
+    in the executor that holds it, as preferred, or in another one on the same
+    host); otherwise through Ray, from the node holding it. Each block is cast to
+    the schema Spark was told, so a block Ray typed more loosely (say, all nulls)
+    still fits.
+    """
+    remote = _RemoteReader(plan)
+    try:
+        for batch in rows:
+            for container, path in zip(batch.column("container").to_pylist(),
+                                       batch.column("path").to_pylist()):
+                table = (spool.read_table(path) if os.path.exists(path)
+                         else remote.read(container, path))
+                yield from table.cast(plan.schema).to_batches()
+    finally:
+        remote.close()
+
+
+class _RemoteReader:
+    """Reads blocks spooled on other hosts, through a Ray connection made on first use."""
+
+    def __init__(self, plan: ReadPlan) -> None:
+        self.plan = plan
+        self.connected = False
+
+    def read(self, container: str, path: str) -> pa.Table:
+        import ray
+
+        from .ray_tasks import load_table, pinned
+
+        node = self.plan.nodes.get(container)
+        if node is None:
+            raise BlocksLostError(
+                f"A block spooled by executor {container} is gone with its Ray node; run "
+                "to_spark again.")
+        if not self.connected:
+            _connect_from_executor(self.plan.address)
+            self.connected = True
+        table, _ = pinned(load_table, node, soft=False).remote(path, container)
+        result: pa.Table = ray.get(table)
+        return result
+
+    def close(self) -> None:
+        if self.connected:
+            import ray
+
+            ray.shutdown()
+
+
+def _connect_from_executor(address: str) -> None:
+    """Join the cluster as a short-lived driver, with this container's token file."""
+    token = spool.work_dir() / STATE_DIR / "auth_token"
+    if not token.exists():
+        raise BlocksLostError(
+            f"Spark read a block on executor {container_id()}, which runs no Ray node and "
+            "so cannot fetch it. Give every executor a Ray node (num_ray_nodes) for to_spark.")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    import ray
+
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
