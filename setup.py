@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["zoo_ray", "zoo_ray.minicluster", "zoo_ray.hadoop_conf_example"],
+    packages=["zoo_ray", "zoo_ray.minicluster", "zoo_ray.hadoop_conf_example",
+              # Analytics Zoo's import paths (zoo.common.nncontext, zoo.ray, ...).
+              "zoo_ray.common", "zoo_ray.ray", "zoo_ray.ray.util"],
     # The documented gateway configuration is also the local Hadoop's template.
     package_dir={"zoo_ray.hadoop_conf_example": "hadoop_conf_example"},
     package_data={"zoo_ray.hadoop_conf_example": ["*.xml"]},

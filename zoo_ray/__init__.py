@@ -24,11 +24,6 @@ import PySpark and Ray's driver side just by importing the package.
 """
 from typing import Any
 
-from .auth import prepare_driver_env
-
-# Ray reads its authentication mode once, at `import ray`: set it before that can happen.
-prepare_driver_env()
-
 __version__ = "0.1.0"
 __all__ = ["init_spark_on_yarn", "init_spark_on_local", "RayContext"]
 

@@ -1,11 +1,13 @@
 """Ray token authentication for the driver (runs in the driver's process, on the gateway).
 
-Ray reads ``RAY_AUTH_MODE`` once, when ``ray`` is first imported, and the token
-from ``RAY_AUTH_TOKEN_PATH`` when it first connects. So zoo_ray points both at a
-private per-process token file as soon as it is imported (before the user's own
-``import ray``, if zoo_ray comes first), and :class:`~zoo_ray.RayContext` writes
-each cluster's token into that file. The token never appears in the environment,
-on a command line or in a log.
+Ray reads ``RAY_AUTH_MODE`` when ``ray`` is first imported, and the token from
+``RAY_AUTH_TOKEN_PATH`` when it first connects. When a RayContext starts, zoo_ray
+points both at a private per-process token file holding the cluster's token and
+makes an already imported Ray re-read its configuration, so the order of
+``import ray`` and ``import zoo_ray`` does not matter. When it stops, both
+variables go again, so a later ``ray.init()`` of the program's own behaves as
+without zoo_ray. The token never appears in the environment, on a command line
+or in a log.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from typing import Any
 from .errors import RayContextError
 from .host import write_private
 
-__all__ = ["prepare_driver_env", "driver_token_path", "write_driver_token", "clear_driver_token"]
+__all__ = ["driver_token_path", "write_driver_token", "clear_driver_token"]
 
 _MODE, _PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"
+#: The variables zoo_ray set in this process's environment, unset again by clear_driver_token.
+_set_by_us: list[str] = []
 
 
 def driver_token_path() -> Path:
@@ -31,53 +35,81 @@ def driver_token_path() -> Path:
     return directory / f"driver-{os.getpid()}.token"
 
 
-def prepare_driver_env() -> None:
-    """Turn token authentication on for Ray in this process, unless the user chose a mode."""
-    if os.environ.get(_MODE) is None:
-        os.environ[_MODE] = "token"
-    if os.environ[_MODE].lower() == "token" and _PATH not in os.environ:
-        os.environ[_PATH] = str(driver_token_path())
-
-
-def write_driver_token(token: str) -> None:
-    """Make ``token`` the one this process presents to Ray.
+def _claim_env() -> Path:
+    """Point Ray's mode and token path at this process's token file (noting what changed).
 
     Raises
     ------
     RayContextError
-        When Ray in this process cannot use zoo_ray's token: ``ray`` was imported
-        before ``zoo_ray`` with authentication off, or the environment names another
-        mode or token file.
+        The environment names another mode or token file.
     """
-    prepare_driver_env()
     path = driver_token_path()
-    if Path(os.environ[_PATH]).parent == path.parent:
-        # Inherited from a parent zoo_ray driver: this process gets its own token file.
-        os.environ[_PATH] = str(path)
-    if os.environ[_MODE].lower() != "token" or os.environ[_PATH] != str(path):
+    mode = os.environ.get(_MODE, "token")
+    given = os.environ.get(_PATH)
+    # Unset, or inherited from a parent zoo_ray driver: this process gets its own file.
+    if given is None or Path(given).parent == path.parent:
+        given = str(path)
+    if mode.lower() != "token" or given != str(path):
         raise RayContextError(
             f"zoo_ray's Ray clusters require token authentication, but this process has "
             f"{_MODE}={os.environ.get(_MODE)!r} and {_PATH}={os.environ.get(_PATH)!r}. Unset "
             "both before starting Python and let zoo_ray set them."
         )
-    if "ray" in sys.modules:
-        raylet = _raylet()
-        if raylet.get_authentication_mode() != raylet.AuthenticationMode.TOKEN:
-            raise RayContextError(
-                "`import ray` ran before `import zoo_ray`, so Ray in this process started "
-                "with token authentication off and cannot join zoo_ray's cluster. Import "
-                "zoo_ray first (or set RAY_AUTH_MODE=token before starting Python)."
-            )
+    for key, value in ((_MODE, mode), (_PATH, given)):
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+            _set_by_us.append(key)
+    return path
+
+
+def write_driver_token(token: str) -> None:
+    """Make ``token`` the one this process presents to Ray.
+
+    A Ray imported before zoo_ray read ``RAY_AUTH_MODE`` at its import, before
+    zoo_ray set it; re-reading its configuration from the environment switches it
+    to token authentication, as long as this process has not connected yet.
+
+    Raises
+    ------
+    RayContextError
+        When Ray in this process cannot use zoo_ray's token: the environment names
+        another mode or token file, or this process is connected to a Ray cluster of
+        its own.
+    """
+    imported = "ray" in sys.modules
+    if imported:
+        _refuse_if_connected()
+    path = _claim_env()
+    if imported and _raylet().get_authentication_mode() != _raylet().AuthenticationMode.TOKEN:
+        _raylet().Config.initialize("")
     write_private(path, token)
-    if "ray" in sys.modules:
+    if imported:
         _raylet().AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _refuse_if_connected() -> None:
+    import ray
+
+    if ray.is_initialized():
+        raise RayContextError(
+            "This process is already connected to a Ray cluster of its own (`ray.init()` ran "
+            "before RayContext.init()). Call `ray.shutdown()` first: RayContext.init() then "
+            "connects it to the cluster in the executors.")
 
 
 def clear_driver_token() -> None:
-    """Forget the token (the file goes; the next cluster writes its own)."""
+    """Forget the token and give Ray back the environment it had (after ``ray.shutdown()``).
+
+    A later ``ray.init()`` of the program's own then starts or joins clusters as
+    it would have without zoo_ray.
+    """
     driver_token_path().unlink(missing_ok=True)
+    while _set_by_us:
+        os.environ.pop(_set_by_us.pop(), None)
     if "ray" in sys.modules:
-        _raylet().AuthenticationTokenLoader.instance().reset_cache()
+        raylet = _raylet()
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _raylet() -> Any:

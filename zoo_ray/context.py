@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from . import spark_internals
 from .auth import clear_driver_token, write_driver_token
+from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
 from .host import wait_until
@@ -79,6 +80,14 @@ def _started_nodes(outcomes: list[NodeOutcome], wanted: int) -> list[NodeInfo]:
     return nodes
 
 
+def _local_cores(master: str) -> int:
+    """The task slots of a local master: ``local``, ``local[4]``, ``local[*]``, ``local[4,2]``."""
+    inside = master.partition("[")[2].rstrip("]").split(",")[0]
+    if inside == "*":
+        return os.cpu_count() or 1
+    return int(inside) if inside.isdigit() else 1
+
+
 class RayContext:
     """A Ray cluster inside the executors of a SparkContext.
 
@@ -111,6 +120,9 @@ class RayContext:
         Seconds ``init()`` waits for every node before failing.
     max_restarts : int
         How often a RayManager restarts its crashed node.
+    **zoo_names
+        Analytics Zoo's arguments with no meaning here (``redis_port``, ``password``,
+        ...) raise an InvalidArgumentError saying what replaces them (README: migration).
 
     Raises
     ------
@@ -135,15 +147,21 @@ class RayContext:
         verbose: bool = False,
         init_timeout: float = 180.0,
         max_restarts: int = 5,
+        **zoo_names: Any,
     ) -> None:
+        translate("RayContext", zoo_names, RAY_CONTEXT_NAMES, {})
         self.sc = sc
         conf = sc.getConf()
+        #: Whether Spark runs in local mode (Analytics Zoo's attribute).
+        self.is_local = str(conf.get("spark.master", "")).startswith("local")
         self.object_store_memory = (
             parse_memory(object_store_memory, "object_store_memory")
             if object_store_memory is not None else None
         )
-        self.executors = int(conf.get("spark.executor.instances", "1"))
-        self.executor_cores = int(conf.get("spark.executor.cores", "1"))
+        # Local mode has one executor, the driver's JVM, whatever the conf says.
+        self.executors = 1 if self.is_local else int(conf.get("spark.executor.instances", "1"))
+        self.executor_cores = (_local_cores(conf.get("spark.master", "local")) if self.is_local
+                               else int(conf.get("spark.executor.cores", "1")))
         self.num_ray_nodes = self._check_num_ray_nodes(num_ray_nodes)
         self.ray_node_cpu_cores = ray_node_cpu_cores or self.executor_cores
         self.env = dict(env or {})
@@ -211,8 +229,14 @@ class RayContext:
             ready_timeout=self.init_timeout,
         )
 
-    def init(self, driver_cores: int = 0) -> dict[str, Any]:
+    def init(self, driver_cores: int = 0, **zoo_names: Any) -> dict[str, Any]:
         """Start every Ray node, wait until all have registered, return the address info.
+
+        The address info is Ray's own, as ``ray.init()`` returns it for the driver's
+        node (``address``, ``gcs_address``, ``node_ip_address``, ``node_id``,
+        ``object_store_address``, ``raylet_socket_name``, ``session_dir``,
+        ``webui_url``, ...), plus zoo_ray's ``nodes`` (the executors' nodes as
+        started), ``gateway_node`` and ``node_ids``.
 
         Parameters
         ----------
@@ -227,6 +251,7 @@ class RayContext:
             A node did not come up in time; names the executors and the tail of their
             logs. Everything started is stopped again.
         """
+        translate("RayContext.init", zoo_names, INIT_NAMES, {})
         if self.initialized:
             raise RayContextError("This RayContext is already initialised; call stop() first.")
         active = RayContext._active
@@ -300,7 +325,10 @@ class RayContext:
 
         address = self.address_info["address"]
         os.environ["RAY_ADDRESS"] = address
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=self.verbose)
+        connected = ray.init(address=address, logging_level=logging.WARNING,
+                             log_to_driver=self.verbose)
+        # A RayContext (not Ray Client's context): it has the address info.
+        ray_info = dict(connected.address_info)  # type: ignore[attr-defined]
         wanted = self.num_ray_nodes + 1
         alive: list[dict[str, Any]] = []
 
@@ -315,8 +343,12 @@ class RayContext:
                 f"Only {len(alive)} of {wanted} Ray nodes registered with the head within "
                 f"{self.init_timeout:.0f}s; everything started was stopped."
             )
-        self.address_info["node_ids"] = sorted(n["NodeID"] for n in alive)
-        self.address_info["webui_url"] = self.address_info["nodes"][0]["dashboard_url"]
+        # Ray's own address info (what ray.init() and Analytics Zoo return), plus zoo_ray's
+        # keys, which Ray does not use: nodes, gateway_node, node_ids.
+        dashboard = self.address_info["nodes"][0]["dashboard_url"]
+        self.address_info = {**ray_info, **self.address_info,
+                             "node_ids": sorted(n["NodeID"] for n in alive),
+                             "webui_url": dashboard or ray_info.get("webui_url")}
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -449,6 +481,28 @@ class RayContext:
     def nodes(self) -> list[dict[str, Any]]:
         """The executors' Ray nodes as started (head first): container, manager pid, log dir."""
         return list(self.address_info.get("nodes", []))
+
+    @property
+    def total_cores(self) -> int:
+        """CPUs of the executors' Ray nodes together (Analytics Zoo's attribute)."""
+        return self.num_ray_nodes * self.ray_node_cpu_cores
+
+    @property
+    def redis_address(self) -> str | None:
+        """Analytics Zoo's name of :attr:`address` (Ray 2.60 has no Redis)."""
+        warn_renamed("RayContext.redis_address", "RayContext.address")
+        return self.address
+
+    @property
+    def stopped(self) -> bool:
+        """Analytics Zoo 0.6-0.8's name of ``not initialized``."""
+        warn_renamed("RayContext.stopped", "not RayContext.initialized")
+        return not self.initialized
+
+    def purge(self) -> None:
+        """Analytics Zoo's harder stop: :meth:`stop` already removes every Ray process."""
+        warn_renamed("RayContext.purge()", "RayContext.stop()")
+        self.stop()
 
     @property
     def dashboard_url(self) -> str | None:

@@ -33,6 +33,7 @@ from .protocol import (
     NodeOutcome,
     NodeSpec,
     await_manager,
+    container_work_dir,
     spawn_manager,
 )
 
@@ -111,7 +112,7 @@ def container_id() -> str:
 
 def running_manager(app_id: str) -> ManagerState | None:
     """The live manager of ``app_id`` in this container, if any."""
-    state = ManagerState.read(os.getcwd())
+    state = ManagerState.read(container_work_dir())
     if state is not None and state.app_id == app_id and psutil.pid_exists(state.pid):
         return state
     return None
@@ -140,10 +141,12 @@ def executor_identity(argv: list[str]) -> tuple[str, str]:
 
 def _container_spec(plan: StartPlan, role: str) -> NodeSpec:
     """The shared spec, plus what only this executor knows: its directories and JVM."""
+    work_dir = container_work_dir()
+    log_dirs = os.environ.get("LOG_DIRS")  # YARN's container log directories
     return dataclasses.replace(
         plan.base, role=role, head_address=plan.head.address,
         node_ip=plan.head.ip if role == "head" else None,
-        work_dir=os.getcwd(), log_dir=os.environ.get("LOG_DIRS", os.getcwd()).split(",")[0],
+        work_dir=str(work_dir), log_dir=log_dirs.split(",")[0] if log_dirs else str(work_dir),
         watch_pid=_executor_jvm_pid(),
     )
 

@@ -25,7 +25,8 @@ from typing import IO, Any, TypeVar
 
 __all__ = [
     "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome", "NodeSpec",
-    "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "await_manager", "spawn_manager",
+    "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "container_work_dir", "await_manager",
+    "spawn_manager",
 ]
 
 #: Directory (under the container's working directory) holding a manager's state.
@@ -50,6 +51,23 @@ class _Message:
         if unknown:
             raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
         return cls(**data)
+
+
+def container_work_dir() -> Path:
+    """This executor's working directory, from a Spark task or a Ray process.
+
+    A Ray process is told by its RayManager (:data:`WORK_DIR_ENV`); a Spark task
+    on YARN runs in its container's directory; in local mode, where every task
+    shares the driver's directory, the SparkContext's own scratch directory (Spark
+    removes it when it stops) takes the container's place.
+    """
+    if os.environ.get(WORK_DIR_ENV):
+        return Path(os.environ[WORK_DIR_ENV])
+    if os.environ.get("CONTAINER_ID"):
+        return Path.cwd()
+    from pyspark import SparkFiles
+
+    return Path(SparkFiles.getRootDirectory())
 
 
 @dataclass

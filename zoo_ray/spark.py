@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import spark_internals
+from .compat import LOCAL_NAMES, YARN_NAMES, translate
 from .envs import (
     ENV_ALIAS,
     PythonEnv,
@@ -339,6 +340,8 @@ def init_spark_on_yarn(
     tags: str | Sequence[str] | None = None,
     cache_dir: str | None = None,
     executor_timeout: float = 300.0,
+    spark_log_level: str | None = None,
+    **zoo_names: Any,
 ) -> Any:
     """Start a SparkContext on YARN (client mode) whose executors run your Python env.
 
@@ -395,6 +398,11 @@ def init_spark_on_yarn(
         ``<fs.defaultFS>/user/<user>/.zoo_ray/cache``.
     executor_timeout : float
         Seconds to wait for every executor to register before killing the application.
+    spark_log_level : str, optional
+        ``sc.setLogLevel`` once the SparkContext runs, like "WARN".
+    **zoo_names
+        Analytics Zoo's spellings (``num_executor``, ``spark_conf``, ``py_files``) work
+        with a DeprecationWarning; the README's migration table lists every one.
 
     Returns
     -------
@@ -410,6 +418,11 @@ def init_spark_on_yarn(
         The gateway or the cluster cannot run the application.
     Each names the fix in its message; nothing is left running.
     """
+    renamed = translate("init_spark_on_yarn", zoo_names, YARN_NAMES,
+                        {"conf": conf, "extra_python_lib": extra_python_lib})
+    num_executors = renamed.get("num_executors", num_executors)
+    conf = renamed.get("conf", conf)
+    extra_python_lib = renamed.get("extra_python_lib", extra_python_lib)
     request = _check_arguments(
         hadoop_conf, conda_name, num_executors, executor_cores, executor_memory, driver_memory,
         driver_cores, extra_executor_memory_for_ray, extra_python_lib, penv_archive,
@@ -432,13 +445,21 @@ def init_spark_on_yarn(
         format_mib(sizing.ray) if sizing.ray else "0m", request.container_mb, request.env.kind,
         request.env.location,
     )
-    return _start_and_wait(request, spark_conf, rm)
+    return _with_log_level(_start_and_wait(request, spark_conf, rm), spark_log_level)
+
+
+def _with_log_level(sc: Any, level: str | None) -> Any:
+    if level is not None:
+        sc.setLogLevel(level)
+    return sc
 
 
 def init_spark_on_local(
     cores: int | str = 2,
     conf: dict[str, str] | None = None,
     python_location: str | None = None,
+    spark_log_level: str | None = None,
+    **zoo_names: Any,
 ) -> Any:
     """Start a local-mode SparkContext: the same prelude on a laptop.
 
@@ -450,12 +471,18 @@ def init_spark_on_local(
         Further Spark properties.
     python_location : str, optional
         Interpreter for Python workers; defaults to the running one.
+    spark_log_level : str, optional
+        ``sc.setLogLevel`` once the SparkContext runs, like "WARN".
+    **zoo_names
+        Analytics Zoo's spellings; see the README's migration table.
 
     Returns
     -------
     pyspark.SparkContext
     """
     from pyspark import SparkConf, SparkContext
+
+    translate("init_spark_on_local", zoo_names, LOCAL_NAMES, {})
 
     if cores != "*":
         cores = _positive_int(cores, "cores")
@@ -464,4 +491,4 @@ def init_spark_on_local(
     spark_conf.setAll(list((conf or {}).items()))
     # Read once, when the SparkContext starts.
     with _env_var("PYSPARK_PYTHON", python_location or sys.executable):
-        return SparkContext.getOrCreate(spark_conf)
+        return _with_log_level(SparkContext.getOrCreate(spark_conf), spark_log_level)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .protocol import STATE_DIR, WORK_DIR_ENV
+from .protocol import STATE_DIR, container_work_dir
 
 __all__ = [
     "SpooledFile", "conversion_dir", "read_pickle", "read_table", "remove",
@@ -40,8 +40,8 @@ class SpooledFile:
 
 
 def work_dir() -> Path:
-    """The container's working directory, from a Spark task or a Ray worker."""
-    return Path(os.environ.get(WORK_DIR_ENV) or os.getcwd())
+    """The container's working directory (see :func:`~zoo_ray.protocol.container_work_dir`)."""
+    return container_work_dir()
 
 
 def conversion_dir(conversion: str, root: Path | None = None) -> Path:

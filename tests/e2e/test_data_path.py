@@ -14,7 +14,7 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from zoo_ray import RayContext  # before ray: it reads its auth mode at import
+from zoo_ray import RayContext
 from zoo_ray.errors import BlocksLostError, RayContextError, UnsupportedColumnError
 from zoo_ray.ray_internals import dataset_blocks, object_nodes
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from zoo_ray import RayContext  # before ray: it reads its auth mode at import
+from zoo_ray import RayContext
 from zoo_ray.errors import (
     InvalidArgumentError,
     InvalidMemoryError,

@@ -1,0 +1,119 @@
+"""Analytics Zoo programs with only their imports changed: `import ray` first, then the prelude."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+# Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
+_ZOO_PROGRAM = textwrap.dedent("""
+    import json, os, socket, sys
+    import numpy as np
+    import ray
+    from zoo_ray import init_spark_on_yarn
+    from zoo_ray import RayContext
+    from zoo_ray.errors import RayContextError
+
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], conda_name=None, num_executors=2,
+                            executor_cores=1, executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g")
+    report = {}
+
+    ray.init(num_cpus=1, include_dashboard=False)  # a cluster of the program's own
+    ray_ctx = RayContext(sc=sc, object_store_memory="128m")
+    try:
+        ray_ctx.init()
+    except RayContextError as exc:
+        report["connected_error"] = str(exc)
+    ray.shutdown()
+
+    info = ray_ctx.init()
+    report["keys"] = sorted(info)
+    report["gcs_address"] = info["gcs_address"]
+    report["address"] = ray_ctx.address
+
+    @ray.remote(num_cpus=1)
+    class Host:
+        def where(self):
+            return socket.gethostname(), ray.get_runtime_context().get_node_id()
+
+    hosts = [Host.remote() for _ in range(2)]
+    report["actors"] = ray.get([h.where.remote() for h in hosts])
+    report["sum"] = float(np.sum(ray.get([ray.put(np.ones(10)) for _ in range(3)])))
+    ray_ctx.stop()
+
+    again = RayContext(sc=sc, object_store_memory="128m")
+    report["reinit_keys"] = sorted(again.init())
+    ray.init()  # an unchanged program's own call: joins through RAY_ADDRESS
+    report["reinit_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+    again.stop()
+    sc.stop()
+    print("REPORT " + json.dumps(report), flush=True)
+""")
+
+_RAY_KEYS = {"address", "gcs_address", "node_id", "node_ip_address", "object_store_address",
+             "raylet_socket_name", "session_dir", "webui_url"}
+
+
+def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, tmp_path):
+    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    result = subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
+                            capture_output=True, text=True, timeout=900, env=fresh_env,
+                            cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stderr[-4000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    assert "ray.shutdown()" in report["connected_error"]
+    assert _RAY_KEYS <= set(report["keys"])
+    assert {"nodes", "gateway_node", "node_ids"} <= set(report["keys"])
+    assert report["gcs_address"] == report["address"]
+    assert len({node for _, node in report["actors"]}) == 2, "one actor per executor's node"
+    assert report["sum"] == 30.0
+    assert _RAY_KEYS <= set(report["reinit_keys"])
+    assert report["reinit_nodes"] == 3  # two executors and the gateway
+
+
+_ZOO_LOCAL_PROGRAM = textwrap.dedent("""
+    import json, os
+    import psutil
+    import ray
+    from zoo_ray import init_spark_on_local, RayContext
+
+    sc = init_spark_on_local(cores=4)
+    ray_ctx = RayContext(sc, object_store_memory="256m", ray_node_cpu_cores=2)
+    info = ray_ctx.init()
+    report = {"keys": sorted(info), "is_local": ray_ctx.is_local,
+              "total_cores": ray_ctx.total_cores}
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    report["squares"] = ray.get([square.remote(i) for i in range(8)])
+    ray_ctx.stop()
+    again = RayContext(sc, object_store_memory="256m", ray_node_cpu_cores=2)
+    report["reinit_keys"] = sorted(again.init())
+    report["reinit_square"] = ray.get(square.remote(7))
+    again.stop()
+    names = {"raylet", "gcs_server", "plasma_store"}
+    report["left"] = [p.name() for p in psutil.Process().children(recursive=True)
+                      if p.name() in names]
+    sc.stop()
+    print("REPORT " + json.dumps(report), flush=True)
+""")
+
+
+def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
+    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    result = subprocess.run([sys.executable, "-c", _ZOO_LOCAL_PROGRAM], capture_output=True,
+                            text=True, timeout=600, env=fresh_env, cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stderr[-4000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    assert _RAY_KEYS <= set(report["keys"]) and _RAY_KEYS <= set(report["reinit_keys"])
+    assert report["is_local"] is True and report["total_cores"] == 2
+    assert report["squares"] == [i * i for i in range(8)] and report["reinit_square"] == 49
+    assert report["left"] == []
+    assert not (tmp_path / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"

@@ -1,0 +1,55 @@
+"""The driver's Ray authentication: any import order works (a fresh interpreter per case)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("imports", [
+    "import ray\nimport zoo_ray",
+    "from ray import data\nimport ray.util\nimport zoo_ray",
+    "import zoo_ray\nimport ray",
+])
+def test_token_authentication_is_on_whatever_was_imported_first(imports):
+    result = _run(imports + textwrap.dedent("""
+        from pathlib import Path
+        import os
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+        from zoo_ray.auth import clear_driver_token, write_driver_token
+        write_driver_token("a-token")
+        assert get_authentication_mode() == AuthenticationMode.TOKEN
+        path = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+        assert path.read_text() == "a-token" and path.stat().st_mode & 0o777 == 0o600
+        clear_driver_token()
+        # The program's own ray.init() afterwards behaves as without zoo_ray.
+        assert "RAY_AUTH_MODE" not in os.environ and not path.exists()
+        assert get_authentication_mode() != AuthenticationMode.TOKEN
+        print("ok")
+    """))
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_mode_the_user_chose_is_not_overridden():
+    result = _run(textwrap.dedent("""
+        import os
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        import zoo_ray
+        from zoo_ray.auth import write_driver_token
+        from zoo_ray.errors import RayContextError
+        try:
+            write_driver_token("a-token")
+        except RayContextError as exc:
+            print("refused:", exc)
+    """))
+    assert "refused:" in result.stdout and "RAY_AUTH_MODE='disabled'" in result.stdout, \
+        result.stderr[-2000:]

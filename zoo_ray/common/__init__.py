@@ -1,0 +1,1 @@
+"""Analytics Zoo's ``zoo.common`` (runs on the driver): see :mod:`.nncontext`."""
