@@ -29,6 +29,8 @@ setup(
         "tqdm",
     ],
     # ruff and mypy are pinned: a new release's rules must not fail an unchanged tree.
-    extras_require={"test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1"]},
+    # nbclient and ipykernel run notebooks in a real kernel.
+    extras_require={"test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1",
+                             "nbclient", "nbformat", "ipykernel"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )

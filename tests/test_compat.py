@@ -105,3 +105,18 @@ def test_zoo_import_paths_give_zoo_rays_names_with_a_warning(module, name):
     assert found is getattr(zoo_ray, name)
     with pytest.raises(AttributeError):
         importlib.import_module(module).init_nncontext  # noqa: B018
+
+
+@pytest.mark.parametrize("key, says", [
+    ("temp-dir", "YARN container directory"), ("temp_dir", "YARN container directory"),
+    ("--num-cpus", "ray_node_cpu_cores"), ("object_store_memory", "object_store_memory"),
+    ("port", "picks every node's address and ports"),
+    ("dashboard-port", "picks every node's address and ports"),
+    ("node-ip-address", "picks every node's address and ports"),
+])
+def test_extra_params_zoo_ray_sets_itself_are_refused_naming_the_replacement(
+        key, says, no_active_context):
+    with pytest.raises(InvalidArgumentError, match=f"extra_params=.*{says}"):
+        RayContext(_StubSparkContext(), extra_params={key: "x"})
+    ctx = RayContext(_StubSparkContext(), extra_params={"resources": '{"ssd": 1}'})
+    assert ctx.extra_params == {"resources": '{"ssd": 1}'}

@@ -80,6 +80,33 @@ def _started_nodes(outcomes: list[NodeOutcome], wanted: int) -> list[NodeInfo]:
     return nodes
 
 
+#: `ray start` flags zoo_ray sets itself, and what to use instead.
+_OWN_FLAGS = {
+    "temp-dir": "zoo_ray keeps each node's temp dir in its YARN container directory, on the "
+                "NodeManager's local disks, and YARN removes it with the container",
+    "object-spilling-directory": "spilled objects go to the container directory, like the "
+                                 "temp dir",
+    "num-cpus": "pass ray_node_cpu_cores",
+    "object-store-memory": "pass object_store_memory",
+    "include-dashboard": "pass include_webui",
+    "system-config": "pass system_config",
+}
+_PLACED = ("zoo_ray places the head and picks every node's address and ports, so several "
+           "applications share hosts")
+
+
+def _check_extra_params(extra_params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse ``ray start`` flags zoo_ray sets itself; each error names what to use instead."""
+    for key in extra_params:
+        flag = str(key).lstrip("-").replace("_", "-")
+        if flag in _OWN_FLAGS or flag in ("head", "block", "address", "node-ip-address") or (
+                flag.endswith("port") or flag.endswith("ports")):
+            why = _OWN_FLAGS.get(flag, _PLACED)
+            raise InvalidArgumentError(
+                f"extra_params={{{key!r}: ...}}: {why}. Drop it from extra_params.")
+    return dict(extra_params)
+
+
 def _local_cores(master: str) -> int:
     """The task slots of a local master: ``local``, ``local[4]``, ``local[*]``, ``local[4,2]``."""
     inside = master.partition("[")[2].rstrip("]").split(",")[0]
@@ -165,7 +192,7 @@ class RayContext:
         self.num_ray_nodes = self._check_num_ray_nodes(num_ray_nodes)
         self.ray_node_cpu_cores = ray_node_cpu_cores or self.executor_cores
         self.env = dict(env or {})
-        self.extra_params = dict(extra_params or {})
+        self.extra_params = _check_extra_params(extra_params or {})
         self.include_webui = include_webui
         self.system_config = system_config
         self.verbose = verbose

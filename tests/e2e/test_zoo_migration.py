@@ -16,10 +16,17 @@ _ZOO_PROGRAM = textwrap.dedent("""
     from zoo_ray import RayContext
     from zoo_ray.errors import RayContextError
 
-    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], conda_name=None, num_executors=2,
-                            executor_cores=1, executor_memory="512m", driver_memory="512m",
-                            extra_executor_memory_for_ray="1g")
-    report = {}
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Zoo 0.6-0.8 spellings: num_executor, spark_conf (with a non-Spark key).
+        sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], conda_name=None, num_executor=2,
+                                executor_cores=1, executor_memory="512m", driver_memory="512m",
+                                extra_executor_memory_for_ray="1g",
+                                spark_conf={"zoo.custom.key": "kept"})
+    report = {"warnings": [str(w.message) for w in caught
+                           if issubclass(w.category, DeprecationWarning)],
+              "custom_key": sc.getConf().get("zoo.custom.key")}
 
     ray.init(num_cpus=1, include_dashboard=False)  # a cluster of the program's own
     ray_ctx = RayContext(sc=sc, object_store_memory="128m")
@@ -29,8 +36,18 @@ _ZOO_PROGRAM = textwrap.dedent("""
         report["connected_error"] = str(exc)
     ray.shutdown()
 
+    ray_ctx = RayContext(sc=sc, object_store_memory="128m",
+                         env={"http_proxy": "http://proxy.invalid:3128",
+                              "https_proxy": "http://proxy.invalid:3128", "ZOO_VAR": "set"},
+                         extra_params={"resources": '{"zoo": 2}'})
     info = ray_ctx.init()
     report["keys"] = sorted(info)
+
+    @ray.remote(num_cpus=0, resources={"zoo": 1})
+    def environment():
+        return os.environ.get("ZOO_VAR"), os.environ.get("http_proxy")
+
+    report["env"] = ray.get(environment.remote())
     report["gcs_address"] = info["gcs_address"]
     report["address"] = ray_ctx.address
 
@@ -73,6 +90,11 @@ def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, t
     assert report["sum"] == 30.0
     assert _RAY_KEYS <= set(report["reinit_keys"])
     assert report["reinit_nodes"] == 3  # two executors and the gateway
+    assert any("num_executor=" in w and "num_executors=" in w for w in report["warnings"])
+    assert any("spark_conf=" in w and "conf=" in w for w in report["warnings"])
+    assert report["custom_key"] == "kept"
+    # env reaches Ray's workers; Ray's own gRPC ignored the unresolvable proxy in it.
+    assert report["env"] == ["set", "http://proxy.invalid:3128"]
 
 
 _ZOO_LOCAL_PROGRAM = textwrap.dedent("""
@@ -117,3 +139,33 @@ def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
     assert report["squares"] == [i * i for i in range(8)] and report["reinit_square"] == 49
     assert report["left"] == []
     assert not (tmp_path / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"
+
+
+_NOTEBOOK = [
+    "import os\nimport ray",
+    "from zoo_ray import init_spark_on_yarn, RayContext\n"
+    "sc = init_spark_on_yarn(hadoop_conf=os.environ['HADOOP_CONF_DIR'], num_executors=2,\n"
+    "                        executor_cores=1, executor_memory='512m', driver_memory='512m',\n"
+    "                        extra_executor_memory_for_ray='1g')",
+    "ray_ctx = RayContext(sc=sc, object_store_memory='128m')\n"
+    "info = ray_ctx.init()\n"
+    "assert {'gcs_address', 'node_id', 'session_dir'} <= set(info)",
+    "@ray.remote\ndef inc(x):\n    return x + 1\n"
+    "assert ray.get([inc.remote(i) for i in range(4)]) == [1, 2, 3, 4]",
+    "ray_ctx.stop()\nsc.stop()",
+]
+
+
+def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(cluster, tmp_path,
+                                                                       monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    for key in [k for k in os.environ if k.startswith("RAY_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(cluster.hadoop_conf_dir))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _NOTEBOOK])
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert all(cell.outputs == [] or all(o.output_type != "error" for o in cell.outputs)
+               for cell in notebook.cells)
