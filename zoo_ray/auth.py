@@ -21,7 +21,7 @@ from typing import Any
 from .errors import RayContextError
 from .host import write_private
 
-__all__ = ["driver_token_path", "write_driver_token", "clear_driver_token"]
+__all__ = ["clear_driver_token", "driver_token_path", "use_token_file", "write_driver_token"]
 
 _MODE, _PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"
 #: The variables zoo_ray set in this process's environment, unset again by clear_driver_token.
@@ -76,15 +76,29 @@ def write_driver_token(token: str) -> None:
         another mode or token file, or this process is connected to a Ray cluster of
         its own.
     """
-    imported = "ray" in sys.modules
-    if imported:
+    if "ray" in sys.modules:
         _refuse_if_connected()
     path = _claim_env()
-    if imported and _raylet().get_authentication_mode() != _raylet().AuthenticationMode.TOKEN:
-        _raylet().Config.initialize("")
     write_private(path, token)
-    if imported:
-        _raylet().AuthenticationTokenLoader.instance().reset_cache()
+    _reload_ray_config()
+
+
+def use_token_file(path: Path) -> None:
+    """Authenticate this process to Ray with the token in ``path`` (an executor's own file).
+
+    For a short-lived driver inside an executor, which may have imported Ray already.
+    """
+    os.environ[_MODE] = "token"
+    os.environ[_PATH] = str(path)
+    _reload_ray_config()
+
+
+def _reload_ray_config() -> None:
+    """Make an imported Ray re-read its mode and token from the environment."""
+    if "ray" in sys.modules:
+        raylet = _raylet()
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _refuse_if_connected() -> None:
@@ -106,10 +120,7 @@ def clear_driver_token() -> None:
     driver_token_path().unlink(missing_ok=True)
     while _set_by_us:
         os.environ.pop(_set_by_us.pop(), None)
-    if "ray" in sys.modules:
-        raylet = _raylet()
-        raylet.Config.initialize("")
-        raylet.AuthenticationTokenLoader.instance().reset_cache()
+    _reload_ray_config()
 
 
 def _raylet() -> Any:

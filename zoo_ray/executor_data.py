@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import spool
+from .auth import use_token_file
 from .errors import BlocksLostError
 from .executor_tasks import container_id
 from .protocol import STATE_DIR, SpooledBlock
@@ -145,8 +146,7 @@ def _connect_from_executor(address: str) -> None:
         raise BlocksLostError(
             f"Spark read a block on executor {container_id()}, which runs no Ray node and "
             "so cannot fetch it. Give every executor a Ray node (num_ray_nodes) for to_spark.")
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    use_token_file(token)
     import ray
 
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)

@@ -393,7 +393,9 @@ def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, ray_ctx, 
     ds = data.from_spark(spark.range(0, 100_000, numPartitions=4))
     refs = ds.to_arrow_refs()
     nodes = ray_ctx.executor_nodes()
-    victim_node = object_nodes(refs[:1])[0]
+    # Not the head's executor: losing the head is the self-healing issue's (#12) fault.
+    head = ray_ctx.nodes[0]["container"]
+    victim_node = next(node for node in object_nodes(refs) if nodes[node].container != head)
     victim = nodes[victim_node].container
     cluster.resource_manager.signal_container(victim, "FORCEFUL_SHUTDOWN")
     _wait(lambda: victim_node not in ray_ctx.executor_nodes(), 120, "the node's loss")

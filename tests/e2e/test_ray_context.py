@@ -263,14 +263,13 @@ def test_bad_input_is_a_typed_error(sc, ray_ctx):
 
 _DRIVER = textwrap.dedent("""
     import json, sys, time
-    import zoo_ray
+    import ray  # a second driver that imports ray first, as Ray programs do
     from zoo_ray import RayContext, init_spark_on_yarn
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
                             extra_executor_memory_for_ray="1g")
     ctx = RayContext(sc, object_store_memory="128m")
     info = ctx.init()
-    import ray
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
     print(json.dumps({"app": sc.applicationId, "managers": [n["pid"] for n in info["nodes"]],
                       "gateway": info["gateway_node"]["pid"]}), flush=True)

@@ -103,11 +103,12 @@ _ZOO_LOCAL_PROGRAM = textwrap.dedent("""
     import ray
     from zoo_ray import init_spark_on_local, RayContext
 
-    sc = init_spark_on_local(cores=4)
+    sc = init_spark_on_local(cores=4, spark_log_level="ERROR")
     ray_ctx = RayContext(sc, object_store_memory="256m", ray_node_cpu_cores=2)
     info = ray_ctx.init()
+    root = sc._jvm.org.apache.logging.log4j.LogManager.getRootLogger()
     report = {"keys": sorted(info), "is_local": ray_ctx.is_local,
-              "total_cores": ray_ctx.total_cores}
+              "total_cores": ray_ctx.total_cores, "log_level": root.getLevel().toString()}
 
     @ray.remote
     def square(x):
@@ -136,6 +137,7 @@ def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
     report = json.loads(lines[0][len("REPORT "):])
     assert _RAY_KEYS <= set(report["keys"]) and _RAY_KEYS <= set(report["reinit_keys"])
     assert report["is_local"] is True and report["total_cores"] == 2
+    assert report["log_level"] == "ERROR"
     assert report["squares"] == [i * i for i in range(8)] and report["reinit_square"] == 49
     assert report["left"] == []
     assert not (tmp_path / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"
