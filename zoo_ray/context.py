@@ -372,10 +372,11 @@ class RayContext:
             )
         # Ray's own address info (what ray.init() and Analytics Zoo return), plus zoo_ray's
         # keys, which Ray does not use: nodes, gateway_node, node_ids.
-        dashboard = self.address_info["nodes"][0]["dashboard_url"]
+        # webui_url is the head's dashboard, None without include_webui (Ray reports the
+        # dashboard process the head runs anyway, which serves no UI then).
         self.address_info = {**ray_info, **self.address_info,
                              "node_ids": sorted(n["NodeID"] for n in alive),
-                             "webui_url": dashboard or ray_info.get("webui_url")}
+                             "webui_url": self.address_info["nodes"][0]["dashboard_url"]}
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:

@@ -18,6 +18,8 @@ from .minicluster import MiniCluster
 __all__ = ["run_demo"]
 
 _TEXT = "ray runs inside spark on yarn and spark runs on yarn\n"
+#: Copies of each word count handed to Ray.
+_COPIES = 20_000
 
 
 def _pi_sample(n: int) -> int:
@@ -39,11 +41,15 @@ def _data_path(sc: Any, counts: Any) -> dict[str, Any]:
 
     from . import data
 
-    words = SparkSession(sc).createDataFrame(counts, "word string, count long").repartition(4)
+    session = SparkSession(sc)
+    # Enough rows that each block exceeds what Ray keeps inline in its owner (100 KiB).
+    words = (session.createDataFrame(counts, "word string, count long")
+             .crossJoin(session.range(_COPIES).withColumnRenamed("id", "copy"))
+             .repartition(4))
     ds = data.from_spark(words)
     where = Counter(data.block_executors(ds))
     letters = data.to_spark(ds.map_batches(_letters, batch_format="pandas"))
-    return {"blocks_by_executor": dict(where),
+    return {"blocks_by_executor": dict(where), "word_copies": _COPIES,
             "letters": letters.agg(F.sum("letters")).first()[0]}
 
 
