@@ -39,6 +39,14 @@ def _ray_processes(manager_pid: int):
         return []
 
 
+def _name(process: psutil.Process) -> str:
+    """The process's name, or "" once it has exited (Ray's idle workers come and go)."""
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
 def _wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,10 +110,10 @@ def test_ray_managers_stay_in_the_executor_process_tree(ray_ctx):
         executor = [p for p in manager.parents()
                     if "CoarseGrainedExecutorBackend" in " ".join(p.cmdline())]
         assert executor, f"manager {node['pid']} is not below its executor JVM"
-        names = {p.name() for p in _ray_processes(node["pid"])}
+        names = {_name(p) for p in _ray_processes(node["pid"])}
         assert {"raylet"} <= names
     head = ray_ctx.address_info["nodes"][0]
-    assert "gcs_server" in {p.name() for p in _ray_processes(head["pid"])}
+    assert "gcs_server" in {_name(p) for p in _ray_processes(head["pid"])}
 
 
 def test_ordinary_ray_programs_run_on_the_cluster(ray_ctx):
@@ -232,14 +240,14 @@ def test_a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx):
 
     old = worker_nodes(True)
     assert len(old) == 1
-    raylet = [p for p in _ray_processes(worker["pid"]) if p.name() == "raylet"][0]
+    raylet = [p for p in _ray_processes(worker["pid"]) if _name(p) == "raylet"][0]
     os.kill(raylet.pid, signal.SIGKILL)
     took = _wait(lambda: worker_nodes(True) and worker_nodes(True) != old, 120,
                  "a new node from the same RayManager")
     print(f"raylet back and registered after {took:.1f}s")
     _wait(lambda: old <= worker_nodes(False), 120, "the killed node to be marked dead")
     assert len(_alive_nodes()) == EXECUTORS + 1
-    new = [p for p in _ray_processes(worker["pid"]) if p.name() == "raylet"]
+    new = [p for p in _ray_processes(worker["pid"]) if _name(p) == "raylet"]
     assert new and new[0].pid != raylet.pid
     log = Path(worker["log_dir"]) / "ray_manager.log"
     assert "restarting the node" in log.read_text()
@@ -281,8 +289,8 @@ def _start_driver(script, args, log):
     """A second driver in its own Python: returns it and the JSON of its first line."""
     fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     with open(log, "w") as stderr:
-        driver = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                                  stderr=stderr, text=True, env=fresh_env)
+        driver = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=stderr, text=True, env=fresh_env)
     line = driver.stdout.readline()
     if not line.startswith("{"):
         driver.kill()
@@ -303,7 +311,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(clust
         pids = info["managers"] + [info["gateway"]]
         family = [psutil.Process(p) for p in pids]
         family += [c for p in pids for c in _ray_processes(p)]
-        assert sum(p.name() == "raylet" for p in family) == 3
+        assert sum(_name(p) == "raylet" for p in family) == 3
         # Two applications' Ray clusters side by side on the same NodeManagers.
         assert ray.get(ray.remote(lambda: 2).remote()) == 2
     finally:
@@ -330,6 +338,7 @@ _LEAVER = textwrap.dedent("""
                       "managers": [n["pid"] for n in info["nodes"]]
                                   + [info["gateway_node"]["pid"]]}),
           flush=True)
+    sys.stdin.readline()  # the test lists Ray's processes before they are torn down
     if sys.argv[2] == "sc.stop()":
         sc.stop()
         print("stopped", flush=True)
@@ -344,7 +353,9 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how, 
     try:
         family = [psutil.Process(p) for p in info["managers"]]
         family += [c for p in info["managers"] for c in _ray_processes(p)]
-        assert sum(p.name() == "raylet" for p in family) == 3
+        assert sum(_name(p) == "raylet" for p in family) == 3
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
         if how == "sc.stop()":
             assert driver.stdout.readline().strip() == "stopped"
             assert driver.poll() is None
@@ -371,7 +382,7 @@ def test_a_container_killed_by_yarn_takes_its_ray_node_along_and_the_loss_is_rep
         ray_ctx, cluster, caplog):
     victim = ray_ctx.address_info["nodes"][-1]
     family = [psutil.Process(victim["pid"])] + _ray_processes(victim["pid"])
-    assert any(p.name() == "raylet" for p in family)
+    assert any(_name(p) == "raylet" for p in family)
     cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
     started = time.monotonic()
     _, alive = psutil.wait_procs(family, timeout=60)
