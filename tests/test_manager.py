@@ -50,3 +50,13 @@ def test_ray_logs_are_copied_flat_where_yarn_log_aggregation_finds_them(tmp_path
     copied = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}
     assert copied == {"ray-raylet.out": "second", "ray-events_event_RAYLET.log": "second",
                       "ray0-raylet.out": "first", "ray0-events_event_RAYLET.log": "first"}
+
+
+def test_only_a_head_gets_metrics_ports_of_its_own_and_never_ray_s_fixed_ones(tmp_path):
+    from zoo_ray.manager import RayManager
+
+    head = RayManager(_spec(tmp_path / "head")).ray_env()
+    ports = {int(head["AUTOSCALER_METRIC_PORT"]), int(head["DASHBOARD_METRIC_PORT"])}
+    assert len(ports) == 2 and not ports & {44217, 44227}
+    worker = RayManager(_spec(tmp_path / "worker", role="worker")).ray_env()
+    assert "AUTOSCALER_METRIC_PORT" not in worker and worker["RAY_AUTH_MODE"] == "token"

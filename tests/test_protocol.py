@@ -28,7 +28,7 @@ def _info():
 @pytest.mark.parametrize("message", [
     _info(),
     NodeFailure("start", "ray start exited with 2", log_tail="Error", container="c1"),
-    ManagerState(pid=7, app_id="application_1_1", role="worker"),
+    ManagerState(pid=7, app_id="application_1_1", role="worker", temp_dir="/tmp/zoo-ray-1"),
     NodeSpec(role="worker", app_id="a", token="secret", num_cpus=2, work_dir="/w", log_dir="/l",
              extra_params={"resources": '{"ssd": 1}'}, env={"A": "1"}),
 ])
@@ -49,8 +49,9 @@ def test_task_outcomes_survive_pickling():
 def test_the_manager_state_file_is_written_read_and_removed_in_one_place(tmp_path):
     (tmp_path / ".zoo_ray").mkdir()
     assert ManagerState.read(tmp_path) is None
-    ManagerState(pid=7, app_id="app", role="head").write(tmp_path)
-    assert ManagerState.read(tmp_path) == ManagerState(pid=7, app_id="app", role="head")
+    state = ManagerState(pid=7, app_id="app", role="head", temp_dir="/tmp/r")
+    state.write(tmp_path)
+    assert ManagerState.read(tmp_path) == state
     ManagerState.remove(tmp_path)
     assert ManagerState.read(tmp_path) is None
 

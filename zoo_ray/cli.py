@@ -22,6 +22,7 @@ def _minicluster_up(args: argparse.Namespace) -> int:
         nm_memory_mb=args.nm_memory_mb,
         nm_vcores=args.nm_vcores,
         base_port=args.base_port,
+        isolated_hosts=args.isolated_hosts,
     )
     cluster = _cluster(args, spec).up(timeout=args.timeout)
     print(f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}")
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=None,
                     help="first of a block of ports (default: free ports chosen by the kernel)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    up.add_argument("--isolated-hosts", action="store_true",
+                    help="give every NodeManager its own network namespace, address "
+                         "(198.18.0.0/15) and hostname; needs root")
     up.set_defaults(func=_minicluster_up)
     status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)")
     status.add_argument("--dir", help=dir_help)

@@ -27,7 +27,7 @@ from .auth import clear_driver_token, write_driver_token
 from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
-from .host import wait_until
+from .host import node_ip, wait_until
 from .memory import RAY_MEMORY_CONF, check_object_store_fits, parse_memory
 from .protocol import (
     HeadPlacement,
@@ -313,7 +313,11 @@ class RayContext:
             # Its log directory goes with the cleanup: the error carries the log's tail.
             answer.container = _GATEWAY
             _raise_failures([answer])
+            return
         self.address_info["gateway_node"] = dataclasses.asdict(answer)
+        from .ray_internals import attach_drivers_to
+
+        attach_drivers_to(answer.temp_dir)
         self._connect_and_verify()
 
     def _place_head(self) -> HeadPlacement:
@@ -340,10 +344,13 @@ class RayContext:
     def _spawn_gateway_node(self, head: HeadPlacement, driver_cores: int) -> subprocess.Popen[str]:
         """Start the node the driver attaches to; it joins the head once that is up."""
         self._work_dir = tempfile.TemporaryDirectory(prefix="zoo-ray-driver-")
+        # The gateway's address on the network that faces the head, which need not be
+        # the one on its default route.
         spec = dataclasses.replace(
             self._base_spec(), num_cpus=driver_cores, head_address=head.address,
-            object_store_memory=None, work_dir=self._work_dir.name,
-            log_dir=os.path.join(self._work_dir.name, "logs"), watch_pid=os.getpid())
+            node_ip=node_ip(toward=head.address.rsplit(":", 1)[0]), object_store_memory=None,
+            work_dir=self._work_dir.name, log_dir=os.path.join(self._work_dir.name, "logs"),
+            watch_pid=os.getpid())
         self._gateway_manager = spawn_manager(spec)
         return self._gateway_manager
 
@@ -392,6 +399,9 @@ class RayContext:
         if ray.is_initialized():
             ray.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
+        from .ray_internals import attach_drivers_to
+
+        attach_drivers_to(None)
         if self._gateway_manager is not None:
             self._gateway_manager.terminate()
         if not spark_internals.is_stopped(self.sc):

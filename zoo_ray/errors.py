@@ -14,6 +14,7 @@ __all__ = [
     "PortInUseError",
     "DaemonStartError",
     "MiniClusterStateError",
+    "IsolatedHostsUnavailableError",
     "ResourceManagerError",
     "HadoopConfError",
     "InvalidMemoryError",
@@ -59,6 +60,10 @@ class DaemonStartError(ZooRayError):
 
 class MiniClusterStateError(ZooRayError):
     """The local Hadoop's directory is in a state the requested operation cannot work with."""
+
+
+class IsolatedHostsUnavailableError(ZooRayError):
+    """This machine or user cannot give the local Hadoop's hosts network namespaces of their own."""
 
 
 class ResourceManagerError(ZooRayError):

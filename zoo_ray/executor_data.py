@@ -26,7 +26,7 @@ from . import spool
 from .auth import use_token_file
 from .errors import BlocksLostError
 from .executor_tasks import container_id
-from .protocol import STATE_DIR, SpooledBlock
+from .protocol import STATE_DIR, ManagerState, SpooledBlock
 
 __all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "spool_arrow_partition",
            "spool_rdd_partition"]
@@ -147,6 +147,10 @@ def _connect_from_executor(address: str) -> None:
             f"Spark read a block on executor {container_id()}, which runs no Ray node and "
             "so cannot fetch it. Give every executor a Ray node (num_ray_nodes) for to_spark.")
     use_token_file(token)
+    state = ManagerState.read(spool.work_dir())
     import ray
 
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    # Attach to this executor's own raylet: Ray would pick any raylet it sees on the
+    # machine, preferring the head's, which on a shared host may be another executor's.
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+             _temp_dir=state.temp_dir if state else None)

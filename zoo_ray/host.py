@@ -155,16 +155,18 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def node_ip() -> str:
-    """This host's address as Ray picks it: the source address of the default route.
+def node_ip(toward: str = "8.8.8.8") -> str:
+    """This host's address on the route toward ``toward``.
 
-    The same probe as Ray's ``node_ip_address_from_perspective``, without importing
-    Ray (a second or more on a busy executor) before the node starts.
+    With the default, the source address of the default route: the same probe as
+    Ray's ``node_ip_address_from_perspective``, without importing Ray (a second or
+    more on a busy executor) before the node starts. With a cluster host, the
+    address of the interface that faces it, for gateways on several networks.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             # UDP connect sends nothing; it only selects the route.
-            probe.connect(("8.8.8.8", 53))
+            probe.connect((toward, 53))
             return str(probe.getsockname()[0])
         except OSError:
             return socket.gethostbyname(socket.gethostname())

@@ -126,6 +126,11 @@ class RayManager:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
         # Ray tasks of the data path find this container's spool through it.
         env[WORK_DIR_ENV] = self.spec.work_dir
+        if self.spec.role == "head":
+            # The head's autoscaler and dashboard serve metrics on fixed ports (44217, 44227)
+            # by default: a second application's head on the same host could not bind them.
+            autoscaler, dashboard = free_ports(2)
+            env.update(AUTOSCALER_METRIC_PORT=str(autoscaler), DASHBOARD_METRIC_PORT=str(dashboard))
         return env
 
     def ray_argv(self, ip: str) -> list[str]:
@@ -173,8 +178,8 @@ class RayManager:
             The node did not come up (after retries).
         """
         write_private(self.token_path, self.spec.token)
-        ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role).write(
-            self.spec.work_dir)
+        ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role,
+                     temp_dir=str(self.temp_dir)).write(self.spec.work_dir)
         if self.spec.role == "worker":
             self.wait_for_head()
         # Another process may grab a port between our choice and Ray's bind: try again
@@ -192,6 +197,7 @@ class RayManager:
         if self.spec.role == "head":
             # Printed by `ray start` right after "started": wait for it briefly.
             wait_until(lambda: self.address, 10, interval=0.1)
+        logger.info("node is up")
 
     def info(self) -> NodeInfo:
         """The READY answer: where this node is and where its logs go."""

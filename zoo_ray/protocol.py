@@ -180,6 +180,8 @@ class ManagerState(_Message):
     pid: int
     app_id: str
     role: str
+    #: The node's Ray temp dir, which tells it apart from other raylets on the machine.
+    temp_dir: str
 
     @staticmethod
     def path(work_dir: str | os.PathLike[str]) -> Path:

@@ -10,6 +10,7 @@ minor versions they were checked against, and the end-to-end tests exercise each
 - :func:`dataset_blocks`: a Dataset's blocks as refs, row counts and slices.
 - :func:`object_nodes`: the node holding each object.
 - :func:`object_store_used`: one node's object store usage, from its raylet.
+- :func:`attach_drivers_to`: which raylet a ``ray.init()`` in this process attaches to.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 import ray
+from ray._private import services
 
 #: Set it to keep Ray's default (Arrow-backed pandas batches) for from_spark's Datasets.
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
-__all__ = ["BlockRef", "dataset_blocks", "dataset_from_blocks", "object_nodes",
+__all__ = ["BlockRef", "attach_drivers_to", "dataset_blocks", "dataset_from_blocks", "object_nodes",
            "object_store_used", "to_arrow"]
 
 
@@ -103,3 +105,28 @@ def object_store_used(raylet_address: str) -> int:
     ip, port = raylet_address.rsplit(":", 1)
     stats = node_stats(ip, int(port), include_memory_info=False)
     return int(stats.store_stats.object_store_bytes_used)
+
+
+_attach_to: list[str] = []
+_find_node: Any = services.get_node_to_connect_for_driver
+
+
+def _node_for_driver(gcs_client: Any, node_ip_address: str | None = None,
+                     node_name: str | None = None, temp_dir: str | None = None,
+                     **kwargs: Any) -> Any:
+    if _attach_to and node_ip_address is None and node_name is None and temp_dir is None:
+        temp_dir = _attach_to[0]
+    return _find_node(gcs_client, node_ip_address, node_name, temp_dir, **kwargs)
+
+
+def attach_drivers_to(temp_dir: str | None) -> None:
+    """Make ``ray.init()`` in this process attach to the node with ``temp_dir`` (None: Ray's
+    own choice again).
+
+    Ray attaches a driver to any raylet it finds among the machine's processes and
+    prefers the head's. On a gateway that also runs executors (or the local Hadoop,
+    where every host shares one process table) that can be an executor's raylet,
+    in another network namespace. A ``ray.init()`` that names a node itself is left alone.
+    """
+    _attach_to[:] = [temp_dir] if temp_dir else []
+    services.get_node_to_connect_for_driver = _node_for_driver  # type: ignore[assignment]

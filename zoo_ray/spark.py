@@ -42,7 +42,7 @@ from .errors import (
 )
 from .filesystem import ClusterFileSystem
 from .hadoop_conf import HadoopConf
-from .host import find_java_home, wait_until
+from .host import find_java_home, node_ip, wait_until
 from .memory import RAY_MEMORY_CONF, ExecutorMemory, format_mib, parse_memory
 from .memory import executor_memory as size_executor
 from .yarn import ResourceManager
@@ -193,11 +193,12 @@ def _preflight(request: YarnRequest) -> tuple[HadoopConf, Path, ResourceManager]
     return hconf, java_home, rm
 
 
-def spark_settings(request: YarnRequest) -> dict[str, str]:
+def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict[str, str]:
     """The Spark properties of the application, before shipping adds the cluster's URIs.
 
-    A pure function of the request: the user's ``conf`` wins over zoo_ray's choices,
-    except ``spark.executor.memoryOverhead``, to which Ray's share is added.
+    A pure function of the request and the gateway's address facing the cluster
+    (``driver_host``): the user's ``conf`` wins over zoo_ray's choices, except
+    ``spark.executor.memoryOverhead``, to which Ray's share is added.
     """
     sizing = request.sizing
     settings: dict[str, str] = {
@@ -214,6 +215,10 @@ def spark_settings(request: YarnRequest) -> dict[str, str]:
         # Keeps processes that tasks start (RayManagers) in the executor's process tree.
         "spark.python.daemon.module": "zoo_ray.executor_daemon",
     }
+    if driver_host:
+        # Executors reach the driver on the interface that faces the cluster, not on
+        # whatever the gateway's hostname resolves to (often loopback, or another network).
+        settings["spark.driver.host"] = driver_host
     if sizing.ray:
         # What RayContext may give Ray's object store and processes, per executor.
         settings[RAY_MEMORY_CONF] = str(sizing.ray)
@@ -232,7 +237,8 @@ def spark_settings(request: YarnRequest) -> dict[str, str]:
     return settings
 
 
-def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path) -> Any:
+def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
+          rm: ResourceManager) -> Any:
     """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with."""
     from pyspark import SparkConf
 
@@ -253,7 +259,8 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path) -> Any:
         os.environ["PYSPARK_ARCHIVES_PATH"] = shipped_libs
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
-    spark_conf = SparkConf().setAll(list(spark_settings(request).items()))
+    driver_host = node_ip(toward=rm.host)
+    spark_conf = SparkConf().setAll(list(spark_settings(request, driver_host).items()))
     fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf), hconf.conf_dir)
     if os.environ.get("PYSPARK_ARCHIVES_PATH") == shipped_libs:
         ship_pyspark_libs(fs, py_libs)
@@ -435,7 +442,7 @@ def init_spark_on_yarn(
                        "Call sc.stop() first to start another.", active.applicationId)
         return active
     hconf, java_home, rm = _preflight(request)
-    spark_conf = _ship(request, hconf, java_home)
+    spark_conf = _ship(request, hconf, java_home, rm)
     sizing = request.sizing
     logger.info(
         "Executors: %d x %d vcores, heap %s + overhead %s (%s user/Spark default + %s for Ray)"

@@ -39,6 +39,11 @@ class ResourceManager:
         self.base_url = f"http://{webapp_address}/ws/v1/cluster"
         self.timeout = timeout
 
+    @property
+    def host(self) -> str:
+        """The ResourceManager's host name or address."""
+        return self.webapp_address.rsplit(":", 1)[0]
+
     @classmethod
     def from_conf(cls, hadoop_conf: str | os.PathLike[str] | HadoopConf) -> ResourceManager:
         """The ResourceManager named by a Hadoop configuration directory."""

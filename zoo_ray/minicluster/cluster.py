@@ -32,6 +32,7 @@ from ..yarn import FINAL_STATES, ResourceManager
 from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, java_argv
+from .netns import GATEWAY_NAME, Network, check_capability, launcher
 from .spec import MiniClusterSpec
 
 __all__ = ["MiniCluster", "default_dir"]
@@ -48,7 +49,8 @@ def default_dir() -> Path:
 
 
 class MiniCluster:
-    """A local Hadoop: HDFS and YARN daemons on this machine, bound to 127.0.0.1.
+    """A local Hadoop: HDFS and YARN daemons on this machine, bound to 127.0.0.1, or with
+    each NodeManager on an isolated host of its own (``spec.isolated_hosts``).
 
     Parameters
     ----------
@@ -91,6 +93,10 @@ class MiniCluster:
             return json.loads(self._state_path.read_text())
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise MiniClusterStateError(
+                f"{self._state_path} cannot be read by this user (uid {os.getuid()}); run as the "
+                "user who started the local Hadoop, or use another --dir.") from None
         except ValueError as exc:
             raise MiniClusterStateError(
                 f"{self._state_path} is corrupt ({exc}). Stop any Hadoop daemons started from "
@@ -128,23 +134,36 @@ class MiniCluster:
 
     # -------------------------------------------------------------- endpoints
     @property
+    def network(self) -> Network | None:
+        """The isolated hosts of the running (or last started) cluster, or None."""
+        state = self._read_state() or {}
+        return Network.from_dict(state["network"]) if state.get("network") else None
+
+    @property
+    def host(self) -> str:
+        """The address of HDFS and the ResourceManager: 127.0.0.1, or the gateway's bridge
+        address with isolated hosts."""
+        network = self.network
+        return network.gateway_ip if network else HOST
+
+    @property
     def hadoop_conf_dir(self) -> Path:
         """The client configuration directory: use it as ``HADOOP_CONF_DIR``."""
         return self.dir / "conf"
 
     @property
     def default_fs(self) -> str:
-        """``hdfs://127.0.0.1:<port>``, the cluster's default file system."""
-        return f"hdfs://{HOST}:{self.ports['nn_rpc']}"
+        """``hdfs://<host>:<port>``, the cluster's default file system."""
+        return f"hdfs://{self.host}:{self.ports['nn_rpc']}"
 
     @property
     def resource_manager(self) -> ResourceManager:
         """A REST client of the cluster's ResourceManager."""
-        return ResourceManager(f"{HOST}:{self.ports['rm_web']}")
+        return ResourceManager(f"{self.host}:{self.ports['rm_web']}")
 
     @property
     def namenode_web(self) -> str:
-        return f"http://{HOST}:{self.ports['nn_http']}"
+        return f"http://{self.host}:{self.ports['nn_http']}"
 
     @property
     def started(self) -> bool:
@@ -180,30 +199,44 @@ class MiniCluster:
             Java is missing, or the jars cannot be fetched.
         PortInUseError
             A port the daemons need is taken.
+        IsolatedHostsUnavailableError
+            ``spec.isolated_hosts`` is set but this process cannot make network
+            namespaces (not root, no iproute2).
         DaemonStartError
             A daemon died or the cluster did not become ready within ``timeout``.
         """
+        if self.spec.isolated_hosts:
+            check_capability()
         with self._lock():
             if self._reuse_running():
                 return self
             started = time.monotonic()
             java_home = find_java_home()
             jars = hadoop_jars(self.spec.hadoop_version)
-            ports = plan_ports(self.spec)
-            _check_ports_free(ports)
-            confs = render(self.spec, self.dir, ports)
+            network = self._planned_network()
             state: dict[str, Any] = {
-                "spec": self.spec.to_dict(), "ports": ports, "daemons": [],
+                "spec": self.spec.to_dict(), "ports": {}, "daemons": [],
                 "java_home": str(java_home), "jars": str(jars),
+                "network": network.to_dict() if network else None,
             }
             self._write_state(state)
             try:
+                if network:
+                    network.create()
+                host = network.gateway_ip if network else HOST
+                state["ports"] = ports = plan_ports(self.spec, host)
+                self._write_state(state)
+                _check_ports_free(ports, host)
+                confs = render(self.spec, self.dir, ports, host,
+                               [h.ip for h in network.hosts] if network else None)
                 self._format_namenode(java_home, jars, confs["client"])
                 for name, kind, conf in self._daemon_plan(confs):
                     argv = java_argv(
                         java_home, conf, jars, MAIN_CLASSES[kind], self.spec.heap_mb[kind],
                         log_dir=self.dir / "logs", log_name=name,
                     )
+                    if network and kind == "nodemanager":
+                        argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
                     env = _daemon_env(java_home, conf)
                     daemon = Daemon.start(name, argv, self.dir / "logs", env, self.dir)
                     state["daemons"].append(daemon.to_dict())
@@ -220,6 +253,11 @@ class MiniCluster:
                 self.hadoop_conf_dir,
             )
             return self
+
+    def _planned_network(self) -> Network | None:
+        if not self.spec.isolated_hosts:
+            return None
+        return Network.plan(self.dir, self.spec.nodemanagers)
 
     def _daemon_plan(self, confs: dict[str, Path]) -> list[tuple]:
         plan = [
@@ -339,7 +377,12 @@ class MiniCluster:
         for daemon in reversed(daemons):
             daemon.stop()
         self._kill_strays()
-        _wait_ports_free(state["ports"], timeout=30.0)
+        network = self._planned_network()
+        if network:
+            # The ports lived on the bridge's address, which goes with the bridge.
+            network.destroy()
+        else:
+            _wait_ports_free(state["ports"], HOST, timeout=30.0)
         state["daemons"] = []
         self._write_state(state)
         self._started_here = False
@@ -387,6 +430,12 @@ class MiniCluster:
         report["default_fs"] = self.default_fs
         report["resourcemanager"] = f"http://{self.resource_manager.webapp_address}"
         report["namenode"] = self.namenode_web
+        network = self.network
+        if network:
+            report["gateway"] = {"hostname": GATEWAY_NAME, "ip": network.gateway_ip,
+                                 "bridge": network.bridge}
+            report["hosts"] = [{"hostname": h.hostname, "ip": h.ip, "netns": h.netns}
+                               for h in network.hosts]
         if report["running"]:
             try:
                 report["nodemanagers"] = [
@@ -489,21 +538,21 @@ def _port_owner(port: int) -> str:
     return ""
 
 
-def _check_ports_free(ports: dict[str, int]) -> None:
+def _check_ports_free(ports: dict[str, int], host: str) -> None:
     for name, port in ports.items():
-        if not port_free(HOST, port):
+        if not port_free(host, port):
             raise PortInUseError(
-                f"Port {port} (for {name}) on {HOST} is already in use{_port_owner(port)}. Stop "
+                f"Port {port} (for {name}) on {host} is already in use{_port_owner(port)}. Stop "
                 "that process, or start the local Hadoop with another --base-port (or none, to "
                 "let the kernel choose free ports)."
             )
 
 
-def _wait_ports_free(ports: dict[str, int], timeout: float) -> None:
+def _wait_ports_free(ports: dict[str, int], host: str, timeout: float) -> None:
     busy = list(ports.values())
 
     def all_free() -> bool:
-        busy[:] = [p for p in busy if not port_free(HOST, p)]
+        busy[:] = [p for p in busy if not port_free(host, p)]
         return not busy
 
     if not wait_until(all_free, timeout, interval=0.2):

@@ -15,7 +15,8 @@ from .spec import MiniClusterSpec
 
 __all__ = ["HOST", "template_dir", "plan_ports", "render"]
 
-#: Every daemon binds to loopback: the local Hadoop is never reachable from other hosts.
+#: Without isolated hosts every daemon binds to loopback: the local Hadoop is never
+#: reachable from other machines. With them, the gateway's bridge address takes its place.
 HOST = "127.0.0.1"
 
 _LOG4J = """\
@@ -57,7 +58,7 @@ def _port_names(spec: MiniClusterSpec) -> list[str]:
     return names
 
 
-def plan_ports(spec: MiniClusterSpec) -> dict[str, int]:
+def plan_ports(spec: MiniClusterSpec, host: str = HOST) -> dict[str, int]:
     """Choose every daemon port: consecutive from ``spec.base_port``, or free ones.
 
     Free ports are taken from the kernel all at once, so no two daemons are given
@@ -66,35 +67,36 @@ def plan_ports(spec: MiniClusterSpec) -> dict[str, int]:
     names = _port_names(spec)
     if spec.base_port:
         return {name: spec.base_port + i for i, name in enumerate(names)}
-    return dict(zip(names, free_ports(len(names), HOST)))
+    return dict(zip(names, free_ports(len(names), host)))
 
 
-def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) -> dict:
-    hdfs = f"hdfs://{HOST}:{ports['nn_rpc']}"
+def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int],
+                      host: str) -> dict:
+    hdfs = f"hdfs://{host}:{ports['nn_rpc']}"
     return {
         "core-site.xml": {
             "fs.defaultFS": hdfs,
             "hadoop.tmp.dir": str(root / "tmp"),
         },
         "hdfs-site.xml": {
-            "dfs.namenode.rpc-address": f"{HOST}:{ports['nn_rpc']}",
-            "dfs.namenode.http-address": f"{HOST}:{ports['nn_http']}",
+            "dfs.namenode.rpc-address": f"{host}:{ports['nn_rpc']}",
+            "dfs.namenode.http-address": f"{host}:{ports['nn_http']}",
             "dfs.namenode.name.dir": (root / "hdfs" / "name").as_uri(),
             "dfs.datanode.data.dir": (root / "hdfs" / "data").as_uri(),
-            "dfs.datanode.address": f"{HOST}:{ports['dn_data']}",
-            "dfs.datanode.http.address": f"{HOST}:{ports['dn_http']}",
-            "dfs.datanode.ipc.address": f"{HOST}:{ports['dn_ipc']}",
+            "dfs.datanode.address": f"{host}:{ports['dn_data']}",
+            "dfs.datanode.http.address": f"{host}:{ports['dn_http']}",
+            "dfs.datanode.ipc.address": f"{host}:{ports['dn_ipc']}",
             "dfs.replication": "1",
             # One DataNode: a write pipeline cannot replace a failed node with another.
             "dfs.client.block.write.replace-datanode-on-failure.enable": "false",
         },
         "yarn-site.xml": {
-            "yarn.resourcemanager.hostname": HOST,
-            "yarn.resourcemanager.address": f"{HOST}:{ports['rm_rpc']}",
-            "yarn.resourcemanager.scheduler.address": f"{HOST}:{ports['rm_scheduler']}",
-            "yarn.resourcemanager.resource-tracker.address": f"{HOST}:{ports['rm_tracker']}",
-            "yarn.resourcemanager.admin.address": f"{HOST}:{ports['rm_admin']}",
-            "yarn.resourcemanager.webapp.address": f"{HOST}:{ports['rm_web']}",
+            "yarn.resourcemanager.hostname": host,
+            "yarn.resourcemanager.address": f"{host}:{ports['rm_rpc']}",
+            "yarn.resourcemanager.scheduler.address": f"{host}:{ports['rm_scheduler']}",
+            "yarn.resourcemanager.resource-tracker.address": f"{host}:{ports['rm_tracker']}",
+            "yarn.resourcemanager.admin.address": f"{host}:{ports['rm_admin']}",
+            "yarn.resourcemanager.webapp.address": f"{host}:{ports['rm_web']}",
             "yarn.scheduler.minimum-allocation-mb": "128",
             "yarn.scheduler.maximum-allocation-mb": str(spec.nm_memory_mb),
             "yarn.scheduler.maximum-allocation-vcores": str(spec.nm_vcores),
@@ -116,14 +118,14 @@ def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) 
     }
 
 
-def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int) -> dict:
+def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str) -> dict:
     nm_dir = root / f"nm{i}"
     return {
         "yarn-site.xml": {
-            "yarn.nodemanager.hostname": HOST,
-            "yarn.nodemanager.address": f"{HOST}:{ports[f'nm{i}_rpc']}",
-            "yarn.nodemanager.localizer.address": f"{HOST}:{ports[f'nm{i}_localizer']}",
-            "yarn.nodemanager.webapp.address": f"{HOST}:{ports[f'nm{i}_web']}",
+            "yarn.nodemanager.hostname": host,
+            "yarn.nodemanager.address": f"{host}:{ports[f'nm{i}_rpc']}",
+            "yarn.nodemanager.localizer.address": f"{host}:{ports[f'nm{i}_localizer']}",
+            "yarn.nodemanager.webapp.address": f"{host}:{ports[f'nm{i}_web']}",
             "yarn.nodemanager.local-dirs": str(nm_dir / "local"),
             "yarn.nodemanager.log-dirs": str(nm_dir / "logs"),
             "yarn.nodemanager.recovery.enabled": "false",
@@ -131,8 +133,12 @@ def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int) -> dict:
     }
 
 
-def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) -> dict[str, Path]:
+def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: str = HOST,
+           nm_hosts: list[str] | None = None) -> dict[str, Path]:
     """Write the configuration directories of every daemon under ``root``.
+
+    ``gateway`` is the address of HDFS and the ResourceManager, ``nm_hosts`` the
+    address of each NodeManager (default: all on ``gateway``).
 
     Returns
     -------
@@ -140,12 +146,13 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int]) -> dict[str
         ``{"client": <conf dir for clients and NN/DN/RM>, "nm0": ..., "nm1": ...}``.
     """
     conf = HadoopConf(template_dir())
-    conf.set(_common_overrides(spec, root, ports))
+    conf.set(_common_overrides(spec, root, ports, gateway))
     dirs = {"client": conf.write(root / "conf")}
     (dirs["client"] / "log4j.properties").write_text(_LOG4J)
     for i in range(spec.nodemanagers):
         nm_conf = HadoopConf(dirs["client"])
-        nm_conf.set(_nodemanager_overrides(root, ports, i))
+        nm_host = nm_hosts[i] if nm_hosts else gateway
+        nm_conf.set(_nodemanager_overrides(root, ports, i, nm_host))
         nm_dir = nm_conf.write(root / f"nm{i}" / "conf")
         (nm_dir / "log4j.properties").write_text(_LOG4J)
         dirs[f"nm{i}"] = nm_dir

@@ -40,6 +40,11 @@ class MiniClusterSpec:
         resourcemanager, nodemanager.
     hadoop_version : str
         Version of the Hadoop artifacts fetched from Maven Central.
+    isolated_hosts : bool
+        Give every NodeManager, and the containers it launches, a Linux network
+        namespace of its own: its own address in 198.18.0.0/15, hostname and hosts
+        file, joined to the gateway by a bridge. Needs root. The NameNode, DataNode and
+        ResourceManager then listen on the gateway's bridge address instead of 127.0.0.1.
     """
 
     nodemanagers: int = 2
@@ -48,11 +53,16 @@ class MiniClusterSpec:
     base_port: int | None = None
     heap_mb: dict[str, int] = field(default_factory=_default_heaps)
     hadoop_version: str = HADOOP_VERSION
+    isolated_hosts: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
             raise InvalidArgumentError(
                 f"nodemanagers must be a whole number >= 1, got {self.nodemanagers!r}")
+        if self.isolated_hosts and self.nodemanagers > 200:
+            raise InvalidArgumentError(
+                f"isolated_hosts gives each host an address in one /24; {self.nodemanagers} "
+                "NodeManagers do not fit, use at most 200")
         if self.nm_memory_mb < 512:
             raise InvalidArgumentError(
                 f"nm_memory_mb={self.nm_memory_mb} cannot hold a Spark executor; use at least 512"

@@ -1,0 +1,240 @@
+"""Bring-up on isolated hosts: zoo_ray against bare ``ray start`` and ray.util.spark, 2-6 hosts.
+
+    sudo python benchmarks/isolated_scale.py [--hosts 2 4 6] [--no-peer]
+
+Starts its own local Hadoop with isolated hosts (one network namespace, address and
+hostname per NodeManager; needs root), sized so that each host holds exactly one
+executor of one core. For every size N it measures, each in a fresh driver process:
+
+1. zoo_ray: ``RayContext.init()`` on N executors, until every node is registered
+   (N executor nodes + the gateway's node);
+2. the floor on the same hosts: a bare ``ray start --head`` in host 0, then every
+   worker's ``ray start`` in parallel (hosts 1..N-1 and the gateway), token auth on,
+   timed until the GCS lists every node;
+3. ``ray.util.spark.setup_ray_cluster`` with N worker nodes, where it runs.
+
+Wall time and the machine's CPU time (user + system, all processes) are printed for
+each, with the managers' start intervals (from their logs) to show that the nodes
+start in parallel, and the ratios the goals are set on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+_ZOO_RAY = textwrap.dedent("""
+    import json, re, sys, time
+    from datetime import datetime
+    from pathlib import Path
+    from zoo_ray import RayContext, init_spark_on_yarn
+    import psutil
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=int(sys.argv[2]),
+                            executor_cores=1, executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g")
+    cpu = psutil.cpu_times()
+    started = time.monotonic()
+    ctx = RayContext(sc, object_store_memory="128m")
+    info = ctx.init()
+    wall = time.monotonic() - started
+    after = psutil.cpu_times()
+    spans = []
+    for node in info["nodes"]:
+        log = (Path(node["log_dir"]) / "ray_manager.log").read_text()
+        stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                  for line in log.splitlines()
+                  if "started ray node" in line or "node is up" in line]
+        spans.append(stamps[:1] + stamps[-1:])
+    print(json.dumps({"wall_s": wall, "cpu_s": (after.user + after.system)
+                      - (cpu.user + cpu.system), "spans": spans}), flush=True)
+    ctx.stop()
+    sc.stop()
+""")
+
+_PEER = textwrap.dedent("""
+    import json, os, secrets, sys, time
+    token = secrets.token_urlsafe(32)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PYSPARK_PYTHON=sys.executable)
+    import psutil
+    from pyspark.sql import SparkSession
+    workers = int(sys.argv[2])
+    spark = (SparkSession.builder.master("yarn").appName("ray-util-spark")
+             .config("spark.executor.instances", str(workers)).config("spark.executor.cores", "1")
+             .config("spark.executor.memory", "512m").config("spark.driver.memory", "512m")
+             .config("spark.executor.memoryOverhead", "1408m")
+             .config("spark.driver.host", sys.argv[3])
+             .config("spark.executorEnv.RAY_AUTH_MODE", "token")
+             .config("spark.executorEnv.RAY_AUTH_TOKEN", token)
+             .config("spark.executorEnv.PATH", os.environ["PATH"])
+             .getOrCreate())
+    while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1 < workers:
+        time.sleep(0.5)
+    from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
+    cpu = psutil.cpu_times()
+    started = time.monotonic()
+    setup_ray_cluster(max_worker_nodes=workers, num_cpus_worker_node=1, num_gpus_worker_node=0,
+                      object_store_memory_worker_node=128 * 2**20)
+    wall = time.monotonic() - started
+    after = psutil.cpu_times()
+    print(json.dumps({"wall_s": wall, "cpu_s": (after.user + after.system)
+                      - (cpu.user + cpu.system)}), flush=True)
+    shutdown_ray_cluster()
+    spark.stop()
+""")
+
+_REGISTERED = textwrap.dedent("""
+    import sys, time
+    from ray._raylet import GcsClient
+    client, wanted = GcsClient(address=sys.argv[1]), int(sys.argv[2])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            alive = [n for n in client.get_all_node_info().values() if n.state == 0]
+            if len(alive) >= wanted:
+                print("registered", flush=True)
+                break
+        except Exception:
+            pass
+        time.sleep(0.05)
+""")
+
+
+def _json_line(result: subprocess.CompletedProcess) -> dict:
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _wait_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{host}:{port} did not open within {timeout}s")
+
+
+def floor(network, size: int, work: Path) -> dict:
+    """Bare ``ray start`` in the namespaces: head, then every worker at once."""
+    token = secrets.token_urlsafe(32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    head = network.hosts[0]
+    port = 6379
+    ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
+                 "--disable-usage-stats", "--num-cpus=1", "--object-store-memory=134217728"]
+    procs = []
+    cpu = psutil.cpu_times()
+    started = time.monotonic()
+    try:
+        procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", head.netns, *ray_start, "--head", f"--port={port}",
+             f"--node-ip-address={head.ip}", f"--temp-dir={work / 'h0'}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        _wait_port(head.ip, port, 120)
+        address = f"{head.ip}:{port}"
+        workers = [(["ip", "netns", "exec", h.netns], h.ip, f"h{i}")
+                   for i, h in enumerate(network.hosts[1:size], start=1)]
+        workers.append(([], network.gateway_ip, "gateway"))
+        for prefix, ip, name in workers:
+            procs.append(subprocess.Popen(
+                [*prefix, *ray_start, f"--address={address}", f"--node-ip-address={ip}",
+                 f"--temp-dir={work / name}"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        waited = subprocess.run([sys.executable, "-c", _REGISTERED, address, str(size + 1)],
+                                env=env, capture_output=True, text=True, timeout=400)
+        wall = time.monotonic() - started
+        after = psutil.cpu_times()
+        if "registered" not in waited.stdout:
+            raise RuntimeError(f"the floor's nodes did not register: {waited.stderr[-2000:]}")
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, 15)
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    return {"wall_s": wall, "cpu_s": (after.user + after.system) - (cpu.user + cpu.system)}
+
+
+def _overlap(spans: list[list[float]]) -> str:
+    starts, ends = [s[0] for s in spans], [s[-1] for s in spans]
+    first = min(starts)
+    parts = [f"{s - first:.1f}-{e - first:.1f}s" for s, e in sorted(zip(starts, ends))]
+    together = max(0.0, min(ends) - max(starts))
+    return f"{', '.join(parts)} (all {len(spans)} running together for {together:.1f}s)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--no-peer", action="store_true", help="skip ray.util.spark")
+    args = parser.parse_args()
+
+    from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+
+    spec = MiniClusterSpec(nodemanagers=max(args.hosts), nm_memory_mb=3072, nm_vcores=4,
+                           isolated_hosts=True)
+    results: dict[int, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="zoo-ray-scale-") as tmp:
+        with MiniCluster(Path(tmp) / "hadoop", spec=spec) as cluster:
+            network = cluster.network
+            print("hosts: " + ", ".join(f"{h.hostname}={h.ip}" for h in network.hosts)
+                  + f"; gateway {network.gateway_ip}", flush=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+            env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+            conf = str(cluster.hadoop_conf_dir)
+            # The first application on fresh hosts localises the environment: not timed.
+            subprocess.run([sys.executable, "-c", _ZOO_RAY, conf, str(max(args.hosts))],
+                           env=env, capture_output=True, text=True, timeout=1800)
+            for size in args.hosts:
+                figures = results.setdefault(size, {})
+                figures["zoo_ray"] = _json_line(subprocess.run(
+                    [sys.executable, "-c", _ZOO_RAY, conf, str(size)], env=env,
+                    capture_output=True, text=True, timeout=1200))
+                figures["floor"] = floor(network, size, Path(tmp) / f"floor-{size}")
+                if not args.no_peer:
+                    try:
+                        figures["ray_util_spark"] = _json_line(subprocess.run(
+                            [sys.executable, "-c", _PEER, conf, str(size), network.gateway_ip],
+                            env=env, capture_output=True, text=True, timeout=1200))
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        figures["ray_util_spark"] = {"error": str(exc)[-400:]}
+                for name, value in figures.items():
+                    print(f"{size} hosts\t{name}\t"
+                          f"{json.dumps({k: v for k, v in value.items() if k != 'spans'})}",
+                          flush=True)
+                print(f"{size} hosts\tmanager start intervals\t"
+                      f"{_overlap(figures['zoo_ray']['spans'])}", flush=True)
+    for size, figures in results.items():
+        ratio = figures["zoo_ray"]["wall_s"] / figures["floor"]["wall_s"]
+        print(f"{size} hosts\tzoo_ray/floor wall\t{ratio:.2f}  (goal <= 1.5)")
+    low, high = min(results), max(results)
+    ours = results[high]["zoo_ray"]["wall_s"] - results[low]["zoo_ray"]["wall_s"]
+    bare = results[high]["floor"]["wall_s"] - results[low]["floor"]["wall_s"]
+    print(f"growth {low}->{high} hosts\tzoo_ray {ours:+.1f}s\tfloor {bare:+.1f}s\t"
+          f"goal: zoo_ray's growth < 1.5 x the floor's ({1.5 * bare:+.1f}s)")
+
+
+if __name__ == "__main__":
+    main()

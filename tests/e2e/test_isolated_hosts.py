@@ -1,0 +1,351 @@
+"""The suite's network-facing tests on isolated hosts: each NodeManager in its own namespace.
+
+Three hosts, each with its own address in 198.18.0.0/15, hostname and hosts file; the
+gateway (this process) on the bridge. The RayContext and data-path tests that exercise
+the network run here again, unchanged, against this cluster (the module's ``cluster``
+fixture replaces the session's); the tests below add what only many hosts can show.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import test_data_path as data_path
+import test_ray_context as ray_context
+
+from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster.netns import Network
+
+ray = pytest.importorskip("ray")
+
+#: One executor container (1920 MB) fits a host, two do not: every executor gets a host.
+SPEC = MiniClusterSpec(nodemanagers=3, nm_memory_mb=3072, nm_vcores=4, isolated_hosts=True)
+SPARK_ARGS = ray_context.SPARK_ARGS
+EXECUTORS = ray_context.EXECUTORS
+
+
+def _cli(*args: str, user: list[str] | None = None, timeout: float = 300):
+    return subprocess.run([*(user or []), sys.executable, "-m", "zoo_ray.cli", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _namespace_pids(netns: str) -> set[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
+                         timeout=30).stdout
+    return {int(pid) for pid in out.split()}
+
+
+# --------------------------------------------------------------- up and down
+def test_without_root_up_fails_at_once_naming_the_fix():
+    # Not under tmp_path: its parents are root's alone.
+    target = Path(tempfile.mkdtemp(prefix="zoo-ray-nobody-"))
+    target.chmod(0o777)
+    try:
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        started = time.monotonic()
+        result = _cli("minicluster", "up", "--isolated-hosts", "--dir", str(target), user=nobody)
+        print(f"refused after {time.monotonic() - started:.1f}s: {result.stderr.strip()}")
+        assert result.returncode != 0
+        assert "need root" in result.stderr and "leave out --isolated-hosts" in result.stderr
+        assert Network.plan(target.resolve(), 2).leftovers() == []
+        assert list(target.iterdir()) == []
+    finally:
+        shutil.rmtree(target)
+
+
+def test_up_after_a_killed_run_cleans_up_and_down_removes_every_namespace(tmp_path):
+    target = (tmp_path / "hadoop").resolve()
+    network = Network.plan(target, 2)
+    up = ["minicluster", "up", "--isolated-hosts", "--nodemanagers", "2", "--nm-memory-mb",
+          "1024", "--dir", str(target)]
+    try:
+        first = _cli(*up)
+        assert first.returncode == 0, first.stderr[-3000:]
+        status = json.loads(_cli("minicluster", "status", "--dir", str(target)).stdout)
+        assert status["hosts"] == [{"hostname": h.hostname, "ip": h.ip, "netns": h.netns}
+                                   for h in network.hosts]
+        assert {n["id"].rsplit(":", 1)[0] for n in status["nodemanagers"]} == {
+            h.ip for h in network.hosts}
+        # A crash: every daemon killed, nothing cleaned up.
+        for daemon in status["daemons"].values():
+            os.kill(daemon["pid"], signal.SIGKILL)
+        ray_context._wait(
+            lambda: not any(_running(d["pid"]) for d in status["daemons"].values()), 30,
+            "the killed daemons to end")
+        assert len(network.leftovers()) == 2 * 2 + 1 + 2  # namespaces, veths, bridge, /etc/netns
+        again = _cli(*up)
+        assert again.returncode == 0, again.stderr[-3000:]
+        daemons = json.loads(_cli("minicluster", "status", "--dir", str(target)).stdout)[
+            "daemons"]
+    finally:
+        down = _cli("minicluster", "down", "--dir", str(target))
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert network.leftovers() == []
+    assert not any(_running(d["pid"]) for d in daemons.values())
+
+
+# ------------------------------------------------------ the module's cluster
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
+    """Three isolated hosts; replaces the session's cluster for every test in this module."""
+    with MiniCluster(tmp_path_factory.mktemp("isolated"), spec=SPEC) as running:
+        yield running
+
+
+ray_ctx = ray_context.ray_ctx
+spark = data_path.spark
+
+
+def _hosts(cluster: MiniCluster) -> dict[str, str]:
+    network = cluster.network
+    assert network is not None
+    return {h.ip: h.hostname for h in network.hosts}
+
+
+def test_every_node_is_on_a_host_of_its_own_and_the_driver_on_the_gateway(cluster, ray_ctx):
+    hosts = _hosts(cluster)
+    nodes = ray_ctx.address_info["nodes"]
+    assert sorted(n["node_ip"] for n in nodes) == sorted(hosts), "one node per host"
+    assert ray_ctx.address.rsplit(":", 1)[0] in hosts, "the head is in an executor"
+    assert {n["executor_host"] for n in nodes} == set(hosts), "Spark names executors by address"
+    gateway = ray_ctx.address_info["gateway_node"]
+    assert gateway["node_ip"] == cluster.network.gateway_ip
+
+    @ray.remote(num_cpus=0)
+    def where():
+        return socket.gethostname(), ray.util.get_node_ip_address()
+
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+    seen = {ray.get(where.options(scheduling_strategy=strategy(n["NodeID"], soft=False)).remote())
+            for n in ray.nodes() if n["Alive"]}
+    print(f"hosts: {sorted(seen)}")
+    assert seen == {(name, ip) for ip, name in hosts.items()} | {
+        (socket.gethostname(), cluster.network.gateway_ip)}
+    driver_node = ray.get_runtime_context().get_node_id()
+    assert [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == driver_node] == [
+        cluster.network.gateway_ip], "the driver attached to the gateway's node"
+
+
+test_one_ray_node_per_executor_with_the_head_in_an_executor = \
+    ray_context.test_one_ray_node_per_executor_with_the_head_in_an_executor
+test_ordinary_ray_programs_run_on_the_cluster = \
+    ray_context.test_ordinary_ray_programs_run_on_the_cluster
+
+
+def test_tasks_and_actors_run_on_every_host(cluster, ray_ctx):
+    @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+    class Reporter:
+        def host(self):
+            return socket.gethostname()
+
+    reporters = [Reporter.remote() for _ in range(EXECUTORS)]
+    assert sorted(ray.get([r.host.remote() for r in reporters])) == sorted(
+        _hosts(cluster).values())
+    for reporter in reporters:
+        ray.kill(reporter)
+
+
+def test_a_100mb_object_put_on_one_host_is_read_on_two_others(cluster, ray_ctx):
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] in _hosts(cluster)]
+
+    @ray.remote(num_cpus=0)
+    def produce():
+        import numpy as np
+        return [ray.put(np.ones(100 * 2**20 // 8))]
+
+    @ray.remote(num_cpus=0)
+    def consume(boxed):
+        return float(ray.get(boxed[0]).sum()), ray.util.get_node_ip_address()
+
+    boxed = ray.get(produce.options(
+        scheduling_strategy=strategy(nodes[0]["NodeID"], soft=False)).remote())
+    started = time.monotonic()
+    reads = ray.get([consume.options(scheduling_strategy=strategy(n["NodeID"], soft=False))
+                     .remote(boxed) for n in nodes[1:]])
+    print(f"100 MB read on {len(reads)} other hosts in {time.monotonic() - started:.1f}s")
+    assert reads == [(100 * 2**20 // 8, n["NodeManagerAddress"]) for n in nodes[1:]]
+
+
+_JOIN_WITHOUT_TOKEN = {
+    "driver": ["-c", "import ray, sys; ray.init(address=sys.argv[1])"],
+    "node": ["-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"],
+}
+
+
+@pytest.mark.parametrize("who", sorted(_JOIN_WITHOUT_TOKEN))
+def test_a_node_or_driver_without_the_token_is_refused_from_another_host(
+        cluster, ray_ctx, who, tmp_path):
+    head_ip = ray_ctx.address.rsplit(":", 1)[0]
+    other = next(h for h in cluster.network.hosts if h.ip != head_ip)
+    argv = [sys.executable, *_JOIN_WITHOUT_TOKEN[who]]
+    argv += [ray_ctx.address] if who == "driver" else [f"--address={ray_ctx.address}",
+                                                       f"--temp-dir={tmp_path / 'ray'}"]
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen(["ip", "netns", "exec", other.netns, *argv], env=clean_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    print(f"{who} from {other.ip}: exit {proc.returncode}")
+    assert proc.returncode != 0
+    assert "Authentication token is missing or incorrect" in out
+    assert len([n for n in ray.nodes() if n["Alive"]]) == EXECUTORS + 1
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+
+
+def _listeners(netns: str, pids: set[int]) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every TCP socket that ``pids`` listen on in ``netns``."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-ltnpH"], capture_output=True,
+                         text=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        address, port = fields[3].rsplit(":", 1)
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.append((name, address.strip("[]"), int(port)))
+    return found
+
+
+def _reachable_from(netns: str, ip: str, ports: list[int]) -> set[int]:
+    probe = textwrap.dedent("""
+        import socket, sys
+        for port in map(int, sys.argv[2:]):
+            with socket.socket() as s:
+                s.settimeout(2)
+                if s.connect_ex((sys.argv[1], port)) == 0:
+                    print(port)
+    """)
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe, ip,
+                          *map(str, ports)], capture_output=True, text=True, timeout=120)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_what_each_node_listens_on_and_what_another_host_reaches(cluster, ray_ctx):
+    head = ray_ctx.address_info["nodes"][0]
+    netns = next(h.netns for h in cluster.network.hosts if h.ip == head["node_ip"])
+    family = {head["pid"]} | {p.pid for p in psutil.Process(head["pid"]).children(True)}
+    listeners = _listeners(netns, family)
+    print("head listens on:\n" + "\n".join(f"  {n:24} {ip}:{port}" for n, ip, port in
+                                             sorted(listeners)))
+    assert _listeners(netns, {head["pid"]}) == [], "the manager serves nothing; Ray binds the rest"
+    other = next(h for h in cluster.network.hosts if h.ip != head["node_ip"])
+    ports = sorted({port for _, _, port in listeners})
+    reached = _reachable_from(other.netns, head["node_ip"], ports)
+    wildcard = {port for _, ip, port in listeners if ip in ("0.0.0.0", "::", "*", "::ffff:0.0.0.0")}
+    on_node_ip = {port for _, ip, port in listeners if ip.endswith(head["node_ip"])}
+    loopback = {port for _, ip, port in listeners if ip.endswith("127.0.0.1")} - wildcard - \
+        on_node_ip
+    print(f"from {other.ip}: {len(reached)} of {len(ports)} ports reachable; wildcard-bound "
+          f"{sorted(wildcard)}, node-IP-bound {sorted(on_node_ip)}, loopback {sorted(loopback)}")
+    assert int(ray_ctx.address.rsplit(":", 1)[1]) in reached, "workers reach the GCS"
+    assert reached == wildcard | on_node_ip
+    assert not reached & loopback
+
+
+test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it = \
+    data_path.test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it
+test_to_spark_reads_each_block_in_the_executor_holding_it = \
+    data_path.test_to_spark_reads_each_block_in_the_executor_holding_it
+test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host = \
+    data_path.test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host
+test_the_token_is_on_no_command_line_environment_spark_conf_or_log = \
+    ray_context.test_the_token_is_on_no_command_line_environment_spark_conf_or_log
+test_stop_removes_every_ray_process_and_init_starts_afresh = \
+    ray_context.test_stop_removes_every_ray_process_and_init_starts_afresh
+
+
+# ------------------------------------------------------------------ teardown
+def _per_namespace(cluster: MiniCluster) -> dict[str, int]:
+    return {h.hostname: len(_namespace_pids(h.netns)) for h in cluster.network.hosts}
+
+
+def _ray_in_namespaces(cluster: MiniCluster) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for host in cluster.network.hosts:
+        for pid in _namespace_pids(host.netns):
+            try:
+                name = psutil.Process(pid).name()
+            except psutil.NoSuchProcess:
+                continue
+            if name in ("raylet", "gcs_server") or name.startswith("ray::"):
+                found.setdefault(host.hostname, []).append(name)
+    return found
+
+
+_DRIVER = textwrap.dedent("""
+    import json, sys
+    from zoo_ray import RayContext, init_spark_on_yarn
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=3, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g")
+    RayContext(sc, object_store_memory="128m").init()
+    print(json.dumps({"app": sc.applicationId}), flush=True)
+    sys.stdin.readline()
+""")
+
+
+def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespace(
+        cluster, sc, ray_ctx, tmp_path):
+    ray_ctx.stop()
+    assert _ray_in_namespaces(cluster) == {}
+    sc.stop()
+    hosts = cluster.network.hosts
+    nodemanagers = {d.pid for d in cluster._daemons() if d.name.startswith("nodemanager")}
+    ray_context._wait(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
+                      120, "the module's executors to end")
+    idle = _per_namespace(cluster)
+    assert idle == {h.hostname: 1 for h in hosts}, "only the NodeManager"
+
+    with open(tmp_path / "driver.err", "w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                  text=True)
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("{"), Path(tmp_path / "driver.err").read_text()[-3000:]
+        busy = _per_namespace(cluster)
+        ray_app = _ray_in_namespaces(cluster)
+        print(f"processes per host: idle {idle}, with the app {busy}; Ray: "
+              f"{ {h: len(p) for h, p in ray_app.items()} }")
+        assert set(ray_app) == {h.hostname for h in hosts}
+        driver.kill()
+        driver.wait()
+        started = time.monotonic()
+        ray_context._wait(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
+                          180, "every process of the killed driver's application to end")
+        print(f"namespaces back to the NodeManager alone {time.monotonic() - started:.1f}s "
+              "after kill -9 of the driver")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    ray_context._wait_app_end(cluster, json.loads(line)["app"])
