@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from zoo_ray.host import free_ports, port_free, terminate, wait_until, write_private
+from zoo_ray.host import free_ports, node_ip, port_free, terminate, wait_until, write_private
 
 
 def test_wait_until_returns_the_first_truthy_result():
@@ -113,3 +113,8 @@ def test_the_package_imports_without_psutil_as_the_executor_daemon_does(tmp_path
         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"},
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_node_ip_is_the_address_on_the_route_toward_the_given_host():
+    assert node_ip(toward="127.0.0.1") == "127.0.0.1"
+    assert node_ip(toward="127.0.0.2") == "127.0.0.1"  # loopback's own source address

@@ -61,3 +61,10 @@ def test_settings_are_a_pure_function_of_the_request():
     assert settings["spark.sql.shuffle.partitions"] == "7"
     assert settings["spark.python.daemon.module"] == "zoo_ray.executor_daemon"
     assert request.container_mb == 1024 + 3584
+
+
+def test_the_driver_listens_on_the_address_facing_the_cluster_unless_the_user_says():
+    assert "spark.driver.host" not in spark_settings(_request())
+    assert spark_settings(_request(), "198.18.0.1")["spark.driver.host"] == "198.18.0.1"
+    mine = _request(conf={"spark.driver.host": "gw.example.com"})
+    assert spark_settings(mine, "198.18.0.1")["spark.driver.host"] == "gw.example.com"
