@@ -142,3 +142,16 @@ def test_spark_stop_is_wrapped_once_however_often_init_runs(no_active_context, m
     sc.stop()
     assert stops == ["ray"] * 4 and not ctx.initialized and sc._jsc is None
     assert sc.stop == original
+
+
+def test_executor_nodes_offer_what_is_left_of_ray_s_share_and_the_gateway_a_small_store(
+        no_active_context):
+    sc = _StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2 * 2**30)})
+    spec = RayContext(sc, object_store_memory="512m")._base_spec()
+    assert spec.memory == (2048 - 512 - 512) * 2**20 and spec.object_store_memory == 2**29
+    assert RayContext(sc)._base_spec().memory is None  # Ray sizes an unspecified store itself
+    assert RayContext(sc).driver_object_store_memory == 256 * 2**20
+    with pytest.raises(InvalidArgumentError, match="75m"):
+        RayContext(sc, driver_object_store_memory="10m")
+    with pytest.raises(InvalidArgumentError, match="driver_object_store_memory"):
+        RayContext(sc, driver_object_store_memory="lots")

@@ -28,7 +28,13 @@ from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
 from .host import node_ip, wait_until
-from .memory import RAY_MEMORY_CONF, check_object_store_fits, parse_memory
+from .memory import (
+    MIN_OBJECT_STORE,
+    RAY_MEMORY_CONF,
+    check_object_store_fits,
+    parse_memory,
+    worker_memory,
+)
 from .protocol import (
     HeadPlacement,
     NodeFailure,
@@ -125,7 +131,12 @@ class RayContext:
     object_store_memory : str, optional
         Object store per node, like "2g". Must fit, with Ray's own processes, in the
         ``extra_executor_memory_for_ray`` given to init_spark_on_yarn, and in the
-        free ``/dev/shm`` of every node.
+        free ``/dev/shm`` of every node. What is left of that share is each node's
+        ``memory`` resource, so Ray does not admit tasks and actors YARN would kill.
+    driver_object_store_memory : str
+        Object store of the Ray node on the gateway, which the driver attaches to.
+        The gateway is a shared machine: this bounds what Ray takes there (without
+        it Ray would take 30 % of the gateway's RAM). Must fit in its free ``/dev/shm``.
     num_ray_nodes : int, optional
         Number of Ray nodes in executors (one per executor); defaults to the number
         of executors.
@@ -165,6 +176,7 @@ class RayContext:
         self,
         sc: Any,
         object_store_memory: str | None = None,
+        driver_object_store_memory: str = "256m",
         num_ray_nodes: int | None = None,
         ray_node_cpu_cores: int | None = None,
         env: dict[str, str] | None = None,
@@ -185,6 +197,12 @@ class RayContext:
             parse_memory(object_store_memory, "object_store_memory")
             if object_store_memory is not None else None
         )
+        self.driver_object_store_memory = parse_memory(driver_object_store_memory,
+                                                       "driver_object_store_memory")
+        if self.driver_object_store_memory < MIN_OBJECT_STORE:
+            raise InvalidArgumentError(
+                f"driver_object_store_memory={driver_object_store_memory!r} is below Ray's "
+                "minimum object store of 75 MiB; pass at least \"75m\".")
         # Local mode has one executor, the driver's JVM, whatever the conf says.
         self.executors = 1 if self.is_local else int(conf.get("spark.executor.instances", "1"))
         self.executor_cores = (_local_cores(conf.get("spark.master", "local")) if self.is_local
@@ -199,8 +217,10 @@ class RayContext:
         self.init_timeout = init_timeout
         self.max_restarts = max_restarts
         ray_memory = conf.get(RAY_MEMORY_CONF)
+        self._worker_memory: int | None = None
         if self.object_store_memory is not None and ray_memory is not None:
             check_object_store_fits(self.object_store_memory, int(ray_memory))
+            self._worker_memory = worker_memory(self.object_store_memory, int(ray_memory))
         # "new" -> "starting" -> "running" -> "stopped" (-> "starting" again on init()).
         self._state = "new"
         self.address_info: dict[str, Any] = {}
@@ -250,7 +270,7 @@ class RayContext:
         return NodeSpec(
             role="worker", app_id=self._app_id, token=self._token,
             num_cpus=self.ray_node_cpu_cores, work_dir="", log_dir="",
-            object_store_memory=self.object_store_memory,
+            object_store_memory=self.object_store_memory, memory=self._worker_memory,
             include_dashboard=self.include_webui, system_config=self.system_config,
             extra_params=self.extra_params, env=self.env, max_restarts=self.max_restarts,
             ready_timeout=self.init_timeout,
@@ -348,7 +368,8 @@ class RayContext:
         # the one on its default route.
         spec = dataclasses.replace(
             self._base_spec(), num_cpus=driver_cores, head_address=head.address,
-            node_ip=node_ip(toward=head.address.rsplit(":", 1)[0]), object_store_memory=None,
+            node_ip=node_ip(toward=head.address.rsplit(":", 1)[0]), memory=None,
+            object_store_memory=self.driver_object_store_memory,
             work_dir=self._work_dir.name, log_dir=os.path.join(self._work_dir.name, "logs"),
             watch_pid=os.getpid())
         self._gateway_manager = spawn_manager(spec)

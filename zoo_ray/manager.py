@@ -149,6 +149,8 @@ class RayManager:
         ]
         if spec.object_store_memory:
             argv.append(f"--object-store-memory={spec.object_store_memory}")
+        if spec.memory is not None and "memory" not in spec.extra_params:
+            argv.append(f"--memory={spec.memory}")
         if spec.role == "head":
             argv += [
                 "--head", f"--port={self.gcs_port or 0}",

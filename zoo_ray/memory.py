@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from .errors import InvalidArgumentError, InvalidMemoryError
 
 __all__ = [
-    "RAY_MEMORY_CONF", "RAY_PROCESS_MEMORY", "ExecutorMemory", "check_object_store_fits",
-    "executor_memory", "format_mib", "parse_memory",
+    "MIN_OBJECT_STORE", "RAY_MEMORY_CONF", "RAY_PROCESS_MEMORY", "ExecutorMemory",
+    "check_object_store_fits", "executor_memory", "format_mib", "parse_memory", "worker_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ RAY_MEMORY_CONF = "spark.zoo_ray.rayMemory"
 
 #: Memory Ray's own processes (GCS, raylet, agents, a few workers) need besides the object store.
 RAY_PROCESS_MEMORY = 512 * 2**20
+#: Ray refuses object stores below this (its OBJECT_STORE_MINIMUM_MEMORY_BYTES).
+MIN_OBJECT_STORE = 75 * 2**20
 
 #: Spark's default executor overhead: max(384 MiB, 10% of executor memory).
 _MIN_OVERHEAD_MIB = 384
@@ -111,6 +113,12 @@ def executor_memory(
         _MIN_OVERHEAD_MIB * 2**20, int(heap * _OVERHEAD_FACTOR)
     )
     return ExecutorMemory(heap=heap, overhead=base + ray, user_overhead=user_overhead, ray=ray)
+
+
+def worker_memory(object_store: int, ray_memory: int) -> int:
+    """What Ray's tasks and actors may use in an executor: Ray's share minus the object
+    store and Ray's own processes (declared as the node's ``memory`` resource)."""
+    return max(0, ray_memory - object_store - RAY_PROCESS_MEMORY)
 
 
 def check_object_store_fits(object_store: int, ray_memory: int) -> None:

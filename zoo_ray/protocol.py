@@ -81,6 +81,8 @@ class NodeSpec(_Message):
     work_dir: str
     log_dir: str
     object_store_memory: int | None = None
+    #: The node's ``memory`` resource (bytes): what its tasks and actors may use.
+    memory: int | None = None
     head_address: str | None = None
     node_ip: str | None = None
     include_dashboard: bool = False

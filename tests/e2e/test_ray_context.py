@@ -204,6 +204,34 @@ def test_a_100mb_array_put_on_one_node_is_read_on_another(ray_ctx):
     assert boxed[1] == nodes[0] and reader == nodes[1] and nodes[0] != nodes[1]
 
 
+def test_ray_admits_only_what_the_containers_hold_and_bounds_the_gateway_s_store(ray_ctx):
+    # extra_executor_memory_for_ray=1g, less the 256m object store and 512m for Ray's processes.
+    expected = (1024 - 256 - 512) * 2**20
+    executor_ids = set(_executor_nodes(ray_ctx))
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    offered = sorted(int(n["Resources"]["memory"]) for n in alive if n["NodeID"] in executor_ids)
+    print(f"memory per executor node: {[m // 2**20 for m in offered]} MiB")
+    assert len(offered) == EXECUTORS and all(abs(m - expected) < 2**20 for m in offered)
+    gateway = [n for n in alive if n["NodeID"] not in executor_ids]
+    assert len(gateway) == 1
+    assert abs(gateway[0]["Resources"]["object_store_memory"] - 256 * 2**20) < 2**20
+
+    @ray.remote(memory=expected + 64 * 2**20, num_cpus=0)
+    def more_than_a_container_holds():
+        return "ran"
+
+    ref = more_than_a_container_holds.remote()
+    with pytest.raises(ray.exceptions.GetTimeoutError):
+        ray.get(ref, timeout=15)  # infeasible: Ray leaves it pending instead of YARN killing it
+    ray.cancel(ref, force=True)
+
+    @ray.remote(memory=expected // 2, num_cpus=0)
+    def fits():
+        return "ran"
+
+    assert ray.get(fits.remote(), timeout=60) == "ran"
+
+
 def test_an_existing_program_calling_ray_init_runs_unchanged(ray_ctx):
     program = textwrap.dedent("""
         import ray, sys
