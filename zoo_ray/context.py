@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from . import spark_internals
 from .auth import clear_driver_token, write_driver_token
 from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
+from .display import ClusterView, NodeRow, render_html, render_text
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
 from .host import node_ip, wait_until
@@ -44,6 +45,7 @@ from .protocol import (
     await_manager,
     spawn_manager,
 )
+from .yarn import ResourceManager
 
 __all__ = ["RayContext"]
 
@@ -495,15 +497,23 @@ class RayContext:
 
         A restarted node registers anew; its live registration wins.
         """
+        started = [NodeInfo(**info) for info in self.address_info.get("nodes", [])]
+        live = self._live_nodes(started)
+        return {info.container: (info, live[info.temp_dir]) for info in started
+                if info.temp_dir in live}
+
+    @staticmethod
+    def _live_nodes(started: list[NodeInfo]) -> dict[str, dict[str, Any]]:
+        """Ray's registration of each started node, by its temp dir; a restarted node
+        registers anew and its live registration wins."""
         import ray
 
-        started = [NodeInfo(**info) for info in self.address_info.get("nodes", [])]
-        found: dict[str, tuple[NodeInfo, dict[str, Any]]] = {}
+        found: dict[str, dict[str, Any]] = {}
         for node in ray.nodes():
             for info in started:
                 if node["ObjectStoreSocketName"].startswith(info.temp_dir) and (
-                        node["Alive"] or info.container not in found):
-                    found[info.container] = (info, node)
+                        node["Alive"] or info.temp_dir not in found):
+                    found[info.temp_dir] = node
         return found
 
     def node_status(self) -> list[dict[str, Any]]:
@@ -567,3 +577,66 @@ class RayContext:
     def dashboard_url(self) -> str | None:
         """The head's Ray dashboard, when started with ``include_webui=True``."""
         return self.address_info.get("webui_url")
+
+    # -------------------------------------------------------------- display
+    def view(self) -> ClusterView:
+        """A snapshot of the cluster for display: the application, its links, every node.
+
+        Connects this driver to the cluster if it is not yet (as its first Ray call would).
+        """
+        app_state, yarn_url, spark_url = self._application()
+        return ClusterView(state=self._state, app_id=self._app_id, app_state=app_state,
+                           head=self.address, yarn_url=yarn_url, spark_url=spark_url,
+                           dashboard_url=self.dashboard_url, nodes=self._node_rows())
+
+    def _application(self) -> tuple[str, str | None, str | None]:
+        """The application's state and the pages of YARN and of the Spark UI."""
+        if spark_internals.is_stopped(self.sc):
+            return "stopped", None, None
+        if self.is_local:
+            return "local", None, self.sc.uiWebUrl
+        try:
+            rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
+            state = rm.app(self._app_id)["state"]
+        except (ZooRayError, OSError, KeyError) as exc:
+            logger.debug("no application state for the display: %s", exc)
+            return "unknown", None, self.sc.uiWebUrl
+        base = f"http://{rm.webapp_address}"
+        # The Spark UI of a YARN application is served through the ResourceManager's proxy.
+        return state, f"{base}/cluster/app/{self._app_id}", f"{base}/proxy/{self._app_id}/"
+
+    def _node_rows(self) -> tuple[NodeRow, ...]:
+        started = [NodeInfo(**n) for n in self.address_info.get("nodes", [])]
+        gateway = self.address_info.get("gateway_node")
+        if gateway:
+            started.append(dataclasses.replace(NodeInfo(**gateway), role="driver",
+                                               container=_GATEWAY))
+        live: dict[str, dict[str, Any]] = {}
+        if self._state == "running":
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level=logging.WARNING)
+            live = self._live_nodes(started)
+        rows = []
+        for info in started:
+            node = live.get(info.temp_dir)
+            resources = node["Resources"] if node else {}
+            rows.append(NodeRow(
+                role=info.role, host=info.node_ip,
+                executor=(f"{info.executor_id} ({info.container})" if info.executor_id
+                          else info.container),
+                cpus=resources.get("CPU", 0.0) if node else None,
+                object_store_bytes=(int(resources["object_store_memory"])
+                                    if "object_store_memory" in resources else None),
+                alive=node["Alive"] if node else None))
+        return tuple(rows)
+
+    def __repr__(self) -> str:
+        try:
+            return render_text(self.view())
+        except Exception as exc:  # a repr must not raise; say what is known
+            return f"RayContext {self._state}: application {self._app_id or '-'} ({exc})"
+
+    def _repr_html_(self) -> str:
+        return render_html(self.view())

@@ -232,6 +232,25 @@ def test_ray_admits_only_what_the_containers_hold_and_bounds_the_gateway_s_store
     assert ray.get(fits.remote(), timeout=60) == "ran"
 
 
+def test_the_context_shows_its_application_its_pages_and_every_node(ray_ctx, sc, cluster):
+    text = repr(ray_ctx)
+    print(text)
+    assert text.startswith(f"RayContext running: application {sc.applicationId} (RUNNING)")
+    rows = [line.split() for line in text.splitlines() if line.strip().endswith(("yes", "LOST"))]
+    assert len(rows) == EXECUTORS + 1 and all(row[-1] == "yes" for row in rows)
+    for node in ray_ctx.nodes:
+        assert any(node["node_ip"] in row and f"({node['container']})" in row for row in rows)
+    assert [row[0] for row in rows].count("driver") == 1
+    page = ray_ctx._repr_html_()
+    rm = cluster.resource_manager.webapp_address
+    yarn_page = f"http://{rm}/cluster/app/{sc.applicationId}"
+    assert f'href="{yarn_page}"' in page
+    assert f'href="http://{rm}/proxy/{sc.applicationId}/"' in page
+    assert page.count("<tr>") == EXECUTORS + 2
+    with urllib.request.urlopen(yarn_page, timeout=30) as response:
+        assert sc.applicationId in response.read().decode()
+
+
 def test_an_existing_program_calling_ray_init_runs_unchanged(ray_ctx):
     program = textwrap.dedent("""
         import ray, sys
