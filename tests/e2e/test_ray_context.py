@@ -216,7 +216,8 @@ def test_ray_admits_only_what_the_containers_hold_and_bounds_the_gateway_s_store
     assert len(gateway) == 1
     assert abs(gateway[0]["Resources"]["object_store_memory"] - 256 * 2**20) < 2**20
 
-    @ray.remote(memory=expected + 64 * 2**20, num_cpus=0)
+    # One CPU: only executors' nodes have CPUs (the gateway's node is the driver's).
+    @ray.remote(memory=expected + 64 * 2**20, num_cpus=1)
     def more_than_a_container_holds():
         return "ran"
 
@@ -225,7 +226,7 @@ def test_ray_admits_only_what_the_containers_hold_and_bounds_the_gateway_s_store
         ray.get(ref, timeout=15)  # infeasible: Ray leaves it pending instead of YARN killing it
     ray.cancel(ref, force=True)
 
-    @ray.remote(memory=expected // 2, num_cpus=0)
+    @ray.remote(memory=expected // 2, num_cpus=1)
     def fits():
         return "ran"
 
