@@ -7,6 +7,7 @@ fixture replaces the session's); the tests below add what only many hosts can sh
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import pytest
 import test_data_path as data_path
 import test_ray_context as ray_context
 
+from zoo_ray.errors import IsolatedHostsUnavailableError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 from zoo_ray.minicluster.netns import Network
 
@@ -72,6 +74,21 @@ def test_without_root_up_fails_at_once_naming_the_fix():
         assert list(target.iterdir()) == []
     finally:
         shutil.rmtree(target)
+
+
+def test_a_subnet_another_interface_uses_is_refused_naming_it(tmp_path):
+    network = Network.plan(tmp_path.resolve(), 1)
+    other = "zrtestother0"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True, timeout=30)
+    try:
+        address = ipaddress.ip_address(network.gateway_ip) + 100
+        subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", other], check=True,
+                       timeout=30)
+        with pytest.raises(IsolatedHostsUnavailableError, match=other):
+            network.create()
+        assert network.leftovers() == []
+    finally:
+        subprocess.run(["ip", "link", "del", other], timeout=30)
 
 
 def test_up_after_a_killed_run_cleans_up_and_down_removes_every_namespace(tmp_path):

@@ -113,6 +113,15 @@ class Network:
                     ", ".join(f"{h.hostname}={h.ip}" for h in self.hosts))
 
     def _create_bridge(self) -> None:
+        subnet = ipaddress.ip_network(f"{self.gateway_ip}/{self.prefix_len}", strict=False)
+        for line in _ip("-o", "-4", "addr", "show", check=False).splitlines():
+            fields = line.split()
+            if "inet" in fields and ipaddress.ip_interface(
+                    fields[fields.index("inet") + 1]).ip in subnet:
+                raise IsolatedHostsUnavailableError(
+                    f"{subnet} is already used by interface {fields[1]} (another local Hadoop "
+                    "with isolated hosts?). Stop that one, or start this one with another --dir "
+                    "(each directory gets its own /24 of 198.18.0.0/15).")
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway_ip}/{self.prefix_len}", "dev", self.bridge)
         # Packets from the hosts are for the gateway or each other, never to be routed on.
