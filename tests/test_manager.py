@@ -60,3 +60,7 @@ def test_only_a_head_gets_metrics_ports_of_its_own_and_never_ray_s_fixed_ones(tm
     assert len(ports) == 2 and not ports & {44217, 44227}
     worker = RayManager(_spec(tmp_path / "worker", role="worker")).ray_env()
     assert "AUTOSCALER_METRIC_PORT" not in worker and worker["RAY_AUTH_MODE"] == "token"
+    mine = RayManager(_spec(tmp_path / "mine", env={"AUTOSCALER_METRIC_PORT": "9999"}))
+    assert mine.ray_env()["AUTOSCALER_METRIC_PORT"] == "9999"  # the user's env wins
+    taken = [*mine.ports.values()]
+    assert len(set(taken)) == len(taken) == 8

@@ -68,3 +68,12 @@ def test_the_driver_listens_on_the_address_facing_the_cluster_unless_the_user_sa
     assert spark_settings(_request(), "198.18.0.1")["spark.driver.host"] == "198.18.0.1"
     mine = _request(conf={"spark.driver.host": "gw.example.com"})
     assert spark_settings(mine, "198.18.0.1")["spark.driver.host"] == "gw.example.com"
+
+
+def test_a_loopback_answer_for_a_resource_manager_not_on_loopback_leaves_the_choice_to_spark():
+    from zoo_ray.spark import _driver_host
+    from zoo_ray.yarn import ResourceManager
+
+    assert _driver_host(ResourceManager("127.0.0.1:8088")) == "127.0.0.1"  # the local Hadoop
+    assert _driver_host(ResourceManager("localhost:8088")) is None  # a name for this machine
+    assert _driver_host(ResourceManager("0.0.0.0:8088")) is None

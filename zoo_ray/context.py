@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import html
 import logging
 import os
 import secrets
@@ -62,10 +63,12 @@ def _raise_failures(failures: list[NodeFailure]) -> None:
         return
     for failure in failures:
         if failure.kind == "shm":
+            setting, where = (("driver_object_store_memory", "the gateway")
+                              if failure.container == _GATEWAY
+                              else ("object_store_memory", "the nodes"))
             raise RayContextError(
-                f"Executor {failure.container}: {failure.message}. Lower "
-                "object_store_memory below the free /dev/shm of the nodes, or ask your "
-                "administrators for a larger /dev/shm."
+                f"Executor {failure.container}: {failure.message}. Lower {setting} below the "
+                f"free /dev/shm of {where}, or ask your administrators for a larger /dev/shm."
             )
     lines = [f"{f.container}: {f.message}\n{f.log_tail}" for f in failures]
     raise RayNodeStartError(
@@ -135,10 +138,6 @@ class RayContext:
         ``extra_executor_memory_for_ray`` given to init_spark_on_yarn, and in the
         free ``/dev/shm`` of every node. What is left of that share is each node's
         ``memory`` resource, so Ray does not admit tasks and actors YARN would kill.
-    driver_object_store_memory : str
-        Object store of the Ray node on the gateway, which the driver attaches to.
-        The gateway is a shared machine: this bounds what Ray takes there (without
-        it Ray would take 30 % of the gateway's RAM). Must fit in its free ``/dev/shm``.
     num_ray_nodes : int, optional
         Number of Ray nodes in executors (one per executor); defaults to the number
         of executors.
@@ -160,6 +159,10 @@ class RayContext:
         Seconds ``init()`` waits for every node before failing.
     max_restarts : int
         How often a RayManager restarts its crashed node.
+    driver_object_store_memory : str
+        Object store of the Ray node on the gateway, which the driver attaches to.
+        The gateway is a shared machine: this bounds what Ray takes there (without
+        it Ray would take 30 % of the gateway's RAM). Must fit in its free ``/dev/shm``.
     **zoo_names
         Analytics Zoo's arguments with no meaning here (``redis_port``, ``password``,
         ...) raise an InvalidArgumentError saying what replaces them (README: migration).
@@ -178,7 +181,6 @@ class RayContext:
         self,
         sc: Any,
         object_store_memory: str | None = None,
-        driver_object_store_memory: str = "256m",
         num_ray_nodes: int | None = None,
         ray_node_cpu_cores: int | None = None,
         env: dict[str, str] | None = None,
@@ -188,6 +190,7 @@ class RayContext:
         verbose: bool = False,
         init_timeout: float = 180.0,
         max_restarts: int = 5,
+        driver_object_store_memory: str = "256m",
         **zoo_names: Any,
     ) -> None:
         translate("RayContext", zoo_names, RAY_CONTEXT_NAMES, {})
@@ -597,6 +600,7 @@ class RayContext:
             return "local", None, self.sc.uiWebUrl
         try:
             rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
+            rm.timeout = 3.0  # a display waits seconds at most
             state = rm.app(self._app_id)["state"]
         except (ZooRayError, OSError, KeyError) as exc:
             logger.debug("no application state for the display: %s", exc)
@@ -639,4 +643,8 @@ class RayContext:
             return f"RayContext {self._state}: application {self._app_id or '-'} ({exc})"
 
     def _repr_html_(self) -> str:
-        return render_html(self.view())
+        try:
+            return render_html(self.view())
+        except Exception as exc:  # a display must not raise; say what is known
+            return html.escape(f"RayContext {self._state}: application {self._app_id or '-'} "
+                               f"({exc})")

@@ -31,6 +31,8 @@ from .protocol import STATE_DIR, ManagerState, SpooledBlock
 __all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "spool_arrow_partition",
            "spool_rdd_partition"]
 
+logger = logging.getLogger(__name__)
+
 #: The Arrow form of :class:`SpooledBlock` rows (Spark's schema is built from it).
 SPOOLED_BLOCK_SCHEMA = pa.schema([
     ("container", pa.string()), ("path", pa.string()), ("partition", pa.int64()),
@@ -148,6 +150,9 @@ def _connect_from_executor(address: str) -> None:
             "so cannot fetch it. Give every executor a Ray node (num_ray_nodes) for to_spark.")
     use_token_file(token)
     state = ManagerState.read(spool.work_dir())
+    if state is None:
+        logger.warning("No RayManager state in %s: Ray picks the raylet to attach to",
+                       spool.work_dir())
     import ray
 
     # Attach to this executor's own raylet: Ray would pick any raylet it sees on the

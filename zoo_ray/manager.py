@@ -53,6 +53,9 @@ __all__ = ["RayManager", "main"]
 
 logger = logging.getLogger("zoo_ray.manager")
 
+#: The ports each start of a node takes (the last two only on the head).
+_PORTS = ("dashboard", "agent_http", "agent_grpc", "metrics", "runtime_env", "client",
+          "autoscaler_metrics", "dashboard_metrics")
 _ADDRESS = re.compile(r"--address='([^']+)'")
 _STARTED = "Ray runtime started"
 _START_ATTEMPTS = 3
@@ -96,11 +99,17 @@ class RayManager:
             if spec.role == "head" and spec.head_address else None
         )
         self.dashboard_url: str | None = None
+        self.ports: dict[str, int] = {}
+        self.fresh_ports()
         self.restarts = 0
         self._stopping = threading.Event()
         self._ready = threading.Event()
 
     # ---------------------------------------------------------------- set-up
+    def fresh_ports(self) -> None:
+        """Every port one start of the node takes, from one call: none handed out twice."""
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS))))
+
     def check_shm(self) -> NodeFailure | None:
         """Refuse an object store larger than the free ``/dev/shm``, before anything starts."""
         shm = _shm_free()
@@ -129,22 +138,22 @@ class RayManager:
         if self.spec.role == "head":
             # The head's autoscaler and dashboard serve metrics on fixed ports (44217, 44227)
             # by default: a second application's head on the same host could not bind them.
-            autoscaler, dashboard = free_ports(2)
-            env.update(AUTOSCALER_METRIC_PORT=str(autoscaler), DASHBOARD_METRIC_PORT=str(dashboard))
+            env.setdefault("AUTOSCALER_METRIC_PORT", str(self.ports["autoscaler_metrics"]))
+            env.setdefault("DASHBOARD_METRIC_PORT", str(self.ports["dashboard_metrics"]))
         return env
 
     def ray_argv(self, ip: str) -> list[str]:
         spec = self.spec
-        dashboard, agent_http, agent_grpc, metrics, runtime_env, client = free_ports(6)
+        ports = self.ports
         argv = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
             f"--node-ip-address={ip}", f"--num-cpus={spec.num_cpus}",
             f"--temp-dir={self.temp_dir}",
             f"--object-spilling-directory={self.state / 'spill'}",
-            f"--dashboard-agent-listen-port={agent_http}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--metrics-export-port={metrics}",
-            f"--runtime-env-agent-port={runtime_env}",
+            f"--dashboard-agent-listen-port={ports['agent_http']}",
+            f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+            f"--metrics-export-port={ports['metrics']}",
+            f"--runtime-env-agent-port={ports['runtime_env']}",
             "--disable-usage-stats", "--log-style=record", "--log-color=false",
         ]
         if spec.object_store_memory:
@@ -154,13 +163,13 @@ class RayManager:
         if spec.role == "head":
             argv += [
                 "--head", f"--port={self.gcs_port or 0}",
-                f"--ray-client-server-port={client}",
+                f"--ray-client-server-port={ports['client']}",
                 f"--include-dashboard={'true' if spec.include_dashboard else 'false'}",
                 # The dashboard process runs even when "off"; give it a port of its own.
-                f"--dashboard-port={dashboard}", f"--dashboard-host={ip}",
+                f"--dashboard-port={ports['dashboard']}", f"--dashboard-host={ip}",
             ]
             if spec.include_dashboard:
-                self.dashboard_url = f"http://{ip}:{dashboard}"
+                self.dashboard_url = f"http://{ip}:{ports['dashboard']}"
             if spec.system_config:
                 argv.append(f"--system-config={json.dumps(spec.system_config)}")
         else:
@@ -235,6 +244,7 @@ class RayManager:
 
     def start_node(self) -> None:
         ip = self.node_ip()
+        self.fresh_ports()
         self._link_temp_dir()
         self._ready.clear()
         out = open(Path(self.spec.log_dir) / "ray_start.log", "ab")

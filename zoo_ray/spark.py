@@ -11,6 +11,7 @@ says why.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import logging
 import os
 import sys
@@ -237,6 +238,26 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
     return settings
 
 
+def _driver_host(rm: ResourceManager) -> str | None:
+    """The gateway's address facing the ResourceManager, if that says anything.
+
+    A loopback answer for a ResourceManager not addressed as loopback (its name
+    resolves to 127.0.1.1 on its own machine, or it listens on 0.0.0.0) would hide
+    the driver from remote executors: then Spark picks, as without zoo_ray.
+    """
+    address = node_ip(toward=rm.host)
+    if ipaddress.ip_address(address).is_loopback and not _is_loopback_literal(rm.host):
+        return None
+    return address
+
+
+def _is_loopback_literal(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
           rm: ResourceManager) -> Any:
     """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with."""
@@ -259,8 +280,7 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
         os.environ["PYSPARK_ARCHIVES_PATH"] = shipped_libs
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
-    driver_host = node_ip(toward=rm.host)
-    spark_conf = SparkConf().setAll(list(spark_settings(request, driver_host).items()))
+    spark_conf = SparkConf().setAll(list(spark_settings(request, _driver_host(rm)).items()))
     fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf), hconf.conf_dir)
     if os.environ.get("PYSPARK_ARCHIVES_PATH") == shipped_libs:
         ship_pyspark_libs(fs, py_libs)

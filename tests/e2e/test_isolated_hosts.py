@@ -32,6 +32,7 @@ from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 from zoo_ray.minicluster.netns import Network
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolated hosts need root (CI is root)")
 
 #: One executor container (1920 MB) fits a host, two do not: every executor gets a host.
 SPEC = MiniClusterSpec(nodemanagers=3, nm_memory_mb=3072, nm_vcores=4, isolated_hosts=True)

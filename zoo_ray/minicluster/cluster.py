@@ -221,26 +221,7 @@ class MiniCluster:
             }
             self._write_state(state)
             try:
-                if network:
-                    network.create()
-                host = network.gateway_ip if network else HOST
-                state["ports"] = ports = plan_ports(self.spec, host)
-                self._write_state(state)
-                _check_ports_free(ports, host)
-                confs = render(self.spec, self.dir, ports, host,
-                               [h.ip for h in network.hosts] if network else None)
-                self._format_namenode(java_home, jars, confs["client"])
-                for name, kind, conf in self._daemon_plan(confs):
-                    argv = java_argv(
-                        java_home, conf, jars, MAIN_CLASSES[kind], self.spec.heap_mb[kind],
-                        log_dir=self.dir / "logs", log_name=name,
-                    )
-                    if network and kind == "nodemanager":
-                        argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
-                    env = _daemon_env(java_home, conf)
-                    daemon = Daemon.start(name, argv, self.dir / "logs", env, self.dir)
-                    state["daemons"].append(daemon.to_dict())
-                    self._write_state(state)
+                self._start_daemons(state, network, java_home, jars)
                 if owner_pid is not None:
                     _spawn_watchdog(owner_pid, self.dir)
                 self._wait_ready(timeout)
@@ -253,6 +234,30 @@ class MiniCluster:
                 self.hadoop_conf_dir,
             )
             return self
+
+    def _start_daemons(self, state: dict[str, Any], network: Network | None, java_home: Path,
+                       jars: Path) -> None:
+        """Network (if isolated), ports, configuration, then every daemon, recorded as it goes."""
+        if network:
+            network.create()
+        host = network.gateway_ip if network else HOST
+        state["ports"] = ports = plan_ports(self.spec, host)
+        self._write_state(state)
+        _check_ports_free(ports, host)
+        confs = render(self.spec, self.dir, ports, host,
+                       [h.ip for h in network.hosts] if network else None)
+        self._format_namenode(java_home, jars, confs["client"])
+        for name, kind, conf in self._daemon_plan(confs):
+            argv = java_argv(
+                java_home, conf, jars, MAIN_CLASSES[kind], self.spec.heap_mb[kind],
+                log_dir=self.dir / "logs", log_name=name,
+            )
+            if network and kind == "nodemanager":
+                argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
+            daemon = Daemon.start(name, argv, self.dir / "logs", _daemon_env(java_home, conf),
+                                  self.dir)
+            state["daemons"].append(daemon.to_dict())
+            self._write_state(state)
 
     def _planned_network(self) -> Network | None:
         if not self.spec.isolated_hosts:
@@ -377,7 +382,7 @@ class MiniCluster:
         for daemon in reversed(daemons):
             daemon.stop()
         self._kill_strays()
-        network = self._planned_network()
+        network = Network.from_dict(state["network"]) if state.get("network") else None
         if network:
             # The ports lived on the bridge's address, which goes with the bridge.
             network.destroy()

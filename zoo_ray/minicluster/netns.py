@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IsolatedHostsUnavailableError
+from ..host import terminate
 
 __all__ = ["GATEWAY_NAME", "HostNet", "Network", "check_capability", "launcher"]
 
@@ -125,7 +126,11 @@ class Network:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway_ip}/{self.prefix_len}", "dev", self.bridge)
         # Packets from the hosts are for the gateway or each other, never to be routed on.
-        Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/forwarding").write_text("0\n")
+        try:
+            Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/forwarding").write_text("0\n")
+        except OSError as exc:
+            raise IsolatedHostsUnavailableError(
+                f"Cannot switch forwarding off on {self.bridge} ({exc}). {_FIX}") from None
         _ip("link", "set", self.bridge, "up")
 
     def _create_host(self, index: int, host: HostNet) -> None:
@@ -168,6 +173,8 @@ class Network:
         """
         for netns in _existing_netns():
             if netns.startswith(f"zoo-ray-{self.tag}-"):
+                # A namespace lives on, nameless, while any process is inside it.
+                _kill_inside(netns)
                 _ip("netns", "del", netns, check=False)
         for link in _existing_links():
             if link.startswith(f"zr{self.tag}"):
@@ -223,6 +230,20 @@ def _ip(*args: str, check: bool = True) -> str:
         raise IsolatedHostsUnavailableError(
             f"`ip {' '.join(args)}` failed: {result.stderr.strip()}. {_FIX}")
     return result.stdout
+
+
+def _kill_inside(netns: str) -> None:
+    import psutil
+
+    procs = []
+    for pid in _ip("netns", "pids", netns, check=False).split():
+        try:
+            procs.append(psutil.Process(int(pid)))
+        except psutil.NoSuchProcess:
+            continue
+    if procs:
+        logger.warning("Stopping %d processes left in %s", len(procs), netns)
+        terminate(procs)
 
 
 def _existing_netns() -> list[str]:
