@@ -238,6 +238,16 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
     return settings
 
 
+def _restart_jvm_for(conf_dir: Path) -> None:
+    """End a JVM left from a SparkContext on another cluster: Spark's YARN client reads the
+    Hadoop configuration the JVM started with, and would submit there."""
+    running = spark_internals.jvm_hadoop_conf_dir()
+    if running is not None and os.path.realpath(running) != os.path.realpath(conf_dir):
+        logger.info("Restarting PySpark's JVM: it read the Hadoop configuration in %s, this "
+                    "application's is %s", running, conf_dir)
+        spark_internals.stop_jvm()
+
+
 def _driver_host(rm: ResourceManager) -> str | None:
     """The gateway's address facing the ResourceManager, if that says anything.
 
@@ -263,6 +273,7 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
     """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with."""
     from pyspark import SparkConf
 
+    _restart_jvm_for(hconf.conf_dir)
     os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
     os.environ.setdefault("JAVA_HOME", str(java_home))
     if request.hadoop_user_name:

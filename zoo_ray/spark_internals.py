@@ -26,6 +26,36 @@ def jvm_running() -> bool:
     return SparkContext._gateway is not None
 
 
+def jvm_hadoop_conf_dir() -> str | None:
+    """The ``HADOOP_CONF_DIR`` the running JVM started with: the Hadoop configuration it
+    reads (its classpath holds that directory), or None without a JVM."""
+    from pyspark import SparkContext
+
+    jvm: Any = SparkContext._jvm
+    if SparkContext._gateway is None or jvm is None:
+        return None
+    value = jvm.java.lang.System.getenv("HADOOP_CONF_DIR")
+    return str(value) if value else None
+
+
+def stop_jvm() -> None:
+    """End PySpark's JVM (no SparkContext may run), so the next one starts afresh."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    gateway.shutdown()
+    # The JVM exits when its stdin closes (it watches the Python process through it).
+    proc = getattr(gateway, "proc", None)
+    if proc is not None:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(60)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
 def launch_jvm(conf: Any) -> Any:
     """Start PySpark's JVM (if it does not run yet) with ``conf``; return its JVM view."""
     from pyspark import SparkContext

@@ -27,6 +27,7 @@ import pytest
 import test_data_path as data_path
 import test_ray_context as ray_context
 
+from zoo_ray import spark_internals
 from zoo_ray.errors import IsolatedHostsUnavailableError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 from zoo_ray.minicluster.netns import Network
@@ -129,6 +130,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
     """Three isolated hosts; replaces the session's cluster for every test in this module."""
     with MiniCluster(tmp_path_factory.mktemp("isolated"), spec=SPEC) as running:
         yield running
+    # Later modules' SparkContexts must not reuse a JVM configured for this cluster.
+    spark_internals.stop_jvm()
 
 
 ray_ctx = ray_context.ray_ctx
