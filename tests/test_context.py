@@ -85,6 +85,12 @@ class _StubSparkContext:
         self._jsc = None
 
 
+def _no_cluster_side_effects(ctx, monkeypatch):
+    """A stub SparkContext has no status store to watch, and no record belongs in the cache."""
+    monkeypatch.setattr(ctx, "_record", lambda: None)
+    monkeypatch.setattr(ctx, "_watch_losses", lambda: None)
+
+
 @pytest.fixture
 def no_active_context():
     yield
@@ -115,6 +121,7 @@ def test_initialized_is_false_while_starting_and_stop_is_idempotent(no_active_co
         ctx.address_info = {"address": "198.18.0.1:1", "nodes": []}
 
     monkeypatch.setattr(ctx, "_start_cluster", start)
+    _no_cluster_side_effects(ctx, monkeypatch)
     monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: seen.append("stop job"))
     ctx.stop()  # before init: nothing to stop, no error
     ctx.init()
@@ -133,6 +140,7 @@ def test_spark_stop_is_wrapped_once_however_often_init_runs(no_active_context, m
     monkeypatch.setattr(ctx, "_start_cluster", lambda driver_cores: setattr(
         ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
     stops = []
+    _no_cluster_side_effects(ctx, monkeypatch)
     monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: stops.append("ray"))
     for _ in range(3):
         ctx.init()

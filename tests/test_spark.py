@@ -55,7 +55,13 @@ def test_settings_are_a_pure_function_of_the_request():
     assert settings["spark.executor.cores"] == "8"  # the user's conf wins ...
     assert settings["spark.executor.memoryOverhead"] == "3584m"  # ... but Ray's share is added
     assert settings["spark.zoo_ray.rayMemory"] == str(3 * 2**30)
-    assert settings["spark.yarn.queue"] == "batch" and settings["spark.yarn.tags"] == "a,b"
+    assert settings["spark.yarn.queue"] == "batch"
+    # zoo_ray's tag (status, stop), this launch's own tag, then the user's.
+    tags = settings["spark.yarn.tags"].split(",")
+    assert tags == ["zoo_ray", request.launch_tag, "a", "b"]
+    assert request.launch_tag.startswith("zoo_ray-") and request.launch_tag == (
+        request.launch_tag.lower())
+    assert _request().launch_tag != request.launch_tag
     assert settings["spark.jars"] == "x.jar,y.jar"
     assert settings["spark.kerberos.keytab"] == "/etc/zoo.keytab"
     assert settings["spark.sql.shuffle.partitions"] == "7"

@@ -5,9 +5,11 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
-from .errors import ZooRayError
+from .errors import InvalidArgumentError, ZooRayError
 from .minicluster import MiniCluster, MiniClusterSpec
+from .submit import INTERRUPTED
 
 __all__ = ["main"]
 
@@ -52,17 +54,169 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo-ray", description="Run Ray inside Spark on YARN.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _conf_pairs(values: list[str]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--conf {value!r} is not KEY=VALUE; write it like "
+                                       "--conf spark.executor.heartbeatInterval=20s.")
+        pairs[key] = setting
+    return pairs
 
-    dir_help = "directory of the local Hadoop (default: ~/.cache/zoo_ray/minicluster)"
 
-    mini = sub.add_parser("minicluster", help="a local Hadoop (HDFS + YARN) on this machine")
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import SubmitOptions, submit
+
+    options = SubmitOptions(
+        hadoop_conf=args.hadoop_conf, num_executors=args.num_executors,
+        executor_cores=args.executor_cores, executor_memory=args.executor_memory,
+        driver_memory=args.driver_memory,
+        extra_executor_memory_for_ray=args.extra_executor_memory_for_ray,
+        object_store_memory=args.object_store_memory, conda_name=args.conda_name,
+        env_prefix=args.env_prefix, penv_archive=args.archive, queue=args.queue,
+        extra_python_lib=[p for value in args.py_files for p in value.split(",") if p],
+        conf=_conf_pairs(args.conf),
+    )
+    return submit(args.script, args.args, options)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from .spark import ship_environment
+
+    entry = ship_environment(args.hadoop_conf, args.conda_name, args.env_prefix, args.cache_dir)
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> Any:
+    from .hadoop_conf import HadoopConf
+    from .spark import hadoop_conf_dir
+    from .yarn import ResourceManager
+
+    return ResourceManager.from_conf(HadoopConf(hadoop_conf_dir(args.hadoop_conf)))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .applications import application_report, list_applications
+
+    rm = _rm(args)
+    apps = [rm.app(args.application_id)] if args.application_id else list_applications(
+        rm, all_states=args.all)
+    print(json.dumps([application_report(rm, app) for app in apps], indent=2))
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from .applications import stop_application
+
+    state = stop_application(_rm(args), args.application_id)
+    print(f"{args.application_id}: {state}")
+    return 0
+
+
+def _add_env_options(parser: argparse.ArgumentParser, archive: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--conda-name", help="conda environment (name or prefix) to ship")
+    group.add_argument("--env-prefix", help="conda env or virtualenv/venv prefix to ship")
+    if archive:
+        group.add_argument("--archive", help="a prebuilt conda-pack/venv-pack archive "
+                                             "(local path or hdfs:// URI)")
+
+
+def _add_hadoop_conf(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hadoop-conf", help="Hadoop client configuration directory "
+                                              "(default: $HADOOP_CONF_DIR)")
+
+
+def _add_submit(sub: Any) -> None:
+    submit = sub.add_parser(
+        "submit", help="run an unchanged Ray script on YARN",
+        **_examples("zoo-ray submit train.py --epochs 3",
+                    "zoo-ray submit --num-executors 4 --executor-cores 4 --executor-memory 4g "
+                    "--extra-executor-memory-for-ray 6g --object-store-memory 4g "
+                    "--queue batch train.py",
+                    "zoo-ray submit --conda-name zoo --py-files utils.py,model.zip job.py",
+                    "",
+                    "The script runs unchanged: its own ray.init() joins the cluster on YARN.",
+                    "The exit code is the script's; Ctrl-C stops the application and every "
+                    "Ray process."),
+        description="Start Spark executors on YARN with a Ray node in each, run SCRIPT "
+                    "against that cluster, then stop everything.")
+    _add_hadoop_conf(submit)
+    submit.add_argument("--num-executors", type=int, default=2)
+    submit.add_argument("--executor-cores", type=int, default=2)
+    submit.add_argument("--executor-memory", default="2g", help="JVM heap of each executor")
+    submit.add_argument("--driver-memory", default="1g")
+    submit.add_argument("--extra-executor-memory-for-ray", default=None,
+                        help="memory each container adds for Ray (object store and workers)")
+    submit.add_argument("--object-store-memory", default=None,
+                        help="object store of each executor's Ray node")
+    _add_env_options(submit, archive=True)
+    submit.add_argument("--queue", help="YARN queue")
+    submit.add_argument("--py-files", action="append", default=[],
+                        help="comma-separated .py/.zip/.egg files for the executors")
+    submit.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark property (repeatable)")
+    submit.add_argument("script", help="the Python script to run")
+    submit.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
+    submit.set_defaults(func=_submit)
+
+
+def _add_applications(sub: Any) -> None:
+    pack = sub.add_parser(
+        "pack", help="pack an environment and upload it to the cluster's cache",
+        **_examples("zoo-ray pack                  # the environment running zoo-ray",
+                    "zoo-ray pack --conda-name zoo",
+                    "zoo-ray pack --env-prefix /opt/envs/ml --hadoop-conf /etc/hadoop/conf"),
+        description="Pack the environment (or reuse its pack) and upload it unless the "
+                    "cluster has it; print the cache entry.")
+    _add_hadoop_conf(pack)
+    _add_env_options(pack, archive=False)
+    pack.add_argument("--cache-dir", help="cache directory on the cluster "
+                                          "(default: /user/<you>/.zoo_ray/cache)")
+    pack.set_defaults(func=_pack)
+
+    status = sub.add_parser(
+        "status", help="zoo_ray's applications on YARN and their Ray nodes",
+        **_examples("zoo-ray status                # applications that have not ended",
+                    "zoo-ray status --all", "zoo-ray status application_1700000000000_0042"),
+        description="Print zoo_ray's applications (JSON): YARN's state and containers, and "
+                    "the Ray nodes of a RayContext running on this gateway.")
+    _add_hadoop_conf(status)
+    status.add_argument("application_id", nargs="?")
+    status.add_argument("--all", action="store_true", help="include ended applications")
+    status.set_defaults(func=_status)
+
+    stop = sub.add_parser(
+        "stop", help="kill a zoo_ray application and everything in it",
+        **_examples("zoo-ray stop application_1700000000000_0042"),
+        description="Kill the application on YARN (its executors and their Ray nodes) and "
+                    "the Ray node on this gateway its driver attached to.")
+    _add_hadoop_conf(stop)
+    stop.add_argument("application_id")
+    stop.set_defaults(func=_stop)
+
+
+_DIR_HELP = "directory of the local Hadoop (default: ~/.cache/zoo_ray/minicluster)"
+
+
+def _examples(*lines: str) -> dict[str, Any]:
+    """``add_parser`` keywords that show ``lines`` as examples after the options."""
+    return {"epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _add_minicluster(sub: Any) -> None:
+    mini = sub.add_parser("minicluster", help="a local Hadoop (HDFS + YARN) on this machine",
+                          **_examples("zoo-ray minicluster up", "zoo-ray minicluster status",
+                                      "zoo-ray minicluster down"))
     mini_sub = mini.add_subparsers(dest="action", required=True)
-    up = mini_sub.add_parser("up", help="start it (or reuse the running one)")
-    up.add_argument("--dir", help=dir_help)
+    up = mini_sub.add_parser("up", help="start it (or reuse the running one)",
+                             **_examples("zoo-ray minicluster up",
+                                         "zoo-ray minicluster up --nodemanagers 3 "
+                                         "--isolated-hosts"))
+    up.add_argument("--dir", help=_DIR_HELP)
     defaults = MiniClusterSpec()
     up.add_argument("--nodemanagers", type=int, default=defaults.nodemanagers)
     up.add_argument("--nm-memory-mb", type=int, default=defaults.nm_memory_mb,
@@ -76,25 +230,43 @@ def _parser() -> argparse.ArgumentParser:
                     help="give every NodeManager its own network namespace, address "
                          "(198.18.0.0/15) and hostname; needs root")
     up.set_defaults(func=_minicluster_up)
-    status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)")
-    status.add_argument("--dir", help=dir_help)
+    status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)",
+                                 **_examples("zoo-ray minicluster status"))
+    status.add_argument("--dir", help=_DIR_HELP)
     status.set_defaults(func=_minicluster_status)
-    down = mini_sub.add_parser("down", help="stop every daemon and container it started")
-    down.add_argument("--dir", help=dir_help)
+    down = mini_sub.add_parser("down", help="stop every daemon and container it started",
+                               **_examples("zoo-ray minicluster down"))
+    down.add_argument("--dir", help=_DIR_HELP)
     down.set_defaults(func=_minicluster_down)
 
-    logs = sub.add_parser("logs", help="aggregated container logs of a YARN application")
+
+def _add_logs_and_demo(sub: Any) -> None:
+    logs = sub.add_parser("logs", help="aggregated container logs of a YARN application",
+                          **_examples("zoo-ray logs application_1700000000000_0042"))
     logs.add_argument("application_id")
-    logs.add_argument("--dir", help=dir_help)
+    logs.add_argument("--dir", help=_DIR_HELP)
     logs.set_defaults(func=_logs)
 
     demo = sub.add_parser(
-        "demo", help="start the local Hadoop, run a small job on YARN through zoo_ray, stop"
-    )
-    demo.add_argument("--dir", help=dir_help)
+        "demo", help="start the local Hadoop, run a small job on YARN through zoo_ray, stop",
+        **_examples("zoo-ray demo", "zoo-ray demo --keep-cluster"))
+    demo.add_argument("--dir", help=_DIR_HELP)
     demo.add_argument("--keep-cluster", action="store_true",
                       help="leave the local Hadoop running afterwards")
     demo.set_defaults(func=_demo)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo-ray", description="Run Ray inside Spark on YARN.",
+        **_examples("zoo-ray demo", "zoo-ray submit train.py --epochs 3", "zoo-ray status",
+                    "zoo-ray stop application_1700000000000_0042"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_submit(sub)
+    _add_applications(sub)
+    _add_minicluster(sub)
+    _add_logs_and_demo(sub)
     return parser
 
 
@@ -106,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ZooRayError as exc:
         print(f"zoo-ray: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("zoo-ray: interrupted; everything it started was stopped", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -24,19 +24,23 @@ from functools import partial
 from typing import Any, ClassVar
 
 from . import spark_internals
+from .applications import AppRecord
 from .auth import clear_driver_token, write_driver_token
 from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .display import ClusterView, NodeRow, render_html, render_text
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
 from .host import node_ip, wait_until
+from .losses import ExecutorLoss, LossWatch
 from .memory import (
     MIN_OBJECT_STORE,
     RAY_MEMORY_CONF,
     check_object_store_fits,
+    format_mib,
     parse_memory,
     worker_memory,
 )
+from .progress import JobProgress
 from .protocol import (
     HeadPlacement,
     NodeFailure,
@@ -233,6 +237,7 @@ class RayContext:
         self._work_dir: tempfile.TemporaryDirectory[str] | None = None
         self._app_id = ""
         self._token = ""
+        self._loss_watch: LossWatch | None = None
         if RayContext._active is None or not RayContext._active.initialized:
             RayContext._active = self
 
@@ -322,6 +327,8 @@ class RayContext:
             raise
         self._state = "running"
         atexit.register(self.stop)
+        self._record()
+        self._watch_losses()
         self._stop_with_spark()
         logger.info("Ray cluster up in %.1fs: %d nodes, head %s", time.monotonic() - started,
                     len(self.address_info["nodes"]), self.address_info["address"])
@@ -330,6 +337,8 @@ class RayContext:
     def _start_cluster(self, driver_cores: int) -> None:
         head = self._place_head()
         self.address_info = {"address": head.address, "nodes": []}
+        logger.info("Starting %d Ray nodes in the executors (the head in %s) and the "
+                    "gateway's node", self.num_ray_nodes, head.container)
         gateway = self._spawn_gateway_node(head, driver_cores)
         nodes = self._start_executor_nodes(head)
         self.address_info["nodes"] = [dataclasses.asdict(n) for n in nodes]
@@ -362,8 +371,11 @@ class RayContext:
     def _start_executor_nodes(self, head: HeadPlacement) -> list[NodeInfo]:
         plan = StartPlan(self._base_spec(), head, self.num_ray_nodes, self.init_timeout)
         slots = self._slots()
-        outcomes = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
-            partial(start_nodes, plan)).collect()
+        group = f"zoo_ray-start-{self._app_id}"
+        with spark_internals.job_group(self.sc, group, "zoo_ray: starting Ray nodes"), \
+                JobProgress(self.sc, group, slots, "Ray nodes", "node"):
+            outcomes = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
+                partial(start_nodes, plan)).collect()
         return _started_nodes(outcomes, self.num_ray_nodes)
 
     def _spawn_gateway_node(self, head: HeadPlacement, driver_cores: int) -> subprocess.Popen[str]:
@@ -411,6 +423,38 @@ class RayContext:
                              "node_ids": sorted(n["NodeID"] for n in alive),
                              "webui_url": self.address_info["nodes"][0]["dashboard_url"]}
 
+    def _record(self) -> None:
+        """Tell ``zoo-ray status`` and ``zoo-ray stop`` on this gateway about the cluster."""
+        if self.is_local or not self._app_id:
+            return
+        AppRecord(app_id=self._app_id, driver_pid=os.getpid(),
+                  gateway_manager_pid=getattr(self._gateway_manager, "pid", None),
+                  address=self.address_info["address"],
+                  dashboard_url=self.address_info.get("webui_url"),
+                  nodes=self.address_info["nodes"]).write()
+
+    def _watch_losses(self) -> None:
+        """Say at once when YARN takes an executor (and its Ray node) away, and why."""
+        if self.is_local:
+            return
+        conf = self.sc.getConf()
+        ray_memory = conf.get(RAY_MEMORY_CONF)
+        sizes = {"executor_memory": conf.get("spark.executor.memory", "1g"),
+                 "extra_executor_memory_for_ray": (format_mib(int(ray_memory)) if ray_memory
+                                                   else "not set"),
+                 "object_store_memory": (format_mib(self.object_store_memory)
+                                         if self.object_store_memory else "Ray's default")}
+        containers = {n["executor_id"]: n["container"] for n in self.address_info["nodes"]}
+        self._loss_watch = LossWatch(self.sc, containers, sizes)
+
+    def lost_executors(self) -> list[ExecutorLoss]:
+        """The executors (and their Ray nodes) lost since ``init()``, and why.
+
+        Each loss is also logged as a warning when it happens; one YARN killed for
+        memory says the limit, the usage and which parameter to raise.
+        """
+        return self._loss_watch.losses if self._loss_watch is not None else []
+
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:
         """Stop every Ray process of this application on every node.
@@ -422,6 +466,8 @@ class RayContext:
             return
         import ray
 
+        if self._loss_watch is not None:
+            self._loss_watch.close()
         if ray.is_initialized():
             ray.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
@@ -434,6 +480,8 @@ class RayContext:
             self._stop_executor_nodes()
         self._stop_gateway_node()
         clear_driver_token()
+        if self._app_id:
+            AppRecord.remove(self._app_id)
         self._state = "stopped"
         self.address_info = {}
         atexit.unregister(self.stop)

@@ -14,6 +14,7 @@ import getpass
 import ipaddress
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import spark_internals
+from .applications import APP_TAG
 from .compat import LOCAL_NAMES, YARN_NAMES, translate
 from .envs import (
     ENV_ALIAS,
     PythonEnv,
     find_env,
+    packed_env,
     pyspark_libs,
     remote_cache_root,
     ship_env,
@@ -46,9 +49,11 @@ from .hadoop_conf import HadoopConf
 from .host import find_java_home, node_ip, wait_until
 from .memory import RAY_MEMORY_CONF, ExecutorMemory, format_mib, parse_memory
 from .memory import executor_memory as size_executor
+from .startup import StartupWatch, find_tagged
 from .yarn import ResourceManager
 
-__all__ = ["init_spark_on_yarn", "init_spark_on_local", "spark_settings", "YarnRequest"]
+__all__ = ["init_spark_on_yarn", "init_spark_on_local", "ship_environment", "spark_settings",
+           "YarnRequest"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,8 @@ class YarnRequest:
     keytab: str | None
     tags: list[str]
     cache_dir: str | None
+    #: A YARN tag only this application carries: found by it while Spark starts it.
+    launch_tag: str
     executor_timeout: float
 
     @property
@@ -144,18 +151,24 @@ def _check_arguments(
         spark_yarn_archive=spark_yarn_archive, jars=_as_list(jars), queue=queue,
         app_name=app_name, principal=principal, keytab=keytab, tags=_as_list(tags),
         cache_dir=cache_dir, executor_timeout=executor_timeout,
+        launch_tag=f"{APP_TAG}-{secrets.token_hex(8)}",
     )
 
 
-def _hadoop_conf(hadoop_conf: str | None) -> HadoopConf:
+def hadoop_conf_dir(hadoop_conf: str | None) -> Path:
+    """The Hadoop configuration directory: ``hadoop_conf``, else ``$HADOOP_CONF_DIR``."""
     conf_dir = hadoop_conf or os.environ.get("HADOOP_CONF_DIR")
     if not conf_dir:
         raise HadoopConfError(
             "No Hadoop configuration: pass hadoop_conf=<dir with core-site.xml and "
-            "yarn-site.xml> or set HADOOP_CONF_DIR (on a gateway usually /etc/hadoop/conf; for "
-            "the local Hadoop, the path `zoo-ray minicluster up` prints)."
+            "yarn-site.xml> (--hadoop-conf) or set HADOOP_CONF_DIR (on a gateway usually "
+            "/etc/hadoop/conf; for the local Hadoop, the path `zoo-ray minicluster up` prints)."
         )
-    return HadoopConf(Path(conf_dir).expanduser().resolve())
+    return Path(conf_dir).expanduser().resolve()
+
+
+def _hadoop_conf(hadoop_conf: str | None) -> HadoopConf:
+    return HadoopConf(hadoop_conf_dir(hadoop_conf))
 
 
 def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
@@ -225,8 +238,8 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
         settings[RAY_MEMORY_CONF] = str(sizing.ray)
     if request.queue:
         settings["spark.yarn.queue"] = request.queue
-    if request.tags:
-        settings["spark.yarn.tags"] = ",".join(request.tags)
+    # zoo-ray status and stop know zoo_ray's applications by their tag.
+    settings["spark.yarn.tags"] = ",".join([APP_TAG, request.launch_tag, *request.tags])
     if request.jars:
         settings["spark.jars"] = ",".join(request.jars)
     if request.principal and request.keytab:
@@ -268,21 +281,64 @@ def _is_loopback_literal(host: str) -> bool:
         return False
 
 
+def _jvm_environment(hconf: HadoopConf, java_home: Path, hadoop_user_name: str | None) -> None:
+    """What Spark's JVM reads from the environment when it starts: the cluster's
+    configuration, Java, and the user to act as."""
+    _restart_jvm_for(hconf.conf_dir)
+    os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
+    os.environ.setdefault("JAVA_HOME", str(java_home))
+    if hadoop_user_name:
+        os.environ["HADOOP_USER_NAME"] = hadoop_user_name
+
+
+def _remote_root(hconf: HadoopConf, hadoop_user_name: str | None, cache_dir: str | None) -> str:
+    user = hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    return remote_cache_root(hconf.require("fs.defaultFS"), user, cache_dir)
+
+
+def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = None,
+                     env_prefix: str | None = None, cache_dir: str | None = None
+                     ) -> dict[str, Any]:
+    """Pack an environment (or reuse its pack) and upload it unless the cluster has it.
+
+    The first step of :func:`init_spark_on_yarn` on its own (``zoo-ray pack``): the
+    next application with this environment starts without packing or uploading.
+
+    Parameters
+    ----------
+    hadoop_conf, conda_name, env_prefix, cache_dir
+        As for :func:`init_spark_on_yarn`; with neither ``conda_name`` nor
+        ``env_prefix``, the environment running this Python.
+
+    Returns
+    -------
+    dict
+        The cache entry: ``kind``, ``prefix``, the local ``archive``, its ``bytes``,
+        and the ``remote`` URI on the cluster.
+    """
+    from pyspark import SparkConf
+
+    env = find_env(conda_name, env_prefix, None)
+    hconf = _hadoop_conf(hadoop_conf)
+    _jvm_environment(hconf, find_java_home(), None)
+    remote_root = _remote_root(hconf, None, cache_dir)
+    fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()), hconf.conf_dir)
+    remote = ship_env(env, fs, remote_root)
+    archive, _ = packed_env(env)
+    return {"kind": env.kind, "prefix": env.location, "archive": str(archive),
+            "bytes": archive.stat().st_size, "remote": remote}
+
+
 def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
           rm: ResourceManager) -> Any:
     """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with."""
     from pyspark import SparkConf
 
-    _restart_jvm_for(hconf.conf_dir)
-    os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
-    os.environ.setdefault("JAVA_HOME", str(java_home))
-    if request.hadoop_user_name:
-        os.environ["HADOOP_USER_NAME"] = request.hadoop_user_name
+    _jvm_environment(hconf, java_home, request.hadoop_user_name)
     import pyspark
 
     spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
-    user = request.hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
-    remote_root = remote_cache_root(hconf.require("fs.defaultFS"), user, request.cache_dir)
+    remote_root = _remote_root(hconf, request.hadoop_user_name, request.cache_dir)
     py_libs = pyspark_libs(spark_home, remote_root)
     shipped_libs = ",".join(remote for _, remote in py_libs)
     if not spark_internals.jvm_running() and py_libs and \
@@ -314,18 +370,55 @@ def _start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) 
 
     # The driver tells executors which interpreter to run from its PYSPARK_PYTHON, read
     # once when the SparkContext starts.
-    with _env_var("PYSPARK_PYTHON", _EXECUTOR_PYTHON):
-        sc = SparkContext(conf=spark_conf, pyFiles=request.extra_python_lib or None)
-    try:
-        _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout)
-    except BaseException:
-        if spark_internals.active_context() is sc:
-            rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
-            sc.stop()
-        raise
+    with StartupWatch(rm, request.launch_tag, request.num_executors,
+                      request.executor_timeout) as watch:
+        try:
+            with _env_var("PYSPARK_PYTHON", _EXECUTOR_PYTHON):
+                sc = SparkContext(conf=spark_conf, pyFiles=request.extra_python_lib or None)
+        except KeyboardInterrupt:
+            _abandon_start(rm, request.launch_tag)
+            raise
+        except Exception:
+            if watch.killed_unscheduled:
+                raise _unscheduled_error(request, watch.app) from None
+            raise
+        try:
+            _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout)
+        except BaseException:
+            if spark_internals.active_context() is sc:
+                rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
+                sc.stop()
+            raise
     logger.info("SparkContext %s on YARN is ready with %d executors", sc.applicationId,
                 request.num_executors)
     return sc
+
+
+def _abandon_start(rm: ResourceManager, tag: str) -> None:
+    """Undo a SparkContext start interrupted mid-way (Ctrl-C in a notebook cell).
+
+    Spark's JVM goes on starting the application after Python stops waiting for
+    it, so the JVM is ended first (nothing can be submitted after that), then the
+    application, if YARN has it, is killed. The next init_spark_on_yarn starts a
+    fresh JVM.
+    """
+    logger.warning("Interrupted while Spark's application was starting: stopping it")
+    spark_internals.stop_jvm()
+    app = find_tagged(rm, tag)
+    if app is not None:
+        rm.kill(app["id"], diagnostics="zoo_ray: start-up interrupted")
+
+
+def _unscheduled_error(request: YarnRequest, app: dict[str, Any] | None) -> ZooRayError:
+    app = app or {}
+    queue = app.get("queue") or request.queue or "default"
+    return ExecutorsNotStartedError(
+        f"YARN did not start application {app.get('id', '(unknown)')} within "
+        f"{request.executor_timeout:.0f}s: it stayed {app.get('state', 'ACCEPTED')} in queue "
+        f"{queue!r} (the queue is full, or its share for ApplicationMasters is used up), so it "
+        "was killed. Wait for room or ask the queue's admins, pass another queue=, or raise "
+        f"executor_timeout. YARN diagnostics: {app.get('diagnostics') or '(none)'}"
+    )
 
 
 def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: float) -> None:

@@ -7,9 +7,12 @@ release move them, this is the one module to change.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["active_context", "is_stopped", "jvm_running", "launch_jvm", "registered_executors"]
+__all__ = ["active_context", "is_stopped", "job_group", "jvm_running", "launch_jvm",
+           "registered_executors", "removed_executors"]
 
 
 def active_context() -> Any:
@@ -68,6 +71,33 @@ def registered_executors(sc: Any) -> int:
     """How many executors have registered with ``sc``'s driver."""
     # The map holds the driver's block manager too.
     return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
+
+
+def removed_executors(sc: Any) -> list[tuple[str, str, str]]:
+    """``(executor id, host, reason)`` of each executor the driver has lost, from Spark's
+    status store (the reason is Spark's, e.g. YARN's memory-kill diagnostics)."""
+    summaries = sc._jsc.sc().statusStore().executorList(False)
+    removed = []
+    for i in range(summaries.size()):
+        summary = summaries.apply(i)
+        if summary.isActive() or summary.id() == "driver":
+            continue
+        reason = summary.removeReason()
+        removed.append((str(summary.id()), str(summary.hostPort()).rsplit(":", 1)[0],
+                        str(reason.get()) if reason.isDefined() else ""))
+    return removed
+
+
+@contextmanager
+def job_group(sc: Any, group: str, description: str) -> Iterator[None]:
+    """Run the calling thread's Spark jobs in job group ``group``, then in none again."""
+    sc.setJobGroup(group, description)
+    try:
+        yield
+    finally:
+        # PySpark has no clearJobGroup; a null local property is Spark's own way to clear it.
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            sc.setLocalProperty(key, None)
 
 
 def is_stopped(sc: Any) -> bool:

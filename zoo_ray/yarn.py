@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -119,9 +120,12 @@ class ResourceManager:
         """The report of one application: state, finalStatus, diagnostics, queue, ..."""
         return self._request(f"/apps/{app_id}")["app"]
 
-    def apps(self, states: str | None = None) -> list[dict[str, Any]]:
-        """All applications, optionally only those in ``states`` (comma separated)."""
-        query = f"?states={states}" if states else ""
+    def apps(self, states: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        """Applications, optionally only those in ``states`` (comma separated) and with
+        the YARN tag ``tag`` (filtered by the ResourceManager: a busy one keeps
+        thousands of applications)."""
+        params = {k: v for k, v in (("states", states), ("applicationTags", tag)) if v}
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
         apps = (self._request(f"/apps{query}").get("apps") or {}).get("app")
         return apps or []
 

@@ -1,0 +1,200 @@
+"""The ``zoo-ray`` commands a user runs on the gateway, end to end on the local Hadoop:
+submit (exit code, Ctrl-C), status, stop and pack."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from zoo_ray.applications import AppRecord
+from zoo_ray.yarn import FINAL_STATES
+
+ZOO_RAY = [sys.executable, "-m", "zoo_ray.cli"]
+SIZE = ["--num-executors", "2", "--executor-cores", "1", "--executor-memory", "512m",
+        "--driver-memory", "512m", "--extra-executor-memory-for-ray", "1g",
+        "--object-store-memory", "128m"]
+
+#: An ordinary Ray script: nothing of zoo_ray in it.
+_SCRIPT = textwrap.dedent("""
+    import json, os, socket, sys
+    import ray
+
+    ray.init()
+
+    @ray.remote(num_cpus=1)
+    def where(i):
+        return i * i, os.environ.get("CONTAINER_ID")
+
+    results = ray.get([where.remote(i) for i in range(6)])
+    with open(sys.argv[1], "w") as out:
+        json.dump({"argv": sys.argv[1:], "squares": [r[0] for r in results],
+                   "containers": sorted({r[1] for r in results if r[1]})}, out)
+    sys.exit(int(sys.argv[2]))
+""")
+
+#: A script that reports its application, then waits to be interrupted or stopped.
+_WAITER = textwrap.dedent("""
+    import json, time
+    import ray
+    from pyspark import SparkContext
+
+    ray.init()
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    print(json.dumps({"app": SparkContext._active_spark_context.applicationId}), flush=True)
+    time.sleep(900)
+""")
+
+
+@pytest.fixture
+def cli_env(cluster, monkeypatch):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
+    return env
+
+
+def _run(args, env, timeout=600):
+    return subprocess.run([*ZOO_RAY, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _start_waiter(tmp_path, env):
+    script = tmp_path / "waiter.py"
+    script.write_text(_WAITER)
+    with open(tmp_path / "submit.err", "w") as err:
+        proc = subprocess.Popen([*ZOO_RAY, "submit", *SIZE, str(script)], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("{"):
+        proc.kill()
+        proc.wait()
+        raise AssertionError((tmp_path / "submit.err").read_text()[-3000:])
+    return proc, json.loads(line)["app"]
+
+
+def _ray_pids(app_id):
+    record = AppRecord.read(app_id)
+    assert record is not None, "a running RayContext records its cluster for status and stop"
+    return [n["pid"] for n in record.nodes] + [record.gateway_manager_pid]
+
+
+def _running(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _all_gone(pids, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_running(p) for p in pids):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code(cluster, cli_env,
+                                                                     tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(_SCRIPT)
+    out = tmp_path / "out.json"
+    result = _run(["submit", *SIZE, str(script), str(out), "3"], cli_env)
+    assert result.returncode == 3, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["argv"] == [str(out), "3"]
+    assert report["squares"] == [i * i for i in range(6)]
+    # The CPU tasks ran in the executors' Ray nodes (the gateway's node offers no CPUs).
+    assert report["containers"] and all(c.startswith("container_") for c in report["containers"])
+    apps = [a for a in cluster.resource_manager.apps() if a["name"] == "zoo-ray submit job.py"]
+    assert len(apps) == 1 and apps[0]["state"] in FINAL_STATES
+    assert "zoo_ray" in apps[0]["applicationTags"].split(",")
+    assert AppRecord.read(apps[0]["id"]) is None, "the record goes with the RayContext"
+
+
+def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
+        cluster, cli_env, tmp_path):
+    proc, app_id = _start_waiter(tmp_path, cli_env)
+    try:
+        pids = _ray_pids(app_id)
+        status = _run(["status"], cli_env, timeout=60)
+        assert status.returncode == 0, status.stderr
+        report = {a["id"]: a for a in json.loads(status.stdout)}[app_id]
+        assert report["state"] == "RUNNING"
+        roles = sorted(c["role"] for c in report["containers"])
+        assert roles == ["application master", "executor", "executor"]
+        ray_nodes = report["ray"]["nodes"]
+        assert sorted(n["role"] for n in ray_nodes) == ["head", "worker"]
+        executors = {c["container"] for c in report["containers"] if c["role"] == "executor"}
+        assert {n["container"] for n in ray_nodes} == executors
+        one = _run(["status", app_id], cli_env, timeout=60)
+        assert [a["id"] for a in json.loads(one.stdout)] == [app_id]
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=180) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _all_gone(pids), "Ctrl-C leaves no Ray process"
+    assert cluster.resource_manager.app(app_id)["state"] in FINAL_STATES
+    assert "interrupted" in (tmp_path / "submit.err").read_text()
+
+
+def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, tmp_path):
+    proc, app_id = _start_waiter(tmp_path, cli_env)
+    try:
+        pids = _ray_pids(app_id)
+        result = _run(["stop", app_id], cli_env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{app_id}: KILLED"
+        assert cluster.resource_manager.app(app_id)["state"] == "KILLED"
+        assert _all_gone(pids), "the executors' and the gateway's Ray nodes are gone"
+        assert AppRecord.read(app_id) is None
+        listed = json.loads(_run(["status"], cli_env, timeout=60).stdout)
+        assert app_id not in [a["id"] for a in listed]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_stop_leaves_an_application_zoo_ray_did_not_start_alone(cluster, cli_env,
+                                                                 spark_on_yarn):
+    with spark_on_yarn() as sc:
+        result = _run(["stop", sc.applicationId], cli_env, timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "yarn application -kill" in result.stderr
+        assert cluster.resource_manager.app(sc.applicationId)["state"] == "RUNNING"
+
+
+def test_pack_packs_and_uploads_once(cluster, cli_env):
+    first = _run(["pack"], cli_env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    entry = json.loads(first.stdout)
+    assert entry["kind"] == "venv" and entry["prefix"] == sys.prefix
+    assert entry["bytes"] > 10 * 2**20 and entry["remote"].endswith(".tar.gz")
+    assert entry["remote"].startswith("hdfs://")
+    again = _run(["pack"], cli_env, timeout=900)
+    assert json.loads(again.stdout) == entry
+    assert "Reusing" in again.stderr and "Uploading" not in again.stderr
+
+
+def test_errors_are_one_line_with_the_fix(cli_env, tmp_path):
+    missing = _run(["submit", str(tmp_path / "nope.py")], cli_env, timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("zoo-ray: error: No script") and "Traceback" not in (
+        missing.stderr)
+    no_conf = {k: v for k, v in cli_env.items() if k != "HADOOP_CONF_DIR"}
+    status = _run(["status"], no_conf, timeout=60)
+    assert status.returncode == 2 and "HADOOP_CONF_DIR" in status.stderr
+    assert "Traceback" not in status.stderr

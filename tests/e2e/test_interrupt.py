@@ -1,0 +1,125 @@
+"""Ctrl-C in a notebook cell during init_spark_on_yarn or RayContext.init leaves nothing
+half-started, and the same interpreter (the kernel) starts cleanly on the retry."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from zoo_ray.yarn import FINAL_STATES
+
+#: A driver that interrupts itself (SIGINT, as Jupyter's interrupt sends) when a
+#: zoo_ray log line shows it is inside the stage under test, then retries.
+_DRIVER = textwrap.dedent("""
+    import json, logging, os, signal, sys
+    import psutil
+    import ray
+    from pyspark import SparkContext
+    from zoo_ray import RayContext, init_spark_on_yarn
+
+    STAGE, CONF = sys.argv[1], sys.argv[2]
+    LOGGER, PREFIX = {"spark": ("zoo_ray.startup", "YARN application"),
+                      "ray": ("zoo_ray.context", "Starting")}[STAGE]
+    ARGS = dict(hadoop_conf=CONF, num_executors=2, executor_cores=1, executor_memory="512m",
+                driver_memory="512m", extra_executor_memory_for_ray="1g")
+
+
+    class Interrupt(logging.Handler):
+        fired = False
+
+        def emit(self, record):
+            if (not Interrupt.fired and record.name == LOGGER
+                    and record.getMessage().startswith(PREFIX)):
+                Interrupt.fired = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+    def ray_on_gateway():
+        found = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                line = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            if "zoo_ray.manager" in line or "raylet" in line or "gcs_server" in line:
+                found.append(line[:80])
+        return found
+
+
+    def managers_in_executors(sc):
+        def count(_):
+            import psutil
+            jvm = next(p for p in psutil.Process().parents() if p.name() == "java")
+            found = 0
+            for child in jvm.children(recursive=True):
+                try:
+                    found += "zoo_ray.manager" in child.cmdline()
+                except psutil.Error:
+                    pass
+            return [found]
+        return sc.parallelize(range(2), 2).barrier().mapPartitions(count).collect()
+
+
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger().addHandler(Interrupt())
+    report = {"stage": STAGE, "interrupted": False}
+    try:
+        sc = init_spark_on_yarn(app_name=f"interrupted-{STAGE}", **ARGS)
+        RayContext(sc, object_store_memory="128m").init()
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+    report["ray_on_gateway"] = ray_on_gateway()
+    sc = SparkContext._active_spark_context
+    report["spark_survived"] = sc is not None
+    if sc is None:  # the retry a user makes in the same kernel
+        sc = init_spark_on_yarn(app_name=f"retry-{STAGE}", **ARGS)
+    report["managers_in_executors"] = managers_in_executors(sc)
+    ctx = RayContext(sc, object_store_memory="128m")
+    ctx.init()
+    report["retry"] = ray.get(ray.remote(lambda: 42).remote())
+    ctx.stop()
+    sc.stop()
+    report["ray_on_gateway_at_end"] = ray_on_gateway()
+    print(json.dumps(report), flush=True)
+""")
+
+
+def _wait_final(rm, name, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        apps = [a for a in rm.apps() if a["name"] == name]
+        if apps and all(a["state"] in FINAL_STATES for a in apps):
+            return apps
+        time.sleep(1)
+    raise AssertionError(f"applications named {name} still running: {rm.apps()}")
+
+
+@pytest.mark.parametrize("stage", ["spark", "ray"])
+def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    log = tmp_path / "driver.err"
+    with open(log, "w") as err:
+        result = subprocess.run([sys.executable, "-c", _DRIVER, stage,
+                                 str(cluster.hadoop_conf_dir)], env=env, stdout=subprocess.PIPE,
+                                stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, log.read_text()[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["interrupted"], "the interrupt reached the stage under test"
+    assert report["ray_on_gateway"] == [], "no Ray process left on the gateway"
+    assert report["managers_in_executors"] == [0, 0], "no Ray node left in the executors"
+    assert report["retry"] == 42 and report["ray_on_gateway_at_end"] == []
+    rm = cluster.resource_manager
+    if stage == "spark":
+        assert not report["spark_survived"]
+        # The interrupted application is killed, not left waiting for its driver.
+        apps = _wait_final(rm, "interrupted-spark")
+        assert [a["state"] for a in apps] == ["KILLED"]
+        _wait_final(rm, "retry-spark")
+    else:
+        assert report["spark_survived"], "Ctrl-C in RayContext.init keeps the SparkContext"
+        _wait_final(rm, "interrupted-ray")
