@@ -29,8 +29,11 @@ setup(
         "tqdm",
     ],
     # ruff and mypy are pinned: a new release's rules must not fail an unchanged tree.
-    # nbclient and ipykernel run notebooks in a real kernel.
+    # nbclient and ipykernel run notebooks in a real kernel. py-rattler-build and py-rattler
+    # build and install the tests' conda environment (tests/conda_env.py) with no conda
+    # channel; pinned, as their Python APIs change between releases.
     extras_require={"test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1",
-                             "nbclient", "nbformat", "ipykernel"]},
+                             "nbclient", "nbformat", "ipykernel",
+                             "py-rattler==0.28.0", "py-rattler-build==0.73.0"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )
