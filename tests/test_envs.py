@@ -78,3 +78,49 @@ def test_fingerprint_changes_when_a_package_is_installed(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-probe\nVersion: 1.0\n")
     assert env.fingerprint(env.describe()) != before
+
+
+def _fake_conda_prefix(path: Path) -> Path:
+    (path / "conda-meta").mkdir(parents=True)
+    (path / "bin").mkdir()
+    (path / "bin" / "python").symlink_to(sys.executable)
+    return path
+
+
+@pytest.fixture
+def no_conda(monkeypatch, tmp_path):
+    """No conda installation, no registry, no active env: only what a test sets."""
+    for variable in ("CONDA_EXE", "CONDA_PREFIX", "CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("variable", ["CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"])
+def test_conda_env_is_found_in_the_envs_path(no_conda, monkeypatch, tmp_path, variable):
+    env = _fake_conda_prefix(tmp_path / "second" / "myenv")
+    monkeypatch.setenv(variable, f"{tmp_path / 'first'}:{tmp_path / 'second'}")
+    assert find_env(conda_name="myenv").location == str(env.resolve())
+
+
+def test_conda_env_is_found_in_the_environments_registry(no_conda, tmp_path):
+    env = _fake_conda_prefix(tmp_path / "elsewhere" / "myenv")
+    registry = tmp_path / "home" / ".conda" / "environments.txt"
+    registry.parent.mkdir(parents=True)
+    registry.write_text(f"{tmp_path / 'elsewhere' / 'other'}\n\n{env}\n")
+    assert find_env(conda_name="myenv").location == str(env.resolve())
+
+
+def test_active_conda_env_and_its_siblings_are_found(no_conda, monkeypatch, tmp_path):
+    active = _fake_conda_prefix(tmp_path / "root" / "envs" / "active")
+    sibling = _fake_conda_prefix(tmp_path / "root" / "envs" / "sibling")
+    monkeypatch.setenv("CONDA_PREFIX", str(active))
+    assert find_env(conda_name="active").location == str(active.resolve())
+    assert find_env(conda_name="sibling").location == str(sibling.resolve())
+
+
+def test_missing_conda_env_lists_where_it_looked(no_conda, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONDA_ENVS_PATH", str(tmp_path / "envs"))
+    with pytest.raises(CondaEnvNotFoundError, match=str(tmp_path / "envs" / "nope")):
+        find_env(conda_name="nope")
+

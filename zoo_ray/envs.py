@@ -99,6 +99,13 @@ class PythonEnv:
 
 
 def _conda_candidates(name: str) -> list[Path]:
+    """Where a conda env called ``name`` may be, in the order conda itself looks.
+
+    ``conda env list`` if conda is on the PATH, then the envs directories conda is
+    told of (``CONDA_ENVS_PATH``/``CONDA_ENVS_DIRS``), the environments registry
+    conda keeps (``~/.conda/environments.txt``), the active env (``CONDA_PREFIX``)
+    and the usual installation roots.
+    """
     found: list[Path] = []
     conda = os.environ.get("CONDA_EXE") or shutil.which("conda")
     if conda:
@@ -108,6 +115,14 @@ def _conda_candidates(name: str) -> list[Path]:
             found += [Path(p) for p in json.loads(out.stdout).get("envs", [])]
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
+    for variable in ("CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
+        found += [Path(d).expanduser() / name
+                  for d in os.environ.get(variable, "").split(os.pathsep) if d]
+    try:
+        registry = (Path.home() / ".conda" / "environments.txt").read_text().splitlines()
+    except OSError:
+        registry = []
+    found += [Path(line.strip()) for line in registry if line.strip()]
     roots = [Path.home() / ".conda", Path.home() / "miniconda3", Path.home() / "anaconda3",
              Path.home() / "miniforge3", Path("/opt/conda")]
     prefix = os.environ.get("CONDA_PREFIX")
