@@ -1,6 +1,8 @@
 """Finding and fingerprinting Python environments (packing and shipping run in tests/e2e)."""
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
 import tarfile
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo_ray.envs import find_env
+from zoo_ray.envs import _editable_packages, _warn_editable, find_env
 from zoo_ray.errors import (
     CondaEnvNotFoundError,
     InvalidArgumentError,
@@ -124,3 +126,20 @@ def test_missing_conda_env_lists_where_it_looked(no_conda, monkeypatch, tmp_path
     with pytest.raises(CondaEnvNotFoundError, match=str(tmp_path / "envs" / "nope")):
         find_env(conda_name="nope")
 
+
+def test_editable_packages_other_than_zoo_ray_are_named_missing(tmp_path, caplog):
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    for name, editable in (("zoo_ray", True), ("mylib", True), ("plain", False)):
+        dist = site / f"{name}-1.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "direct_url.json").write_text(json.dumps(
+            {"url": f"file:///src/{name}", "dir_info": {"editable": editable}}))
+    editable = _editable_packages(tmp_path)
+    assert editable == {"mylib": "file:///src/mylib", "zoo_ray": "file:///src/zoo_ray"}
+    with caplog.at_level(logging.WARNING, logger="zoo_ray.envs"):
+        _warn_editable(tmp_path, editable)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "mylib (file:///src/mylib), zoo_ray (file:///src/zoo_ray)" in message
+    assert "spark.yarn.dist.pyFiles" in message
+    assert "mylib will be missing on the executors" in message
+    assert "extra_python_lib=" in message

@@ -243,13 +243,51 @@ def _prefix_env(env_prefix: str | None) -> PythonEnv:
     )
 
 
+def _editable_packages(prefix: Path) -> dict[str, str]:
+    """``{name: source}`` of the packages pip installed in editable mode in ``prefix``.
+
+    The same test conda-pack makes: a ``direct_url.json`` that says ``editable``.
+    """
+    found: dict[str, str] = {}
+    for record in sorted(prefix.glob("lib/python*/site-packages/*.dist-info/direct_url.json")):
+        try:
+            direct_url = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        dir_info = direct_url.get("dir_info") if isinstance(direct_url, dict) else None
+        if isinstance(dir_info, dict) and dir_info.get("editable") is True:
+            found[record.parent.name.split("-")[0]] = str(direct_url.get("url", "?"))
+    return found
+
+
+def _warn_editable(prefix: Path, editable: dict[str, str]) -> None:
+    """One warning naming the editable packages whose code the archive lacks."""
+    names = ", ".join(f"{name} ({source})" for name, source in sorted(editable.items()))
+    others = sorted(n for n in editable if n.lower().replace("-", "_") != "zoo_ray")
+    message = (f"Packing {prefix} without the code of its editable packages (pip install -e), "
+               f"which lives outside the environment: {names}.")
+    if len(others) < len(editable):
+        message += (" Executors import zoo_ray from the zip of the driver's zoo_ray that "
+                    "every application ships (spark.yarn.dist.pyFiles), not from the "
+                    "environment.")
+    if others:
+        message += (f" {', '.join(others)} will be missing on the executors unless installed "
+                    "normally (pip install without -e) or passed in extra_python_lib=.")
+    logger.warning(message)
+
+
 def _pack(env: PythonEnv, output: Path) -> None:
     filters = [("exclude", pattern) for pattern in _EXCLUDES]
     if env.kind == "conda":
         import conda_pack
 
+        # conda-pack refuses editable packages unless told to leave their code out.
+        editable = _editable_packages(Path(env.location))
+        if editable:
+            _warn_editable(Path(env.location), editable)
         conda_pack.pack(prefix=env.location, output=str(output), compress_level=_COMPRESS_LEVEL,
-                        n_threads=-1, filters=filters, force=True, verbose=interactive())
+                        n_threads=-1, filters=filters, force=True, verbose=interactive(),
+                        ignore_editable_packages=True)
     else:
         import venv_pack
 
