@@ -1,0 +1,188 @@
+"""A real conda environment (tests/conda_env.py): its records, conda-pack, relocation.
+
+No cluster: the environment is packed as ``init_spark_on_yarn`` packs it, unpacked
+elsewhere as a YARN container unpacks it, and run from there. The first run builds
+the environment (minutes); later runs reuse it from zoo_ray's cache.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import conda_pack
+import pytest
+from tests.conda_env import MARKER_MODULE, build_conda_env, envs_dir
+
+from zoo_ray.envs import PythonEnv, _pack, find_env
+
+NAME = "zoo-ray-test"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefix() -> Path:
+    return build_conda_env(name=NAME)
+
+
+@pytest.fixture(scope="session")
+def editable_prefix() -> Path:
+    return build_conda_env(name="zoo-ray-editable", editable=REPO)
+
+
+@pytest.fixture(scope="module")
+def archive(prefix, tmp_path_factory) -> Path:
+    """The environment packed by zoo_ray, as it is shipped to the executors."""
+    output = tmp_path_factory.mktemp("packed") / "env.tar.gz"
+    _pack(PythonEnv("conda", str(prefix)), output)
+    return output
+
+
+def _unpack(archive: Path, where: Path) -> Path:
+    where.mkdir(parents=True)
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(where)], check=True)
+    return where
+
+
+def _run(python: Path, code: str) -> str:
+    return subprocess.run([str(python), "-c", code], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _records(prefix: Path) -> dict[str, dict]:
+    return {record["name"]: record for record in
+            (json.loads(p.read_text()) for p in (prefix / "conda-meta").glob("*.json"))}
+
+
+def test_conda_meta_records_own_the_interpreter(prefix):
+    records = _records(prefix)
+    assert set(records) == {"python", "zoo-ray-env-marker"}
+    short = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert {"bin/python", f"bin/python{short}"} <= set(records["python"]["files"])
+    assert records["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    assert f"lib/python{short}/site-packages/{MARKER_MODULE}/__init__.py" in records[
+        "zoo-ray-env-marker"]["files"]
+    assert find_env(env_prefix=str(prefix)).kind == "conda"
+
+
+def test_conda_meta_history_records_the_transaction(prefix):
+    history = (prefix / "conda-meta" / "history").read_text()
+    assert history.startswith("==> ")
+    assert "::python-" in history and "::zoo-ray-env-marker-1.0-" in history
+
+
+def test_pip_installed_the_rest_at_the_tests_versions(prefix):
+    listed = json.loads(subprocess.run(
+        [str(prefix / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        check=True, capture_output=True, text=True).stdout)
+    installed = {p["name"].lower(): p["version"] for p in listed}
+    for name in ("ray", "pyspark", "pyarrow", "pandas", "numpy", "psutil"):
+        assert installed[name] == metadata.version(name)
+    assert "conda-pack" not in installed
+    # pip's packages are no conda package's: conda-pack ships them as unmanaged files.
+    assert not {"ray", "pyspark"} & set(_records(prefix))
+
+
+@pytest.mark.parametrize("variable", ["CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"])
+def test_found_by_name_through_the_envs_path(prefix, monkeypatch, variable):
+    monkeypatch.setenv(variable, f"/nonexistent:{envs_dir(prefix)}")
+    assert find_env(conda_name=NAME).location == str(prefix.resolve())
+
+
+def test_found_by_name_through_the_environments_registry(prefix, monkeypatch, tmp_path):
+    (tmp_path / ".conda").mkdir()
+    (tmp_path / ".conda" / "environments.txt").write_text(f"/opt/other/env\n{prefix}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert find_env(conda_name=NAME).location == str(prefix.resolve())
+
+
+def test_found_by_name_when_active(prefix, monkeypatch):
+    monkeypatch.setenv("CONDA_PREFIX", str(prefix))
+    assert find_env(conda_name=NAME).location == str(prefix.resolve())
+
+
+def test_a_second_build_is_the_cached_one(prefix):
+    assert build_conda_env(name=NAME) == prefix
+
+
+def test_unpacked_elsewhere_python_and_its_packages_run(archive, prefix, tmp_path):
+    where = _unpack(archive, tmp_path / "container" / "zoo_env")
+    out = _run(where / "bin" / "python", (
+        "import sys, ray, pyspark, zoo_ray_env_marker; "
+        "print(sys.prefix, ray.__version__, pyspark.__version__)"))
+    assert out.split() == [str(where), metadata.version("ray"), metadata.version("pyspark")]
+    # Executors start Ray as zoo_ray's RayManager does: `python -m ray.scripts.scripts`.
+    version = subprocess.run([str(where / "bin" / "python"), "-m", "ray.scripts.scripts",
+                              "--version"], check=True, capture_output=True, text=True)
+    assert metadata.version("ray") in version.stdout
+    # PySpark's 450 MB of jars stay behind: executors get PySpark from pyspark.zip.
+    assert not any(where.glob("lib/python*/site-packages/pyspark/jars/*.jar"))
+
+
+def _files_holding(root: Path, text: str) -> set[str]:
+    """Files under ``root`` holding ``text``, bytecode caches aside."""
+    needle = text.encode()
+    return {str(p.relative_to(root)) for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
+            and needle in p.read_bytes()}
+
+
+def test_relocation_of_shebangs_and_text_files(archive, prefix, tmp_path):
+    """What conda-pack relocates, and what conda-unpack does on top.
+
+    Packing rewrites the shebangs of pip's scripts to ``/usr/bin/env python``, so
+    they run any ``python`` on the PATH; the text files of conda packages that hold
+    the prefix (sysconfig's data, the marker module) are packed from the package
+    cache and hold the package's placeholder until ``conda-unpack`` writes the new
+    prefix in. Neither matters for running Python and Ray, which need no
+    conda-unpack: zoo_ray's executors never run it.
+    """
+    # Files that conda's records say hold the prefix, and the placeholder each holds.
+    placeholders = {entry["_path"]: entry["prefix_placeholder"]
+                    for record in _records(prefix).values()
+                    for entry in record["paths_data"]["paths"]
+                    if entry.get("prefix_placeholder") and entry.get("file_mode") == "text"}
+    short = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"lib/python{short}/site-packages/{MARKER_MODULE}/__init__.py" in placeholders
+    assert any(p.startswith(f"lib/python{short}/_sysconfigdata_") for p in placeholders)
+    # Installed, they hold the prefix they were installed at.
+    assert all(str(prefix) in (prefix / path).read_text() for path in placeholders)
+
+    where = _unpack(archive, tmp_path / "zoo_env")
+    python = where / "bin" / "python"
+    for script in ("ray", "pip"):
+        assert (where / "bin" / script).read_text().splitlines()[0] == "#!/usr/bin/env python"
+    # Only conda-unpack's own table of prefixes to replace names the old prefix.
+    assert _files_holding(where, str(prefix)) == {"bin/conda-unpack"}
+    for path, placeholder in placeholders.items():
+        assert placeholder in (where / path).read_text()
+    installed_at = _run(python, f"import {MARKER_MODULE} as m; print(m.INSTALLED_AT)")
+    assert installed_at not in (str(prefix), str(where))
+
+    subprocess.run([str(where / "bin" / "conda-unpack")], check=True)
+    for path, placeholder in placeholders.items():
+        text = (where / path).read_text()
+        assert placeholder not in text and str(where) in text
+    assert _run(python, f"import {MARKER_MODULE} as m; print(m.INSTALLED_AT)") == str(where)
+    assert _run(python, "import sysconfig; print(sysconfig.get_config_var('prefix'))") == str(
+        where)
+    assert (where / "bin" / "ray").read_text().startswith("#!/usr/bin/env python\n")
+
+
+def test_conda_pack_refuses_an_editable_install_by_default(editable_prefix, tmp_path):
+    with pytest.raises(conda_pack.CondaPackException, match=r"editable packages(.|\n)*- zoo_ray"):
+        conda_pack.pack(prefix=str(editable_prefix), output=str(tmp_path / "env.tar.gz"))
+
+
+def test_zoo_ray_packs_an_editable_install_with_one_warning(editable_prefix, tmp_path, caplog):
+    output = tmp_path / "env.tar.gz"
+    with caplog.at_level(logging.WARNING, logger="zoo_ray.envs"):
+        _pack(PythonEnv("conda", str(editable_prefix)), output)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"zoo_ray ({REPO.as_uri()})" in warnings[0]
+    assert "spark.yarn.dist.pyFiles" in warnings[0] and "missing" not in warnings[0]
+    assert output.stat().st_size > 0
