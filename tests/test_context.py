@@ -69,13 +69,23 @@ class _Conf(dict):
         return super().get(key, default)
 
 
+class _StubJavaContext:
+    """The JVM side of a running SparkContext, as far as RayContext asks it."""
+
+    def sc(self):
+        return self
+
+    def isStopped(self):
+        return False
+
+
 class _StubSparkContext:
     """Just what RayContext reads before it submits any job."""
 
     applicationId = "application_0_0001"
 
     def __init__(self, **conf):
-        self._jsc = object()
+        self._jsc = _StubJavaContext()
         self.conf = _Conf({"spark.executor.instances": "2", "spark.executor.cores": "1", **conf})
 
     def getConf(self):

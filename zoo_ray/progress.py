@@ -81,5 +81,5 @@ class JobProgress:
             try:
                 self._bar.n = min(self._done(), self._bar.total)
                 self._bar.refresh()
-            except Exception:  # noqa: BLE001 - the context is stopping: stop showing
+            except Exception:  # the context is stopping: stop showing
                 return

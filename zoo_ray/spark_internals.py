@@ -101,5 +101,11 @@ def job_group(sc: Any, group: str, description: str) -> Iterator[None]:
 
 
 def is_stopped(sc: Any) -> bool:
-    """Whether ``sc`` was stopped."""
-    return sc._jsc is None
+    """Whether ``sc`` was stopped: by Python, or in the JVM (YARN ended the application,
+    and Spark's client stopped the context under Python's feet)."""
+    if sc._jsc is None:
+        return True
+    try:
+        return bool(sc._jsc.sc().isStopped())
+    except Exception:  # the JVM itself is gone
+        return True

@@ -31,6 +31,8 @@ def test_notebook_runs_end_to_end(path, cluster, tmp_path, monkeypatch, capsys):
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     with capsys.disabled():
         print(f"\n{path.name}: {time.monotonic() - started:.1f}s")
+    # Kept with the test's temp files: what a user would see, to render and look at.
+    nbformat.write(notebook, tmp_path / path.name)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]

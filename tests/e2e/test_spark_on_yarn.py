@@ -7,11 +7,10 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
+from tests.wheels import make_wheel
 
 from zoo_ray import init_spark_on_yarn
 from zoo_ray.errors import (
@@ -53,28 +52,6 @@ def no_spark_left(cluster):
         time.sleep(0.5)
 
 
-def _make_wheel(root: Path, name: str, value: str) -> Path:
-    """A one-module wheel, written directly: a fresh venv has no wheel builder, CI no index.
-
-    Its version is new every run, so the env's content address is too: the local
-    pack cache of an earlier run cannot turn the first pack into a reuse.
-    """
-    version = f"1.{uuid.uuid4().int % 10**9}"
-    wheel = root / f"{name}-{version}-py3-none-any.whl"
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"VALUE = {value!r}\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: zoo-ray-tests\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in [*files, f"{dist}/RECORD"]))
-    return wheel
-
-
 def _pip(venv: Path, *args: str) -> None:
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", *args,
                     "--no-index", "--disable-pip-version-check"],
@@ -87,7 +64,7 @@ def small_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("venv")
     venv = root / "env"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    _pip(venv, "install", str(_make_wheel(root, "zoo_probe_a", "only-in-the-test-env")))
+    _pip(venv, "install", str(make_wheel(root, "zoo_probe_a", "only-in-the-test-env")))
     return venv
 
 
@@ -155,7 +132,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
     assert (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns) == first
 
     caplog.clear()
-    _pip(small_venv, "install", str(_make_wheel(tmp_path, "zoo_probe_b", "b")))
+    _pip(small_venv, "install", str(make_wheel(tmp_path, "zoo_probe_b", "b")))
     sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(small_venv),
                             extra_python_lib=str(extra_lib), **SMALL)
     sc.stop()
@@ -165,7 +142,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
 
 
 def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
-    with pytest.raises(QueueNotFoundError, match="batch, default"):
+    with pytest.raises(QueueNotFoundError, match="batch, default, tiny"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), queue="nope", **SMALL)
 
 
@@ -192,6 +169,23 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
     assert last["state"] == "KILLED"
     assert "executors started" in last["diagnostics"]
+
+
+def test_an_application_yarn_never_schedules_is_killed_with_the_queue_named(
+        cluster, small_venv, no_spark_left, caplog):
+    from pyspark import SparkContext
+
+    caplog.set_level(logging.INFO, logger="zoo_ray.startup")
+    # "tiny" cannot hold an ApplicationMaster: Spark's client alone would wait forever.
+    with pytest.raises(ExecutorsNotStartedError,
+                       match="(?s)stayed ACCEPTED in queue 'tiny'.*killed.*queue="):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
+                           queue="tiny", executor_timeout=20, **SMALL)
+    assert SparkContext._active_spark_context is None
+    last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
+    assert last["queue"] == "tiny" and last["state"] == "KILLED"
+    assert "not scheduled within 20s" in last["diagnostics"]
+    assert any("is ACCEPTED" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -10,12 +10,14 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import conda_pack
 import pytest
 from tests.conda_env import MARKER_MODULE, build_conda_env, envs_dir
+from tests.wheels import make_wheel
 
 from zoo_ray.envs import PythonEnv, _pack, find_env
 
@@ -186,3 +188,84 @@ def test_zoo_ray_packs_an_editable_install_with_one_warning(editable_prefix, tmp
     assert f"zoo_ray ({REPO.as_uri()})" in warnings[0]
     assert "spark.yarn.dist.pyFiles" in warnings[0] and "missing" not in warnings[0]
     assert output.stat().st_size > 0
+
+
+# ------------------------------------------------------------ on YARN (the local Hadoop)
+SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
+                  driver_memory="512m", extra_executor_memory_for_ray="1g")
+
+
+def _where_executors_run(sc):
+    def probe(_):
+        import importlib
+        import sys as executor_sys
+
+        marker = importlib.import_module("zoo_ray_env_marker")
+        return [(executor_sys.executable, executor_sys.prefix, marker.__name__)]
+    return sc.parallelize(range(2), 2).mapPartitions(probe).collect()
+
+
+def _logged(caplog, prefix):
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
+
+
+def test_init_spark_on_yarn_ships_the_conda_env_by_name_and_ray_runs_on_it(
+        cluster, prefix, monkeypatch, caplog):
+    from zoo_ray import RayContext, init_spark_on_yarn
+
+    caplog.set_level(logging.INFO, logger="zoo_ray")
+    monkeypatch.setenv("CONDA_ENVS_PATH", str(envs_dir(prefix)))
+    conf = str(cluster.hadoop_conf_dir)
+    timings = {}
+    for attempt, name in (("first", NAME), ("by prefix", str(prefix))):
+        started = time.monotonic()
+        sc = init_spark_on_yarn(hadoop_conf=conf, conda_name=name, **SPARK_ARGS)
+        timings[attempt] = time.monotonic() - started
+        try:
+            for executable, where, marker in _where_executors_run(sc):
+                # The shipped interpreter, from the unpacked archive in the container.
+                assert where.endswith("/zoo_env") and executable.startswith(where)
+                assert marker == MARKER_MODULE
+            if attempt == "first":
+                ctx = RayContext(sc, object_store_memory="128m")
+                ctx.init()
+                try:
+                    import ray
+
+                    @ray.remote(num_cpus=1)
+                    def in_the_env():
+                        import sys as node_sys
+
+                        import zoo_ray_env_marker  # noqa: F401 - only the conda env has it
+                        return node_sys.prefix
+                    assert all(p.endswith("/zoo_env")
+                               for p in ray.get([in_the_env.remote() for _ in range(4)]))
+                finally:
+                    ctx.stop()
+        finally:
+            sc.stop()
+    packed = _logged(caplog, "Packing conda environment")
+    uploads = [m for m in _logged(caplog, "Uploading") if "/envs/" in m]
+    # Packed and uploaded at most once (an earlier run may have left both in the caches).
+    assert len(packed) <= 1 and len(uploads) <= 1
+    assert len(_logged(caplog, "Reusing packed conda environment")) >= 1
+    archive = next(Path(m.rsplit(" -> ", 1)[1]) for m in _logged(caplog, "Packing conda")) \
+        if packed else None
+    print(f"\nconda env on YARN: {timings}; archive "
+          f"{archive.stat().st_size / 2**20 if archive else 'cached'} MiB")
+
+
+def test_installing_a_package_into_the_conda_env_changes_its_address(prefix, tmp_path):
+    env = find_env(env_prefix=str(prefix))
+    before = env.fingerprint(env.describe())
+    python = str(prefix / "bin" / "python")
+    wheel = make_wheel(tmp_path, "zoo_probe_conda", "pip-installed")
+    subprocess.run([python, "-m", "pip", "install", "--no-index", "--no-deps", "-q", str(wheel)],
+                   check=True)
+    try:
+        changed = env.fingerprint(env.describe())
+    finally:
+        subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "zoo_probe_conda"],
+                       check=True)
+    assert changed != before
+    assert env.fingerprint(env.describe()) == before, "uninstalling restores the address"
