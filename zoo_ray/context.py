@@ -445,7 +445,13 @@ class RayContext:
                  "object_store_memory": (format_mib(self.object_store_memory)
                                          if self.object_store_memory else "Ray's default")}
         containers = {n["executor_id"]: n["container"] for n in self.address_info["nodes"]}
-        self._loss_watch = LossWatch(self.sc, containers, sizes)
+        try:
+            rm: ResourceManager | None = ResourceManager.from_conf(
+                os.environ.get("HADOOP_CONF_DIR", ""))
+        except (ZooRayError, OSError) as exc:
+            logger.debug("losses are reported without YARN's figures: %s", exc)
+            rm = None
+        self._loss_watch = LossWatch(self.sc, containers, sizes, rm)
 
     def lost_executors(self) -> list[ExecutorLoss]:
         """The executors (and their Ray nodes) lost since ``init()``, and why.
@@ -490,7 +496,11 @@ class RayContext:
         logger.info("Ray cluster of %s stopped", self._app_id)
 
     def _stop_executor_nodes(self) -> None:
-        slots = self._slots()
+        # The executors there are now: a barrier job over the configured slots would wait
+        # (minutes) for replacements of executors YARN took away, whose nodes are gone anyway.
+        slots = spark_internals.registered_executors(self.sc) * self.executor_cores
+        if slots < 1:
+            return
         stopped = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
             partial(stop_manager, self._app_id, _STOP_GRACE_S)).collect()
         stuck = [o.container for o in stopped if o.status != "stopped"]

@@ -8,6 +8,7 @@ which executor it was, the limit, the usage, and which parameter to raise.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import spark_internals
+from .errors import ZooRayError
+from .yarn import ResourceManager
 
 __all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss"]
 
@@ -94,10 +97,12 @@ class LossWatch:
         What :func:`explain` quotes.
     """
 
-    def __init__(self, sc: Any, containers: dict[str, str], sizes: dict[str, str]) -> None:
+    def __init__(self, sc: Any, containers: dict[str, str], sizes: dict[str, str],
+                 rm: ResourceManager | None = None) -> None:
         self.sc = sc
         self.containers = containers
         self.sizes = sizes
+        self.rm = rm
         self._seen = {executor for executor, _, _ in self._removed()}
         self._losses: list[ExecutorLoss] = []
         self._lock = threading.Lock()
@@ -130,9 +135,28 @@ class LossWatch:
                 if executor in self._seen:
                     continue
                 self._seen.add(executor)
-                loss = parse_loss(executor, host, reason, self.containers.get(executor, ""))
+                loss = self._with_usage(parse_loss(executor, host, reason,
+                                                   self.containers.get(executor, "")))
                 self._losses.append(loss)
                 logger.warning("%s", explain(loss, self.sizes))
+
+    def _with_usage(self, loss: ExecutorLoss) -> ExecutorLoss:
+        """Spark may pass on YARN's memory kill without its figures: the NodeManager
+        that killed the container still has them."""
+        if loss.killed_for_memory or "physical memory" not in loss.reason:
+            return loss
+        if self.rm is None or not loss.container:
+            return loss
+        try:
+            diagnostics = self.rm.container_diagnostics(loss.container, loss.host)
+        except ZooRayError as exc:
+            logger.debug("No diagnostics for %s: %s", loss.container, exc)
+            return loss
+        match = _PMEM.search(diagnostics or "")
+        if not match:
+            return loss
+        return dataclasses.replace(loss, memory_used=match.group(1),
+                                   memory_limit=match.group(2))
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):

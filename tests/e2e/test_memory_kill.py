@@ -18,6 +18,7 @@ SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
 def ray_ctx(sc):
     ctx = RayContext(sc, object_store_memory="128m")
     ctx.init()
+    ray.init()  # the program's own call: joins through RAY_ADDRESS
     yield ctx
     ctx.stop()
 
