@@ -31,8 +31,18 @@ def test_the_message_names_executor_limit_usage_and_every_parameter_to_change():
         assert setting in text
 
 
+def test_a_memory_kill_without_yarn_s_figures_quotes_the_container_size():
+    # What Spark 4 passed on from the local Hadoop 3.5: the kill, without the usage.
+    reason = ("Container killed by YARN for exceeding physical memory limits.  Consider "
+              "boosting spark.executor.memoryOverhead.")
+    loss = parse_loss("2", "hostA", reason, "container_9", "1920 MB")
+    assert loss.killed_for_memory and loss.memory_used is None
+    assert loss.memory_limit == "1920 MB"
+    assert "using too much memory: more than its 1920 MB limit" in explain(loss, SIZES)
+
+
 def test_other_losses_say_what_spark_said():
-    loss = parse_loss("3", "hostB", "Container container_7 was preempted.")
-    assert not loss.killed_for_memory
+    loss = parse_loss("3", "hostB", "Container container_7 was preempted.", "", "1920 MB")
+    assert not loss.killed_for_memory and loss.memory_limit is None
     assert explain(loss, SIZES) == ("Executor 3 (no Ray node on hostB) was lost: Container "
                                     "container_7 was preempted. Its Ray node is gone.")

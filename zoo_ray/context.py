@@ -444,14 +444,13 @@ class RayContext:
                                                    else "not set"),
                  "object_store_memory": (format_mib(self.object_store_memory)
                                          if self.object_store_memory else "Ray's default")}
+        heap = parse_memory(conf.get("spark.executor.memory", "1g"), "spark.executor.memory")
+        overhead = conf.get("spark.executor.memoryOverhead")
+        if overhead:
+            container = heap + parse_memory(overhead, "spark.executor.memoryOverhead")
+            sizes["container"] = f"{-(-container // 2**20)} MB"
         containers = {n["executor_id"]: n["container"] for n in self.address_info["nodes"]}
-        try:
-            rm: ResourceManager | None = ResourceManager.from_conf(
-                os.environ.get("HADOOP_CONF_DIR", ""))
-        except (ZooRayError, OSError) as exc:
-            logger.debug("losses are reported without YARN's figures: %s", exc)
-            rm = None
-        self._loss_watch = LossWatch(self.sc, containers, sizes, rm)
+        self._loss_watch = LossWatch(self.sc, containers, sizes)
 
     def lost_executors(self) -> list[ExecutorLoss]:
         """The executors (and their Ray nodes) lost since ``init()``, and why.

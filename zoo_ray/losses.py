@@ -8,7 +8,6 @@ which executor it was, the limit, the usage, and which parameter to raise.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import threading
@@ -16,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import spark_internals
-from .errors import ZooRayError
-from .yarn import ResourceManager
 
 __all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss"]
 
@@ -41,28 +38,36 @@ class ExecutorLoss:
         The YARN container whose Ray node went with it ("" if it held none).
     reason : str
         Spark's reason, with YARN's diagnostics.
+    killed_for_memory : bool
+        Whether YARN killed the container for exceeding its physical memory.
     memory_used, memory_limit : str or None
-        For a container killed for memory: what it used and what it was allowed.
+        For such a kill: what it used (when YARN's figure reached the driver) and
+        what it was allowed.
     """
 
     executor_id: str
     host: str
     container: str
     reason: str
+    killed_for_memory: bool = False
     memory_used: str | None = None
     memory_limit: str | None = None
 
-    @property
-    def killed_for_memory(self) -> bool:
-        """Whether YARN killed the container for exceeding its physical memory."""
-        return self.memory_limit is not None
 
+def parse_loss(executor_id: str, host: str, reason: str, container: str = "",
+               container_size: str | None = None) -> ExecutorLoss:
+    """An :class:`ExecutorLoss` from Spark's removal reason.
 
-def parse_loss(executor_id: str, host: str, reason: str, container: str = "") -> ExecutorLoss:
-    """An :class:`ExecutorLoss` from Spark's removal reason."""
+    YARN's figures are taken from the reason when Spark passed them on; else the
+    limit is ``container_size``, the size the application asked YARN for.
+    """
     match = _PMEM.search(reason)
-    used, limit = (match.group(1), match.group(2)) if match else (None, None)
-    return ExecutorLoss(executor_id, host, container, reason, used, limit)
+    if match:
+        return ExecutorLoss(executor_id, host, container, reason, True, match.group(1),
+                            match.group(2))
+    killed = "physical memory" in reason
+    return ExecutorLoss(executor_id, host, container, reason, killed, None,
+                        container_size if killed else None)
 
 
 def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
@@ -72,10 +77,12 @@ def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
     if not loss.killed_for_memory:
         reason = loss.reason.rstrip(". ") or "no reason given"
         return f"{where} was lost: {reason}. Its Ray node is gone."
+    usage = (f"{loss.memory_used} of its {loss.memory_limit} limit" if loss.memory_used
+             else f"more than its {loss.memory_limit} limit")
     return (
-        f"{where} was killed by YARN for using too much memory: {loss.memory_used} of its "
-        f"{loss.memory_limit} limit. Its Ray node, and the Ray objects it held, are gone. The "
-        f"container holds the JVM heap (executor_memory={sizes.get('executor_memory')}), "
+        f"{where} was killed by YARN for using too much memory: {usage}. Its Ray node, "
+        "and the Ray objects it held, are gone. The container holds the JVM heap "
+        f"(executor_memory={sizes.get('executor_memory')}), "
         "Spark's overhead, and Ray's share (extra_executor_memory_for_ray="
         f"{sizes.get('extra_executor_memory_for_ray')}: the object store, "
         f"object_store_memory={sizes.get('object_store_memory')}, plus Ray's workers). Raise "
@@ -94,15 +101,13 @@ class LossWatch:
     containers : dict
         Container of each executor's Ray node, by Spark executor id.
     sizes : dict
-        What :func:`explain` quotes.
+        What :func:`explain` quotes, and the ``container`` size asked of YARN.
     """
 
-    def __init__(self, sc: Any, containers: dict[str, str], sizes: dict[str, str],
-                 rm: ResourceManager | None = None) -> None:
+    def __init__(self, sc: Any, containers: dict[str, str], sizes: dict[str, str]) -> None:
         self.sc = sc
         self.containers = containers
         self.sizes = sizes
-        self.rm = rm
         self._seen = {executor for executor, _, _ in self._removed()}
         self._losses: list[ExecutorLoss] = []
         self._lock = threading.Lock()
@@ -135,28 +140,10 @@ class LossWatch:
                 if executor in self._seen:
                     continue
                 self._seen.add(executor)
-                loss = self._with_usage(parse_loss(executor, host, reason,
-                                                   self.containers.get(executor, "")))
+                loss = parse_loss(executor, host, reason, self.containers.get(executor, ""),
+                                  self.sizes.get("container"))
                 self._losses.append(loss)
                 logger.warning("%s", explain(loss, self.sizes))
-
-    def _with_usage(self, loss: ExecutorLoss) -> ExecutorLoss:
-        """Spark may pass on YARN's memory kill without its figures: the NodeManager
-        that killed the container still has them."""
-        if loss.killed_for_memory or "physical memory" not in loss.reason:
-            return loss
-        if self.rm is None or not loss.container:
-            return loss
-        try:
-            diagnostics = self.rm.container_diagnostics(loss.container, loss.host)
-        except ZooRayError as exc:
-            logger.debug("No diagnostics for %s: %s", loss.container, exc)
-            return loss
-        match = _PMEM.search(diagnostics or "")
-        if not match:
-            return loss
-        return dataclasses.replace(loss, memory_used=match.group(1),
-                                   memory_limit=match.group(2))
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):

@@ -59,10 +59,7 @@ class ResourceManager:
         return f"ResourceManager({self.webapp_address!r})"
 
     def _request(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
-        return self._fetch(f"{self.base_url}{path}", method, body)
-
-    def _fetch(self, url: str, method: str = "GET", body: dict | None = None) -> Any:
-        path = url.split("/ws/v1", 1)[-1]
+        url = f"{self.base_url}{path}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             url,
@@ -142,22 +139,6 @@ class ResourceManager:
         path = f"/apps/{app_id}/appattempts/{attempt_id}/containers"
         containers = self._request(path).get("container")
         return containers or []
-
-    def container_diagnostics(self, container_id: str, host: str | None = None) -> str | None:
-        """What the NodeManager said about a container, also after it ended (NodeManagers
-        keep ended containers for a while): the memory-kill message, for one.
-
-        Asks the NodeManagers on ``host`` (every one if none is known by that name).
-        """
-        nodes = self.nodes()
-        on_host = [n for n in nodes if n.get("nodeHostName") == host] or nodes
-        for node in on_host:
-            url = f"http://{node['nodeHTTPAddress']}/ws/v1/node/containers/{container_id}"
-            try:
-                return str(self._fetch(url)["container"].get("diagnostics") or "")
-            except (ResourceManagerError, KeyError):
-                continue
-        return None
 
     def signal_container(self, container_id: str, command: str = "GRACEFUL_SHUTDOWN") -> None:
         """Signal a running container.
