@@ -41,13 +41,14 @@ from pathlib import Path
 
 from zoo_ray.cache import build_once, cache_root, digest
 
-__all__ = ["MARKER_MODULE", "build_conda_env", "default_root", "envs_dir"]
+__all__ = ["MARKER_MODULE", "MARKER_PACKAGE", "build_conda_env", "conda_install",
+           "default_root", "envs_dir", "local_channel"]
 
 logger = logging.getLogger(__name__)
 
 #: The module of the conda package that only the test environment holds.
 MARKER_MODULE = "zoo_ray_env_marker"
-_MARKER_PACKAGE = "zoo-ray-env-marker"
+MARKER_PACKAGE = "zoo-ray-env-marker"
 
 #: Installed by the environment's own pip at the versions the tests run with, so the
 #: driver and the executors run the very same Ray and PySpark.
@@ -121,7 +122,7 @@ def _recipes() -> dict[str, str]:
     return {
         "python": _PYTHON_RECIPE.format(version=platform.python_version(), source=source,
                                         short=short),
-        _MARKER_PACKAGE: _MARKER_RECIPE.format(package=_MARKER_PACKAGE, module=MARKER_MODULE,
+        MARKER_PACKAGE: _MARKER_RECIPE.format(package=MARKER_PACKAGE, module=MARKER_MODULE,
                                                short=short),
     }
 
@@ -168,6 +169,23 @@ def _conda_install(channel: Path, prefix: Path, specs: list[str], package_cache:
         history.write("\n".join(entry) + "\n")
 
 
+def local_channel(dest: Path | None = None) -> Path:
+    """The local conda channel holding ``python`` and the marker package (built once)."""
+    root = Path(dest) if dest is not None else default_root()
+    recipes = _recipes()
+    channel = root / f"channel-{digest(metadata.version('py-rattler-build'), *recipes.values())}"
+    if build_once(channel, lambda staging: _build_channel(staging, recipes)):
+        logger.info("Built the local conda channel %s", channel)
+    return channel
+
+
+def conda_install(prefix: Path, specs: list[str], dest: Path | None = None) -> None:
+    """Make ``prefix`` hold exactly what ``specs`` solve to from :func:`local_channel`,
+    as ``conda install``/``conda create`` would (a new prefix is created)."""
+    root = Path(dest) if dest is not None else default_root()
+    _conda_install(local_channel(root), prefix, specs, root / "pkgs")
+
+
 def _pip(prefix: Path, *args: str) -> None:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     env.pop("PYTHONPATH", None)
@@ -212,9 +230,7 @@ def build_conda_env(
     root = Path(dest) if dest is not None else default_root()
     recipes = _recipes()
     requirements = _pip_requirements(extra_pip)
-    channel = root / f"channel-{digest(metadata.version('py-rattler-build'), *recipes.values())}"
-    if build_once(channel, lambda staging: _build_channel(staging, recipes)):
-        logger.info("Built the local conda channel %s", channel)
+    channel = local_channel(root)
 
     inputs = {"name": name, "recipes": recipes, "pip": requirements,
               "editable": str(editable.resolve()) if editable else None}
@@ -227,7 +243,7 @@ def build_conda_env(
         shutil.rmtree(entry / "envs", ignore_errors=True)
         prefix.parent.mkdir(parents=True)
         _conda_install(channel, prefix, [f"python=={platform.python_version()}",
-                                         _MARKER_PACKAGE], root / "pkgs")
+                                         MARKER_PACKAGE], root / "pkgs")
         _pip(prefix, "-m", "ensurepip", "--default-pip")
         _pip(prefix, "-m", "pip", "install", *requirements)
         if editable:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import conda_pack
 import pytest
-from tests.conda_env import MARKER_MODULE, build_conda_env, envs_dir
+from tests.conda_env import (
+    MARKER_MODULE,
+    MARKER_PACKAGE,
+    build_conda_env,
+    conda_install,
+    envs_dir,
+)
 from tests.wheels import make_wheel
 
 from zoo_ray.envs import PythonEnv, _pack, find_env
@@ -270,3 +276,14 @@ def test_installing_a_package_into_the_conda_env_changes_its_address(prefix, tmp
                        check=True)
     assert changed != before
     assert env.fingerprint(env.describe()) == before, "uninstalling restores the address"
+
+
+def test_installing_a_conda_package_changes_the_address(tmp_path):
+    python = f"python=={'.'.join(map(str, sys.version_info[:3]))}"
+    prefix = tmp_path / "small"
+    conda_install(prefix, [python])  # conda create -n small python
+    env = PythonEnv("conda", str(prefix))
+    before = env.fingerprint(env.describe())
+    conda_install(prefix, [python, MARKER_PACKAGE])  # conda install zoo-ray-env-marker
+    assert list((prefix / "conda-meta").glob(f"{MARKER_PACKAGE}-*.json"))
+    assert env.fingerprint(env.describe()) != before
