@@ -19,7 +19,7 @@ setup(
     install_requires=[
         "ray[default]>=2.60,<2.61",
         "pyspark>=4.0,<5",
-        "conda-pack",
+        "conda-pack>=0.7",  # ignore_editable_packages
         "venv-pack",
         "pyarrow>=18",
         "pandas>=2.2.3,<3",

@@ -20,8 +20,8 @@ def test_every_command_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exited:
         _parser().parse_args([*command, "--help"])
     assert exited.value.code == 0
-    text = capsys.readouterr().out
-    assert "examples:" in text and f"zoo-ray {' '.join(command)}".strip() in text
+    examples = capsys.readouterr().out.split("examples:", 1)[1]
+    assert f"zoo-ray {' '.join(command)}".strip() in examples
 
 
 def test_a_bad_conf_pair_is_one_line_naming_the_form(capsys, tmp_path):
@@ -77,6 +77,11 @@ def test_run_script_lets_ctrl_c_through_for_the_caller_to_clean_up(tmp_path):
     script.write_text("raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         run_script(script, [])
+
+
+def test_application_ids_are_checked_before_use(capsys):
+    assert main(["stop", "../../etc/passwd"]) == 2
+    assert "is not a YARN application id" in capsys.readouterr().err
 
 
 def test_an_app_record_round_trips_and_is_removed(tmp_path, monkeypatch):

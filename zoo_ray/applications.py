@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .errors import InvalidArgumentError, ZooRayError
 from .host import terminate, wait_until
 from .yarn import FINAL_STATES, ResourceManager
 
-__all__ = ["APP_TAG", "AppRecord", "application_report", "list_applications",
+__all__ = ["APP_TAG", "AppRecord", "application_report", "check_app_id", "list_applications",
            "stop_application"]
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ APP_TAG = "zoo_ray"
 _STOP_WAIT_S = 60.0
 #: What the gateway's Ray node manager runs (checked before it is stopped by pid).
 _MANAGER_MODULE = "zoo_ray.manager"
+_MANAGER_GRACE_S = 30.0
+_APP_ID = re.compile(r"application_\d+_\d+")
 
 
 @dataclass
@@ -73,7 +76,7 @@ class AppRecord:
     @staticmethod
     def path(app_id: str) -> Path:
         """Where the record of ``app_id`` lives on this gateway."""
-        return cache_root() / "apps" / f"{app_id}.json"
+        return cache_root() / "apps" / f"{check_app_id(app_id)}.json"
 
     def write(self) -> None:
         """Store the record (replacing any earlier one of the application)."""
@@ -95,6 +98,14 @@ class AppRecord:
     def remove(cls, app_id: str) -> None:
         """Forget the record of ``app_id`` (idempotent)."""
         cls.path(app_id).unlink(missing_ok=True)
+
+
+def check_app_id(app_id: str) -> str:
+    """``app_id`` if it is a YARN application id, else an :class:`InvalidArgumentError`."""
+    if not _APP_ID.fullmatch(app_id):
+        raise InvalidArgumentError(f"{app_id!r} is not a YARN application id; they look like "
+                                   "application_1700000000000_0042 (see `zoo-ray status`).")
+    return app_id
 
 
 def _is_zoo_ray(app: dict[str, Any]) -> bool:
@@ -170,7 +181,7 @@ def stop_application(rm: ResourceManager, app_id: str) -> str:
     ZooRayError
         YARN did not report the application ended within a minute.
     """
-    app = rm.app(app_id)
+    app = rm.app(check_app_id(app_id))
     if not _is_zoo_ray(app):
         raise InvalidArgumentError(
             f"{app_id} was not started by zoo_ray (it lacks the YARN tag {APP_TAG!r}), so "
@@ -182,18 +193,20 @@ def stop_application(rm: ResourceManager, app_id: str) -> str:
                           "with `zoo-ray status` or the ResourceManager's UI.")
     record = AppRecord.read(app_id)
     if record is not None and record.gateway_manager_pid:
-        _stop_gateway_manager(record.gateway_manager_pid)
+        _stop_gateway_manager(record.gateway_manager_pid, record.driver_pid)
     AppRecord.remove(app_id)
     return str(rm.app(app_id)["state"])
 
 
-def _stop_gateway_manager(pid: int) -> None:
-    """Stop the gateway's Ray node manager, if ``pid`` still is one."""
+def _stop_gateway_manager(pid: int, driver_pid: int) -> None:
+    """Stop the gateway's Ray node manager, if ``pid`` still is the one that driver started
+    (a pid reused by another process, or another driver's manager, is left alone)."""
     try:
         process = psutil.Process(pid)
-        if _MANAGER_MODULE not in process.cmdline():
+        if _MANAGER_MODULE not in process.cmdline() or process.ppid() != driver_pid:
             return
     except psutil.Error:
         return
     logger.info("Stopping the gateway's Ray node (manager pid %d)", pid)
-    terminate([process])
+    # The manager stops its node and copies its logs first: give it the time it takes.
+    terminate([process], grace=_MANAGER_GRACE_S)

@@ -98,19 +98,20 @@ def _rm(args: argparse.Namespace) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .applications import application_report, list_applications
+    from .applications import application_report, check_app_id, list_applications
 
+    app_id = check_app_id(args.application_id) if args.application_id else None
     rm = _rm(args)
-    apps = [rm.app(args.application_id)] if args.application_id else list_applications(
-        rm, all_states=args.all)
+    apps = [rm.app(app_id)] if app_id else list_applications(rm, all_states=args.all)
     print(json.dumps([application_report(rm, app) for app in apps], indent=2))
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from .applications import stop_application
+    from .applications import check_app_id, stop_application
 
-    state = stop_application(_rm(args), args.application_id)
+    app_id = check_app_id(args.application_id)  # before anything reads the configuration
+    state = stop_application(_rm(args), app_id)
     print(f"{args.application_id}: {state}")
     return 0
 
@@ -157,7 +158,8 @@ def _add_submit(sub: Any) -> None:
     submit.add_argument("--py-files", action="append", default=[],
                         help="comma-separated .py/.zip/.egg files for the executors")
     submit.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Spark property (repeatable)")
+                        help="a Spark property (repeatable; visible in the process list, so "
+                             "never a secret)")
     submit.add_argument("script", help="the Python script to run")
     submit.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
     submit.set_defaults(func=_submit)
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("zoo-ray: interrupted; everything it started was stopped", file=sys.stderr)
+        print("zoo-ray: interrupted", file=sys.stderr)
         return INTERRUPTED
 
 

@@ -327,6 +327,7 @@ class RayContext:
             raise
         self._state = "running"
         atexit.register(self.stop)
+        # Both only report on the cluster; neither may fail a running one.
         self._record()
         self._watch_losses()
         self._stop_with_spark()
@@ -371,9 +372,9 @@ class RayContext:
     def _start_executor_nodes(self, head: HeadPlacement) -> list[NodeInfo]:
         plan = StartPlan(self._base_spec(), head, self.num_ray_nodes, self.init_timeout)
         slots = self._slots()
-        group = f"zoo_ray-start-{self._app_id}"
+        group = f"zoo_ray-start-{self._app_id}-{secrets.token_hex(4)}"  # one per init()
         with spark_internals.job_group(self.sc, group, "zoo_ray: starting Ray nodes"), \
-                JobProgress(self.sc, group, slots, "Ray nodes", "node"):
+                JobProgress(self.sc, group, slots, "starting Ray nodes", "task"):
             outcomes = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
                 partial(start_nodes, plan)).collect()
         return _started_nodes(outcomes, self.num_ray_nodes)
@@ -427,11 +428,14 @@ class RayContext:
         """Tell ``zoo-ray status`` and ``zoo-ray stop`` on this gateway about the cluster."""
         if self.is_local or not self._app_id:
             return
-        AppRecord(app_id=self._app_id, driver_pid=os.getpid(),
-                  gateway_manager_pid=getattr(self._gateway_manager, "pid", None),
-                  address=self.address_info["address"],
-                  dashboard_url=self.address_info.get("webui_url"),
-                  nodes=self.address_info["nodes"]).write()
+        try:
+            AppRecord(app_id=self._app_id, driver_pid=os.getpid(),
+                      gateway_manager_pid=getattr(self._gateway_manager, "pid", None),
+                      address=self.address_info["address"],
+                      dashboard_url=self.address_info.get("webui_url"),
+                      nodes=self.address_info["nodes"]).write()
+        except OSError as exc:
+            logger.warning("zoo-ray status and stop will not see this cluster: %s", exc)
 
     def _watch_losses(self) -> None:
         """Say at once when YARN takes an executor (and its Ray node) away, and why."""
@@ -481,17 +485,21 @@ class RayContext:
         attach_drivers_to(None)
         if self._gateway_manager is not None:
             self._gateway_manager.terminate()
-        if not spark_internals.is_stopped(self.sc):
-            self._stop_executor_nodes()
-        self._stop_gateway_node()
-        clear_driver_token()
-        if self._app_id:
-            AppRecord.remove(self._app_id)
-        self._state = "stopped"
-        self.address_info = {}
-        atexit.unregister(self.stop)
-        if RayContext._active is self:
-            RayContext._active = None
+        try:
+            if not spark_internals.is_stopped(self.sc):
+                self._stop_executor_nodes()
+        finally:
+            # Whatever the executors' side did (another executor lost mid-stop), the
+            # gateway's node, the token and the record go, and the state says stopped.
+            self._stop_gateway_node()
+            clear_driver_token()
+            if self._app_id:
+                AppRecord.remove(self._app_id)
+            self._state = "stopped"
+            self.address_info = {}
+            atexit.unregister(self.stop)
+            if RayContext._active is self:
+                RayContext._active = None
         logger.info("Ray cluster of %s stopped", self._app_id)
 
     def _stop_executor_nodes(self) -> None:

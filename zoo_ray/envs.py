@@ -358,13 +358,14 @@ def ship_pyspark_libs(fs: ClusterFileSystem, libs: list[tuple[Path, str]]) -> No
         _ship(fs, local, remote, {"kind": "pyspark-lib", "source": str(local)})
 
 
-def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> str:
-    """The URI of ``env``'s archive on the cluster, packing and uploading only if needed."""
+def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> tuple[str, Path]:
+    """The URI of ``env``'s archive on the cluster, packing and uploading only if needed,
+    and the local archive (for a remote prebuilt archive, its URI as a path)."""
     if env.kind != "archive":
         archive, sidecar = packed_env(env)
         name = archive.name
     elif "://" in env.location:
-        return env.location
+        return env.location, Path(env.location)
     else:
         # A prebuilt archive is addressed by its identity: path, size and mtime.
         archive = Path(env.location)
@@ -372,7 +373,7 @@ def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> str:
         ident = digest(f"{archive}:{stat.st_size}:{stat.st_mtime_ns}")
         name = f"archive-{ident}-{archive.name}"
         sidecar = {"kind": "archive", "source": str(archive)}
-    return _ship(fs, archive, f"{remote_root}/envs/{name}", sidecar)
+    return _ship(fs, archive, f"{remote_root}/envs/{name}", sidecar), archive
 
 
 def _spark_jars_archive(spark_home: Path) -> Path:

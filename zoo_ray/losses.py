@@ -108,7 +108,11 @@ class LossWatch:
         self.sc = sc
         self.containers = containers
         self.sizes = sizes
-        self._seen = {executor for executor, _, _ in self._removed()}
+        try:
+            self._seen = {executor for executor, _, _ in self._removed()}
+        except Exception as exc:  # the SparkContext is stopping: nothing to watch
+            logger.debug("Loss watch: %s", exc)
+            self._seen = set()
         self._losses: list[ExecutorLoss] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()

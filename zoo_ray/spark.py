@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from .envs import (
     ENV_ALIAS,
     PythonEnv,
     find_env,
-    packed_env,
     pyspark_libs,
     remote_cache_root,
     ship_env,
@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 #: Executors run the shipped environment's interpreter, unpacked under this alias.
 _EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 _EXECUTOR_POLL_S = 0.5
+#: Looks for an interrupted application at the ResourceManager, a second apart.
+_ABANDON_LOOKUPS = 3
 _Names = Union[str, Sequence[str], None]
 
 
@@ -238,8 +240,6 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
         settings[RAY_MEMORY_CONF] = str(sizing.ray)
     if request.queue:
         settings["spark.yarn.queue"] = request.queue
-    # zoo-ray status and stop know zoo_ray's applications by their tag.
-    settings["spark.yarn.tags"] = ",".join([APP_TAG, request.launch_tag, *request.tags])
     if request.jars:
         settings["spark.jars"] = ",".join(request.jars)
     if request.principal and request.keytab:
@@ -248,6 +248,11 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
     settings.update({k: v for k, v in request.user_conf.items()
                      if k != "spark.executor.memoryOverhead"})
     settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
+    # zoo_ray's tags join the user's (tags=, or spark.yarn.tags in conf), never give way:
+    # the start-up watch, Ctrl-C's cleanup, status and stop find the application by them.
+    user_tags = _as_list(request.user_conf.get("spark.yarn.tags"))
+    tags = dict.fromkeys([APP_TAG, request.launch_tag, *request.tags, *user_tags])
+    settings["spark.yarn.tags"] = ",".join(tags)
     return settings
 
 
@@ -323,8 +328,7 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
     _jvm_environment(hconf, find_java_home(), None)
     remote_root = _remote_root(hconf, None, cache_dir)
     fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()), hconf.conf_dir)
-    remote = ship_env(env, fs, remote_root)
-    archive, _ = packed_env(env)
+    remote, archive = ship_env(env, fs, remote_root)
     return {"kind": env.kind, "prefix": env.location, "archive": str(archive),
             "bytes": archive.stat().st_size, "remote": remote}
 
@@ -353,7 +357,7 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
         ship_pyspark_libs(fs, py_libs)
     # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
     spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
-    archives = [f"{ship_env(request.env, fs, remote_root)}#{ENV_ALIAS}"]
+    archives = [f"{ship_env(request.env, fs, remote_root)[0]}#{ENV_ALIAS}"]
     spark_conf.set("spark.yarn.dist.archives", ",".join(archives + request.additional_archive))
     yarn_archive = request.spark_yarn_archive
     if not (yarn_archive or "spark.yarn.archive" in request.user_conf
@@ -403,10 +407,22 @@ def _abandon_start(rm: ResourceManager, tag: str) -> None:
     fresh JVM.
     """
     logger.warning("Interrupted while Spark's application was starting: stopping it")
-    spark_internals.stop_jvm()
-    app = find_tagged(rm, tag)
-    if app is not None:
-        rm.kill(app["id"], diagnostics="zoo_ray: start-up interrupted")
+    try:
+        spark_internals.stop_jvm()
+    except Exception as exc:  # the kill below still ends the application
+        logger.warning("Spark's JVM did not stop cleanly: %s", exc)
+    # The ResourceManager may still be registering a submission made just before.
+    for attempt in range(_ABANDON_LOOKUPS):
+        try:
+            app = find_tagged(rm, tag)
+            if app is not None:
+                rm.kill(app["id"], diagnostics="zoo_ray: start-up interrupted")
+                return
+        except ZooRayError as exc:
+            logger.warning("Could not reach the ResourceManager to end the application: %s",
+                           exc)
+        if attempt + 1 < _ABANDON_LOOKUPS:
+            time.sleep(1.0)
 
 
 def _unscheduled_error(request: YarnRequest, app: dict[str, Any] | None) -> ZooRayError:

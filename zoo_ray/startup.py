@@ -87,22 +87,24 @@ class StartupWatch:
             self._bar = None
 
     def _run(self) -> None:
-        started = time.monotonic()
+        seen_at: float | None = None  # the timeout runs from YARN's first sight of it
         while not self._stop.wait(_POLL_S):
             try:
                 app = find_tagged(self.rm, self.tag)
-            except ZooRayError as exc:  # a ResourceManager hiccup: Spark will tell
+            except Exception as exc:  # a ResourceManager hiccup: look again
                 logger.debug("Startup watch: %s", exc)
                 continue
             if app is None:
                 continue
+            seen_at = seen_at if seen_at is not None else time.monotonic()
             self.app = app
             self._show(app)
             if app["state"] in FINAL_STATES:
                 return
-            if app["state"] in _WAITING and time.monotonic() - started > self.timeout:
+            if app["state"] in _WAITING and time.monotonic() - seen_at > self.timeout:
                 self._kill_unscheduled(app)
-                return
+                if self.killed_unscheduled:
+                    return
 
     def _show(self, app: dict[str, Any]) -> None:
         running = max(0, int(app.get("runningContainers") or 0) - 1)  # minus the AM
@@ -125,11 +127,17 @@ class StartupWatch:
         self._bar.refresh()
 
     def _kill_unscheduled(self, app: dict[str, Any]) -> None:
-        logger.warning("YARN left application %s %s for %.0fs; killing it", app["id"],
-                       app["state"], self.timeout)
-        self.killed_unscheduled = True
+        """Kill the application unless it got scheduled meanwhile; the caller retries
+        on the next look if the ResourceManager could not be reached."""
         try:
+            fresh = self.rm.app(app["id"])
+            if fresh["state"] not in _WAITING:
+                return
+            logger.warning("YARN left application %s %s for %.0fs; killing it", app["id"],
+                           fresh["state"], self.timeout)
             self.rm.kill(app["id"], diagnostics=f"zoo_ray: not scheduled within "
                                                 f"{self.timeout:.0f}s")
+            self.app = fresh
+            self.killed_unscheduled = True
         except ZooRayError as exc:
-            logger.warning("Could not kill %s: %s", app["id"], exc)
+            logger.warning("Could not kill %s yet: %s", app["id"], exc)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import runpy
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,9 +98,25 @@ def submit(script: str, args: list[str], options: SubmitOptions) -> int:
             logger.info("Running %s in application %s", path, sc.applicationId)
             return run_script(path, args)
         finally:
-            ray_ctx.stop()
+            with _uninterruptible():
+                ray_ctx.stop()
     finally:
-        sc.stop()
+        with _uninterruptible():
+            sc.stop()
+
+
+@contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Let a cleanup finish: a second Ctrl-C while the application stops would leave
+    part of it running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_script(path: Path, args: list[str]) -> int:

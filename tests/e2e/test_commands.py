@@ -59,6 +59,12 @@ def cli_env(cluster, monkeypatch):
     return env
 
 
+def _default_sigint():
+    """A job started in the background of a shell (as CI may run us) ignores SIGINT, and
+    so would its children: give the CLI the terminal's default, as a user's shell does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(args, env, timeout=600):
     return subprocess.run([*ZOO_RAY, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -69,7 +75,8 @@ def _start_waiter(tmp_path, env):
     script.write_text(_WAITER)
     with open(tmp_path / "submit.err", "w") as err:
         proc = subprocess.Popen([*ZOO_RAY, "submit", *SIZE, str(script)], env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                preexec_fn=_default_sigint)
     line = proc.stdout.readline()
     if not line.startswith("{"):
         proc.kill()
@@ -79,9 +86,13 @@ def _start_waiter(tmp_path, env):
 
 
 def _ray_pids(app_id):
+    """The managers of the application's Ray nodes and every process below them."""
     record = AppRecord.read(app_id)
     assert record is not None, "a running RayContext records its cluster for status and stop"
-    return [n["pid"] for n in record.nodes] + [record.gateway_manager_pid]
+    managers = [n["pid"] for n in record.nodes] + [record.gateway_manager_pid]
+    below = [c.pid for m in managers for c in psutil.Process(m).children(recursive=True)]
+    assert len(below) >= len(managers), "each manager runs its Ray node below it"
+    return managers + below
 
 
 def _running(pid):

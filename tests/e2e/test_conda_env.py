@@ -272,8 +272,9 @@ def test_installing_a_package_into_the_conda_env_changes_its_address(prefix, tmp
     try:
         changed = env.fingerprint(env.describe())
     finally:
+        # Leaves the cached environment as it was; checked below, never hiding a failure.
         subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "zoo_probe_conda"],
-                       check=True)
+                       check=False)
     assert changed != before
     assert env.fingerprint(env.describe()) == before, "uninstalling restores the address"
 

@@ -17,12 +17,16 @@ from zoo_ray.yarn import FINAL_STATES
 #: zoo_ray log line shows it is inside the stage under test, then retries.
 _DRIVER = textwrap.dedent("""
     import json, logging, os, signal, sys
+    # A job started in the background of a shell (as CI may run us) ignores SIGINT; a
+    # notebook kernel or a terminal gets it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import psutil
     import ray
     from pyspark import SparkContext
     from zoo_ray import RayContext, init_spark_on_yarn
 
     STAGE, CONF = sys.argv[1], sys.argv[2]
+    # ACCEPTED is logged while SparkContext() still waits for YARN.
     LOGGER, PREFIX = {"spark": ("zoo_ray.startup", "YARN application"),
                       "ray": ("zoo_ray.context", "Starting")}[STAGE]
     ARGS = dict(hadoop_conf=CONF, num_executors=2, executor_cores=1, executor_memory="512m",
@@ -33,8 +37,9 @@ _DRIVER = textwrap.dedent("""
         fired = False
 
         def emit(self, record):
-            if (not Interrupt.fired and record.name == LOGGER
-                    and record.getMessage().startswith(PREFIX)):
+            message = record.getMessage()
+            if (not Interrupt.fired and record.name == LOGGER and message.startswith(PREFIX)
+                    and (STAGE != "spark" or message.endswith("is ACCEPTED"))):
                 Interrupt.fired = True
                 os.kill(os.getpid(), signal.SIGINT)
 
@@ -116,6 +121,8 @@ def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluste
     rm = cluster.resource_manager
     if stage == "spark":
         assert not report["spark_survived"]
+        # Interrupted inside SparkContext(): Spark's JVM was ended, the application killed.
+        assert "Interrupted while Spark's application was starting" in log.read_text()
         # The interrupted application is killed, not left waiting for its driver.
         apps = _wait_final(rm, "interrupted-spark")
         assert [a["state"] for a in apps] == ["KILLED"]
