@@ -69,6 +69,12 @@ def test_settings_are_a_pure_function_of_the_request():
     assert request.container_mb == 1024 + 3584
 
 
+def test_zoo_ray_s_tags_join_the_user_s_spark_yarn_tags_never_give_way():
+    request = _request(tags="a", conf={"spark.yarn.tags": "team-x,a"})
+    tags = spark_settings(request)["spark.yarn.tags"].split(",")
+    assert tags == ["zoo_ray", request.launch_tag, "a", "team-x"]
+
+
 def test_the_driver_listens_on_the_address_facing_the_cluster_unless_the_user_says():
     assert "spark.driver.host" not in spark_settings(_request())
     assert spark_settings(_request(), "198.18.0.1")["spark.driver.host"] == "198.18.0.1"
