@@ -65,3 +65,16 @@ def test_each_nodemanager_gets_its_own_ports_and_dirs(tmp_path):
     assert len(set(values)) == len(values)
     assert nms[1].get("yarn.nodemanager.address") == f"127.0.0.1:{ports['nm1_rpc']}"
     assert all(str(tmp_path) in nm.get("yarn.nodemanager.local-dirs") for nm in nms)
+
+
+@pytest.mark.parametrize("enforce", [False, True])
+def test_nodemanagers_enforce_container_memory_only_when_asked(tmp_path, enforce):
+    spec = MiniClusterSpec(nodemanagers=2, enforce_memory=enforce)
+    dirs = render(spec, tmp_path, plan_ports(spec))
+    for nm in ("nm0", "nm1"):
+        conf = HadoopConf(dirs[nm])
+        assert conf.get("yarn.nodemanager.pmem-check-enabled") == "true"
+        # Hadoop's default (true) skips the NodeManager's own check: nothing is enforced.
+        assert conf.get("yarn.nodemanager.resource.memory.enforced") == (
+            "false" if enforce else None)
+    assert MiniClusterSpec.from_dict(spec.to_dict()) == spec

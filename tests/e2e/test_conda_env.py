@@ -29,7 +29,7 @@ from zoo_ray.envs import PythonEnv, _pack, find_env
 from zoo_ray.spark import ship_environment
 
 NAME = "zoo-ray-test"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

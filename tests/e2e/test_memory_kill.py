@@ -3,15 +3,30 @@ says which executor, the limit, the usage and which parameter to raise."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from zoo_ray import RayContext
+from zoo_ray import RayContext, spark_internals
+from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+
+#: NodeManagers that kill containers over their memory, for this module only: the suite's
+#: other clusters do not enforce it, as Hadoop without cgroups does not by default.
+SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=8192, nm_vcores=8, enforce_memory=True)
 
 SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
                   driver_memory="512m", extra_executor_memory_for_ray="1g")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
+    """Replaces the session's cluster for every test in this module."""
+    with MiniCluster(tmp_path_factory.mktemp("enforcing"), spec=SPEC) as running:
+        yield running
+    # Later modules' SparkContexts must not reuse a JVM configured for this cluster.
+    spark_internals.stop_jvm()
 
 
 @pytest.fixture(scope="module")

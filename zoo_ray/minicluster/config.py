@@ -118,6 +118,17 @@ def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int],
     }
 
 
+#: What makes a NodeManager without cgroups kill containers over their memory.
+_ENFORCE_MEMORY = {
+    "yarn.nodemanager.pmem-check-enabled": "true",
+    # "enforced" (the default) skips the NodeManager's own check in favour of cgroups.
+    "yarn.nodemanager.resource.memory.enforced": "false",
+    # Shared memory (Ray's object store, mapped by the raylet and by every worker that
+    # reads it) counted once, by PSS, not once per process mapping it.
+    "yarn.nodemanager.container-monitor.procfs-tree.smaps-based-rss.enabled": "true",
+}
+
+
 def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str) -> dict:
     nm_dir = root / f"nm{i}"
     return {
@@ -153,6 +164,8 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
         nm_conf = HadoopConf(dirs["client"])
         nm_host = nm_hosts[i] if nm_hosts else gateway
         nm_conf.set(_nodemanager_overrides(root, ports, i, nm_host))
+        if spec.enforce_memory:
+            nm_conf.set({"yarn-site.xml": _ENFORCE_MEMORY})
         nm_dir = nm_conf.write(root / f"nm{i}" / "conf")
         (nm_dir / "log4j.properties").write_text(_LOG4J)
         dirs[f"nm{i}"] = nm_dir

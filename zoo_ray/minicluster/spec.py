@@ -45,6 +45,12 @@ class MiniClusterSpec:
         namespace of its own: its own address in 198.18.0.0/15, hostname and hosts
         file, joined to the gateway by a bridge. Needs root. The NameNode, DataNode and
         ResourceManager then listen on the gateway's bridge address instead of 127.0.0.1.
+    enforce_memory : bool
+        Let NodeManagers kill containers whose processes use more physical memory than
+        the container holds (counting shared memory, such as Ray's object store, once).
+        Off by default, as in Hadoop without cgroups: the default setting
+        ``yarn.nodemanager.resource.memory.enforced=true`` skips the NodeManager's own
+        check and leaves limits to a cgroups OOM killer this machine does not have.
     """
 
     nodemanagers: int = 2
@@ -54,6 +60,7 @@ class MiniClusterSpec:
     heap_mb: dict[str, int] = field(default_factory=_default_heaps)
     hadoop_version: str = HADOOP_VERSION
     isolated_hosts: bool = False
+    enforce_memory: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
