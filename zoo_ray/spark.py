@@ -62,6 +62,8 @@ _EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 _EXECUTOR_POLL_S = 0.5
 #: Looks for an interrupted application at the ResourceManager, a second apart.
 _ABANDON_LOOKUPS = 3
+#: Starts of a SparkContext whose UI lost Spark's race with the ApplicationMaster.
+_UI_RACE_ATTEMPTS = 2
 _Names = Union[str, Sequence[str], None]
 
 
@@ -370,15 +372,10 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
 
 def _start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -> Any:
     """Start the SparkContext and wait for every executor, or kill the application."""
-    from pyspark import SparkContext
-
-    # The driver tells executors which interpreter to run from its PYSPARK_PYTHON, read
-    # once when the SparkContext starts.
     with StartupWatch(rm, request.launch_tag, request.num_executors,
                       request.executor_timeout) as watch:
         try:
-            with _env_var("PYSPARK_PYTHON", _EXECUTOR_PYTHON):
-                sc = SparkContext(conf=spark_conf, pyFiles=request.extra_python_lib or None)
+            sc = _new_context(request, spark_conf, rm)
         except KeyboardInterrupt:
             _abandon_start(rm, request.launch_tag)
             raise
@@ -396,6 +393,34 @@ def _start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) 
     logger.info("SparkContext %s on YARN is ready with %d executors", sc.applicationId,
                 request.num_executors)
     return sc
+
+
+def _new_context(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -> Any:
+    """``SparkContext(...)``, started again once if Spark's UI lost a race.
+
+    Spark 4 attaches its UI handlers while the ApplicationMaster, registering at the
+    same moment, has the driver add YARN's proxy filter to them; Jetty then fails
+    with a ConcurrentModificationException and the SparkContext with it. A second
+    start (the first application killed) does not meet the same moment.
+    """
+    from pyspark import SparkContext
+
+    for attempt in range(_UI_RACE_ATTEMPTS):
+        try:
+            # The driver tells executors which interpreter to run from its PYSPARK_PYTHON,
+            # read once when the SparkContext starts.
+            with _env_var("PYSPARK_PYTHON", _EXECUTOR_PYTHON):
+                return SparkContext(conf=spark_conf, pyFiles=request.extra_python_lib or None)
+        except Exception as exc:
+            if "ConcurrentModificationException" not in str(exc) or (
+                    attempt + 1 == _UI_RACE_ATTEMPTS):
+                raise
+            logger.warning("Spark's UI failed to start (a race in Spark with the "
+                           "ApplicationMaster registering); starting the application again")
+            app = find_tagged(rm, request.launch_tag)
+            if app is not None:
+                rm.kill(app["id"], diagnostics="zoo_ray: Spark's UI failed to start; restarted")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _abandon_start(rm: ResourceManager, tag: str) -> None:

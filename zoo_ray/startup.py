@@ -32,11 +32,11 @@ _FIRST_RUN = "a first run localises the archives on each NodeManager"
 
 
 def find_tagged(rm: ResourceManager, tag: str) -> dict[str, Any] | None:
-    """The application carrying the YARN tag ``tag``, or None (YARN lower-cases tags)."""
-    for app in rm.apps(tag=tag.lower()):
-        if tag.lower() in (app.get("applicationTags") or "").split(","):
-            return app
-    return None
+    """The newest application carrying the YARN tag ``tag``, or None (YARN lower-cases
+    tags; a start repeated after Spark's UI race leaves an older one, killed)."""
+    tagged = [app for app in rm.apps(tag=tag.lower())
+              if tag.lower() in (app.get("applicationTags") or "").split(",")]
+    return max(tagged, key=lambda app: app.get("startedTime", 0), default=None)
 
 
 class StartupWatch:

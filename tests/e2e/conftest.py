@@ -47,6 +47,10 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
         .set("spark.driver.memory", "512m")
         .set("spark.yarn.am.memory", "512m")
         .set("spark.ui.showConsoleProgress", "false")
+        # A plain SparkContext has no zoo_ray start to retry Spark's UI race (Jetty's
+        # ConcurrentModificationException when the ApplicationMaster registers while the
+        # UI attaches its handlers, seen under load); these tests need no UI.
+        .set("spark.ui.enabled", "false")
     )
     for key, value in conf.items():
         spark_conf.set(key, value)
