@@ -1,6 +1,6 @@
 """Packing and shipping a real conda environment against a venv with the same pip packages.
 
-    python benchmarks/conda_vs_venv.py
+    python benchmarks/conda_vs_venv.py [--no-upload]
 
 Builds (or reuses) the tests' conda environment (``tests/conda_env.py``: a conda
 ``python`` package made from this interpreter, Ray, PySpark, pyarrow, pandas,
@@ -37,21 +37,24 @@ def _venv_like(prefix: Path, where: Path) -> Path:
     return where
 
 
-def _measure(env: PythonEnv, fs: ClusterFileSystem, scratch: Path) -> dict[str, float]:
+def _measure(env: PythonEnv, fs: ClusterFileSystem | None, scratch: Path) -> dict[str, float]:
     archive = scratch / f"{env.kind}.tar.gz"
     started = time.monotonic()
     _pack(env, archive)
-    packed = time.monotonic() - started
-    started = time.monotonic()
-    fs.upload(archive, f"/bench/{archive.name}", label=archive.name)
-    shipped = time.monotonic() - started
-    return {"MiB": archive.stat().st_size / 2**20, "pack s": packed, "upload s": shipped}
+    figures = {"MiB": archive.stat().st_size / 2**20, "pack s": time.monotonic() - started}
+    if fs is not None:
+        started = time.monotonic()
+        fs.upload(archive, f"/bench/{archive.name}", label=archive.name)
+        figures["upload s"] = time.monotonic() - started
+    return figures
 
 
 def main() -> None:
     from pyspark import SparkConf
 
     from zoo_ray import spark_internals
+
+    upload = "--no-upload" not in sys.argv[1:]
 
     print(f"pip packages in both: {', '.join(_PIP_PACKAGES)}")
     started = time.monotonic()
@@ -60,17 +63,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:
         scratch = Path(tmp)
         venv = _venv_like(prefix, scratch / "venv")
-        spec = MiniClusterSpec(nodemanagers=1)
-        with MiniCluster(scratch / "hadoop", spec=spec) as cluster:
-            os.environ["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
-            fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()),
-                                   cluster.hadoop_conf_dir)
-            results = {kind: _measure(PythonEnv(kind, str(path)), fs, scratch)
-                       for kind, path in (("conda", prefix), ("venv", venv))}
-            spark_internals.stop_jvm()
+        envs = (("conda", prefix), ("venv", venv))
+        if upload:
+            with MiniCluster(scratch / "hadoop", spec=MiniClusterSpec(nodemanagers=1)) as cluster:
+                os.environ["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
+                fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()),
+                                       cluster.hadoop_conf_dir)
+                results = {kind: _measure(PythonEnv(kind, str(path)), fs, scratch)
+                           for kind, path in envs}
+                spark_internals.stop_jvm()
+        else:
+            results = {kind: _measure(PythonEnv(kind, str(path)), None, scratch)
+                       for kind, path in envs}
     for kind, figures in results.items():
         print(f"{kind:6s}" + "".join(f"  {k} {v:8.1f}" for k, v in figures.items()))
-    for key in ("MiB", "pack s", "upload s"):
+    for key in results["conda"]:
         print(f"conda/venv {key}: {results['conda'][key] / results['venv'][key]:.2f}")
 
 
