@@ -347,20 +347,15 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
     remote_root = _remote_root(hconf, request.hadoop_user_name, request.cache_dir)
     py_libs = pyspark_libs(spark_home, remote_root)
     shipped_libs = ",".join(remote for _, remote in py_libs)
-    # Spark's JVM reads PYSPARK_ARCHIVES_PATH from the environment it starts with; set it
-    # only for that start, so no later JVM or child process (another cluster's) inherits it.
-    ship_libs = bool(py_libs) and not spark_internals.jvm_running() and (
-        "PYSPARK_ARCHIVES_PATH" not in os.environ)
+    if not spark_internals.jvm_running() and py_libs and \
+            "PYSPARK_ARCHIVES_PATH" not in os.environ:
+        # Read from the JVM's environment when it submits: set before the JVM starts.
+        os.environ["PYSPARK_ARCHIVES_PATH"] = shipped_libs
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
     spark_conf = SparkConf().setAll(list(spark_settings(request, _driver_host(rm)).items()))
-    if ship_libs:
-        with _env_var("PYSPARK_ARCHIVES_PATH", shipped_libs):
-            jvm = spark_internals.launch_jvm(spark_conf)
-    else:
-        jvm = spark_internals.launch_jvm(spark_conf)
-    fs = ClusterFileSystem(jvm, hconf.conf_dir)
-    if ship_libs:
+    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf), hconf.conf_dir)
+    if os.environ.get("PYSPARK_ARCHIVES_PATH") == shipped_libs:
         ship_pyspark_libs(fs, py_libs)
     # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
     spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
