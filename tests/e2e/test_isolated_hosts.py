@@ -26,8 +26,8 @@ import psutil
 import pytest
 import test_data_path as data_path
 import test_ray_context as ray_context
+from own_cluster import module_cluster
 
-from zoo_ray import spark_internals
 from zoo_ray.errors import IsolatedHostsUnavailableError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 from zoo_ray.minicluster.netns import Network
@@ -128,18 +128,8 @@ def test_up_after_a_killed_run_cleans_up_and_down_removes_every_namespace(tmp_pa
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
     """Three isolated hosts; replaces the session's cluster for every test in this module."""
-    # What zoo_ray leaves in this process's environment for the JVM it starts names this
-    # cluster; later modules run on the session's.
-    saved = {k: os.environ.get(k) for k in ("HADOOP_CONF_DIR", "PYSPARK_ARCHIVES_PATH")}
-    with MiniCluster(tmp_path_factory.mktemp("isolated"), spec=SPEC) as running:
+    with module_cluster(tmp_path_factory, "isolated", SPEC) as running:
         yield running
-    # Later modules' SparkContexts must not reuse a JVM configured for this cluster.
-    spark_internals.stop_jvm()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 ray_ctx = ray_context.ray_ctx

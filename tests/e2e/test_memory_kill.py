@@ -2,15 +2,15 @@
 says which executor, the limit, the usage and which parameter to raise."""
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 import ray
+from own_cluster import module_cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from zoo_ray import RayContext, spark_internals
+from zoo_ray import RayContext
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
 #: NodeManagers that kill containers over their memory, for this module only: the suite's
@@ -24,18 +24,8 @@ SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
     """Replaces the session's cluster for every test in this module."""
-    # What zoo_ray leaves in this process's environment for the JVM it starts names this
-    # cluster; later modules run on the session's.
-    saved = {k: os.environ.get(k) for k in ("HADOOP_CONF_DIR", "PYSPARK_ARCHIVES_PATH")}
-    with MiniCluster(tmp_path_factory.mktemp("enforcing"), spec=SPEC) as running:
+    with module_cluster(tmp_path_factory, "enforcing", SPEC) as running:
         yield running
-    # Later modules' SparkContexts must not reuse a JVM configured for this cluster.
-    spark_internals.stop_jvm()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
