@@ -32,8 +32,10 @@ setup(
     # nbclient and ipykernel run notebooks in a real kernel. py-rattler-build and py-rattler
     # build and install the tests' conda environment (tests/conda_env.py) with no conda
     # channel; pinned, as their Python APIs change between releases.
-    extras_require={"test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1",
-                             "nbclient", "nbformat", "ipykernel",
+    # ipywidgets: the bars render as Jupyter widgets (text bars without it).
+    extras_require={"notebook": ["ipywidgets"],
+                    "test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1",
+                             "nbclient", "nbformat", "ipykernel", "ipywidgets",
                              "py-rattler==0.28.0", "py-rattler-build==0.73.0"]},
     entry_points={"console_scripts": ["zoo-ray=zoo_ray.cli:main"]},
 )

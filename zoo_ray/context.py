@@ -493,7 +493,7 @@ class RayContext:
             # gateway's node, the token and the record go, and the state says stopped.
             self._stop_gateway_node()
             clear_driver_token()
-            if self._app_id:
+            if self._app_id and not self.is_local:  # as _record wrote it
                 AppRecord.remove(self._app_id)
             self._state = "stopped"
             self.address_info = {}
@@ -505,7 +505,9 @@ class RayContext:
     def _stop_executor_nodes(self) -> None:
         # The executors there are now: a barrier job over the configured slots would wait
         # (minutes) for replacements of executors YARN took away, whose nodes are gone anyway.
-        slots = spark_internals.registered_executors(self.sc) * self.executor_cores
+        # In local mode the driver's JVM is the one executor, and never registers as one.
+        executors = 1 if self.is_local else spark_internals.registered_executors(self.sc)
+        slots = executors * self.executor_cores
         if slots < 1:
             return
         stopped = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(

@@ -7,35 +7,53 @@ shown when stderr is neither a terminal nor a notebook, so CI logs stay clean.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 from types import TracebackType
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm as text_tqdm
 
-__all__ = ["JobProgress", "count_bar", "interactive", "progress_bar"]
+__all__ = ["JobProgress", "bar", "count_bar", "interactive", "progress_bar"]
 
 _JOB_POLL_S = 0.5
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (not merely one that imported ipykernel,
+    as a test runner driving notebooks does)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def interactive() -> bool:
     """Whether progress should be shown: in Jupyter, or with a terminal on stderr."""
     # Jupyter's stderr is not a TTY, yet it renders bars; a CI log should not get them.
-    return "ipykernel" in sys.modules or sys.stderr.isatty()
+    return _in_kernel() or sys.stderr.isatty()
+
+
+def bar(**kwargs: Any) -> Any:
+    """A tqdm bar: a widget in Jupyter when ipywidgets is installed, else text; silent
+    when not interactive. ``kwargs`` go to tqdm."""
+    kind: Any = text_tqdm
+    # Without ipywidgets, text bars: Jupyter renders their carriage returns in place.
+    if _in_kernel() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm import notebook
+
+        kind = notebook.tqdm
+    return kind(disable=not interactive(), leave=False, **kwargs)
 
 
 def progress_bar(total: int, label: str) -> Any:
     """A byte-counting bar (a context manager with ``update(n)``); silent when not interactive."""
-    return tqdm(
-        total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=not interactive(), leave=False,
-    )
+    return bar(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024)
 
 
 def count_bar(total: int, label: str, unit: str) -> Any:
     """A bar counting ``unit``s up to ``total``; silent when not interactive."""
-    return tqdm(total=total, desc=label, unit=unit, disable=not interactive(), leave=False)
+    return bar(total=total, desc=label, unit=unit)
 
 
 class JobProgress:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import ZooRayError
-from .progress import interactive
+from .progress import count_bar, interactive
 from .yarn import FINAL_STATES, ResourceManager
 
 __all__ = ["StartupWatch", "find_tagged"]
@@ -116,9 +116,7 @@ class StartupWatch:
         if not interactive():
             return
         if self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.executors, unit="executor", leave=False)
+            self._bar = count_bar(self.executors, "", "executor")
         self._bar.set_description(f"{app['id']} {state}", refresh=False)
         self._bar.set_postfix_str(
             _FIRST_RUN if state == "RUNNING" else str(app.get("diagnostics") or "")[:60],
