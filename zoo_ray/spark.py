@@ -261,7 +261,7 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
 def _restart_jvm_for(conf_dir: Path) -> None:
     """End a JVM left from a SparkContext on another cluster: Spark's YARN client reads the
     Hadoop configuration the JVM started with, and would submit there."""
-    running = spark_internals.jvm_hadoop_conf_dir()
+    running = spark_internals.jvm_env("HADOOP_CONF_DIR")
     if running is not None and os.path.realpath(running) != os.path.realpath(conf_dir):
         logger.info("Restarting PySpark's JVM: it read the Hadoop configuration in %s, this "
                     "application's is %s", running, conf_dir)
@@ -347,15 +347,15 @@ def _ship(request: YarnRequest, hconf: HadoopConf, java_home: Path,
     remote_root = _remote_root(hconf, request.hadoop_user_name, request.cache_dir)
     py_libs = pyspark_libs(spark_home, remote_root)
     shipped_libs = ",".join(remote for _, remote in py_libs)
-    if not spark_internals.jvm_running() and py_libs and \
-            "PYSPARK_ARCHIVES_PATH" not in os.environ:
-        # Read from the JVM's environment when it submits: set before the JVM starts.
-        os.environ["PYSPARK_ARCHIVES_PATH"] = shipped_libs
+    # The JVM reads it from its environment when it submits (a user's own setting wins).
+    launch_env = ({"PYSPARK_ARCHIVES_PATH": shipped_libs}
+                  if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
     spark_conf = SparkConf().setAll(list(spark_settings(request, _driver_host(rm)).items()))
-    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf), hconf.conf_dir)
-    if os.environ.get("PYSPARK_ARCHIVES_PATH") == shipped_libs:
+    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
+    # A JVM that was already running (started for `zoo-ray pack`, say) keeps its own setting.
+    if spark_internals.jvm_env("PYSPARK_ARCHIVES_PATH") == shipped_libs:
         ship_pyspark_libs(fs, py_libs)
     # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
     spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))

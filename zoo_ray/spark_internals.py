@@ -7,12 +7,14 @@ release move them, this is the one module to change.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["active_context", "is_stopped", "job_group", "jvm_running", "launch_jvm",
-           "registered_executors", "removed_executors"]
+__all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
+           "RemovedExecutor", "registered_executors", "removed_executors"]
 
 
 def active_context() -> Any:
@@ -29,15 +31,16 @@ def jvm_running() -> bool:
     return SparkContext._gateway is not None
 
 
-def jvm_hadoop_conf_dir() -> str | None:
-    """The ``HADOOP_CONF_DIR`` the running JVM started with: the Hadoop configuration it
-    reads (its classpath holds that directory), or None without a JVM."""
+def jvm_env(name: str) -> str | None:
+    """The environment variable ``name`` as the running JVM started with it (None without
+    a JVM, or when it is not set there). The JVM reads ``HADOOP_CONF_DIR`` (on its
+    classpath) and ``PYSPARK_ARCHIVES_PATH`` from its environment, fixed at launch."""
     from pyspark import SparkContext
 
     jvm: Any = SparkContext._jvm
     if SparkContext._gateway is None or jvm is None:
         return None
-    value = jvm.java.lang.System.getenv("HADOOP_CONF_DIR")
+    value = jvm.java.lang.System.getenv(name)
     return str(value) if value else None
 
 
@@ -59,11 +62,25 @@ def stop_jvm() -> None:
     SparkContext._jvm = None
 
 
-def launch_jvm(conf: Any) -> Any:
-    """Start PySpark's JVM (if it does not run yet) with ``conf``; return its JVM view."""
+def launch_jvm(conf: Any, env: dict[str, str] | None = None) -> Any:
+    """Start PySpark's JVM (if it does not run yet) with ``conf``; return its JVM view.
+
+    ``env`` is added to the JVM's environment only: this process's is restored after the
+    launch, so no later JVM or child process (a notebook's shell, a second driver)
+    inherits settings meant for this one's cluster.
+    """
     from pyspark import SparkContext
 
-    SparkContext._ensure_initialized(conf=conf)
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        SparkContext._ensure_initialized(conf=conf)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return SparkContext._jvm
 
 
@@ -73,9 +90,21 @@ def registered_executors(sc: Any) -> int:
     return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
 
 
-def removed_executors(sc: Any) -> list[tuple[str, str, str]]:
-    """``(executor id, host, reason)`` of each executor the driver has lost, from Spark's
-    status store (the reason is Spark's, e.g. YARN's memory-kill diagnostics)."""
+@dataclass(frozen=True)
+class RemovedExecutor:
+    """An executor the driver has lost, as Spark's status store keeps it."""
+
+    executor_id: str
+    host: str
+    #: Spark's reason, e.g. YARN's memory-kill diagnostics.
+    reason: str
+    #: Where its container's log files are served (YARN: the NodeManager's
+    #: ``.../containerlogs/<container>/<user>/stderr?start=-4096``), by file name.
+    log_urls: dict[str, str] = field(default_factory=dict)
+
+
+def removed_executors(sc: Any) -> list[RemovedExecutor]:
+    """Each executor the driver has lost, from Spark's status store."""
     summaries = sc._jsc.sc().statusStore().executorList(False)
     removed = []
     for i in range(summaries.size()):
@@ -83,9 +112,20 @@ def removed_executors(sc: Any) -> list[tuple[str, str, str]]:
         if summary.isActive() or summary.id() == "driver":
             continue
         reason = summary.removeReason()
-        removed.append((str(summary.id()), str(summary.hostPort()).rsplit(":", 1)[0],
-                        str(reason.get()) if reason.isDefined() else ""))
+        logs = summary.executorLogs()
+        removed.append(RemovedExecutor(
+            str(summary.id()), str(summary.hostPort()).rsplit(":", 1)[0],
+            str(reason.get()) if reason.isDefined() else "",
+            {str(name): str(logs.apply(name)) for name in _scala_keys(logs)}))
     return removed
+
+
+def _scala_keys(scala_map: Any) -> list[Any]:
+    keys = scala_map.keys().iterator()
+    found = []
+    while keys.hasNext():
+        found.append(keys.next())
+    return found
 
 
 @contextmanager

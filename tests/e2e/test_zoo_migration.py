@@ -24,9 +24,12 @@ _ZOO_PROGRAM = textwrap.dedent("""
                                 executor_cores=1, executor_memory="512m", driver_memory="512m",
                                 extra_executor_memory_for_ray="1g",
                                 spark_conf={"zoo.custom.key": "kept"})
+    from zoo_ray.spark_internals import jvm_env
     report = {"warnings": [str(w.message) for w in caught
                            if issubclass(w.category, DeprecationWarning)],
-              "custom_key": sc.getConf().get("zoo.custom.key")}
+              "custom_key": sc.getConf().get("zoo.custom.key"),
+              "archives": [os.environ.get("PYSPARK_ARCHIVES_PATH"),
+                           jvm_env("PYSPARK_ARCHIVES_PATH")]}
 
     ray.init(num_cpus=1, include_dashboard=False)  # a cluster of the program's own
     ray_ctx = RayContext(sc=sc, object_store_memory="128m")
@@ -75,7 +78,8 @@ _RAY_KEYS = {"address", "gcs_address", "node_id", "node_ip_address", "object_sto
 
 
 def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, tmp_path):
-    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    fresh_env = {k: v for k, v in os.environ.items()
+                 if not k.startswith("RAY_") and k != "PYSPARK_ARCHIVES_PATH"}
     result = subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
                             capture_output=True, text=True, timeout=900, env=fresh_env,
                             cwd=tmp_path)
@@ -83,6 +87,10 @@ def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, t
     assert result.returncode == 0 and lines, result.stderr[-4000:]
     report = json.loads(lines[0][len("REPORT "):])
     assert "ray.shutdown()" in report["connected_error"]
+    # pyspark.zip and py4j come from the cluster's cache: set for the JVM that submits,
+    # never left in the program's environment for its child processes to inherit.
+    in_process, in_jvm = report["archives"]
+    assert in_process is None and in_jvm.startswith("hdfs://") and "pyspark.zip" in in_jvm
     assert _RAY_KEYS <= set(report["keys"])
     assert {"nodes", "gateway_node", "node_ids"} <= set(report["keys"])
     assert report["gcs_address"] == report["address"]
