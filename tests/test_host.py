@@ -12,7 +12,15 @@ import time
 import psutil
 import pytest
 
-from zoo_ray.host import free_ports, node_ip, port_free, terminate, wait_until, write_private
+from zoo_ray.host import (
+    free_ports,
+    node_ip,
+    port_free,
+    terminate,
+    tree_rss,
+    wait_until,
+    write_private,
+)
 
 
 def test_wait_until_returns_the_first_truthy_result():
@@ -118,3 +126,27 @@ def test_the_package_imports_without_psutil_as_the_executor_daemon_does(tmp_path
 def test_node_ip_is_the_address_on_the_route_toward_the_given_host():
     assert node_ip(toward="127.0.0.1") == "127.0.0.1"
     assert node_ip(toward="127.0.0.2") == "127.0.0.1"  # loopback's own source address
+
+
+def test_tree_rss_counts_every_process_below_the_root():
+    before, processes_before = tree_rss(os.getpid())
+    # A grandchild holding 200 MiB, touched: what a Ray worker below the executor JVM does.
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+            "\"b = bytearray(200 * 2**20); import sys; print('held', flush=True); "
+            "sys.stdin.read()\"])")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        after, processes_after = tree_rss(os.getpid())
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    assert processes_after == processes_before + 2
+    assert after - before >= 200 * 2**20
+
+
+def test_tree_rss_of_a_process_that_is_gone_is_nothing():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert tree_rss(gone.pid) == (0, 0)

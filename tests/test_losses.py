@@ -1,7 +1,12 @@
 """How a lost executor is explained to the user (no cluster: Spark's and YARN's words)."""
 from __future__ import annotations
 
-from zoo_ray.losses import explain, parse_loss
+from dataclasses import replace
+
+import pytest
+
+from zoo_ray.losses import explain, parse_loss, read_memory_sample, served_sample
+from zoo_ray.protocol import ContainerMemory
 
 #: Spark 4's reason for a container YARN killed for physical memory.
 SPARK_PMEM = ("Container killed by YARN for exceeding physical memory limits. 2.1 GB of 1.9 GB "
@@ -46,3 +51,36 @@ def test_other_losses_say_what_spark_said():
     assert not loss.killed_for_memory and loss.memory_limit is None
     assert explain(loss, SIZES) == ("Executor 3 (no Ray node on hostB) was lost: Container "
                                     "container_7 was preempted. Its Ray node is gone.")
+
+
+def test_a_sampled_usage_says_where_it_comes_from():
+    reason = "Container killed by YARN for exceeding physical memory limits."
+    loss = replace(parse_loss("2", "hostA", reason, "container_9", "1920 MB"),
+                   memory_used="2253 MB", sampled=True)
+    text = explain(loss, SIZES)
+    assert "2253 MB in its processes at zoo_ray's last sample" in text
+    assert "against its 1920 MB limit" in text
+
+
+#: How a NodeManager (Hadoop 3.5) serves one file of a finished container's log directory.
+SERVED = ("Container: container_1_0001_01_000002 on localhost_34567\n"
+          "LogAggregationType: LOCAL\n"
+          "====================================================================\n"
+          "LogType:zoo_ray_memory.json\nLogLastModifiedTime:Mon Nov 30 05:15:50 +0000 2026\n"
+          "LogLength:66\nLogContents:\n"
+          '{"rss_bytes": 2362232012, "processes": 17, "sampled_at": 1796015750.25}'
+          "End of LogType:zoo_ray_memory.json.\n****\n\n")
+
+
+def test_the_sample_is_read_out_of_the_node_manager_s_framing():
+    assert served_sample(SERVED) == ContainerMemory(2362232012, 17, 1796015750.25)
+    with pytest.raises(ValueError):
+        served_sample("LogType:zoo_ray_memory.json\nLogContents:\nEnd of LogType")
+
+
+def test_no_log_url_or_an_unreachable_node_manager_gives_no_sample():
+    assert read_memory_sample({}) is None
+    assert read_memory_sample({"stderr": "not a url"}) is None
+    # A closed port on loopback: refused at once, no figure rather than an error.
+    closed = "http://127.0.0.1:9/node/containerlogs/container_1_0001_01_000002/u/stderr"
+    assert read_memory_sample({"stderr": closed}) is None

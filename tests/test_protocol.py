@@ -9,6 +9,7 @@ import time
 import pytest
 
 from zoo_ray.protocol import (
+    ContainerMemory,
     ManagerState,
     NodeFailure,
     NodeInfo,
@@ -29,6 +30,7 @@ def _info():
     _info(),
     NodeFailure("start", "ray start exited with 2", log_tail="Error", container="c1"),
     ManagerState(pid=7, app_id="application_1_1", role="worker", temp_dir="/tmp/zoo-ray-1"),
+    ContainerMemory(rss_bytes=2_362_232_012, processes=17, sampled_at=1796015750.25),
     NodeSpec(role="worker", app_id="a", token="secret", num_cpus=2, work_dir="/w", log_dir="/l",
              extra_params={"resources": '{"ssd": 1}'}, env={"A": "1"}),
 ])
@@ -54,6 +56,14 @@ def test_the_manager_state_file_is_written_read_and_removed_in_one_place(tmp_pat
     assert ManagerState.read(tmp_path) == state
     ManagerState.remove(tmp_path)
     assert ManagerState.read(tmp_path) is None
+
+
+def test_a_memory_sample_replaces_the_last_one_whole(tmp_path):
+    ContainerMemory(1, 1, 1.0).write(tmp_path)
+    ContainerMemory(2048, 3, 2.0).write(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [ContainerMemory.FILE]
+    assert ContainerMemory.from_json((tmp_path / ContainerMemory.FILE).read_text()) == \
+        ContainerMemory(2048, 3, 2.0)
 
 
 def _fake_manager(code):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "become_subreaper", "find_java_home", "free_ports", "node_ip", "port_free", "reap_children",
-    "tail", "terminate", "wait_until", "write_private",
+    "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
 
 T = TypeVar("T")
@@ -105,6 +105,27 @@ def _gone(proc: psutil.Process) -> bool:
     except ChildProcessError:
         pass
     return True
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """Resident bytes of process ``pid`` and every process below it, summed per process
+    (as YARN's default memory check counts a container), and how many processes that is.
+    Processes that exit meanwhile are left out; (0, 0) if ``pid`` itself is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, 0
+    total = counted = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+            counted += 1
+        except psutil.Error:
+            continue
+    return total, counted
 
 
 def reap_children() -> None:

@@ -5,18 +5,30 @@ RayContext reads Spark's status store, where the driver keeps the reason YARN ga
 for each lost executor. A container YARN killed for memory takes its Ray node
 with it, and Ray then reports only a dead node or worker; the watch says at once
 which executor it was, the limit, the usage, and which parameter to raise.
+
+YARN's usage figure seldom reaches the driver: a NodeManager keeps only the last
+10000 characters of a container's diagnostics, and its dump of Ray's process tree
+fills them, so the figure at their head is cut. The usage then comes from the
+container's RayManager, which samples it each second into the container's log
+directory (:class:`~zoo_ray.protocol.ContainerMemory`); the NodeManager serves that
+file until the application ends, and the watch reads it once.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import spark_internals
+from .protocol import ContainerMemory
 
-__all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss"]
+__all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss", "read_memory_sample",
+           "served_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: memory used"); the NodeManager's own diagnostics say the same.
 _PMEM = re.compile(r"([0-9.]+ ?[KMGTP]?B) of ([0-9.]+ ?[KMGTP]?B) physical memory used")
 _POLL_S = 2.0
+_FETCH_TIMEOUT_S = 5.0
+_CONTAINER = re.compile(r"/(container_[0-9e_]+)/")
 
 
 @dataclass(frozen=True)
@@ -41,8 +55,10 @@ class ExecutorLoss:
     killed_for_memory : bool
         Whether YARN killed the container for exceeding its physical memory.
     memory_used, memory_limit : str or None
-        For such a kill: what it used (when YARN's figure reached the driver) and
-        what it was allowed.
+        For such a kill: what it used and what it was allowed.
+    sampled : bool
+        Whether ``memory_used`` is the RayManager's last sample (taken each second)
+        rather than YARN's own figure.
     """
 
     executor_id: str
@@ -52,6 +68,7 @@ class ExecutorLoss:
     killed_for_memory: bool = False
     memory_used: str | None = None
     memory_limit: str | None = None
+    sampled: bool = False
 
 
 def parse_loss(executor_id: str, host: str, reason: str, container: str = "",
@@ -77,8 +94,13 @@ def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
     if not loss.killed_for_memory:
         reason = loss.reason.rstrip(". ") or "no reason given"
         return f"{where} was lost: {reason}. Its Ray node is gone."
-    usage = (f"{loss.memory_used} of its {loss.memory_limit} limit" if loss.memory_used
-             else f"more than its {loss.memory_limit} limit")
+    if not loss.memory_used:
+        usage = f"more than its {loss.memory_limit} limit"
+    elif loss.sampled:
+        usage = (f"{loss.memory_used} in its processes at zoo_ray's last sample, a second or "
+                 f"less before, against its {loss.memory_limit} limit")
+    else:
+        usage = f"{loss.memory_used} of its {loss.memory_limit} limit"
     return (
         f"{where} was killed by YARN for using too much memory: {usage}. Its Ray node, "
         "and the Ray objects it held, are gone. The container holds the JVM heap "
@@ -90,6 +112,43 @@ def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
         "@ray.remote(memory=...), so Ray schedules them within it), lower "
         "object_store_memory if the object store grew, or raise executor_memory if the JVM did."
     )
+
+
+def read_memory_sample(log_urls: dict[str, str]) -> ContainerMemory | None:
+    """The RayManager's last memory sample of a lost executor's container, through the
+    NodeManager that served its logs (``log_urls`` as Spark keeps them); None when the
+    file or the NodeManager cannot be reached (one request, bounded in time)."""
+    url = next(iter(log_urls.values()), "")
+    parts, container = urlsplit(url), _CONTAINER.search(url)
+    if not (parts.netloc and container):
+        return None
+    # The NodeManager's REST API serves one file of a container's log directory as text.
+    api = (f"{parts.scheme}://{parts.netloc}/ws/v1/node/containerlogs/{container.group(1)}/"
+           f"{ContainerMemory.FILE}")
+    try:
+        with urllib.request.urlopen(api, timeout=_FETCH_TIMEOUT_S) as response:
+            return served_sample(response.read(64 * 1024).decode("utf-8", "replace"))
+    except (OSError, ValueError, TypeError) as exc:
+        logger.debug("No memory sample at %s: %s", api, exc)
+        return None
+
+
+def served_sample(text: str) -> ContainerMemory:
+    """The sample in a NodeManager's answer, which wraps the file in header and footer
+    lines (``LogType:``, ``LogContents:``, ``End of LogType:``)."""
+    start = text.index("{")
+    _, end = json.JSONDecoder().raw_decode(text, start)
+    return ContainerMemory.from_json(text[start:end])
+
+
+def _with_sample(loss: ExecutorLoss, log_urls: dict[str, str]) -> ExecutorLoss:
+    """``loss`` with the RayManager's figure, when YARN's did not reach the driver."""
+    if not loss.killed_for_memory or loss.memory_used or not loss.container:
+        return loss
+    sample = read_memory_sample(log_urls)
+    if sample is None:
+        return loss
+    return replace(loss, memory_used=f"{sample.rss_bytes / 2**20:.0f} MB", sampled=True)
 
 
 class LossWatch:
@@ -109,7 +168,7 @@ class LossWatch:
         self.containers = containers
         self.sizes = sizes
         try:
-            self._seen = {executor for executor, _, _ in self._removed()}
+            self._seen = {removed.executor_id for removed in self._removed()}
         except Exception as exc:  # the SparkContext is stopping: nothing to watch
             logger.debug("Loss watch: %s", exc)
             self._seen = set()
@@ -120,7 +179,7 @@ class LossWatch:
                                         daemon=True)
         self._thread.start()
 
-    def _removed(self) -> list[tuple[str, str, str]]:
+    def _removed(self) -> list[spark_internals.RemovedExecutor]:
         if spark_internals.is_stopped(self.sc):
             return []
         return spark_internals.removed_executors(self.sc)
@@ -140,14 +199,17 @@ class LossWatch:
             logger.debug("Loss watch: %s", exc)
             return
         with self._lock:
-            for executor, host, reason in removed:
-                if executor in self._seen:
-                    continue
-                self._seen.add(executor)
-                loss = parse_loss(executor, host, reason, self.containers.get(executor, ""),
-                                  self.sizes.get("container"))
+            new = [lost for lost in removed if lost.executor_id not in self._seen]
+            self._seen.update(lost.executor_id for lost in new)
+        for lost in new:
+            loss = parse_loss(lost.executor_id, lost.host, lost.reason,
+                              self.containers.get(lost.executor_id, ""),
+                              self.sizes.get("container"))
+            # Outside the lock: this may ask a NodeManager (a few seconds at most).
+            loss = _with_sample(loss, lost.log_urls)
+            with self._lock:
                 self._losses.append(loss)
-                logger.warning("%s", explain(loss, self.sizes))
+            logger.warning("%s", explain(loss, self.sizes))
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,10 +45,19 @@ from .host import (
     reap_children,
     tail,
     terminate,
+    tree_rss,
     wait_until,
     write_private,
 )
-from .protocol import STATE_DIR, WORK_DIR_ENV, ManagerState, NodeFailure, NodeInfo, NodeSpec
+from .protocol import (
+    STATE_DIR,
+    WORK_DIR_ENV,
+    ContainerMemory,
+    ManagerState,
+    NodeFailure,
+    NodeInfo,
+    NodeSpec,
+)
 
 __all__ = ["RayManager", "main"]
 
@@ -318,9 +328,24 @@ class RayManager:
         except psutil.Error:
             return False
 
+    def record_memory(self) -> None:
+        """Keep the container's memory, as last seen, where the driver can read it after a
+        memory kill: YARN's own figure is cut from the diagnostics Spark gets, as YARN keeps
+        their last 10000 characters and its dump of Ray's process tree fills them."""
+        if not os.environ.get("CONTAINER_ID") or self.spec.watch_pid is None:
+            return  # the gateway's node: no container limit to explain
+        rss, processes = tree_rss(self.spec.watch_pid)
+        if processes:
+            try:
+                ContainerMemory(rss, processes, time.time()).write(self.spec.log_dir)
+            except OSError as exc:
+                logger.debug("memory sample not kept: %s", exc)
+
     def supervise(self) -> None:
-        """Restart the node when it dies, until stopped or out of restarts."""
+        """Restart the node when it dies, until stopped or out of restarts; sample the
+        container's memory each second meanwhile."""
         while not self._stopping.wait(1.0):
+            self.record_memory()
             if not self._watched_alive():
                 logger.info("watched process %s is gone; stopping the node",
                             self.spec.watch_pid)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 __all__ = [
-    "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome", "NodeSpec",
+    "ContainerMemory", "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome",
+    "NodeSpec",
     "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "container_work_dir", "await_manager",
     "spawn_manager",
 ]
@@ -202,6 +203,30 @@ class ManagerState(_Message):
     @classmethod
     def remove(cls, work_dir: str | os.PathLike[str]) -> None:
         cls.path(work_dir).unlink(missing_ok=True)
+
+
+
+@dataclass
+class ContainerMemory(_Message):
+    """A manager's last sample of its container's memory, kept in the container's log
+    directory: YARN serves that directory while the application runs, dead containers'
+    included, so the driver can still read it after YARN killed the container."""
+
+    #: Resident memory of the executor JVM and every process below it (Ray's included),
+    #: summed per process as YARN's default memory check does.
+    rss_bytes: int
+    processes: int
+    #: When it was taken (seconds since the epoch).
+    sampled_at: float
+
+    FILE = "zoo_ray_memory.json"
+
+    def write(self, log_dir: str | os.PathLike[str]) -> None:
+        """Replace the sample in ``log_dir`` at once (a reader never sees half of it)."""
+        path = Path(log_dir) / self.FILE
+        partial = path.with_name(f".{self.FILE}.tmp")
+        partial.write_text(self.to_json())
+        os.replace(partial, path)
 
 
 def spawn_manager(spec: NodeSpec) -> subprocess.Popen[str]:

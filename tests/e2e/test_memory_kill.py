@@ -44,11 +44,13 @@ def test_a_memory_kill_names_the_executor_the_limit_the_usage_and_the_fix(ray_ct
 
     @ray.remote(num_cpus=0, max_retries=0)
     def hog():
-        import numpy as np
-
-        block = np.ones(3 * 2**30 // 8)  # 3 GiB, touched: far over the ~1.9 GiB container
+        # Grows as a leak does, 64 MiB at a time, to 3 GiB: far over the ~1.9 GiB container.
+        blocks = []
+        for _ in range(48):
+            blocks.append(bytearray(64 * 2**20))
+            time.sleep(0.1)
         time.sleep(120)
-        return float(block[0])
+        return len(blocks)
 
     ref = hog.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
     with pytest.raises(ray.exceptions.RayError):
@@ -57,14 +59,20 @@ def test_a_memory_kill_names_the_executor_the_limit_the_usage_and_the_fix(ray_ct
     while time.monotonic() < deadline and not ray_ctx.lost_executors():
         time.sleep(1)
     [loss] = ray_ctx.lost_executors()
-    print(f"\nas the user reads it: {caplog.records[-1].getMessage() if caplog.records else ''}")
+    print(f"\nSpark's reason: {loss.reason}\nas the user reads it: "
+          f"{caplog.records[-1].getMessage() if caplog.records else ''}")
     assert loss.killed_for_memory, loss.reason
     assert loss.container == node.container and loss.executor_id == node.executor_id
-    # YARN's usage figure, when Spark passes it on; the limit is the container's size:
-    # 512m heap + 384m Spark's overhead + 1g for Ray.
+    # The limit is the container's size: 512m heap + 384m Spark's overhead + 1g for Ray.
     assert loss.memory_limit in ("1920 MB", "1.9 GB")
+    # The usage: YARN's figure is cut from the diagnostics (Ray's process tree fills
+    # them), so it is the RayManager's last sample, which saw the leak well under way.
+    assert loss.sampled and loss.memory_used is not None
+    used = float(loss.memory_used.split()[0])
+    assert loss.memory_used.endswith(" MB") and 1024 <= used < 3584, loss.memory_used
     message = "\n".join(r.getMessage() for r in caplog.records if r.name == "zoo_ray.losses")
     assert f"Executor {node.executor_id} ({node.container}" in message
+    assert f"{loss.memory_used} in its processes" in message
     assert f"{loss.memory_limit} limit" in message and "using too much memory" in message
     assert "extra_executor_memory_for_ray=1024m" in message
     assert "object_store_memory=128m" in message and "executor_memory=512m" in message
