@@ -8,7 +8,8 @@ Where each module runs:
   :mod:`~zoo_ray.cli`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster`;
 - driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`,
   :mod:`~zoo_ray.data` (Spark <-> Ray data), :mod:`~zoo_ray.placement`,
-  :mod:`~zoo_ray.ray_internals`;
+  :mod:`~zoo_ray.ray_internals`, :mod:`~zoo_ray.losses` and :mod:`~zoo_ray.healing`
+  (threads watching the executors);
 - inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`,
   :mod:`~zoo_ray.executor_data`;
 - inside Ray tasks on executors' nodes: :mod:`~zoo_ray.ray_tasks`;

@@ -30,6 +30,7 @@ from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .display import ClusterView, NodeRow, render_html, render_text
 from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
+from .healing import ClusterEvent, NodeKeeper
 from .host import node_ip, wait_until
 from .losses import ExecutorLoss, LossWatch
 from .memory import (
@@ -238,6 +239,8 @@ class RayContext:
         self._app_id = ""
         self._token = ""
         self._loss_watch: LossWatch | None = None
+        self._keeper: NodeKeeper | None = None
+        self._head: HeadPlacement | None = None
         if RayContext._active is None or not RayContext._active.initialized:
             RayContext._active = self
 
@@ -330,13 +333,14 @@ class RayContext:
         # Both only report on the cluster; neither may fail a running one.
         self._record()
         self._watch_losses()
+        self._keep_nodes()
         self._stop_with_spark()
         logger.info("Ray cluster up in %.1fs: %d nodes, head %s", time.monotonic() - started,
                     len(self.address_info["nodes"]), self.address_info["address"])
         return self.address_info
 
     def _start_cluster(self, driver_cores: int) -> None:
-        head = self._place_head()
+        head = self._head = self._place_head()
         self.address_info = {"address": head.address, "nodes": []}
         logger.info("Starting %d Ray nodes in the executors (the head in %s) and the "
                     "gateway's node", self.num_ray_nodes, head.container)
@@ -456,6 +460,27 @@ class RayContext:
         containers = {n["executor_id"]: n["container"] for n in self.address_info["nodes"]}
         self._loss_watch = LossWatch(self.sc, containers, sizes)
 
+    def _keep_nodes(self) -> None:
+        """Start a Ray node in each executor Spark adds in place of a lost one."""
+        if self.is_local or self._head is None:
+            return
+        plan = StartPlan(self._base_spec(), self._head, self.num_ray_nodes, self.init_timeout)
+        nodes = [NodeInfo(**node) for node in self.address_info["nodes"]]
+        self._keeper = NodeKeeper(self.sc, plan, self.num_ray_nodes, nodes, self._joined)
+
+    def _joined(self, node: NodeInfo) -> None:
+        """A node the keeper started in a new executor: part of the cluster from now on."""
+        self.address_info["nodes"] = [*self.address_info["nodes"], dataclasses.asdict(node)]
+        if self._loss_watch is not None:
+            self._loss_watch.containers[node.executor_id] = node.container
+        self._record()
+
+    def events(self) -> list[ClusterEvent]:
+        """What happened to the cluster since ``init()``, oldest first: executors lost with
+        their Ray nodes, nodes started in the executors Spark added in their place, and
+        the loss of the head's executor (which takes the cluster with it)."""
+        return self._keeper.events if self._keeper is not None else []
+
     def lost_executors(self) -> list[ExecutorLoss]:
         """The executors (and their Ray nodes) lost since ``init()``, and why.
 
@@ -475,6 +500,9 @@ class RayContext:
             return
         import ray
 
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
         if self._loss_watch is not None:
             self._loss_watch.close()
         if ray.is_initialized():

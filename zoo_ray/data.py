@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import spark_internals
 from .context import RayContext
 from .errors import InvalidArgumentError, RayContextError, UnsupportedColumnError
 from .executor_data import (
@@ -425,29 +426,9 @@ def _read_spooled(spark: Any, written: list[SpooledBlock], ctx: RayContext,
                     _containers(executors))
     where = {info.container: [info.spark_location] for info in executors.values()
              if info.spark_location}
-    rdd = _rdd_with_locations(spark.sparkContext, [
+    rdd = spark_internals.rdd_with_locations(spark.sparkContext, [
         (json.dumps([b.container, b.path]), where.get(b.container, [])) for b in written])
     rows = rdd.map(json.loads)
     listing = spark.createDataFrame(rows, StructType([StructField("container", StringType()),
                                                       StructField("path", StringType())]))
     return listing.mapInArrow(partial(read_spooled_blocks, plan), spark_schema)
-
-
-def _rdd_with_locations(sc: Any, items: list[tuple[str, list[str]]]) -> Any:
-    """An RDD of strings, one per partition, each preferring the given Spark locations."""
-    from pyspark import RDD
-    from pyspark.serializers import UTF8Deserializer
-
-    jvm = sc._jvm
-    seq = jvm.scala.jdk.javaapi.CollectionConverters
-    pairs = jvm.java.util.ArrayList()
-    for text, locations in items:
-        hosts = jvm.java.util.ArrayList()
-        for location in locations:
-            hosts.add(location)
-        pairs.add(jvm.scala.Tuple2(text, seq.asScala(hosts).toSeq()))
-    strings = jvm.scala.reflect.ClassManifestFactory.fromClass(
-        jvm.java.lang.Class.forName("java.lang.String"))
-    jrdd = sc._jsc.sc().makeRDD(seq.asScala(pairs).toSeq(), strings)
-    return RDD(jvm.org.apache.spark.api.java.JavaRDD.fromRDD(jrdd, strings), sc,
-               UTF8Deserializer())

@@ -9,6 +9,8 @@ imports this very zoo_ray from the zip that init_spark_on_yarn ships.
   fixed now, so every node can start at once.
 - :func:`start_nodes`: a barrier task in every slot; :func:`elect` picks one
   task per executor and those start a RayManager each.
+- :func:`join_cluster`: one plain task in an executor Spark added in place of a
+  lost one (:mod:`zoo_ray.healing`); starts a worker node there that joins the head.
 - :func:`stop_manager`: one task per slot; stops this executor's manager.
 
 A RayManager these tasks start outlives them: the task returns once its node is
@@ -38,8 +40,8 @@ from .protocol import (
 )
 
 __all__ = [
-    "Election", "Slot", "StartPlan", "container_id", "elect", "executor_identity", "place_head",
-    "start_nodes", "stop_manager",
+    "Election", "Slot", "StartPlan", "container_id", "elect", "executor_identity", "join_cluster",
+    "place_head", "start_nodes", "stop_manager",
 ]
 
 
@@ -197,6 +199,16 @@ def start_nodes(plan: StartPlan, _partition: Iterable[object]) -> Iterator[NodeO
         yield outcome
     elif election.speaks_for_executor(me):
         yield NodeOutcome("idle", me.container, has_node=me.has_node)
+
+
+def join_cluster(plan: StartPlan, _partition: Iterable[object]) -> Iterator[NodeOutcome]:
+    """Start a worker node in this executor that joins the running head, unless one runs
+    here already (the task landed elsewhere than asked: "idle", the driver asks again)."""
+    container = container_id()
+    if running_manager(plan.base.app_id) is not None:
+        yield NodeOutcome("idle", container, has_node=True)
+        return
+    yield _await(container, spawn_manager(_container_spec(plan, "worker")), plan.timeout)
 
 
 def stop_manager(app_id: str, grace: float, _partition: Iterable[object]) -> Iterator[NodeOutcome]:

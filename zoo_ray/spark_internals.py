@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
-           "RemovedExecutor", "registered_executors", "removed_executors"]
+           "RemovedExecutor", "live_executors", "rdd_with_locations", "registered_executors",
+           "removed_executors"]
 
 
 def active_context() -> Any:
@@ -149,3 +150,34 @@ def is_stopped(sc: Any) -> bool:
         return bool(sc._jsc.sc().isStopped())
     except Exception:  # the JVM itself is gone
         return True
+
+
+def rdd_with_locations(sc: Any, items: list[tuple[str, list[str]]]) -> Any:
+    """An RDD of strings, one per partition, each preferring the given Spark locations."""
+    from pyspark import RDD
+    from pyspark.serializers import UTF8Deserializer
+
+    jvm = sc._jvm
+    seq = jvm.scala.jdk.javaapi.CollectionConverters
+    pairs = jvm.java.util.ArrayList()
+    for text, locations in items:
+        hosts = jvm.java.util.ArrayList()
+        for location in locations:
+            hosts.add(location)
+        pairs.add(jvm.scala.Tuple2(text, seq.asScala(hosts).toSeq()))
+    strings = jvm.scala.reflect.ClassManifestFactory.fromClass(
+        jvm.java.lang.Class.forName("java.lang.String"))
+    jrdd = sc._jsc.sc().makeRDD(seq.asScala(pairs).toSeq(), strings)
+    return RDD(jvm.org.apache.spark.api.java.JavaRDD.fromRDD(jrdd, strings), sc,
+               UTF8Deserializer())
+
+
+def live_executors(sc: Any) -> dict[str, str]:
+    """The executors registered with ``sc``'s driver now: host by executor id."""
+    summaries = sc._jsc.sc().statusStore().executorList(True)
+    live = {}
+    for i in range(summaries.size()):
+        summary = summaries.apply(i)
+        if summary.id() != "driver":
+            live[str(summary.id())] = str(summary.hostPort()).rsplit(":", 1)[0]
+    return live

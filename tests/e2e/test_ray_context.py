@@ -426,9 +426,10 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how, 
     assert len(_alive_nodes()) == EXECUTORS + 1  # the module's own cluster is untouched
 
 
-def test_a_container_killed_by_yarn_takes_its_ray_node_along_and_the_loss_is_reported(
+def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
         ray_ctx, cluster, caplog):
     victim = ray_ctx.address_info["nodes"][-1]
+    before = {n["container"] for n in ray_ctx.nodes}
     family = [psutil.Process(victim["pid"])] + _ray_processes(victim["pid"])
     assert any(_name(p) == "raylet" for p in family)
     cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
@@ -438,10 +439,23 @@ def test_a_container_killed_by_yarn_takes_its_ray_node_along_and_the_loss_is_rep
           f"{time.monotonic() - started:.1f}s")
     assert alive == []
     _wait(lambda: any(not s["alive"] for s in ray_ctx.node_status()), 120, "the loss")
-    status = {s["container"]: s["alive"] for s in ray_ctx.node_status()}
-    assert status.pop(victim["container"]) is False
-    assert all(status.values())
     assert f"Ray node of executor {victim['container']} is lost" in caplog.text
+
+    # Spark starts a replacement executor; a Ray node starts in it and joins the head.
+    def whole():
+        containers = {info.container for info in ray_ctx.executor_nodes().values()}
+        return len(containers) == EXECUTORS and victim["container"] not in containers
+    _wait(whole, 240, "a Ray node in the replacement executor")
+    print(f"cluster whole again {time.monotonic() - started:.1f}s after the kill")
+    new = {info.container for info in ray_ctx.executor_nodes().values()} - before
+    events = [(e.kind, e.container) for e in ray_ctx.events()]
+    assert events == [("lost", victim["container"]), ("joined", *new)]
+    status = {s["container"]: s["alive"] for s in ray_ctx.node_status()}
+    assert status.pop(victim["container"]) is False and all(status.values())
+    assert len(status) == EXECUTORS
+    # Tasks run on every executor's node, the new one included.
+    assert set(_executor_nodes(ray_ctx).values()) == {
+        info.container for info in ray_ctx.executor_nodes().values()}
 
 
 def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
