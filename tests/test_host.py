@@ -150,3 +150,13 @@ def test_tree_rss_of_a_process_that_is_gone_is_nothing():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert tree_rss(gone.pid) == (0, 0)
+
+
+def test_tree_rss_of_a_zombie_is_nothing():
+    # An executor JVM YARN killed, not yet reaped: its memory is gone, not "0 MB used".
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, 30)
+    try:
+        assert tree_rss(zombie.pid) == (0, 0)
+    finally:
+        zombie.wait()

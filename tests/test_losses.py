@@ -56,9 +56,9 @@ def test_other_losses_say_what_spark_said():
 def test_a_sampled_usage_says_where_it_comes_from():
     reason = "Container killed by YARN for exceeding physical memory limits."
     loss = replace(parse_loss("2", "hostA", reason, "container_9", "1920 MB"),
-                   memory_used="2253 MB", sampled=True)
+                   memory_used="2253 MB", sampled_at=1000.0, lost_at=1002.4)
     text = explain(loss, SIZES)
-    assert "2253 MB in its processes at zoo_ray's last sample" in text
+    assert "2253 MB in its processes at zoo_ray's last sample, taken 2s before" in text
     assert "against its 1920 MB limit" in text
 
 
@@ -84,3 +84,26 @@ def test_no_log_url_or_an_unreachable_node_manager_gives_no_sample():
     # A closed port on loopback: refused at once, no figure rather than an error.
     closed = "http://127.0.0.1:9/node/containerlogs/container_1_0001_01_000002/u/stderr"
     assert read_memory_sample({"stderr": closed}) is None
+
+
+def test_a_node_manager_answering_garbage_gives_no_sample_and_no_error():
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_tls_bytes():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x15\x03\x03\x00\x02\x02\x50")  # a TLS alert, not HTTP
+
+    thread = threading.Thread(target=answer_tls_bytes, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/node/containerlogs/container_1_0001_01_000002/u/stderr"
+    try:
+        assert read_memory_sample({"stderr": url}) is None
+    finally:
+        thread.join(10)
+        server.close()

@@ -110,7 +110,8 @@ def _gone(proc: psutil.Process) -> bool:
 def tree_rss(pid: int) -> tuple[int, int]:
     """Resident bytes of process ``pid`` and every process below it, summed per process
     (as YARN's default memory check counts a container), and how many processes that is.
-    Processes that exit meanwhile are left out; (0, 0) if ``pid`` itself is gone."""
+    Processes that exit meanwhile are left out; (0, 0) if ``pid`` itself is gone (or a
+    zombie, which holds no memory)."""
     import psutil
 
     try:
@@ -125,7 +126,7 @@ def tree_rss(pid: int) -> tuple[int, int]:
             counted += 1
         except psutil.Error:
             continue
-    return total, counted
+    return (total, counted) if total else (0, 0)
 
 
 def reap_children() -> None:

@@ -19,8 +19,9 @@ import json
 import logging
 import re
 import threading
+import time
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,9 +57,11 @@ class ExecutorLoss:
         Whether YARN killed the container for exceeding its physical memory.
     memory_used, memory_limit : str or None
         For such a kill: what it used and what it was allowed.
-    sampled : bool
-        Whether ``memory_used`` is the RayManager's last sample (taken each second)
-        rather than YARN's own figure.
+    sampled_at : float or None
+        When ``memory_used`` is the RayManager's last sample (taken each second) rather
+        than YARN's own figure: when it was taken (seconds since the epoch).
+    lost_at : float
+        When the driver learned of the loss (seconds since the epoch).
     """
 
     executor_id: str
@@ -68,7 +71,8 @@ class ExecutorLoss:
     killed_for_memory: bool = False
     memory_used: str | None = None
     memory_limit: str | None = None
-    sampled: bool = False
+    sampled_at: float | None = None
+    lost_at: float = field(default_factory=time.time)
 
 
 def parse_loss(executor_id: str, host: str, reason: str, container: str = "",
@@ -96,9 +100,11 @@ def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
         return f"{where} was lost: {reason}. Its Ray node is gone."
     if not loss.memory_used:
         usage = f"more than its {loss.memory_limit} limit"
-    elif loss.sampled:
-        usage = (f"{loss.memory_used} in its processes at zoo_ray's last sample, a second or "
-                 f"less before, against its {loss.memory_limit} limit")
+    elif loss.sampled_at is not None:
+        before = max(0.0, loss.lost_at - loss.sampled_at)
+        usage = (f"{loss.memory_used} in its processes at zoo_ray's last sample, taken "
+                 f"{before:.0f}s before the driver learned of the loss, against its "
+                 f"{loss.memory_limit} limit")
     else:
         usage = f"{loss.memory_used} of its {loss.memory_limit} limit"
     return (
@@ -125,11 +131,13 @@ def read_memory_sample(log_urls: dict[str, str]) -> ContainerMemory | None:
     # The NodeManager's REST API serves one file of a container's log directory as text.
     api = (f"{parts.scheme}://{parts.netloc}/ws/v1/node/containerlogs/{container.group(1)}/"
            f"{ContainerMemory.FILE}")
+    # A NodeManager is a cluster host: never through the gateway's HTTP proxy.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(api, timeout=_FETCH_TIMEOUT_S) as response:
+        with opener.open(api, timeout=_FETCH_TIMEOUT_S) as response:
             return served_sample(response.read(64 * 1024).decode("utf-8", "replace"))
-    except (OSError, ValueError, TypeError) as exc:
-        logger.debug("No memory sample at %s: %s", api, exc)
+    except Exception as exc:  # best effort: any failure (HTTP, TLS, 401, a bad file) is no figure
+        logger.info("No memory sample of the lost container at %s: %s", api, exc)
         return None
 
 
@@ -148,7 +156,8 @@ def _with_sample(loss: ExecutorLoss, log_urls: dict[str, str]) -> ExecutorLoss:
     sample = read_memory_sample(log_urls)
     if sample is None:
         return loss
-    return replace(loss, memory_used=f"{sample.rss_bytes / 2**20:.0f} MB", sampled=True)
+    return replace(loss, memory_used=f"{sample.rss_bytes / 2**20:.0f} MB",
+                   sampled_at=sample.sampled_at)
 
 
 class LossWatch:
@@ -173,7 +182,8 @@ class LossWatch:
             logger.debug("Loss watch: %s", exc)
             self._seen = set()
         self._losses: list[ExecutorLoss] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _losses
+        self._polling = threading.Lock()  # one poll at a time: losses stay oldest first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="zoo_ray-loss-watch",
                                         daemon=True)
@@ -193,27 +203,29 @@ class LossWatch:
 
     def poll(self) -> None:
         """Record and report executors lost since the last look."""
-        try:
-            removed = self._removed()
-        except Exception as exc:  # the SparkContext is stopping: nothing more to watch
-            logger.debug("Loss watch: %s", exc)
-            return
-        with self._lock:
-            new = [lost for lost in removed if lost.executor_id not in self._seen]
-            self._seen.update(lost.executor_id for lost in new)
-        for lost in new:
-            loss = parse_loss(lost.executor_id, lost.host, lost.reason,
-                              self.containers.get(lost.executor_id, ""),
-                              self.sizes.get("container"))
-            # Outside the lock: this may ask a NodeManager (a few seconds at most).
-            loss = _with_sample(loss, lost.log_urls)
-            with self._lock:
-                self._losses.append(loss)
-            logger.warning("%s", explain(loss, self.sizes))
+        with self._polling:
+            try:
+                removed = self._removed()
+            except Exception as exc:  # the SparkContext is stopping: nothing more to watch
+                logger.debug("Loss watch: %s", exc)
+                return
+            for lost in [r for r in removed if r.executor_id not in self._seen]:
+                self._seen.add(lost.executor_id)
+                loss = parse_loss(lost.executor_id, lost.host, lost.reason,
+                                  self.containers.get(lost.executor_id, ""),
+                                  self.sizes.get("container"))
+                # Outside _lock: this may ask a NodeManager (a few seconds at most).
+                loss = _with_sample(loss, lost.log_urls)
+                with self._lock:
+                    self._losses.append(loss)
+                logger.warning("%s", explain(loss, self.sizes))
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # a report that failed must not end the watch
+                logger.exception("Loss watch")
 
     def close(self) -> None:
         """Stop watching (idempotent)."""

@@ -345,11 +345,11 @@ class RayManager:
         """Restart the node when it dies, until stopped or out of restarts; sample the
         container's memory each second meanwhile."""
         while not self._stopping.wait(1.0):
-            self.record_memory()
             if not self._watched_alive():
                 logger.info("watched process %s is gone; stopping the node",
                             self.spec.watch_pid)
                 return
+            self.record_memory()  # the executor lives: its container's figure is whole
             proc = self._running()
             if proc.poll() is None:
                 continue

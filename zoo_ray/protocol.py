@@ -205,7 +205,6 @@ class ManagerState(_Message):
         cls.path(work_dir).unlink(missing_ok=True)
 
 
-
 @dataclass
 class ContainerMemory(_Message):
     """A manager's last sample of its container's memory, kept in the container's log
