@@ -19,6 +19,7 @@ up, so Ray holds no task slot.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ import psutil
 
 from .host import free_ports, node_ip, terminate
 from .protocol import (
+    STATE_DIR,
     HeadPlacement,
     ManagerState,
     NodeInfo,
@@ -201,14 +203,24 @@ def start_nodes(plan: StartPlan, _partition: Iterable[object]) -> Iterator[NodeO
         yield NodeOutcome("idle", me.container, has_node=me.has_node)
 
 
-def join_cluster(plan: StartPlan, _partition: Iterable[object]) -> Iterator[NodeOutcome]:
-    """Start a worker node in this executor that joins the running head, unless one runs
-    here already (the task landed elsewhere than asked: "idle", the driver asks again)."""
+def join_cluster(plan: StartPlan, partition: Iterable[str]) -> Iterator[NodeOutcome]:
+    """Start a worker node that joins the running head in this executor, if it is the
+    one the partition names and runs no node yet; else "misplaced" (Spark ran the task
+    elsewhere after its locality wait: the driver asks again) or "idle"."""
     container = container_id()
-    if running_manager(plan.base.app_id) is not None:
-        yield NodeOutcome("idle", container, has_node=True)
+    jvm = _executor_jvm()
+    if executor_identity(jvm.cmdline() if jvm else [])[0] not in list(partition):
+        yield NodeOutcome("misplaced", container)
         return
-    yield _await(container, spawn_manager(_container_spec(plan, "worker")), plan.timeout)
+    # One start at a time per executor: the manager writes its state only once it starts.
+    lock_path = container_work_dir() / STATE_DIR / "start.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if running_manager(plan.base.app_id) is not None:
+            yield NodeOutcome("idle", container, has_node=True)
+            return
+        yield _await(container, spawn_manager(_container_spec(plan, "worker")), plan.timeout)
 
 
 def stop_manager(app_id: str, grace: float, _partition: Iterable[object]) -> Iterator[NodeOutcome]:

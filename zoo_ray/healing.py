@@ -32,8 +32,11 @@ __all__ = ["ClusterEvent", "NodeKeeper", "choose_targets"]
 logger = logging.getLogger(__name__)
 
 _POLL_S = 2.0
-#: Tries to start a node in one executor before giving up on it.
+#: Failed starts in one executor before giving up on it.
 _MAX_TRIES = 3
+#: Starts Spark ran in another executor (its preferred one had no free slot in the
+#: locality wait, a user's job holding it) before giving up on that executor.
+_MAX_MISPLACED = 30
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,14 @@ class ClusterEvent:
 
 
 def choose_targets(live: dict[str, str], nodes: list[NodeInfo], wanted: int,
-                   tries: dict[str, int]) -> list[tuple[str, str]]:
+                   given_up: set[str]) -> list[tuple[str, str]]:
     """The executors to start a node in: ``(executor id, host)`` of live executors that
-    never had one (and were not tried too often), as many as the cluster is short of
+    never had one (and were not given up on), as many as the cluster is short of
     ``wanted``, lowest executor id first."""
     with_node = [n for n in nodes if n.executor_id in live]
-    known = {n.executor_id for n in nodes}
+    known = {n.executor_id for n in nodes} | given_up
     fresh = sorted(((executor, host) for executor, host in live.items()
-                    if executor not in known and tries.get(executor, 0) < _MAX_TRIES),
+                    if executor not in known),
                    key=lambda pair: (len(pair[0]), pair[0]))
     return fresh[:max(0, wanted - len(with_node))]
 
@@ -100,6 +103,8 @@ class NodeKeeper:
         self._head = nodes[0]
         self._head_lost = False
         self._tries: dict[str, int] = {}
+        self._misplaced: dict[str, int] = {}
+        self._given_up: set[str] = set()
         self._events: list[ClusterEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -136,7 +141,7 @@ class NodeKeeper:
         self._note_losses(live)
         if self._head_lost:
             return
-        targets = choose_targets(live, self._nodes, self.wanted, self._tries)
+        targets = choose_targets(live, self._nodes, self.wanted, self._given_up)
         if targets:
             self._start_in(targets)
 
@@ -155,38 +160,56 @@ class NodeKeeper:
                             "starts in the executor Spark adds in its place")
 
     def _start_in(self, targets: list[tuple[str, str]]) -> None:
-        if self._stop.is_set():
-            return
-        for executor, _ in targets:
-            self._tries[executor] = self._tries.get(executor, 0) + 1
         rdd = spark_internals.rdd_with_locations(
             self.sc, [(executor, [f"executor_{host}_{executor}"]) for executor, host in targets])
         self._starting.set()
         try:
+            if self._stop.is_set():  # close() ran before it could see a job to cancel
+                return
             with spark_internals.job_group(self.sc, self._group,
                                            "zoo_ray: a Ray node for each new executor"):
                 outcomes: list[NodeOutcome] = rdd.mapPartitions(
                     partial(join_cluster, self.plan)).collect()
         finally:
             self._starting.clear()
-        for outcome in outcomes:
-            if outcome.node is not None:
-                self._nodes.append(outcome.node)
+        # One outcome per partition, in the order of the targets.
+        for (executor, _), outcome in zip(targets, outcomes):
+            self._take(executor, outcome)
+
+    def _take(self, executor: str, outcome: NodeOutcome) -> None:
+        """Record what one start did in ``executor``; give up on it after too many tries."""
+        if outcome.node is not None:
+            self._nodes.append(outcome.node)
+            try:
                 self.on_join(outcome.node)
-                self._event("joined", outcome.node.executor_id, outcome.container,
-                            "a Ray node started here and joined the head; the cluster has "
-                            f"{len(self._nodes)} executor nodes")
-            elif outcome.failure is not None:
-                self._event("failed", "", outcome.container,
-                            f"no Ray node could start here: {outcome.failure.message}")
+            except Exception:  # the node is part of the cluster whatever the bookkeeping did
+                logger.exception("Recording the node of executor %s", executor)
+            self._event("joined", executor, outcome.container, "a Ray node started here "
+                        f"and joined the head; the cluster has {len(self._nodes)} executor nodes")
+            return
+        counts, limit = ((self._misplaced, _MAX_MISPLACED) if outcome.status == "misplaced"
+                         else (self._tries, _MAX_TRIES))
+        counts[executor] = counts.get(executor, 0) + 1
+        if outcome.failure is not None:
+            self._event("failed", executor, outcome.container,
+                        f"no Ray node could start here: {outcome.failure.message}")
+        if counts[executor] >= limit:
+            self._given_up.add(executor)
+            self._event("failed", executor, outcome.container,
+                        f"gave up starting a Ray node here after {limit} tries "
+                        f"(last: {outcome.status}); the cluster stays a node short")
 
     def close(self) -> None:
         """Stop keeping (idempotent): cancel a start under way and wait for the thread."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return
+        # Cancel until the thread ends: a job submitted just after one cancel is not
+        # cancelled by it.
+        while self._thread.is_alive():
             if self._starting.is_set():
                 try:
                     self.sc.cancelJobGroup(self._group)
                 except Exception as exc:  # the SparkContext is already stopped
                     logger.debug("Cancelling the node keeper's job: %s", exc)
-            self._thread.join()
+            self._thread.join(1.0)

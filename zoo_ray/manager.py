@@ -441,8 +441,13 @@ def main() -> int:
             "start", str(exc), log_tail=tail(Path(spec.log_dir) / "ray_start.log", 20)))
         manager.shutdown()
         return 1
-    _answer(answer, "READY", manager.info())
-    answer.close()
+    try:
+        _answer(answer, "READY", manager.info())
+        answer.close()
+    except OSError:  # the task that started us was cancelled: no one will know this node
+        logger.warning("no one took the READY answer; stopping the node")
+        manager.shutdown()
+        return 1
     try:
         manager.supervise()
     finally:

@@ -152,8 +152,9 @@ class NodeOutcome:
     """What one barrier task of the start job reports to the driver.
 
     ``status`` is "ok" (``node`` is set), "error" (``failure`` is set), "skipped"
-    (a worker stopped because the head failed) or "idle" (an executor that was not
-    chosen; ``has_node`` says whether it already runs a node of this application).
+    (a worker stopped because the head failed), "idle" (an executor that was not
+    chosen; ``has_node`` says whether it already runs a node of this application) or
+    "misplaced" (a task Spark ran in another executor than the one it was meant for).
     """
 
     status: str
