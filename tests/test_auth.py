@@ -30,9 +30,13 @@ def test_token_authentication_is_on_whatever_was_imported_first(imports):
         assert get_authentication_mode() == AuthenticationMode.TOKEN
         path = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
         assert path.read_text() == "a-token" and path.stat().st_mode & 0o777 == 0o600
+        # Ray would abort this driver 60 s after losing the GCS; Spark takes 120 s to
+        # declare the head's executor lost when its host is cut off.
+        assert os.environ["RAY_gcs_rpc_server_reconnect_timeout_s"] == "300"
         clear_driver_token()
         # The program's own ray.init() afterwards behaves as without zoo_ray.
         assert "RAY_AUTH_MODE" not in os.environ and not path.exists()
+        assert "RAY_gcs_rpc_server_reconnect_timeout_s" not in os.environ
         assert get_authentication_mode() != AuthenticationMode.TOKEN
         print("ok")
     """))

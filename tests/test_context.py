@@ -126,7 +126,7 @@ def test_initialized_is_false_while_starting_and_stop_is_idempotent(no_active_co
     assert RayContext.get(initialize=False) is ctx
     seen = []
 
-    def start(driver_cores):
+    def start(wanted, slots, progress):
         seen.append(ctx.initialized)
         ctx.address_info = {"address": "198.18.0.1:1", "nodes": []}
 
@@ -147,7 +147,7 @@ def test_spark_stop_is_wrapped_once_however_often_init_runs(no_active_context, m
     sc = _StubSparkContext()
     original = sc.stop
     ctx = RayContext(sc)
-    monkeypatch.setattr(ctx, "_start_cluster", lambda driver_cores: setattr(
+    monkeypatch.setattr(ctx, "_start_cluster", lambda wanted, slots, progress: setattr(
         ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
     stops = []
     _no_cluster_side_effects(ctx, monkeypatch)

@@ -1,7 +1,11 @@
-"""Which executors get a new Ray node after a loss (pure logic: no cluster)."""
+"""Which executors get a new Ray node after a loss, and what a lost head hands on (no
+cluster: Spark's executor list is given)."""
 from __future__ import annotations
 
-from zoo_ray.healing import choose_targets
+import pytest
+
+from zoo_ray import healing
+from zoo_ray.healing import EventLog, NodeKeeper, choose_targets
 from zoo_ray.protocol import NodeInfo
 
 
@@ -41,3 +45,52 @@ def test_spare_executors_stay_without_a_node_until_one_is_lost():
 def test_an_executor_given_up_on_is_left_alone():
     live = {"1": "nm-1", "2": "nm-2", "4": "nm-3", "5": "nm-1"}
     assert choose_targets(live, NODES, 3, {"4"}) == [("5", "nm-1")]
+
+
+def _keeper(monkeypatch, live, on_head_lost):
+    monkeypatch.setattr(healing.spark_internals, "live_executors", lambda sc: dict(live))
+    monkeypatch.setattr(healing.spark_internals, "is_stopped", lambda sc: live is None)
+    monkeypatch.setattr(healing, "_POLL_S", 3600.0)  # the test looks itself
+    plan = type("Plan", (), {"base": type("Spec", (), {"app_id": "application_1_0001"})})()
+    return NodeKeeper(object(), plan, 3, NODES, lambda node: None, on_head_lost,
+                      lambda: on_head_lost("spark"), EventLog())
+
+
+def test_a_lost_worker_is_an_event_and_the_keeper_goes_on(monkeypatch):
+    handed = []
+    keeper = _keeper(monkeypatch, {"1": "nm-1", "3": "nm-3"}, lambda *why: handed.append(why))
+    monkeypatch.setattr(keeper, "_start_in", lambda targets: None)
+    keeper.heal_once()
+    assert [(e.kind, e.container) for e in keeper.events.events] == [("lost", "container_2")]
+    assert handed == [] and not keeper.closing
+    keeper.close()
+    keeper.close()  # idempotent
+    assert keeper.closing
+
+
+def test_a_lost_head_is_handed_on_once_and_ends_the_keeper(monkeypatch):
+    handed = []
+    keeper = _keeper(monkeypatch, {"2": "nm-2", "3": "nm-3"}, lambda *why: handed.append(why))
+    keeper.heal_once()
+    assert handed == [()]
+    assert [e.kind for e in keeper.events.events] == ["head lost"]
+    assert "ObjectRefs and actor handles from before are void" in keeper.events.events[0].message
+    keeper._thread.join(5)
+    assert not keeper._thread.is_alive() and not keeper.closing
+
+
+def test_no_job_runs_once_the_keeper_is_closed(monkeypatch):
+    keeper = _keeper(monkeypatch, {}, lambda: None)
+    keeper.close()
+    with pytest.raises(healing.RayContextError, match="stopping"):
+        with keeper.jobs("a job"):
+            pass
+
+
+def test_a_spark_context_stopped_from_the_jvm_is_handed_on_and_ends_the_keeper(monkeypatch):
+    handed = []
+    keeper = _keeper(monkeypatch, None, lambda *why: handed.append(why))
+    keeper.heal_once()
+    assert handed == [("spark",)] and keeper.events.events == []
+    keeper._thread.join(5)
+    assert not keeper._thread.is_alive()

@@ -1,4 +1,5 @@
-"""Ray token authentication for the driver (runs in the driver's process, on the gateway).
+"""Ray token authentication for the driver, and how long it waits for a lost GCS (runs in
+the driver's process, on the gateway).
 
 Ray reads ``RAY_AUTH_MODE`` when ``ray`` is first imported, and the token from
 ``RAY_AUTH_TOKEN_PATH`` when it first connects. When a RayContext starts, zoo_ray
@@ -8,6 +9,13 @@ makes an already imported Ray re-read its configuration, so the order of
 variables go again, so a later ``ray.init()`` of the program's own behaves as
 without zoo_ray. The token never appears in the environment, on a command line
 or in a log.
+
+The same goes for ``RAY_gcs_rpc_server_reconnect_timeout_s``: Ray aborts a driver
+that cannot reach its GCS for that long (60 s by default). zoo_ray gives the driver
+(and the gateway's node it attaches to) :data:`DRIVER_GCS_WAIT_S`, longer than Spark takes
+to declare an unreachable executor lost (``spark.network.timeout``, 120 s), so that a
+head cut off by the network is handled as a lost executor (a new cluster) instead of
+killing the user's interpreter. A value the user set is kept.
 """
 from __future__ import annotations
 
@@ -21,9 +29,12 @@ from typing import Any
 from .errors import RayContextError
 from .host import write_private
 
-__all__ = ["clear_driver_token", "driver_token_path", "use_token_file", "write_driver_token"]
+__all__ = ["DRIVER_GCS_WAIT_S", "GCS_WAIT_ENV", "clear_driver_token", "driver_token_path",
+           "use_token_file", "write_driver_token"]
 
 _MODE, _PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"
+GCS_WAIT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+DRIVER_GCS_WAIT_S = 300
 #: The variables zoo_ray set in this process's environment, unset again by clear_driver_token.
 _set_by_us: list[str] = []
 
@@ -55,7 +66,8 @@ def _claim_env() -> Path:
             f"{_MODE}={os.environ.get(_MODE)!r} and {_PATH}={os.environ.get(_PATH)!r}. Unset "
             "both before starting Python and let zoo_ray set them."
         )
-    for key, value in ((_MODE, mode), (_PATH, given)):
+    wait = os.environ.get(GCS_WAIT_ENV, str(DRIVER_GCS_WAIT_S))
+    for key, value in ((_MODE, mode), (_PATH, given), (GCS_WAIT_ENV, wait)):
         if os.environ.get(key) != value:
             os.environ[key] = value
             _set_by_us.append(key)

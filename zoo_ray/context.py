@@ -12,6 +12,7 @@ is up: Ray holds no Spark task slot. The driver is then a full Ray driver; plain
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import html
 import logging
@@ -25,12 +26,18 @@ from typing import Any, ClassVar
 
 from . import spark_internals
 from .applications import AppRecord
-from .auth import clear_driver_token, write_driver_token
+from .auth import DRIVER_GCS_WAIT_S, GCS_WAIT_ENV, clear_driver_token, write_driver_token
 from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate, warn_renamed
 from .display import ClusterView, NodeRow, render_html, render_text
-from .errors import InvalidArgumentError, RayContextError, RayNodeStartError, ZooRayError
+from .errors import (
+    ClusterLostError,
+    InvalidArgumentError,
+    RayContextError,
+    RayNodeStartError,
+    ZooRayError,
+)
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
-from .healing import ClusterEvent, NodeKeeper
+from .healing import ClusterEvent, EventLog, NodeKeeper
 from .host import node_ip, wait_until
 from .losses import ExecutorLoss, LossWatch
 from .memory import (
@@ -240,7 +247,12 @@ class RayContext:
         self._token = ""
         self._loss_watch: LossWatch | None = None
         self._keeper: NodeKeeper | None = None
+        self._events = EventLog()
         self._head: HeadPlacement | None = None
+        self._driver_cores = 0
+        #: Why the cluster is gone for good, once it is.
+        self._lost: str | None = None
+        self._refused_address: str | None = None
         if RayContext._active is None or not RayContext._active.initialized:
             RayContext._active = self
 
@@ -323,8 +335,11 @@ class RayContext:
         self._token = secrets.token_urlsafe(32)
         write_driver_token(self._token)
         self._state = "starting"
+        self._driver_cores = driver_cores
+        self._events = EventLog()
+        self._lost = None
         try:
-            self._start_cluster(driver_cores)
+            self._start_cluster(self.num_ray_nodes, self._slots(), progress=True)
         except BaseException:
             self.stop()
             raise
@@ -339,13 +354,23 @@ class RayContext:
                     len(self.address_info["nodes"]), self.address_info["address"])
         return self.address_info
 
-    def _start_cluster(self, driver_cores: int) -> None:
+    def _start_cluster(self, wanted: int, slots: int, progress: bool) -> None:
+        """Start ``wanted`` executor nodes over ``slots`` task slots and the gateway's node,
+        then wait until all have registered. Without ``progress`` the jobs run in the
+        calling thread's job group (a rebuild's are the keeper's)."""
         head = self._head = self._place_head()
         self.address_info = {"address": head.address, "nodes": []}
         logger.info("Starting %d Ray nodes in the executors (the head in %s) and the "
-                    "gateway's node", self.num_ray_nodes, head.container)
-        gateway = self._spawn_gateway_node(head, driver_cores)
-        nodes = self._start_executor_nodes(head)
+                    "gateway's node", wanted, head.container)
+        gateway = self._spawn_gateway_node(head, self._driver_cores)
+        plan = StartPlan(self._base_spec(), head, wanted, self.init_timeout)
+        if progress:
+            group = f"zoo_ray-start-{self._app_id}-{secrets.token_hex(4)}"  # one per init()
+            with spark_internals.job_group(self.sc, group, "zoo_ray: starting Ray nodes"), \
+                    JobProgress(self.sc, group, slots, "starting Ray nodes", "task"):
+                nodes = self._start_executor_nodes(plan, slots)
+        else:
+            nodes = self._start_executor_nodes(plan, slots)
         self.address_info["nodes"] = [dataclasses.asdict(n) for n in nodes]
         answer = await_manager(gateway, self.init_timeout)
         if isinstance(answer, NodeFailure):
@@ -357,7 +382,7 @@ class RayContext:
         from .ray_internals import attach_drivers_to
 
         attach_drivers_to(answer.temp_dir)
-        self._connect_and_verify()
+        self._connect_and_verify(wanted + 1)
 
     def _place_head(self) -> HeadPlacement:
         job = self.sc.parallelize([0], 1).mapPartitions(partial(place_head, self._app_id))
@@ -373,23 +398,20 @@ class RayContext:
     def _slots(self) -> int:
         return self.executors * self.executor_cores
 
-    def _start_executor_nodes(self, head: HeadPlacement) -> list[NodeInfo]:
-        plan = StartPlan(self._base_spec(), head, self.num_ray_nodes, self.init_timeout)
-        slots = self._slots()
-        group = f"zoo_ray-start-{self._app_id}-{secrets.token_hex(4)}"  # one per init()
-        with spark_internals.job_group(self.sc, group, "zoo_ray: starting Ray nodes"), \
-                JobProgress(self.sc, group, slots, "starting Ray nodes", "task"):
-            outcomes = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
-                partial(start_nodes, plan)).collect()
-        return _started_nodes(outcomes, self.num_ray_nodes)
+    def _start_executor_nodes(self, plan: StartPlan, slots: int) -> list[NodeInfo]:
+        outcomes = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
+            partial(start_nodes, plan)).collect()
+        return _started_nodes(outcomes, plan.wanted)
 
     def _spawn_gateway_node(self, head: HeadPlacement, driver_cores: int) -> subprocess.Popen[str]:
         """Start the node the driver attaches to; it joins the head once that is up."""
         self._work_dir = tempfile.TemporaryDirectory(prefix="zoo-ray-driver-")
         # The gateway's address on the network that faces the head, which need not be
         # the one on its default route.
+        # The driver dies with the raylet it is attached to: both wait as long for the GCS.
+        env = {GCS_WAIT_ENV: os.environ.get(GCS_WAIT_ENV, str(DRIVER_GCS_WAIT_S)), **self.env}
         spec = dataclasses.replace(
-            self._base_spec(), num_cpus=driver_cores, head_address=head.address,
+            self._base_spec(), num_cpus=driver_cores, head_address=head.address, env=env,
             node_ip=node_ip(toward=head.address.rsplit(":", 1)[0]), memory=None,
             object_store_memory=self.driver_object_store_memory,
             work_dir=self._work_dir.name, log_dir=os.path.join(self._work_dir.name, "logs"),
@@ -397,7 +419,8 @@ class RayContext:
         self._gateway_manager = spawn_manager(spec)
         return self._gateway_manager
 
-    def _connect_and_verify(self) -> None:
+    def _connect_and_verify(self, wanted: int) -> None:
+        """Wait until ``wanted`` nodes have registered; keep Ray's address info."""
         import ray
 
         address = self.address_info["address"]
@@ -406,7 +429,6 @@ class RayContext:
                              log_to_driver=self.verbose)
         # A RayContext (not Ray Client's context): it has the address info.
         ray_info = dict(connected.address_info)  # type: ignore[attr-defined]
-        wanted = self.num_ray_nodes + 1
         alive: list[dict[str, Any]] = []
 
         def all_registered() -> bool:
@@ -466,7 +488,80 @@ class RayContext:
             return
         plan = StartPlan(self._base_spec(), self._head, self.num_ray_nodes, self.init_timeout)
         nodes = [NodeInfo(**node) for node in self.address_info["nodes"]]
-        self._keeper = NodeKeeper(self.sc, plan, self.num_ray_nodes, nodes, self._joined)
+        self._keeper = NodeKeeper(self.sc, plan, self.num_ray_nodes, nodes, self._joined,
+                                  self._rebuild, self._spark_stopped, self._events)
+
+    def _rebuild(self) -> None:
+        """The head's executor is gone: start a new cluster in the executors there are.
+
+        Runs in the keeper's thread, as the keeper's Spark jobs (stop() cancels them).
+        Ray aborts a driver that cannot reach its GCS for 60 s, so this driver
+        disconnects first; its next Ray call connects to the new head.
+        """
+        keeper = self._keeper
+        assert keeper is not None, "called by the running keeper"
+        seen = time.monotonic()
+        try:
+            with keeper.jobs("zoo_ray: a new Ray cluster after the loss of the head"):
+                self._stop_nodes(forget_address=False)
+                executors = spark_internals.registered_executors(self.sc)
+                wanted = min(self.num_ray_nodes, executors)
+                if wanted < 1:
+                    raise RayNodeStartError("no executor is left to start a Ray cluster in")
+                self._start_cluster(wanted, executors * self.executor_cores, progress=False)
+        except Exception as exc:
+            if keeper.closing:
+                return  # stop() cancelled the rebuild and stops what it left
+            if spark_internals.is_stopped(self.sc):  # the head went with the application
+                self._spark_stopped()
+                return
+            with contextlib.suppress(Exception):
+                self._stop_nodes(forget_address=False)
+            self._lose(f"no new Ray cluster could start after the loss of the head: {exc}. "
+                       "Stop the RayContext and init() it again.")
+            return
+        if keeper.closing:
+            return
+        self._record()
+        if self._loss_watch is not None:
+            self._loss_watch.containers.update(
+                {n["executor_id"]: n["container"] for n in self.address_info["nodes"]})
+        self._keep_nodes()
+        head = self.address_info["nodes"][0]
+        more = (f"; a node starts in each executor Spark adds, up to {self.num_ray_nodes}"
+                if wanted < self.num_ray_nodes else "")
+        self._events.add("rebuilt", head["executor_id"], head["container"],
+                         f"a new Ray cluster of {wanted} executor nodes runs, its head here, "
+                         f"{time.monotonic() - seen:.1f}s after the loss was seen; the driver "
+                         f"connects to it at its next Ray call{more}")
+
+    def _spark_stopped(self) -> None:
+        """The SparkContext stopped from the JVM's side, and every executor with it."""
+        diagnostics = "the SparkContext stopped"
+        try:
+            rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
+            rm.timeout = 5.0
+            report = rm.app(self._app_id)
+            diagnostics = (f"YARN: {report.get('finalStatus', '?')}, "
+                           f"{report.get('diagnostics') or 'no diagnostics'}")
+        except (ZooRayError, OSError, KeyError) as exc:
+            logger.debug("no diagnostics for %s: %s", self._app_id, exc)
+        with contextlib.suppress(Exception):
+            self._stop_nodes(forget_address=False)  # the gateway's node; the rest is gone
+        self._lose(f"Spark ended application {self._app_id} ({diagnostics.strip()}), and with "
+                   "it every executor and Ray node. Start a new SparkContext "
+                   "(init_spark_on_yarn) and RayContext.")
+
+    def _lose(self, why: str) -> None:
+        """The cluster is gone for good: ``node_status()`` and the driver's next Ray call
+        raise ClusterLostError saying ``why``."""
+        from .ray_internals import refuse_drivers
+
+        self._lost = why
+        self._refused_address = os.environ.get("RAY_ADDRESS")
+        if self._refused_address:
+            refuse_drivers(self._refused_address, why)
+        self._events.add("cluster lost", "", "", why)
 
     def _joined(self, node: NodeInfo) -> None:
         """A node the keeper started in a new executor: part of the cluster from now on."""
@@ -478,8 +573,9 @@ class RayContext:
     def events(self) -> list[ClusterEvent]:
         """What happened to the cluster since ``init()``, oldest first: executors lost with
         their Ray nodes, nodes started in the executors Spark added in their place, and
-        the loss of the head's executor (which takes the cluster with it)."""
-        return self._keeper.events if self._keeper is not None else []
+        the loss of the head's executor (which takes the cluster with it) and the new
+        cluster zoo_ray starts then."""
+        return self._events.events
 
     def lost_executors(self) -> list[ExecutorLoss]:
         """The executors (and their Ray nodes) lost since ``init()``, and why.
@@ -498,28 +594,24 @@ class RayContext:
         """
         if self._state not in ("starting", "running"):
             return
-        import ray
-
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
+        # A rebuild under way ends first, and may have started the keeper of its cluster.
+        while self._keeper is not None:
+            keeper = self._keeper
+            keeper.close()
+            if self._keeper is keeper:
+                self._keeper = None
         if self._loss_watch is not None:
             self._loss_watch.close()
-        if ray.is_initialized():
-            ray.shutdown()
-        os.environ.pop("RAY_ADDRESS", None)
-        from .ray_internals import attach_drivers_to
-
-        attach_drivers_to(None)
-        if self._gateway_manager is not None:
-            self._gateway_manager.terminate()
         try:
-            if not spark_internals.is_stopped(self.sc):
-                self._stop_executor_nodes()
+            self._stop_nodes(forget_address=True)
         finally:
+            if self._refused_address:
+                from .ray_internals import refuse_drivers
+
+                refuse_drivers(self._refused_address, None)
+                self._refused_address = None
             # Whatever the executors' side did (another executor lost mid-stop), the
-            # gateway's node, the token and the record go, and the state says stopped.
-            self._stop_gateway_node()
+            # token and the record go, and the state says stopped.
             clear_driver_token()
             if self._app_id and not self.is_local:  # as _record wrote it
                 AppRecord.remove(self._app_id)
@@ -529,6 +621,29 @@ class RayContext:
             if RayContext._active is self:
                 RayContext._active = None
         logger.info("Ray cluster of %s stopped", self._app_id)
+
+    def _stop_nodes(self, forget_address: bool) -> None:
+        """Disconnect this driver from Ray and stop every node, the gateway's included.
+
+        ``forget_address=False`` (a rebuild) keeps ``RAY_ADDRESS``: without it, a Ray call
+        made meanwhile would start a Ray instance on the gateway instead of failing.
+        """
+        import ray
+
+        from .ray_internals import attach_drivers_to
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if forget_address:
+            os.environ.pop("RAY_ADDRESS", None)
+        attach_drivers_to(None)
+        if self._gateway_manager is not None:
+            self._gateway_manager.terminate()
+        try:
+            if not spark_internals.is_stopped(self.sc):
+                self._stop_executor_nodes()
+        finally:
+            self._stop_gateway_node()
 
     def _stop_executor_nodes(self) -> None:
         # The executors there are now: a barrier job over the configured slots would wait
@@ -595,6 +710,8 @@ class RayContext:
 
         A restarted node registers anew; its live registration wins.
         """
+        if self._lost:
+            raise ClusterLostError(self._lost)
         started = [NodeInfo(**info) for info in self.address_info.get("nodes", [])]
         live = self._live_nodes(started)
         return {info.container: (info, live[info.temp_dir]) for info in started

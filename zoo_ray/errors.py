@@ -25,6 +25,7 @@ __all__ = [
     "ExecutorsNotStartedError",
     "RayContextError",
     "RayNodeStartError",
+    "ClusterLostError",
     "BlocksLostError",
     "UnsupportedColumnError",
 ]
@@ -104,6 +105,11 @@ class RayContextError(ZooRayError):
 
 class RayNodeStartError(ZooRayError):
     """Ray nodes did not come up; the message names the executors and their log tails."""
+
+
+class ClusterLostError(RayContextError):
+    """The Ray cluster is gone for good (Spark ended the application, or no new cluster
+    could start after the head's loss); the message says why and what to do."""
 
 
 class BlocksLostError(ZooRayError):

@@ -1,5 +1,5 @@
 """Keeping the Ray cluster at its size: a Ray node in each executor Spark adds in place of a
-lost one.
+lost one, and a new cluster when the head's executor is lost.
 
 Runs in the driver's process: a :class:`NodeKeeper` thread beside a running RayContext.
 Every two seconds it reads which executors are registered with the driver (Spark's status
@@ -10,24 +10,26 @@ runs one short Spark task preferring each such executor
 joins the head, and returns, so healing holds no task slot once the node is up. A task that
 lands in an executor already running a node starts nothing; the next look asks again.
 
-Not healed: the loss of the head's executor, which takes the cluster's GCS with it. That
-is recorded as an event and logged; the next Ray call fails.
+The loss of the head's executor takes the cluster's GCS and its tables with it; the keeper
+hands that to the RayContext (``on_head_lost``), which starts a new cluster, and ends.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from . import spark_internals
+from .errors import RayContextError
 from .executor_tasks import StartPlan, join_cluster
 from .protocol import NodeInfo, NodeOutcome
 
-__all__ = ["ClusterEvent", "NodeKeeper", "choose_targets"]
+__all__ = ["ClusterEvent", "EventLog", "NodeKeeper", "choose_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,9 @@ class ClusterEvent:
         When (seconds since the epoch).
     kind : str
         "lost" (an executor and its Ray node went away), "joined" (a node started in a
-        new executor joined the head), "failed" (a node could not be started there) or
-        "head lost".
+        new executor joined the head), "failed" (a node could not be started there),
+        "head lost" (the head's executor went away, with every actor and object) or
+        "rebuilt" (a new cluster runs in the executors there are).
     executor_id, container : str
         The executor and its YARN container.
     message : str
@@ -62,6 +65,27 @@ class ClusterEvent:
     executor_id: str
     container: str
     message: str
+
+
+class EventLog:
+    """The events of one RayContext, kept across the clusters it rebuilds (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._events: list[ClusterEvent] = []
+        self._lock = threading.Lock()
+
+    @property
+    def events(self) -> list[ClusterEvent]:
+        """What happened, oldest first."""
+        with self._lock:
+            return list(self._events)
+
+    def add(self, kind: str, executor_id: str, container: str, message: str) -> None:
+        """Record and log one event."""
+        with self._lock:
+            self._events.append(ClusterEvent(time.time(), kind, executor_id, container, message))
+        log = logger.info if kind in ("joined", "rebuilt") else logger.warning
+        log("Executor %s (%s): %s", executor_id, container or "no Ray node", message)
 
 
 def choose_targets(live: dict[str, str], nodes: list[NodeInfo], wanted: int,
@@ -91,23 +115,34 @@ class NodeKeeper:
         The executors' nodes as started by ``RayContext.init``, head first.
     on_join : callable
         Called with each node started here, from this thread.
+    on_head_lost : callable
+        Called once, from this thread, when the head's executor is gone; the keeper
+        ends after it.
+    on_spark_stopped : callable
+        Called once, from this thread, when the SparkContext was stopped from the JVM's
+        side (YARN ended the application, or Spark gave up after
+        ``spark.executor.maxNumFailures``); the keeper ends after it.
+    events : EventLog
+        Where the keeper records what happens.
     """
 
     def __init__(self, sc: Any, plan: StartPlan, wanted: int, nodes: list[NodeInfo],
-                 on_join: Callable[[NodeInfo], None]) -> None:
+                 on_join: Callable[[NodeInfo], None], on_head_lost: Callable[[], None],
+                 on_spark_stopped: Callable[[], None], events: EventLog) -> None:
         self.sc = sc
         self.plan = plan
         self.wanted = wanted
         self.on_join = on_join
+        self.on_head_lost = on_head_lost
+        self.on_spark_stopped = on_spark_stopped
+        self.events = events
         self._nodes = list(nodes)
         self._head = nodes[0]
-        self._head_lost = False
         self._tries: dict[str, int] = {}
         self._misplaced: dict[str, int] = {}
         self._given_up: set[str] = set()
-        self._events: list[ClusterEvent] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # this keeper looks no more
+        self._closed = threading.Event()  # close() was called
         self._starting = threading.Event()  # a start job runs: close() cancels it
         self._group = f"zoo_ray-heal-{plan.base.app_id}"
         self._thread = threading.Thread(target=self._run, name="zoo_ray-node-keeper",
@@ -115,63 +150,80 @@ class NodeKeeper:
         self._thread.start()
 
     @property
-    def events(self) -> list[ClusterEvent]:
-        """What happened to the cluster since it started, oldest first."""
-        with self._lock:
-            return list(self._events)
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
+
+    @contextlib.contextmanager
+    def jobs(self, description: str) -> Iterator[None]:
+        """Run the calling thread's Spark jobs as the keeper's, which :meth:`close` cancels.
+
+        Raises
+        ------
+        RayContextError
+            close() was called before the jobs could start.
+        """
+        self._starting.set()
+        try:
+            if self.closing:  # close() ran before it could see a job to cancel
+                raise RayContextError("the RayContext is stopping")
+            with spark_internals.job_group(self.sc, self._group, description):
+                yield
+        finally:
+            self._starting.clear()
 
     def _event(self, kind: str, executor_id: str, container: str, message: str) -> None:
-        with self._lock:
-            self._events.append(ClusterEvent(time.time(), kind, executor_id, container, message))
-        log = logger.info if kind == "joined" else logger.warning
-        log("Executor %s (%s): %s", executor_id, container or "no Ray node", message)
+        self.events.add(kind, executor_id, container, message)
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):
             try:
                 self.heal_once()
-            except Exception as exc:  # the SparkContext is stopping: nothing more to keep
-                if spark_internals.is_stopped(self.sc) or self._stop.is_set():
+            except Exception as exc:
+                if self._stop.is_set():
                     return
                 logger.warning("Could not check the Ray nodes' executors: %s", exc)
 
     def heal_once(self) -> None:
         """Look once; start nodes in new executors if the cluster is short of nodes."""
+        if spark_internals.is_stopped(self.sc):
+            self._stop.set()
+            if not self.closing:  # not the user's own sc.stop(), which stops Ray first
+                self.on_spark_stopped()
+            return
         live = spark_internals.live_executors(self.sc)
-        self._note_losses(live)
-        if self._head_lost:
+        if self._note_losses(live):
+            self._stop.set()  # this keeper's cluster is gone; on_head_lost starts another
+            self.on_head_lost()
             return
         targets = choose_targets(live, self._nodes, self.wanted, self._given_up)
         if targets:
             self._start_in(targets)
 
-    def _note_losses(self, live: dict[str, str]) -> None:
+    def _note_losses(self, live: dict[str, str]) -> bool:
+        """Record the nodes whose executors are gone; whether the head's is one of them."""
+        head_lost = False
         for node in [n for n in self._nodes if n.executor_id not in live]:
             self._nodes.remove(node)
             if node is self._head:
-                self._head_lost = True
+                head_lost = True
                 self._event("head lost", node.executor_id, node.container,
                             "the head's executor is gone, and with it the cluster's GCS: every "
-                            "Ray node, actor and object is lost and the next Ray call fails. "
-                            "Stop and init() the RayContext again.")
+                            "actor, object and task of the cluster is lost. zoo_ray starts a "
+                            "new cluster in the executors there are and reconnects this driver; "
+                            "ObjectRefs and actor handles from before are void.")
             else:
                 self._event("lost", node.executor_id, node.container,
                             "its Ray node, with the actors and objects it held, is gone; a node "
                             "starts in the executor Spark adds in its place")
+        return head_lost
 
     def _start_in(self, targets: list[tuple[str, str]]) -> None:
         rdd = spark_internals.rdd_with_locations(
             self.sc, [(executor, [f"executor_{host}_{executor}"]) for executor, host in targets])
-        self._starting.set()
-        try:
-            if self._stop.is_set():  # close() ran before it could see a job to cancel
-                return
-            with spark_internals.job_group(self.sc, self._group,
-                                           "zoo_ray: a Ray node for each new executor"):
-                outcomes: list[NodeOutcome] = rdd.mapPartitions(
-                    partial(join_cluster, self.plan)).collect()
-        finally:
-            self._starting.clear()
+        with self.jobs("zoo_ray: a Ray node for each new executor"):
+            outcomes: list[NodeOutcome] = rdd.mapPartitions(
+                partial(join_cluster, self.plan)).collect()
         # One outcome per partition, in the order of the targets.
         for (executor, _), outcome in zip(targets, outcomes):
             self._take(executor, outcome)
@@ -201,6 +253,7 @@ class NodeKeeper:
 
     def close(self) -> None:
         """Stop keeping (idempotent): cancel a start under way and wait for the thread."""
+        self._closed.set()
         self._stop.set()
         if self._thread is threading.current_thread():
             return

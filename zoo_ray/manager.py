@@ -100,6 +100,8 @@ class RayManager:
         self.token_path = self.state / "auth_token"
         self.ray_dir = self.state / "ray"
         self.ray_dir.mkdir(exist_ok=True)
+        #: The head's GCS tables, on disk: a head restarted in place recovers the cluster.
+        self.gcs_store = self.state / "gcs"
         self.temp_dir = _SOCKET_ROOT / f"zoo-ray-{digest(str(self.ray_dir.resolve()), length=12)}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: str | None = spec.head_address
@@ -150,6 +152,11 @@ class RayManager:
             # by default: a second application's head on the same host could not bind them.
             env.setdefault("AUTOSCALER_METRIC_PORT", str(self.ports["autoscaler_metrics"]))
             env.setdefault("DASHBOARD_METRIC_PORT", str(self.ports["dashboard_metrics"]))
+            # GCS fault tolerance without Redis: the GCS keeps its tables in RocksDB in the
+            # container, so a head restarted on the same port carries the same cluster on,
+            # and raylets and drivers reconnect instead of giving up after Ray's 60 s.
+            env.setdefault("RAY_gcs_storage", "rocksdb")
+            env.setdefault("RAY_gcs_storage_path", str(self.gcs_store))
         return env
 
     def ray_argv(self, ip: str) -> list[str]:
@@ -203,6 +210,9 @@ class RayManager:
                      temp_dir=str(self.temp_dir)).write(self.spec.work_dir)
         if self.spec.role == "worker":
             self.wait_for_head()
+        else:
+            # A fresh cluster: nothing of an earlier init() in this container is recovered.
+            shutil.rmtree(self.gcs_store, ignore_errors=True)
         # Another process may grab a port between our choice and Ray's bind: try again
         # with fresh ports, as the restart loop would.
         for attempt in range(1, _START_ATTEMPTS + 1):
@@ -256,6 +266,10 @@ class RayManager:
         ip = self.node_ip()
         self.fresh_ports()
         self._link_temp_dir()
+        # `ray start --head` refuses a port it finds in its temp dir's address file while
+        # any raylet on this host still names that address (the workers waiting for
+        # this head to come back).
+        (self.ray_dir / "ray_current_cluster").unlink(missing_ok=True)
         self._ready.clear()
         out = open(Path(self.spec.log_dir) / "ray_start.log", "ab")
         self.proc = subprocess.Popen(

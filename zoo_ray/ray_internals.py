@@ -11,6 +11,8 @@ minor versions they were checked against, and the end-to-end tests exercise each
 - :func:`object_nodes`: the node holding each object.
 - :func:`object_store_used`: one node's object store usage, from its raylet.
 - :func:`attach_drivers_to`: which raylet a ``ray.init()`` in this process attaches to.
+- :func:`refuse_drivers`: a ``ray.init()`` in this process (Ray's auto-connect included)
+  to a cluster that is gone raises a :class:`~zoo_ray.errors.ClusterLostError` saying why.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ray._private import services
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
 __all__ = ["BlockRef", "attach_drivers_to", "dataset_blocks", "dataset_from_blocks", "object_nodes",
-           "object_store_used", "to_arrow"]
+           "object_store_used", "refuse_drivers", "to_arrow"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,31 @@ def attach_drivers_to(temp_dir: str | None) -> None:
     """
     _attach_to[:] = [temp_dir] if temp_dir else []
     services.get_node_to_connect_for_driver = _node_for_driver  # type: ignore[assignment]
+
+
+_refused: dict[str, str] = {}
+_canonical_address: Any = services.canonicalize_bootstrap_address
+
+
+def _address_for_driver(addr: str | None, temp_dir: str | None = None) -> str | None:
+    address = _canonical_address(addr, temp_dir)
+    if address in _refused:
+        from .errors import ClusterLostError
+
+        raise ClusterLostError(_refused[address])
+    return address
+
+
+def refuse_drivers(address: str, why: str | None) -> None:
+    """Make ``ray.init()`` in this process to the cluster at ``address`` raise
+    :class:`~zoo_ray.errors.ClusterLostError` with ``why`` (None: allow it again).
+
+    Ray's own error for a cluster that is gone comes after 20 s of retries and says
+    nothing of the cause; the user's next Ray call goes through ``ray.init()`` (Ray's
+    auto-connect), so this is where it learns why.
+    """
+    if why is None:
+        _refused.pop(address, None)
+    else:
+        _refused[address] = why
+    services.canonicalize_bootstrap_address = _address_for_driver

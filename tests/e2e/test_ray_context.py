@@ -301,6 +301,66 @@ def test_a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx):
     assert "restarting the node" in log.read_text()
 
 
+@ray.remote(num_cpus=0)
+class _Counter:
+    def __init__(self):
+        self.count = 0
+
+    def add(self):
+        self.count += 1
+        return self.count
+
+    def value(self):
+        return self.count
+
+
+def _answers(call, expected):
+    """Whether a Ray call answers ``expected`` now (a cluster being healed may not)."""
+    try:
+        return ray.get(call(), timeout=5) == expected
+    except (ray.exceptions.RayError, ConnectionError):
+        return False
+
+
+@pytest.mark.parametrize("process", ["raylet", "gcs_server"])
+def test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
+        ray_ctx, process):
+    # Ray aborts a driver (and gives up a raylet) that cannot reach its GCS for 60 s, and a
+    # GCS restarted without its tables is a new cluster: the head keeps them on disk.
+    head, worker = ray_ctx.address_info["nodes"][:2]
+    by_container = {info.container: node_id for node_id, info in ray_ctx.executor_nodes().items()}
+    worker_node, old_head = by_container[worker["container"]], by_container[head["container"]]
+    counter = _Counter.options(
+        scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            worker_node, soft=False)).remote()
+    assert ray.get(counter.add.remote()) == 1
+    kept = ray.put("kept")
+    victim = [p for p in _ray_processes(head["pid"]) if _name(p) == process][0]
+    os.kill(victim.pid, signal.SIGKILL)
+    started = time.monotonic()
+    _wait(lambda: any(_name(p) == process and p.pid != victim.pid
+                      for p in _ray_processes(head["pid"])), 60, f"a new {process}")
+    _wait(lambda: _answers(counter.value.remote, 1), 60, "the actor on a worker to answer")
+    took = time.monotonic() - started
+
+    def whole():
+        try:
+            alive = {n["NodeID"] for n in _alive_nodes()}
+        except (ray.exceptions.RayError, ConnectionError):
+            return False
+        # The recovered tables hold the old head's node until its health checks fail.
+        return len(alive) == EXECUTORS + 1 and old_head not in alive
+    _wait(whole, 120, "every node registered with the restarted head")
+    print(f"{process} of the head killed: the driver's calls answer again after {took:.1f}s, "
+          f"the cluster is whole after {time.monotonic() - started:.1f}s")
+    # The same cluster: the actor kept its state, the driver's object is there.
+    assert ray.get(counter.add.remote()) == 2 and ray.get(kept) == "kept"
+    assert all(s["alive"] for s in ray_ctx.node_status())
+    assert sorted(_executor_nodes(ray_ctx).values()) == sorted(n["container"]
+                                                               for n in ray_ctx.nodes)
+    ray.kill(counter)
+
+
 def test_bad_input_is_a_typed_error(sc, ray_ctx):
     with pytest.raises(InvalidMemoryError, match="object_store_memory='2gg'"):
         RayContext(sc, object_store_memory="2gg")
@@ -456,6 +516,40 @@ def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_n
     # Tasks run on every executor's node, the new one included.
     assert set(_executor_nodes(ray_ctx).values()) == {
         info.container for info in ray_ctx.executor_nodes().values()}
+
+
+def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
+        ray_ctx, cluster):
+    head = ray_ctx.address_info["nodes"][0]
+    old_address, seen = ray_ctx.address, len(ray_ctx.events())
+    before = ray.put("before")
+    family = [psutil.Process(head["pid"])] + _ray_processes(head["pid"])
+    cluster.resource_manager.signal_container(head["container"], "FORCEFUL_SHUTDOWN")
+    started = time.monotonic()
+    _wait(lambda: any(e.kind in ("rebuilt", "failed") for e in ray_ctx.events()[seen:]), 300,
+          "a new cluster")
+    rebuilt = time.monotonic() - started
+    kinds = [e.kind for e in ray_ctx.events()[seen:]]
+    assert kinds[:2] == ["head lost", "rebuilt"], ray_ctx.events()[seen:]
+    assert ray_ctx.address != old_address
+    # The driver's next call connects to the new head; what the old cluster held is void.
+    assert ray.get(ray.remote(lambda: "after").remote()) == "after"
+    with pytest.raises((ValueError, ray.exceptions.RayError)):
+        ray.get(before, timeout=30)
+
+    def whole():
+        containers = {info.container for info in ray_ctx.executor_nodes().values()}
+        return len(containers) == EXECUTORS and head["container"] not in containers
+    _wait(whole, 300, "a Ray node in every executor")
+    print(f"head's container killed: a new cluster {rebuilt:.1f}s after the kill, whole again "
+          f"(including Spark's replacement executor) after {time.monotonic() - started:.1f}s")
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == []
+    # Past the 60 s after which Ray would have aborted a driver left on the lost GCS.
+    time.sleep(max(0.0, 70 - (time.monotonic() - started)))
+    assert set(_executor_nodes(ray_ctx).values()) == {
+        info.container for info in ray_ctx.executor_nodes().values()}
+    assert all(s["alive"] for s in ray_ctx.node_status() if s["container"] != head["container"])
 
 
 def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
