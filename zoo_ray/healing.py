@@ -85,7 +85,8 @@ class EventLog:
         with self._lock:
             self._events.append(ClusterEvent(time.time(), kind, executor_id, container, message))
         log = logger.info if kind in ("joined", "rebuilt") else logger.warning
-        log("Executor %s (%s): %s", executor_id, container or "no Ray node", message)
+        where = f"Executor {executor_id} ({container or 'no Ray node'}): " if executor_id else ""
+        log("%s%s", where, message)
 
 
 def choose_targets(live: dict[str, str], nodes: list[NodeInfo], wanted: int,

@@ -298,6 +298,54 @@ test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host =
     data_path.test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host
 test_the_token_is_on_no_command_line_environment_spark_conf_or_log = \
     ray_context.test_the_token_is_on_no_command_line_environment_spark_conf_or_log
+
+
+# --------------------------------------------------------------- fault matrix
+# Each case as on one address, now across hosts: the figures they print are the matrix's.
+test_a_killed_raylet_is_restarted_and_its_node_reregisters = \
+    ray_context.test_a_killed_raylet_is_restarted_and_its_node_reregisters
+test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on = \
+    ray_context.test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on
+test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node = \
+    ray_context.test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node
+test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects = \
+    ray_context.test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects
+
+
+def _link(host, state: str) -> None:
+    subprocess.run(["ip", "link", "set", host.veth, state], check=True, timeout=30)
+
+
+def test_a_worker_host_cut_off_for_60s_is_whole_again_and_nothing_hangs(cluster, ray_ctx):
+    hosts = {h.ip: h for h in cluster.network.hosts}
+    head, worker = ray_ctx.nodes[0], ray_ctx.nodes[-1]
+    head_node = [node_id for node_id, info in ray_ctx.executor_nodes().items()
+                 if info.container == head["container"]][0]
+    on_head = ray.remote(num_cpus=0)(lambda: "answered").options(
+        scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            head_node, soft=False))
+    seen = len(ray_ctx.events())
+    _link(hosts[worker["node_ip"]], "down")
+    cut = time.monotonic()
+    try:
+        # The rest of the cluster goes on meanwhile: the driver's calls to the head answer.
+        assert ray.get(on_head.remote(), timeout=30) == "answered"
+        time.sleep(max(0.0, 60 - (time.monotonic() - cut)))
+    finally:
+        _link(hosts[worker["node_ip"]], "up")
+    back = time.monotonic()
+
+    def whole():
+        containers = {info.container for info in ray_ctx.executor_nodes().values()}
+        return containers == {n["container"] for n in ray_ctx.nodes}
+    ray_context._wait(whole, 180, "every executor's node registered again")
+    print(f"a worker host cut off for {back - cut:.0f}s: whole again "
+          f"{time.monotonic() - back:.1f}s after its link came back; events: "
+          f"{[(e.kind, e.container) for e in ray_ctx.events()[seen:]]}")
+    assert len(ray_ctx.nodes) == EXECUTORS
+    assert set(ray_context._executor_nodes(ray_ctx).values()) == {
+        n["container"] for n in ray_ctx.nodes}
+    assert ray.get(on_head.remote(), timeout=30) == "answered"
 test_stop_removes_every_ray_process_and_init_starts_afresh = \
     ray_context.test_stop_removes_every_ray_process_and_init_starts_afresh
 
@@ -332,6 +380,14 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
+def _start_driver(cluster: MiniCluster, tmp_path: Path) -> subprocess.Popen[str]:
+    """A program with its own application and RayContext; it prints the application id."""
+    with open(tmp_path / "driver.err", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True)
+
+
 def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespace(
         cluster, sc, ray_ctx, tmp_path):
     ray_ctx.stop()
@@ -344,10 +400,7 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
     idle = _per_namespace(cluster)
     assert idle == {h.hostname: 1 for h in hosts}, "only the NodeManager"
 
-    with open(tmp_path / "driver.err", "w") as stderr:
-        driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                  text=True)
+    driver = _start_driver(cluster, tmp_path)
     try:
         line = driver.stdout.readline()
         assert line.startswith("{"), Path(tmp_path / "driver.err").read_text()[-3000:]
@@ -368,3 +421,50 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
             driver.kill()
             driver.wait()
     ray_context._wait_app_end(cluster, json.loads(line)["app"])
+
+
+def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_ends(
+        cluster, tmp_path):
+    # After the module's own application: this one ends with a NodeManager gone.
+    hosts = cluster.network.hosts
+    daemons = {d.pid: d for d in cluster._daemons() if d.name.startswith("nodemanager")}
+    driver = _start_driver(cluster, tmp_path)
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("{"), Path(tmp_path / "driver.err").read_text()[-3000:]
+        # A host with an executor and its Ray node but not the ApplicationMaster.
+        victim = [h for h in hosts if not _runs("ExecutorLauncher", h.netns)][0]
+        nodemanager = [p for p in _namespace_pids(victim.netns) if p in daemons][0]
+        assert psutil.Process(nodemanager).name() == "java"
+        os.kill(nodemanager, signal.SIGKILL)
+        # YARN learns of a lost NodeManager only after its liveness expiry (10 min by
+        # default); until then nothing stops the container, and its Ray node runs on.
+        time.sleep(20)
+        on_victim = _ray_in_namespaces(cluster).get(victim.hostname, [])
+        print(f"20 s after kill -9 of {victim.hostname}'s NodeManager, its Ray processes: "
+              f"{sorted(on_victim)}")
+        assert "raylet" in on_victim
+        driver.stdin.close()  # the program ends: Spark and Ray stop
+        ended = time.monotonic()
+        driver.wait(120)
+        ray_context._wait(lambda: _namespace_pids(victim.netns) == set() and all(
+            _namespace_pids(h.netns) <= set(daemons) for h in hosts), 180,
+            "every process of the application to end, on the host without a NodeManager too")
+        print(f"no process of the application left on any host "
+              f"{time.monotonic() - ended:.1f}s after it ended")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    ray_context._wait_app_end(cluster, json.loads(line)["app"])
+
+
+def _runs(command: str, netns: str) -> bool:
+    """Whether a process in ``netns`` has ``command`` in its command line."""
+    for pid in _namespace_pids(netns):
+        try:
+            if command in " ".join(psutil.Process(pid).cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
