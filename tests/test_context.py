@@ -1,10 +1,18 @@
 """RayContext's pure logic (no cluster): start failures as one typed error, its state flags."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+from zoo_ray import context
 from zoo_ray.context import RayContext, _raise_failures, _started_nodes
-from zoo_ray.errors import InvalidArgumentError, RayContextError, RayNodeStartError
+from zoo_ray.errors import (
+    ClusterLostError,
+    InvalidArgumentError,
+    RayContextError,
+    RayNodeStartError,
+)
 from zoo_ray.protocol import NodeFailure, NodeInfo, NodeOutcome
 
 
@@ -173,3 +181,72 @@ def test_executor_nodes_offer_what_is_left_of_ray_s_share_and_the_gateway_a_smal
         RayContext(sc, driver_object_store_memory="10m")
     with pytest.raises(InvalidArgumentError, match="driver_object_store_memory"):
         RayContext(sc, driver_object_store_memory="lots")
+
+
+class _KeeperStub:
+    """What a rebuild asks of the keeper that handed it the head's loss."""
+
+    closing = False
+
+    @contextlib.contextmanager
+    def jobs(self, description):
+        yield
+
+    def close(self):
+        self.closing = True
+
+
+def _running_context(monkeypatch):
+    """A RayContext that init()ed on a stub SparkContext, its head at 198.18.0.1:1."""
+    from ray._private import services
+
+    ctx = RayContext(_StubSparkContext())
+    monkeypatch.setattr(ctx, "_start_cluster", lambda wanted, slots, progress: setattr(
+        ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
+    _no_cluster_side_effects(ctx, monkeypatch)
+    monkeypatch.setattr(ctx, "_keep_nodes", lambda: None)
+    monkeypatch.setattr(ctx, "_stop_nodes", lambda forget_address: None)
+    monkeypatch.setattr(context.spark_internals, "is_stopped", lambda sc: False)
+    monkeypatch.setenv("RAY_ADDRESS", "198.18.0.1:1")
+    ctx.init()
+    ctx._keeper = _KeeperStub()
+    # Looked up at each call: zoo_ray patches Ray's function at the first refusal.
+    return ctx, lambda address: services.canonicalize_bootstrap_address(address)
+
+
+def test_a_rebuild_refuses_the_lost_head_meanwhile_and_joins_the_new_one(no_active_context,
+                                                                         monkeypatch):
+    ctx, resolve = _running_context(monkeypatch)
+
+    def start_again(keeper):
+        with pytest.raises(ClusterLostError, match="starting a new Ray cluster; retry"):
+            resolve("198.18.0.1:1")
+        ctx.address_info = {"address": "198.18.0.2:2", "nodes": [
+            {"executor_id": "3", "container": "container_3"}]}
+        monkeypatch.setenv("RAY_ADDRESS", "198.18.0.2:2")
+        return 1
+
+    monkeypatch.setattr(ctx, "_start_again", start_again)
+    ctx._rebuild()
+    event = ctx.events()[-1]
+    assert (event.kind, event.container) == ("rebuilt", "container_3")
+    assert "a node starts in each executor Spark adds, up to 2" in event.message
+    assert resolve("198.18.0.1:1") == "198.18.0.1:1"  # refused no more
+    ctx.stop()
+
+
+def test_a_rebuild_that_fails_loses_the_cluster_until_stop(no_active_context, monkeypatch):
+    ctx, resolve = _running_context(monkeypatch)
+
+    def start_again(keeper):
+        raise RayNodeStartError("no executor registered within 180s")
+
+    monkeypatch.setattr(ctx, "_start_again", start_again)
+    ctx._rebuild()
+    assert [e.kind for e in ctx.events()] == ["cluster lost"]
+    with pytest.raises(ClusterLostError, match=r"no executor registered.*stop\(\) and init"):
+        ctx.node_status()
+    with pytest.raises(ClusterLostError, match="no new Ray cluster could start"):
+        resolve("198.18.0.1:1")
+    ctx.stop()
+    assert resolve("198.18.0.1:1") == "198.18.0.1:1" and not ctx.initialized

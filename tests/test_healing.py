@@ -72,6 +72,7 @@ def test_a_lost_head_is_handed_on_once_and_ends_the_keeper(monkeypatch):
     handed = []
     keeper = _keeper(monkeypatch, {"2": "nm-2", "3": "nm-3"}, lambda *why: handed.append(why))
     keeper.heal_once()
+    keeper.heal_once()  # an ended keeper looks no more
     assert handed == [()]
     assert [e.kind for e in keeper.events.events] == ["head lost"]
     assert "ObjectRefs and actor handles from before are void" in keeper.events.events[0].message
@@ -94,3 +95,19 @@ def test_a_spark_context_stopped_from_the_jvm_is_handed_on_and_ends_the_keeper(m
     assert handed == [("spark",)] and keeper.events.events == []
     keeper._thread.join(5)
     assert not keeper._thread.is_alive()
+
+
+def test_a_driver_s_ray_init_to_a_refused_cluster_says_why_and_others_pass():
+    from ray._private import services
+
+    from zoo_ray.errors import ClusterLostError
+    from zoo_ray.ray_internals import refuse_drivers
+
+    refuse_drivers("198.18.0.9:6379", "Spark ended the application")
+    try:
+        with pytest.raises(ClusterLostError, match="Spark ended the application"):
+            services.canonicalize_bootstrap_address("198.18.0.9:6379")
+        assert services.canonicalize_bootstrap_address("198.18.0.10:6379") == "198.18.0.10:6379"
+    finally:
+        refuse_drivers("198.18.0.9:6379", None)
+    assert services.canonicalize_bootstrap_address("198.18.0.9:6379") == "198.18.0.9:6379"

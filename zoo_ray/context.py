@@ -424,7 +424,6 @@ class RayContext:
         import ray
 
         address = self.address_info["address"]
-        os.environ["RAY_ADDRESS"] = address
         connected = ray.init(address=address, logging_level=logging.WARNING,
                              log_to_driver=self.verbose)
         # A RayContext (not Ray Client's context): it has the address info.
@@ -437,6 +436,9 @@ class RayContext:
 
         registered = wait_until(all_registered, self.init_timeout)
         ray.shutdown()
+        # Only now: a Ray call of the user's made meanwhile (in another thread, during a
+        # rebuild) must not connect while this one is connected.
+        os.environ["RAY_ADDRESS"] = address
         if not registered:
             raise RayNodeStartError(
                 f"Only {len(alive)} of {wanted} Ray nodes registered with the head within "
@@ -495,20 +497,21 @@ class RayContext:
         """The head's executor is gone: start a new cluster in the executors there are.
 
         Runs in the keeper's thread, as the keeper's Spark jobs (stop() cancels them).
-        Ray aborts a driver that cannot reach its GCS for 60 s, so this driver
-        disconnects first; its next Ray call connects to the new head.
+        Ray aborts a driver that cannot reach its GCS for long, so this driver
+        disconnects first; its next Ray call connects to the new head. Meanwhile a Ray
+        call raises ClusterLostError saying the cluster is being rebuilt.
         """
         keeper = self._keeper
         assert keeper is not None, "called by the running keeper"
         seen = time.monotonic()
+        from .ray_internals import refuse_drivers
+
+        old = os.environ.get("RAY_ADDRESS", "")
+        refuse_drivers(old, "the head's executor was lost and zoo_ray is starting a new Ray "
+                            "cluster; retry in a few seconds (RayContext.events() says when "
+                            "it runs). ObjectRefs and actor handles from before are void.")
         try:
-            with keeper.jobs("zoo_ray: a new Ray cluster after the loss of the head"):
-                self._stop_nodes(forget_address=False)
-                executors = spark_internals.registered_executors(self.sc)
-                wanted = min(self.num_ray_nodes, executors)
-                if wanted < 1:
-                    raise RayNodeStartError("no executor is left to start a Ray cluster in")
-                self._start_cluster(wanted, executors * self.executor_cores, progress=False)
+            wanted = self._start_again(keeper)
         except Exception as exc:
             if keeper.closing:
                 return  # stop() cancelled the rebuild and stops what it left
@@ -518,8 +521,12 @@ class RayContext:
             with contextlib.suppress(Exception):
                 self._stop_nodes(forget_address=False)
             self._lose(f"no new Ray cluster could start after the loss of the head: {exc}. "
-                       "Stop the RayContext and init() it again.")
+                       "Call stop() and init() on the RayContext again.")
             return
+        finally:
+            # Refused for good by _lose, or void now: a new address, or stop() takes over.
+            if keeper.closing or os.environ.get("RAY_ADDRESS") != old:
+                refuse_drivers(old, None)
         if keeper.closing:
             return
         self._record()
@@ -535,6 +542,22 @@ class RayContext:
                          f"{time.monotonic() - seen:.1f}s after the loss was seen; the driver "
                          f"connects to it at its next Ray call{more}")
 
+    def _start_again(self, keeper: NodeKeeper) -> int:
+        """Stop what is left of the cluster and start a new one in the executors Spark has
+        (waiting for one if none is left); how many executor nodes it has."""
+        with keeper.jobs("zoo_ray: a new Ray cluster after the loss of the head"):
+            self._stop_nodes(forget_address=False)
+            # With one executor, none is left until Spark's replacement registers.
+            wait_until(lambda: keeper.closing or
+                       spark_internals.registered_executors(self.sc) > 0, self.init_timeout)
+            executors = spark_internals.registered_executors(self.sc)
+            wanted = min(self.num_ray_nodes, executors)
+            if wanted < 1:
+                raise RayNodeStartError(f"no executor registered within {self.init_timeout:.0f}s"
+                                        " to start a Ray cluster in")
+            self._start_cluster(wanted, executors * self.executor_cores, progress=False)
+        return wanted
+
     def _spark_stopped(self) -> None:
         """The SparkContext stopped from the JVM's side, and every executor with it."""
         diagnostics = "the SparkContext stopped"
@@ -549,8 +572,8 @@ class RayContext:
         with contextlib.suppress(Exception):
             self._stop_nodes(forget_address=False)  # the gateway's node; the rest is gone
         self._lose(f"Spark ended application {self._app_id} ({diagnostics.strip()}), and with "
-                   "it every executor and Ray node. Start a new SparkContext "
-                   "(init_spark_on_yarn) and RayContext.")
+                   "it every executor and Ray node. Call sc.stop() (it stops this RayContext "
+                   "too), then start again with init_spark_on_yarn and a new RayContext.")
 
     def _lose(self, why: str) -> None:
         """The cluster is gone for good: ``node_status()`` and the driver's next Ray call
@@ -736,6 +759,12 @@ class RayContext:
 
         A node whose executor was lost (killed by YARN, preempted) shows
         ``alive=False``; losses are also logged.
+
+        Raises
+        ------
+        ClusterLostError
+            The cluster is gone for good (Spark ended the application, or no new
+            cluster could start after the head's loss); the message says why.
         """
         status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"]}
                   for container, (_, node) in self._registrations().items()]
@@ -744,12 +773,24 @@ class RayContext:
         return status
 
     def executor_nodes(self) -> dict[str, NodeInfo]:
-        """The executors' live Ray nodes, by Ray node id (the data path places work by it)."""
+        """The executors' live Ray nodes, by Ray node id (the data path places work by it).
+
+        Raises
+        ------
+        ClusterLostError
+            The cluster is gone for good; the message says why.
+        """
         return {node["NodeID"]: info for info, node in self._registrations().values()
                 if node["Alive"]}
 
     def object_store_usage(self) -> dict[str, int]:
-        """Bytes in use in each executor node's object store, by container (Ray's accounting)."""
+        """Bytes in use in each executor node's object store, by container (Ray's accounting).
+
+        Raises
+        ------
+        ClusterLostError
+            The cluster is gone for good; the message says why.
+        """
         from .ray_internals import object_store_used
 
         return {container: object_store_used(

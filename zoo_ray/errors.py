@@ -108,8 +108,9 @@ class RayNodeStartError(ZooRayError):
 
 
 class ClusterLostError(RayContextError):
-    """The Ray cluster is gone for good (Spark ended the application, or no new cluster
-    could start after the head's loss); the message says why and what to do."""
+    """The driver's Ray cluster is gone: for good (Spark ended the application, or no new
+    cluster could start after the head's loss) or while a new one starts; the message
+    says which and what to do."""
 
 
 class BlocksLostError(ZooRayError):

@@ -52,8 +52,9 @@ class ClusterEvent:
     kind : str
         "lost" (an executor and its Ray node went away), "joined" (a node started in a
         new executor joined the head), "failed" (a node could not be started there),
-        "head lost" (the head's executor went away, with every actor and object) or
-        "rebuilt" (a new cluster runs in the executors there are).
+        "head lost" (the head's executor went away, with every actor and object),
+        "rebuilt" (a new cluster runs in the executors there are) or "cluster lost"
+        (gone for good: Spark ended the application, or no new cluster could start).
     executor_id, container : str
         The executor and its YARN container.
     message : str
@@ -182,11 +183,15 @@ class NodeKeeper:
                 self.heal_once()
             except Exception as exc:
                 if self._stop.is_set():
+                    if not self.closing:  # raised by on_head_lost or on_spark_stopped
+                        logger.exception("Handling the loss of the Ray cluster")
                     return
                 logger.warning("Could not check the Ray nodes' executors: %s", exc)
 
     def heal_once(self) -> None:
         """Look once; start nodes in new executors if the cluster is short of nodes."""
+        if self._stop.is_set():  # handed on, or closed: this keeper's cluster is not ours
+            return
         if spark_internals.is_stopped(self.sc):
             self._stop.set()
             if not self.closing:  # not the user's own sc.stop(), which stops Ray first

@@ -210,12 +210,12 @@ class RayManager:
                      temp_dir=str(self.temp_dir)).write(self.spec.work_dir)
         if self.spec.role == "worker":
             self.wait_for_head()
-        else:
-            # A fresh cluster: nothing of an earlier init() in this container is recovered.
-            shutil.rmtree(self.gcs_store, ignore_errors=True)
         # Another process may grab a port between our choice and Ray's bind: try again
         # with fresh ports, as the restart loop would.
         for attempt in range(1, _START_ATTEMPTS + 1):
+            # A fresh cluster: nothing of an earlier init() in this container, or of a
+            # failed attempt, is recovered.
+            shutil.rmtree(self.gcs_store, ignore_errors=True)
             self.start_node()
             try:
                 self.wait_ready()
@@ -405,9 +405,11 @@ class RayManager:
                     shutil.copyfile(path, Path(self.spec.log_dir) / name)
 
     def shutdown(self) -> None:
-        """Stop every Ray process, keep the logs, remove the token and the state file."""
+        """Stop every Ray process, keep the logs, remove the token, the GCS's tables and the
+        state file."""
         self.kill_node()
         self.copy_ray_logs()
+        shutil.rmtree(self.gcs_store, ignore_errors=True)
         if self.temp_dir.is_symlink():
             self.temp_dir.unlink()
         self.token_path.unlink(missing_ok=True)

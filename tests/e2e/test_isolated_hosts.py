@@ -342,6 +342,8 @@ def test_a_worker_host_cut_off_for_60s_is_whole_again_and_nothing_hangs(cluster,
     print(f"a worker host cut off for {back - cut:.0f}s: whole again "
           f"{time.monotonic() - back:.1f}s after its link came back; events: "
           f"{[(e.kind, e.container) for e in ray_ctx.events()[seen:]]}")
+    # Shorter than Spark's executor timeout (spark.network.timeout, 120 s): no executor lost.
+    assert not [e for e in ray_ctx.events()[seen:] if e.kind in ("lost", "head lost")]
     assert len(ray_ctx.nodes) == EXECUTORS
     assert set(ray_context._executor_nodes(ray_ctx).values()) == {
         n["container"] for n in ray_ctx.nodes}

@@ -526,8 +526,8 @@ def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnec
     family = [psutil.Process(head["pid"])] + _ray_processes(head["pid"])
     cluster.resource_manager.signal_container(head["container"], "FORCEFUL_SHUTDOWN")
     started = time.monotonic()
-    _wait(lambda: any(e.kind in ("rebuilt", "failed") for e in ray_ctx.events()[seen:]), 300,
-          "a new cluster")
+    _wait(lambda: any(e.kind in ("rebuilt", "cluster lost") for e in ray_ctx.events()[seen:]),
+          300, "a new cluster")
     rebuilt = time.monotonic() - started
     kinds = [e.kind for e in ray_ctx.events()[seen:]]
     assert kinds[:2] == ["head lost", "rebuilt"], ray_ctx.events()[seen:]
