@@ -1,18 +1,10 @@
 """The driver's Ray authentication: any import order works (a fresh interpreter per case)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-
-
-def _run(code: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, env=env, timeout=120)
+from tests.fresh import run_python as _run
 
 
 @pytest.mark.parametrize("imports", [

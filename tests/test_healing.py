@@ -1,8 +1,11 @@
 """Which executors get a new Ray node after a loss, and what a lost head hands on (no
-cluster: Spark's executor list is given)."""
+cluster: Spark's executor list is given; a local Ray for the driver's waiting ray.get)."""
 from __future__ import annotations
 
+import textwrap
+
 import pytest
+from tests.fresh import run_python
 
 from zoo_ray import healing
 from zoo_ray.healing import EventLog, NodeKeeper, choose_targets
@@ -111,3 +114,37 @@ def test_a_driver_s_ray_init_to_a_refused_cluster_says_why_and_others_pass():
     finally:
         refuse_drivers("198.18.0.9:6379", None)
     assert services.canonicalize_bootstrap_address("198.18.0.9:6379") == "198.18.0.9:6379"
+
+
+def test_a_ray_get_waiting_on_a_lost_cluster_raises_cluster_lost_in_the_main_thread():
+    # A real (local) Ray: the main thread waits in ray.get on a task that never ends, as on
+    # a lost cluster; the keeper's thread interrupts it before disconnecting the driver.
+    result = run_python(textwrap.dedent("""
+        import threading, time
+        import ray
+        from zoo_ray.errors import ClusterLostError
+        from zoo_ray.ray_internals import catch_lost_gets, interrupt_driver_get
+
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        catch_lost_gets()
+        never = ray.remote(num_cpus=0)(lambda: time.sleep(600))
+        ended = []
+        keeper = threading.Timer(3, lambda: ended.append(interrupt_driver_get("head lost", 30)))
+        keeper.start()
+        started = time.monotonic()
+        try:
+            ray.get(never.remote())
+        except ClusterLostError as exc:
+            keeper.join()
+            print("raised", exc, ended, round(time.monotonic() - started))
+        # Nothing to end when the main thread does not wait in ray.get.
+        idle = threading.Thread(target=lambda: ended.append(interrupt_driver_get("x", 1)))
+        idle.start(); idle.join()
+        print("idle", ended[-1])
+        print(ray.get(ray.remote(lambda: "still connected").remote(), timeout=60))
+        ray.shutdown()
+    """), timeout=180)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("raised head lost [True] "), result.stderr[-3000:]
+    assert int(lines[0].split()[-1]) < 10  # interrupted at 3 s: Ray checks about every second
+    assert lines[1:] == ["idle False", "still connected"]

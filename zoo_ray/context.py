@@ -488,6 +488,9 @@ class RayContext:
         """Start a Ray node in each executor Spark adds in place of a lost one."""
         if self.is_local or self._head is None:
             return
+        from .ray_internals import catch_lost_gets
+
+        catch_lost_gets()
         plan = StartPlan(self._base_spec(), self._head, self.num_ray_nodes, self.init_timeout)
         nodes = [NodeInfo(**node) for node in self.address_info["nodes"]]
         self._keeper = NodeKeeper(self.sc, plan, self.num_ray_nodes, nodes, self._joined,
@@ -507,9 +510,12 @@ class RayContext:
         from .ray_internals import refuse_drivers
 
         old = os.environ.get("RAY_ADDRESS", "")
-        refuse_drivers(old, "the head's executor was lost and zoo_ray is starting a new Ray "
-                            "cluster; retry in a few seconds (RayContext.events() says when "
-                            "it runs). ObjectRefs and actor handles from before are void.")
+        rebuilding = ("zoo_ray is starting a new Ray cluster; retry in a few seconds "
+                      "(RayContext.events() says when it runs). ObjectRefs and actor handles "
+                      "from before are void.")
+        refuse_drivers(old, f"the head's executor was lost and {rebuilding}")
+        self._interrupt_driver(f"the head's executor was lost while this ray.get waited, and "
+                               f"the result with it; {rebuilding}")
         try:
             wanted = self._start_again(keeper)
         except Exception as exc:
@@ -569,11 +575,23 @@ class RayContext:
                            f"{report.get('diagnostics') or 'no diagnostics'}")
         except (ZooRayError, OSError, KeyError) as exc:
             logger.debug("no diagnostics for %s: %s", self._app_id, exc)
+        why = (f"Spark ended application {self._app_id} ({diagnostics.strip()}), and with "
+               "it every executor and Ray node. Call sc.stop() (it stops this RayContext "
+               "too), then start again with init_spark_on_yarn and a new RayContext.")
+        self._interrupt_driver(why)
         with contextlib.suppress(Exception):
             self._stop_nodes(forget_address=False)  # the gateway's node; the rest is gone
-        self._lose(f"Spark ended application {self._app_id} ({diagnostics.strip()}), and with "
-                   "it every executor and Ray node. Call sc.stop() (it stops this RayContext "
-                   "too), then start again with init_spark_on_yarn and a new RayContext.")
+        self._lose(why)
+
+    @staticmethod
+    def _interrupt_driver(why: str) -> None:
+        """End a ``ray.get`` the driver's main thread waits in with ClusterLostError(why):
+        the cluster that would answer it is gone, and disconnecting the driver under it
+        would leave it blocked for good."""
+        from .ray_internals import interrupt_driver_get
+
+        if interrupt_driver_get(why, timeout=10.0):
+            logger.info("a ray.get waiting on the lost cluster raised ClusterLostError")
 
     def _lose(self, why: str) -> None:
         """The cluster is gone for good: ``node_status()`` and the driver's next Ray call

@@ -13,10 +13,15 @@ minor versions they were checked against, and the end-to-end tests exercise each
 - :func:`attach_drivers_to`: which raylet a ``ray.init()`` in this process attaches to.
 - :func:`refuse_drivers`: a ``ray.init()`` in this process (Ray's auto-connect included)
   to a cluster that is gone raises a :class:`~zoo_ray.errors.ClusterLostError` saying why.
+- :func:`catch_lost_gets` and :func:`interrupt_driver_get`: a ``ray.get`` the main thread
+  waits in when its cluster is lost raises :class:`~zoo_ray.errors.ClusterLostError`.
 """
 from __future__ import annotations
 
+import _thread
 import os
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +29,16 @@ from typing import Any
 import pyarrow as pa
 import ray
 from ray._private import services
+from ray._private.worker import Worker
+
+from .host import wait_until
 
 #: Set it to keep Ray's default (Arrow-backed pandas batches) for from_spark's Datasets.
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
-__all__ = ["BlockRef", "attach_drivers_to", "dataset_blocks", "dataset_from_blocks", "object_nodes",
-           "object_store_used", "refuse_drivers", "to_arrow"]
+__all__ = ["BlockRef", "attach_drivers_to", "catch_lost_gets", "dataset_blocks",
+           "dataset_from_blocks", "interrupt_driver_get", "object_nodes", "object_store_used",
+           "refuse_drivers", "to_arrow"]
 
 
 @dataclass(frozen=True)
@@ -160,3 +169,54 @@ def refuse_drivers(address: str, why: str | None) -> None:
     else:
         _refused[address] = why
     services.canonicalize_bootstrap_address = _address_for_driver
+
+
+_interrupting: list[str] = []
+_get_objects: Any = Worker.get_objects
+
+
+def _get_objects_or_lost(self: Worker, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _get_objects(self, *args, **kwargs)
+    except KeyboardInterrupt as exc:
+        if not _interrupting:
+            raise
+        from .errors import ClusterLostError
+
+        raise ClusterLostError(_interrupting[0]) from exc
+
+
+def catch_lost_gets() -> None:
+    """Let :func:`interrupt_driver_get` end a ``ray.get`` of this process's main thread."""
+    Worker.get_objects = _get_objects_or_lost  # type: ignore[method-assign]
+
+
+def _waiting_in_get(thread_id: int | None) -> bool:
+    frame = sys._current_frames().get(thread_id or 0)
+    while frame is not None:
+        if frame.f_code is _get_objects_or_lost.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupt_driver_get(why: str, timeout: float) -> bool:
+    """Make the ``ray.get`` this process's main thread waits in raise
+    :class:`~zoo_ray.errors.ClusterLostError` with ``why``; whether one did within ``timeout``.
+
+    Disconnecting the driver (``ray.shutdown()``) under a waiting ``ray.get`` leaves
+    that call blocked for good, and a lost cluster never answers it. Ray ends a wait
+    at a KeyboardInterrupt, the one exception it checks for while waiting, so the
+    main thread gets one (Python delivers signals to the main thread only: a
+    ``ray.get`` in another thread cannot be ended this way). Needs
+    :func:`catch_lost_gets` before the ``ray.get`` started.
+    """
+    main = threading.main_thread().ident
+    if threading.get_ident() == main or not _waiting_in_get(main):
+        return False
+    _interrupting[:] = [why]
+    try:
+        _thread.interrupt_main()
+        return bool(wait_until(lambda: not _waiting_in_get(main), timeout, interval=0.1))
+    finally:
+        _interrupting.clear()

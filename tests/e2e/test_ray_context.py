@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ import pytest
 
 from zoo_ray import RayContext
 from zoo_ray.errors import (
+    ClusterLostError,
     InvalidArgumentError,
     InvalidMemoryError,
     RayContextError,
@@ -70,7 +72,7 @@ def ray_ctx(sc):
         ctx.stop()
 
 
-def _executor_nodes(ctx):
+def _executor_nodes(ctx, timeout=None):
     """{node id: container id} of the Ray nodes in executors (not the gateway's)."""
     @ray.remote(num_cpus=0)
     def whoami():
@@ -80,7 +82,8 @@ def _executor_nodes(ctx):
     for node in _alive_nodes():
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             node["NodeID"], soft=False)
-        node_id, container = ray.get(whoami.options(scheduling_strategy=strategy).remote())
+        node_id, container = ray.get(whoami.options(scheduling_strategy=strategy).remote(),
+                                     timeout=timeout)
         if container:
             found[node_id] = container
     return found
@@ -524,8 +527,18 @@ def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnec
     old_address, seen = ray_ctx.address, len(ray_ctx.events())
     before = ray.put("before")
     family = [psutil.Process(head["pid"])] + _ray_processes(head["pid"])
-    cluster.resource_manager.signal_container(head["container"], "FORCEFUL_SHUTDOWN")
-    started = time.monotonic()
+    killed = []
+
+    def kill_head():
+        killed.append(time.monotonic())
+        cluster.resource_manager.signal_container(head["container"], "FORCEFUL_SHUTDOWN")
+    # The driver waits in ray.get when its cluster goes: the call raises instead of blocking.
+    threading.Timer(1.0, kill_head).start()
+    with pytest.raises(ClusterLostError, match="lost while this ray.get waited"):
+        ray.get(ray.remote(num_cpus=0)(lambda: time.sleep(600)).remote(), timeout=180)
+    started = killed[0]
+    print(f"head's container killed: the waiting ray.get raised ClusterLostError after "
+          f"{time.monotonic() - started:.1f}s")
     _wait(lambda: any(e.kind in ("rebuilt", "cluster lost") for e in ray_ctx.events()[seen:]),
           300, "a new cluster")
     rebuilt = time.monotonic() - started
