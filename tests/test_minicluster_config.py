@@ -78,3 +78,14 @@ def test_nodemanagers_enforce_container_memory_only_when_asked(tmp_path, enforce
         assert conf.get("yarn.nodemanager.resource.memory.enforced") == (
             "false" if enforce else None)
     assert MiniClusterSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("preemption", [False, True])
+def test_the_resourcemanager_preempts_only_when_asked(tmp_path, preemption):
+    spec = MiniClusterSpec(nodemanagers=1, preemption=preemption)
+    conf = HadoopConf(render(spec, tmp_path, plan_ports(spec))["client"])
+    assert conf.get("yarn.resourcemanager.scheduler.monitor.enable") == (
+        "true" if preemption else None)
+    policies = conf.get("yarn.resourcemanager.scheduler.monitor.policies") or ""
+    assert policies.endswith(".ProportionalCapacityPreemptionPolicy") == preemption
+    assert MiniClusterSpec.from_dict(spec.to_dict()) == spec

@@ -25,6 +25,7 @@ def _minicluster_up(args: argparse.Namespace) -> int:
         nm_vcores=args.nm_vcores,
         base_port=args.base_port,
         isolated_hosts=args.isolated_hosts,
+        preemption=args.preemption,
     )
     cluster = _cluster(args, spec).up(timeout=args.timeout)
     print(f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}")
@@ -231,6 +232,9 @@ def _add_minicluster(sub: Any) -> None:
     up.add_argument("--isolated-hosts", action="store_true",
                     help="give every NodeManager its own network namespace, address "
                          "(198.18.0.0/15) and hostname; needs root")
+    up.add_argument("--preemption", action="store_true",
+                    help="let YARN preempt containers of a queue over its capacity for "
+                         "another queue's requests (capacity-scheduler.xml's queues)")
     up.set_defaults(func=_minicluster_up)
     status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)",
                                  **_examples("zoo-ray minicluster status"))

@@ -129,6 +129,21 @@ _ENFORCE_MEMORY = {
 }
 
 
+#: What makes the ResourceManager preempt containers for a queue under its guarantee.
+_PREEMPTION = {
+    "yarn.resourcemanager.scheduler.monitor.enable": "true",
+    "yarn.resourcemanager.scheduler.monitor.policies":
+        "org.apache.hadoop.yarn.server.resourcemanager.monitor.capacity."
+        "ProportionalCapacityPreemptionPolicy",
+    # Seconds, not Hadoop's 3 s and 15 s: tests wait for it.
+    "yarn.resourcemanager.monitor.capacity.preemption.monitoring_interval": "1000",
+    "yarn.resourcemanager.monitor.capacity.preemption.max_wait_before_kill": "5000",
+    # A small cluster's whole container per round, not 10 % of the cluster at a time.
+    "yarn.resourcemanager.monitor.capacity.preemption.total_preemption_per_round": "1.0",
+    "yarn.resourcemanager.monitor.capacity.preemption.natural_termination_factor": "1.0",
+}
+
+
 def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str) -> dict:
     nm_dir = root / f"nm{i}"
     return {
@@ -158,6 +173,8 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
     """
     conf = HadoopConf(template_dir())
     conf.set(_common_overrides(spec, root, ports, gateway))
+    if spec.preemption:
+        conf.set({"yarn-site.xml": _PREEMPTION})
     dirs = {"client": conf.write(root / "conf")}
     (dirs["client"] / "log4j.properties").write_text(_LOG4J)
     for i in range(spec.nodemanagers):

@@ -51,6 +51,12 @@ class MiniClusterSpec:
         Off by default, as in Hadoop without cgroups: the default setting
         ``yarn.nodemanager.resource.memory.enforced=true`` skips the NodeManager's own
         check and leaves limits to a cgroups OOM killer this machine does not have.
+    preemption : bool
+        Let the ResourceManager preempt containers of a queue over its guaranteed
+        capacity when another queue under its own has pending requests, as shared
+        clusters are set up (the capacity scheduler's proportional preemption, checked
+        every second, a container killed 5 s after its application was told). Off by
+        default, as in Hadoop.
     """
 
     nodemanagers: int = 2
@@ -61,6 +67,7 @@ class MiniClusterSpec:
     hadoop_version: str = HADOOP_VERSION
     isolated_hosts: bool = False
     enforce_memory: bool = False
+    preemption: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
