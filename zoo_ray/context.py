@@ -568,9 +568,7 @@ class RayContext:
         """The SparkContext stopped from the JVM's side, and every executor with it."""
         diagnostics = "the SparkContext stopped"
         try:
-            rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
-            rm.timeout = 5.0
-            report = rm.app(self._app_id)
+            report = self._resource_manager(timeout=5.0).app(self._app_id)
             diagnostics = (f"YARN: {report.get('finalStatus', '?')}, "
                            f"{report.get('diagnostics') or 'no diagnostics'}")
         except (ZooRayError, OSError, KeyError) as exc:
@@ -863,6 +861,13 @@ class RayContext:
                            head=self.address, yarn_url=yarn_url, spark_url=spark_url,
                            dashboard_url=self.dashboard_url, nodes=self._node_rows())
 
+    @staticmethod
+    def _resource_manager(timeout: float) -> ResourceManager:
+        """The ResourceManager of the driver's Hadoop configuration, asked with ``timeout``."""
+        rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
+        rm.timeout = timeout
+        return rm
+
     def _application(self) -> tuple[str, str | None, str | None]:
         """The application's state and the pages of YARN and of the Spark UI."""
         if spark_internals.is_stopped(self.sc):
@@ -870,8 +875,7 @@ class RayContext:
         if self.is_local:
             return "local", None, self.sc.uiWebUrl
         try:
-            rm = ResourceManager.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
-            rm.timeout = 3.0  # a display waits seconds at most
+            rm = self._resource_manager(timeout=3.0)  # a display waits seconds at most
             state = rm.app(self._app_id)["state"]
         except (ZooRayError, OSError, KeyError) as exc:
             logger.debug("no application state for the display: %s", exc)
