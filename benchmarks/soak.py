@@ -3,21 +3,22 @@
     sudo python benchmarks/soak.py [--minutes 10] [--every 60] [--seed 1]
 
 Starts its own local Hadoop with isolated hosts (needs root), a SparkContext with 3
-executors and a RayContext. A thread keeps a workload running: batches of small Ray
-tasks (``max_retries=3``) and an actor that keeps a counter. Every ``--every`` seconds
-one fault from the matrix hits the cluster at random:
+executors and a RayContext. The main thread keeps a workload running, as a program or
+a notebook cell does: batches of small Ray tasks (``max_retries=3``), an actor that keeps
+a counter, and a task on every executor's node. Every ``--every`` seconds a thread makes
+one fault from the matrix hit the cluster at random:
 
 - ``kill -9`` of a worker's raylet, of the head's raylet, of the head's GCS;
 - YARN kills a worker's container, or the head's (FORCEFUL_SHUTDOWN);
 - a worker host's link goes down for 60 s, then up.
 
-After each fault (for the link, once it is up again) it times how long until every
-executor runs a live Ray node again and a task answers on each. At the end it prints
-the tasks completed, failed (raised to the driver: Ray's retries were not enough, or the
-cluster was rebuilt under them) and lost (never answered), how often the counter's value
-did not follow the increments it acknowledged (its actor restarted without its state, or
-was lost with the head), the time to whole after each fault, and the application's
-processes left on any host once it stopped (must be 0). Not run in CI (it takes the
+The time to whole after a fault (for the link, from when it is up again) is until a task
+answered on every executor's node again. At the end it prints the tasks completed, failed
+(raised to the driver: Ray's retries were not enough, or the cluster was rebuilt under
+them) and lost (no answer within 60 s), how often the counter's value did not follow
+the increments it acknowledged (its actor restarted without its state, or was lost with
+the head), the time to whole after each fault, and the application's processes left on
+any host and on the gateway once it stopped (must be 0). Not run in CI (it takes the
 minutes it is given).
 """
 from __future__ import annotations
@@ -38,23 +39,19 @@ _EXECUTORS = 3
 
 
 class Workload:
-    """Small tasks and a counting actor, kept busy from a thread; counts what happened."""
+    """Small tasks, a counting actor and a task per node, run in the calling thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: Any) -> None:
         import ray
 
         self.ray = ray
+        self.ctx = ctx
         self.counts: Counter[str] = Counter()
         self.acknowledged = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soak-workload", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(120)
+        #: (time, whether a task answered on every executor's node), one per round.
+        self.seen: list[tuple[float, bool]] = []
+        self._tally: Any = None
+        self._expected = 0
 
     def _actor(self) -> Any:
         @self.ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -68,70 +65,72 @@ class Workload:
 
         return Tally.remote()
 
-    def _run(self) -> None:
-        ray = self.ray
-        square = ray.remote(max_retries=3)(lambda x: x * x)
-        tally, expected = None, 0
-        while not self._stop.is_set():
+    def run_until(self, end: float) -> None:
+        while time.monotonic() < end:
             try:
-                if tally is None:
-                    tally, expected = self._actor(), 0
-                    self.counts["actors started"] += 1
-                refs = [square.remote(i) for i in range(20)]
-                done, pending = ray.wait(refs, num_returns=len(refs), timeout=60)
-                self.counts["lost"] += len(pending)
-                for ref in done:
-                    try:
-                        ray.get(ref)
-                        self.counts["completed"] += 1
-                    except ray.exceptions.RayError:
-                        self.counts["failed"] += 1
-                value = ray.get(tally.add.remote(), timeout=60)
-                self.acknowledged += 1
-                if value != expected + 1:
-                    self.counts["counter restarted without its state"] += 1
-                expected = value
+                self._round()
             except Exception as exc:  # a rebuilt cluster voids the actor: start another
-                self.counts[f"batch error: {type(exc).__name__}"] += 1
-                tally = None
+                self.counts[f"round error: {type(exc).__name__}"] += 1
+                self.seen.append((time.monotonic(), False))
+                self._tally = None
                 time.sleep(1)
 
+    def _round(self) -> None:
+        ray = self.ray
+        if self._tally is None:
+            self._tally, self._expected = self._actor(), 0
+            self.counts["actors started"] += 1
+        square = ray.remote(max_retries=3)(lambda x: x * x)
+        for ref in [square.remote(i) for i in range(20)]:
+            try:
+                ray.get(ref, timeout=60)
+                self.counts["completed"] += 1
+            except ray.exceptions.GetTimeoutError:
+                self.counts["lost"] += 1
+            except ray.exceptions.RayError:
+                self.counts["failed"] += 1
+        value = ray.get(self._tally.add.remote(), timeout=60)
+        self.acknowledged += 1
+        if value != self._expected + 1:
+            self.counts["counter restarted without its state"] += 1
+        self._expected = value
+        self.seen.append((time.monotonic(), self._whole()))
 
-def _whole(ctx: Any) -> bool:
-    import ray
-
-    try:
-        nodes = ctx.executor_nodes()
-        if len(nodes) < _EXECUTORS:
+    def _whole(self) -> bool:
+        ray = self.ray
+        try:
+            nodes = self.ctx.executor_nodes()
+            if len(nodes) < _EXECUTORS:
+                return False
+            for node_id in nodes:
+                strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                    node_id, soft=False)
+                ray.get(ray.remote(num_cpus=0)(lambda: 1).options(
+                    scheduling_strategy=strategy).remote(), timeout=10)
+            return True
+        except Exception:
             return False
-        for node_id in nodes:
-            strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-                node_id, soft=False)
-            ray.get(ray.remote(num_cpus=0)(lambda: 1).options(
-                scheduling_strategy=strategy).remote(), timeout=10)
-        return True
-    except Exception:
-        return False
 
 
-def _time_to_whole(ctx: Any, hit: float) -> float | None:
-    """Seconds from ``hit`` until the cluster is whole again, None if not within 240 s.
+def time_to_whole(seen: list[tuple[float, bool]], hit: float) -> float | None:
+    """Seconds from ``hit`` until the workload saw the cluster whole again (None: never).
 
     A YARN kill takes effect a moment after it is asked for: the cluster counts as
-    whole only once it was seen broken (or 15 s passed, for faults it rides out).
+    whole only once it was seen broken after ``hit`` (or 15 s passed, for faults it
+    rides out).
     """
-    deadline = hit + 15
-    while time.monotonic() < deadline and _whole(ctx):
-        time.sleep(0.5)
-    deadline = hit + 240
-    while time.monotonic() < deadline:
-        if _whole(ctx):
-            return time.monotonic() - hit
-        time.sleep(1)
+    broken = False
+    for at, whole in seen:
+        if at < hit:
+            continue
+        if not whole:
+            broken = True
+        elif broken or at >= hit + 15:
+            return at - hit
     return None
 
 
-def _process(ctx: Any, node: dict[str, Any], name: str) -> psutil.Process:
+def _process(node: dict[str, Any], name: str) -> psutil.Process:
     return [p for p in psutil.Process(node["pid"]).children(recursive=True)
             if p.name() == name][0]
 
@@ -140,11 +139,11 @@ def fault(kind: str, ctx: Any, cluster: Any) -> None:
     """Cause one fault of the matrix."""
     head, worker = ctx.nodes[0], ctx.nodes[-1]
     if kind == "worker raylet":
-        _process(ctx, worker, "raylet").kill()
+        _process(worker, "raylet").kill()
     elif kind == "head raylet":
-        _process(ctx, head, "raylet").kill()
+        _process(head, "raylet").kill()
     elif kind == "head gcs":
-        _process(ctx, head, "gcs_server").kill()
+        _process(head, "gcs_server").kill()
     elif kind in ("worker container", "head container"):
         victim = worker if kind == "worker container" else head
         cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
@@ -159,8 +158,40 @@ FAULTS = ["worker raylet", "head raylet", "head gcs", "worker container", "head 
           "worker link"]
 
 
-def _leftovers(cluster: Any, nodemanagers: set[int]) -> int:
-    left = 0
+class Faults(threading.Thread):
+    """A random fault every ``every`` seconds, from a thread: no Ray call is made here."""
+
+    def __init__(self, ctx: Any, cluster: Any, every: float, end: float,
+                 rng: random.Random) -> None:
+        super().__init__(name="soak-faults", daemon=True)
+        self.ctx, self.cluster, self.every, self.end, self.rng = ctx, cluster, every, end, rng
+        #: (kind, when it hit; for the link, when it was up again)
+        self.hits: list[tuple[str, float]] = []
+
+    def run(self) -> None:
+        while time.monotonic() + self.every <= self.end:
+            time.sleep(self.every / 2)
+            kind = self.rng.choice(FAULTS)
+            try:
+                fault(kind, self.ctx, self.cluster)
+            except (IndexError, psutil.Error, OSError) as exc:  # its target is gone already
+                print(f"{kind}: not done ({exc!r})", flush=True)
+                continue
+            hit = time.monotonic()
+            self.hits.append((kind, hit))
+            print(f"{kind} at {hit:.0f}", flush=True)
+            time.sleep(max(0.0, self.every / 2 - (time.monotonic() - hit)))
+
+
+def _gateway_processes() -> set[int]:
+    """This process's descendants, but for Spark's JVM (it lives as long as Python)."""
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.name() != "java"}
+
+
+def _leftovers(cluster: Any, nodemanagers: set[int], before: set[int]) -> int:
+    """The application's processes on any host, and on the gateway: none of those the
+    local Hadoop had there ``before`` it started (its watchdog)."""
+    left = len(_gateway_processes() - before)
     for host in cluster.network.hosts:
         out = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True,
                              text=True, check=False).stdout
@@ -171,40 +202,32 @@ def _leftovers(cluster: Any, nodemanagers: set[int]) -> int:
 def soak(cluster: Any, minutes: float, every: float, rng: random.Random) -> None:
     from zoo_ray import RayContext, init_spark_on_yarn
 
+    before = _gateway_processes()
     sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
                             num_executors=_EXECUTORS, executor_cores=1, executor_memory="512m",
                             driver_memory="512m", extra_executor_memory_for_ray="1g")
     ctx = RayContext(sc, object_store_memory="128m")
     ctx.init()
-    workload = Workload()
-    workload.start()
-    wholes: list[tuple[str, float | None]] = []
     end = time.monotonic() + minutes * 60
-    while time.monotonic() + every <= end:
-        time.sleep(every / 2)
-        kind = rng.choice(FAULTS)
-        fault(kind, ctx, cluster)
-        hit = time.monotonic()  # after a link is up again: what it took from then
-        took = _time_to_whole(ctx, hit)
-        wholes.append((kind, took))
-        print(f"{kind}: whole again after "
-              f"{'never (within 240 s)' if took is None else f'{took:.1f}s'}", flush=True)
-        time.sleep(max(0.0, every / 2 - (time.monotonic() - hit)))
-    workload.stop()
-    counter_ok = workload.acknowledged
+    faults = Faults(ctx, cluster, every, end, rng)
+    faults.start()
+    workload = Workload(ctx)
+    workload.run_until(end)
+    faults.join()
     ctx.stop()
     sc.stop()
     nodemanagers = {d.pid for d in cluster._daemons() if d.name.startswith("nodemanager")}
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _leftovers(cluster, nodemanagers):
+    while time.monotonic() < deadline and _leftovers(cluster, nodemanagers, before):
         time.sleep(1)
     print("\nsoak figures")
-    print(f"  faults: {len(wholes)}; tasks: {dict(workload.counts)}; counter increments "
-          f"acknowledged: {counter_ok}")
-    for kind, took in wholes:
+    print(f"  faults: {len(faults.hits)}; tasks: {dict(workload.counts)}; counter increments "
+          f"acknowledged: {workload.acknowledged}")
+    for kind, hit in faults.hits:
+        took = time_to_whole(workload.seen, hit)
         print(f"  {kind:17} whole after {'-' if took is None else f'{took:.1f} s'}")
-    print(f"  processes of the application left on any host: "
-          f"{_leftovers(cluster, nodemanagers)}")
+    print(f"  processes of the application left on any host or the gateway: "
+          f"{_leftovers(cluster, nodemanagers, before)}")
 
 
 def main() -> None:
