@@ -123,7 +123,8 @@ def test_a_ray_get_waiting_on_a_lost_cluster_raises_cluster_lost_in_the_main_thr
         import threading, time
         import ray
         from zoo_ray.errors import ClusterLostError
-        from zoo_ray.ray_internals import catch_lost_gets, interrupt_driver_get
+        from zoo_ray.ray_internals import (
+            catch_lost_gets, interrupt_driver_get, ray_calls_refused)
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
         catch_lost_gets()
@@ -142,9 +143,18 @@ def test_a_ray_get_waiting_on_a_lost_cluster_raises_cluster_lost_in_the_main_thr
         idle.start(); idle.join()
         print("idle", ended[-1])
         print(ray.get(ray.remote(lambda: "still connected").remote(), timeout=60))
+        # Until the driver is disconnected, new calls (connected ones too) stop before Ray.
+        with ray_calls_refused("cluster gone"):
+            for call in (lambda: ray.put(1), lambda: never.remote()):
+                try:
+                    call()
+                except ClusterLostError as exc:
+                    print("refused", exc)
+        print(ray.get(ray.put("allowed again")))
         ray.shutdown()
     """), timeout=180)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("raised head lost [True] "), result.stderr[-3000:]
     assert int(lines[0].split()[-1]) < 10  # interrupted at 3 s: Ray checks about every second
-    assert lines[1:] == ["idle False", "still connected"]
+    assert lines[1:] == ["idle False", "still connected", *["refused cluster gone"] * 2,
+                         "allowed again"]

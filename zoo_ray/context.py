@@ -514,8 +514,9 @@ class RayContext:
                       "(RayContext.events() says when it runs). ObjectRefs and actor handles "
                       "from before are void.")
         refuse_drivers(old, f"the head's executor was lost and {rebuilding}")
-        self._interrupt_driver(f"the head's executor was lost while this ray.get waited, and "
-                               f"the result with it; {rebuilding}")
+        self._disconnect(f"the head's executor was lost and {rebuilding}",
+                         f"the head's executor was lost while this ray.get waited, and the "
+                         f"result with it; {rebuilding}")
         try:
             wanted = self._start_again(keeper)
         except Exception as exc:
@@ -576,20 +577,26 @@ class RayContext:
         why = (f"Spark ended application {self._app_id} ({diagnostics.strip()}), and with "
                "it every executor and Ray node. Call sc.stop() (it stops this RayContext "
                "too), then start again with init_spark_on_yarn and a new RayContext.")
-        self._interrupt_driver(why)
+        self._disconnect(why, why)
         with contextlib.suppress(Exception):
             self._stop_nodes(forget_address=False)  # the gateway's node; the rest is gone
         self._lose(why)
 
     @staticmethod
-    def _interrupt_driver(why: str) -> None:
-        """End a ``ray.get`` the driver's main thread waits in with ClusterLostError(why):
-        the cluster that would answer it is gone, and disconnecting the driver under it
-        would leave it blocked for good."""
-        from .ray_internals import interrupt_driver_get
+    def _disconnect(why: str, waited: str) -> None:
+        """Disconnect the driver from a cluster that is gone, refusing the program's Ray
+        calls meanwhile (ClusterLostError(why)) and ending a ``ray.get`` its main thread
+        waits in (ClusterLostError(waited)): disconnecting under a waiting call would
+        leave it blocked for good, and a call that reaches the lost GCS blocks too."""
+        import ray
 
-        if interrupt_driver_get(why, timeout=10.0):
-            logger.info("a ray.get waiting on the lost cluster raised ClusterLostError")
+        from .ray_internals import interrupt_driver_get, ray_calls_refused
+
+        with ray_calls_refused(why):
+            if interrupt_driver_get(waited, timeout=30.0):
+                logger.info("a ray.get waiting on the lost cluster raised ClusterLostError")
+            if ray.is_initialized():
+                ray.shutdown()
 
     def _lose(self, why: str) -> None:
         """The cluster is gone for good: ``node_status()`` and the driver's next Ray call

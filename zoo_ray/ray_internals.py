@@ -15,10 +15,12 @@ minor versions they were checked against, and the end-to-end tests exercise each
   to a cluster that is gone raises a :class:`~zoo_ray.errors.ClusterLostError` saying why.
 - :func:`catch_lost_gets` and :func:`interrupt_driver_get`: a ``ray.get`` the main thread
   waits in when its cluster is lost raises :class:`~zoo_ray.errors.ClusterLostError`.
+- :func:`ray_calls_refused`: meanwhile every new Ray call raises it at once, connected or not.
 """
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import sys
 import threading
@@ -28,7 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray._private import services
+from ray._private import auto_init_hook, services
 from ray._private.worker import Worker
 
 from .host import wait_until
@@ -38,7 +40,7 @@ _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
 __all__ = ["BlockRef", "attach_drivers_to", "catch_lost_gets", "dataset_blocks",
            "dataset_from_blocks", "interrupt_driver_get", "object_nodes", "object_store_used",
-           "refuse_drivers", "to_arrow"]
+           "ray_calls_refused", "refuse_drivers", "to_arrow"]
 
 
 @dataclass(frozen=True)
@@ -220,3 +222,36 @@ def interrupt_driver_get(why: str, timeout: float) -> bool:
         return bool(wait_until(lambda: not _waiting_in_get(main), timeout, interval=0.1))
     finally:
         _interrupting.clear()
+
+
+_refusing: list[str] = []
+_auto_init: Any = auto_init_hook.auto_init_ray
+
+
+def _auto_init_unless_refused() -> None:
+    if _refusing:
+        from .errors import ClusterLostError
+
+        raise ClusterLostError(_refusing[0])
+    _auto_init()
+
+
+@contextlib.contextmanager
+def ray_calls_refused(why: str) -> Iterator[None]:
+    """While this runs, every Ray call of this process, in any thread, raises
+    :class:`~zoo_ray.errors.ClusterLostError` with ``why`` before it reaches Ray.
+
+    For the moments between the loss of a cluster and the driver's disconnection: a
+    call that reaches a GCS that is gone blocks inside Ray (function and actor
+    registrations wait on the GCS without a timeout), and Ray ends the process once
+    that GCS has been gone for ``gcs_rpc_server_reconnect_timeout_s``. The calls that
+    run Ray's auto-connect hook first are refused there: ``get``, ``put``, ``wait``,
+    ``remote`` of tasks and actors, ``kill``, ``cancel``, ``get_actor`` (not ``init``,
+    nor state calls such as ``nodes``).
+    """
+    auto_init_hook.auto_init_ray = _auto_init_unless_refused
+    _refusing[:] = [why]
+    try:
+        yield
+    finally:
+        _refusing.clear()
