@@ -52,6 +52,9 @@ class Workload:
         self.seen: list[tuple[float, bool]] = []
         self._tally: Any = None
         self._expected = 0
+        # Defined once, as a program does: Ray registers each with the GCS at first use.
+        self._square = ray.remote(max_retries=3)(lambda x: x * x)
+        self._answer = ray.remote(num_cpus=0)(lambda: 1)
 
     def _actor(self) -> Any:
         @self.ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -80,8 +83,7 @@ class Workload:
         if self._tally is None:
             self._tally, self._expected = self._actor(), 0
             self.counts["actors started"] += 1
-        square = ray.remote(max_retries=3)(lambda x: x * x)
-        for ref in [square.remote(i) for i in range(20)]:
+        for ref in [self._square.remote(i) for i in range(20)]:
             try:
                 ray.get(ref, timeout=60)
                 self.counts["completed"] += 1
@@ -105,8 +107,8 @@ class Workload:
             for node_id in nodes:
                 strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
                     node_id, soft=False)
-                ray.get(ray.remote(num_cpus=0)(lambda: 1).options(
-                    scheduling_strategy=strategy).remote(), timeout=10)
+                ray.get(self._answer.options(scheduling_strategy=strategy).remote(),
+                        timeout=10)
             return True
         except Exception:
             return False
