@@ -9,11 +9,18 @@ import textwrap
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 import ray
 from own_cluster import module_cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from test_ray_context import _executor_nodes, _start_driver, _wait, _wait_app_end
+from test_ray_context import (
+    _executor_nodes,
+    _ray_processes,
+    _start_driver,
+    _wait,
+    _wait_app_end,
+)
 
 from zoo_ray import RayContext
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
@@ -116,6 +123,9 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
         return len(answered) == SPARK_ARGS["num_executors"] and set(answered.values()) == live
     _wait(whole, 240, "the module's cluster whole")  # the memory kill's replacement joined
     seen, lost_before = len(ray_ctx.events()), len(ray_ctx.lost_executors())
+    # Each executor node's manager and Ray processes, to check the preempted one's are gone.
+    families = {n["container"]: [psutil.Process(n["pid"]), *_ray_processes(n["pid"])]
+                for n in ray_ctx.nodes if psutil.pid_exists(n["pid"])}
     asked = time.monotonic()
     other, info = _start_driver(_OTHER_QUEUE, [str(cluster.hadoop_conf_dir)],
                                 tmp_path / "other.err")
@@ -126,6 +136,8 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
         assert "preempted" in loss.reason, loss.reason
         kinds = [e.kind for e in ray_ctx.events()[seen:]]
         assert kinds[0] in ("lost", "head lost"), kinds
+        _, alive = psutil.wait_procs(families[loss.container], timeout=30)
+        assert alive == [], f"left by the preempted container: {alive}"
     finally:
         other.kill()
         other.wait()
