@@ -488,9 +488,9 @@ class RayContext:
         """Start a Ray node in each executor Spark adds in place of a lost one."""
         if self.is_local or self._head is None:
             return
-        from .ray_internals import catch_lost_gets
+        from .ray_internals import watch_driver_calls
 
-        catch_lost_gets()
+        watch_driver_calls()
         plan = StartPlan(self._base_spec(), self._head, self.num_ray_nodes, self.init_timeout)
         nodes = [NodeInfo(**node) for node in self.address_info["nodes"]]
         self._keeper = NodeKeeper(self.sc, plan, self.num_ray_nodes, nodes, self._joined,
@@ -514,10 +514,10 @@ class RayContext:
                       "(RayContext.events() says when it runs). ObjectRefs and actor handles "
                       "from before are void.")
         refuse_drivers(old, f"the head's executor was lost and {rebuilding}")
-        self._disconnect(f"the head's executor was lost and {rebuilding}",
-                         f"the head's executor was lost while this ray.get waited, and the "
-                         f"result with it; {rebuilding}")
         try:
+            self._disconnect(f"the head's executor was lost and {rebuilding}",
+                             f"the head's executor was lost while this ray.get waited, and "
+                             f"the result with it; {rebuilding}")
             wanted = self._start_again(keeper)
         except Exception as exc:
             if keeper.closing:
@@ -585,16 +585,17 @@ class RayContext:
     @staticmethod
     def _disconnect(why: str, waited: str) -> None:
         """Disconnect the driver from a cluster that is gone, refusing the program's Ray
-        calls meanwhile (ClusterLostError(why)) and ending a ``ray.get`` its main thread
-        waits in (ClusterLostError(waited)): disconnecting under a waiting call would
-        leave it blocked for good, and a call that reaches the lost GCS blocks too."""
+        calls meanwhile (ClusterLostError(why)) and ending the ``ray.get`` calls waiting
+        in its threads (ClusterLostError(waited)): disconnecting under a waiting call
+        would leave it blocked for good, and a call that reaches the lost GCS blocks too."""
         import ray
 
-        from .ray_internals import interrupt_driver_get, ray_calls_refused
+        from .ray_internals import cluster_lost
 
-        with ray_calls_refused(why):
-            if interrupt_driver_get(waited, timeout=30.0):
-                logger.info("a ray.get waiting on the lost cluster raised ClusterLostError")
+        with cluster_lost(why, waited, timeout=10.0) as waiting:
+            if waiting:
+                logger.info("%d ray.get calls waiting on the lost cluster raise "
+                            "ClusterLostError", waiting)
             if ray.is_initialized():
                 ray.shutdown()
 

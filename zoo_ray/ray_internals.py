@@ -13,19 +13,20 @@ minor versions they were checked against, and the end-to-end tests exercise each
 - :func:`attach_drivers_to`: which raylet a ``ray.init()`` in this process attaches to.
 - :func:`refuse_drivers`: a ``ray.init()`` in this process (Ray's auto-connect included)
   to a cluster that is gone raises a :class:`~zoo_ray.errors.ClusterLostError` saying why.
-- :func:`catch_lost_gets` and :func:`interrupt_driver_get`: a ``ray.get`` the main thread
-  waits in when its cluster is lost raises :class:`~zoo_ray.errors.ClusterLostError`.
-- :func:`ray_calls_refused`: meanwhile every new Ray call raises it at once, connected or not.
+- :func:`watch_driver_calls` and :func:`cluster_lost`: when the driver's cluster is lost,
+  ``ray.get`` calls waiting in any thread, and new Ray calls until the driver is
+  disconnected, raise :class:`~zoo_ray.errors.ClusterLostError`.
 """
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import pyarrow as pa
@@ -38,9 +39,9 @@ from .host import wait_until
 #: Set it to keep Ray's default (Arrow-backed pandas batches) for from_spark's Datasets.
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
-__all__ = ["BlockRef", "attach_drivers_to", "catch_lost_gets", "dataset_blocks",
-           "dataset_from_blocks", "interrupt_driver_get", "object_nodes", "object_store_used",
-           "ray_calls_refused", "refuse_drivers", "to_arrow"]
+__all__ = ["BlockRef", "attach_drivers_to", "cluster_lost", "dataset_blocks",
+           "dataset_from_blocks", "object_nodes", "object_store_used", "refuse_drivers",
+           "to_arrow", "watch_driver_calls"]
 
 
 @dataclass(frozen=True)
@@ -173,85 +174,106 @@ def refuse_drivers(address: str, why: str | None) -> None:
     services.canonicalize_bootstrap_address = _address_for_driver
 
 
-_interrupting: list[str] = []
+@dataclass(frozen=True)
+class _Lost:
+    """Why the driver's cluster is gone, told to ``ray.get`` calls waiting on it
+    (``waited``) and to new Ray calls (``why``); ``owner`` is the thread disconnecting."""
+
+    why: str
+    waited: str
+    owner: int
+
+
+#: Set while the driver is being disconnected from a lost cluster (one read per use).
+_lost: _Lost | None = None
 _get_objects: Any = Worker.get_objects
-
-
-def _get_objects_or_lost(self: Worker, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return _get_objects(self, *args, **kwargs)
-    except KeyboardInterrupt as exc:
-        if not _interrupting:
-            raise
-        from .errors import ClusterLostError
-
-        raise ClusterLostError(_interrupting[0]) from exc
-
-
-def catch_lost_gets() -> None:
-    """Let :func:`interrupt_driver_get` end a ``ray.get`` of this process's main thread."""
-    Worker.get_objects = _get_objects_or_lost  # type: ignore[method-assign]
-
-
-def _waiting_in_get(thread_id: int | None) -> bool:
-    frame = sys._current_frames().get(thread_id or 0)
-    while frame is not None:
-        if frame.f_code is _get_objects_or_lost.__code__:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def interrupt_driver_get(why: str, timeout: float) -> bool:
-    """Make the ``ray.get`` this process's main thread waits in raise
-    :class:`~zoo_ray.errors.ClusterLostError` with ``why``; whether one did within ``timeout``.
-
-    Disconnecting the driver (``ray.shutdown()``) under a waiting ``ray.get`` leaves
-    that call blocked for good, and a lost cluster never answers it. Ray ends a wait
-    at a KeyboardInterrupt, the one exception it checks for while waiting, so the
-    main thread gets one (Python delivers signals to the main thread only: a
-    ``ray.get`` in another thread cannot be ended this way). Needs
-    :func:`catch_lost_gets` before the ``ray.get`` started.
-    """
-    main = threading.main_thread().ident
-    if threading.get_ident() == main or not _waiting_in_get(main):
-        return False
-    _interrupting[:] = [why]
-    try:
-        _thread.interrupt_main()
-        return bool(wait_until(lambda: not _waiting_in_get(main), timeout, interval=0.1))
-    finally:
-        _interrupting.clear()
-
-
-_refusing: list[str] = []
 _auto_init: Any = auto_init_hook.auto_init_ray
+#: How long one wait inside a ``ray.get`` lasts before it looks at ``_lost`` again.
+_SLICE_S = 1.0
 
 
-def _auto_init_unless_refused() -> None:
-    if _refusing:
+def _get_objects_or_lost(self: Worker, object_refs: list[Any], timeout: float | None = None,
+                         *args: Any, **kwargs: Any) -> Any:
+    forever = timeout is None or timeout == -1
+    deadline = 0.0 if forever else time.monotonic() + float(timeout)  # type: ignore[arg-type]
+    while True:
+        lost = _lost
+        if lost is not None and lost.owner != threading.get_ident():
+            from .errors import ClusterLostError
+
+            raise ClusterLostError(lost.waited)
+        left = _SLICE_S if forever else max(0.0, deadline - time.monotonic())
+        try:
+            return _get_objects(self, object_refs, min(_SLICE_S, left), *args, **kwargs)
+        except ray.exceptions.GetTimeoutError:
+            if not forever and left <= _SLICE_S:
+                raise
+
+
+def _auto_init_unless_lost() -> None:
+    lost = _lost
+    if lost is not None and lost.owner != threading.get_ident():
         from .errors import ClusterLostError
 
-        raise ClusterLostError(_refusing[0])
+        raise ClusterLostError(lost.why)
     _auto_init()
 
 
-@contextlib.contextmanager
-def ray_calls_refused(why: str) -> Iterator[None]:
-    """While this runs, every Ray call of this process, in any thread, raises
-    :class:`~zoo_ray.errors.ClusterLostError` with ``why`` before it reaches Ray.
+def watch_driver_calls() -> None:
+    """Let :func:`cluster_lost` reach this process's Ray calls (idempotent).
 
-    For the moments between the loss of a cluster and the driver's disconnection: a
-    call that reaches a GCS that is gone blocks inside Ray (function and actor
-    registrations wait on the GCS without a timeout), and Ray ends the process once
-    that GCS has been gone for ``gcs_rpc_server_reconnect_timeout_s``. The calls that
-    run Ray's auto-connect hook first are refused there: ``get``, ``put``, ``wait``,
-    ``remote`` of tasks and actors, ``kill``, ``cancel``, ``get_actor`` (not ``init``,
-    nor state calls such as ``nodes``).
+    A ``ray.get`` then waits in slices of a second, looking in between whether its
+    cluster was lost; and every Ray call that runs Ray's auto-connect hook first
+    (``get``, ``put``, ``wait``, ``remote`` of tasks and actors, ``kill``, ``cancel``,
+    ``get_actor``; not ``init``, nor state calls such as ``nodes``) is refused there.
     """
-    auto_init_hook.auto_init_ray = _auto_init_unless_refused
-    _refusing[:] = [why]
+    Worker.get_objects = _get_objects_or_lost  # type: ignore[method-assign]
+    auto_init_hook.auto_init_ray = _auto_init_unless_lost
+
+
+def _waiting_gets() -> int:
+    """How many threads but this one are inside a ``ray.get``."""
+    me, waiting = threading.get_ident(), 0
+    for thread_id, top in sys._current_frames().items():
+        frame: FrameType | None = top
+        while frame is not None and thread_id != me:
+            if frame.f_code is _get_objects_or_lost.__code__:
+                waiting += 1
+                break
+            frame = frame.f_back
+    return waiting
+
+
+@contextlib.contextmanager
+def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
+    """While this runs, the driver's cluster is gone: disconnect it inside.
+
+    A ``ray.get`` waiting in any thread raises :class:`~zoo_ray.errors.ClusterLostError`
+    with ``waited`` within a second, and every new Ray call (see
+    :func:`watch_driver_calls`) raises it with ``why`` before it reaches Ray; the
+    calling thread's own calls pass. Disconnecting (``ray.shutdown()``) under a
+    waiting call would leave it blocked for good, and a call that reaches a GCS that
+    is gone blocks inside Ray until Ray ends the process
+    (``gcs_rpc_server_reconnect_timeout_s``).
+
+    Parameters
+    ----------
+    why, waited : str
+        What new calls and waiting ``ray.get`` calls are told.
+    timeout : float
+        Seconds to wait for the waiting ``ray.get`` calls to end before going on.
+
+    Yields
+    ------
+    int
+        How many ``ray.get`` calls were waiting (and ended, unless still counted
+        after ``timeout``).
+    """
+    global _lost
+    waiting = _waiting_gets()
+    _lost = _Lost(why, waited, threading.get_ident())
     try:
-        yield
+        wait_until(lambda: _waiting_gets() == 0, timeout, interval=0.1)
+        yield waiting
     finally:
-        _refusing.clear()
+        _lost = None

@@ -23,6 +23,7 @@ from test_ray_context import (
 )
 
 from zoo_ray import RayContext
+from zoo_ray.errors import ClusterLostError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
 #: For this module only: NodeManagers that kill containers over their memory (the suite's
@@ -116,7 +117,7 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
     def whole():
         try:
             answered = _executor_nodes(ray_ctx, timeout=30)
-        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.GetTimeoutError):
+        except (ray.exceptions.RayError, ClusterLostError):  # a node, or the cluster, is going
             return False
         live = {n["container"] for n in ray_ctx.nodes
                 if n["container"] not in {x.container for x in ray_ctx.lost_executors()}}
