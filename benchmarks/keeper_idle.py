@@ -6,7 +6,7 @@ Starts its own local Hadoop, a SparkContext with 2 executors and a RayContext, t
 measures for ``--seconds`` with the keeper watching Spark's executor list (every 2 s)
 and again with it closed: the keeper thread's own CPU time, the driver's Python process
 and Spark's JVM (where the keeper's calls are answered), and the Spark jobs the keeper
-ran. Prints every figure and the ratios.
+ran. Prints every figure and the ratio of the two.
 """
 from __future__ import annotations
 
