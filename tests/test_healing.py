@@ -125,7 +125,7 @@ def test_ray_gets_waiting_on_a_lost_cluster_and_new_calls_raise_cluster_lost():
         import json, threading, time
         import ray
         from zoo_ray.errors import ClusterLostError
-        from zoo_ray.ray_internals import _waiting_gets, cluster_lost, watch_driver_calls
+        from zoo_ray.ray_internals import _waiting_calls, cluster_lost, watch_driver_calls
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
         watch_driver_calls()
@@ -143,10 +143,10 @@ def test_ray_gets_waiting_on_a_lost_cluster_and_new_calls_raise_cluster_lost():
 
         def keeper():
             deadline = time.monotonic() + 60
-            while _waiting_gets() < 2 and time.monotonic() < deadline:
+            while _waiting_calls() < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
             with cluster_lost("cluster gone", "lost while waiting", timeout=30) as waiting:
-                keeper_saw.append(f"waiting {waiting}, left {_waiting_gets()}")
+                keeper_saw.append(f"waiting {waiting}, left {_waiting_calls()}")
                 keeper_saw.append(ray.get(ray.put("own calls pass")))
                 released.wait(30)
         holder = threading.Thread(target=keeper)
@@ -181,3 +181,58 @@ def test_ray_gets_waiting_on_a_lost_cluster_and_new_calls_raise_cluster_lost():
     assert seen["refused"] == ["cluster gone"] * 2
     assert seen["main waited"] < 10  # the keeper came at once; a get looks each second
     assert lines[1:] == ["timed out", "still connected"]
+
+
+def test_node_table_lists_ray_s_nodes_and_does_not_wait_for_ever_on_a_gcs_that_is_gone():
+    # A real (local) Ray whose GCS is killed: ray.nodes() would wait until Ray ends the
+    # process; node_table() keeps its timeout, and a call without one ends when the
+    # keeper says the cluster is lost.
+    result = run_python(textwrap.dedent("""
+        import json, os, threading, time
+        import psutil, ray
+        from zoo_ray.errors import ClusterLostError
+        from zoo_ray.ray_internals import _waiting_calls, cluster_lost, node_table
+
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        keys = ["NodeID", "Alive", "NodeManagerAddress", "NodeManagerPort",
+                "ObjectStoreSocketName", "Resources"]
+        same = [{k: n[k] for k in keys} for n in ray.nodes()] == node_table()
+        ours = psutil.Process().children(recursive=True)
+        for gcs in (p for p in ours if p.name() == "gcs_server"):
+            gcs.kill()
+        started = time.monotonic()
+        try:
+            node_table(timeout=2)
+            timed_out = "answered"
+        except ray.exceptions.RpcError:
+            timed_out = round(time.monotonic() - started, 1)
+        told = []
+
+        def wait_in_node_table():
+            try:
+                node_table()
+            except ClusterLostError as exc:
+                told.append(str(exc))
+        other = threading.Thread(target=wait_in_node_table)
+        other.start()
+        deadline = time.monotonic() + 30
+        while _waiting_calls() < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        with cluster_lost("cluster gone", "lost while waiting", timeout=30) as waiting:
+            ended = _waiting_calls()
+        other.join(30)
+        print(json.dumps({"same": same, "timed out": timed_out, "waiting": waiting,
+                          "left": ended, "told": told,
+                          "took": time.monotonic() - started}), flush=True)
+        for process in ours:  # this interpreter's own Ray, its GCS gone
+            process.kill()
+        os._exit(0)
+    """), timeout=180)
+    lines = result.stdout.splitlines()
+    assert lines and lines[0].startswith("{"), result.stdout + result.stderr[-3000:]
+    seen = json.loads(lines[0])
+    assert seen["same"] is True
+    assert isinstance(seen["timed out"], float) and 2 <= seen["timed out"] < 5
+    assert (seen["waiting"], seen["left"], seen["told"]) == (1, 0, ["cluster gone"])
+    assert seen["took"] < 5  # node_table looks at the keeper's word each second

@@ -423,15 +423,23 @@ class RayContext:
         """Wait until ``wanted`` nodes have registered; keep Ray's address info."""
         import ray
 
+        from .ray_internals import node_table
+
         address = self.address_info["address"]
         connected = ray.init(address=address, logging_level=logging.WARNING,
                              log_to_driver=self.verbose)
         # A RayContext (not Ray Client's context): it has the address info.
         ray_info = dict(connected.address_info)  # type: ignore[attr-defined]
         alive: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.init_timeout
 
         def all_registered() -> bool:
-            alive[:] = [n for n in ray.nodes() if n["Alive"]]
+            # A head lost meanwhile must not hold this past the deadline (ray.nodes() would).
+            try:
+                nodes = node_table(timeout=max(0.0, deadline - time.monotonic()))
+            except ray.exceptions.RpcError:
+                return False
+            alive[:] = [n for n in nodes if n["Alive"]]
             return len(alive) >= wanted
 
         registered = wait_until(all_registered, self.init_timeout)
@@ -768,10 +776,10 @@ class RayContext:
     def _live_nodes(started: list[NodeInfo]) -> dict[str, dict[str, Any]]:
         """Ray's registration of each started node, by its temp dir; a restarted node
         registers anew and its live registration wins."""
-        import ray
+        from .ray_internals import node_table
 
         found: dict[str, dict[str, Any]] = {}
-        for node in ray.nodes():
+        for node in node_table():
             for info in started:
                 if node["ObjectStoreSocketName"].startswith(info.temp_dir) and (
                         node["Alive"] or info.temp_dir not in found):
@@ -900,10 +908,6 @@ class RayContext:
                                                container=_GATEWAY))
         live: dict[str, dict[str, Any]] = {}
         if self._state == "running":
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(address=self.address, logging_level=logging.WARNING)
             live = self._live_nodes(started)
         rows = []
         for info in started:

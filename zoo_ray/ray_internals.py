@@ -16,10 +16,13 @@ minor versions they were checked against, and the end-to-end tests exercise each
 - :func:`watch_driver_calls` and :func:`cluster_lost`: when the driver's cluster is lost,
   ``ray.get`` calls waiting in any thread, and new Ray calls until the driver is
   disconnected, raise :class:`~zoo_ray.errors.ClusterLostError`.
+- :func:`node_table`: the cluster's nodes, as ``ray.nodes()`` lists them, without
+  waiting for ever on a GCS that is gone.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -32,7 +35,8 @@ from typing import Any
 import pyarrow as pa
 import ray
 from ray._private import auto_init_hook, services
-from ray._private.worker import Worker
+from ray._private.worker import Worker, global_worker
+from ray.core.generated import gcs_pb2
 
 from .host import wait_until
 
@@ -40,8 +44,8 @@ from .host import wait_until
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
 __all__ = ["BlockRef", "attach_drivers_to", "cluster_lost", "dataset_blocks",
-           "dataset_from_blocks", "object_nodes", "object_store_used", "refuse_drivers",
-           "to_arrow", "watch_driver_calls"]
+           "dataset_from_blocks", "node_table", "object_nodes", "object_store_used",
+           "refuse_drivers", "to_arrow", "watch_driver_calls"]
 
 
 @dataclass(frozen=True)
@@ -192,16 +196,22 @@ _auto_init: Any = auto_init_hook.auto_init_ray
 _SLICE_S = 1.0
 
 
+def _raise_if_lost(waited: bool) -> None:
+    """Raise ClusterLostError when the cluster is lost, unless this thread disconnects it;
+    ``waited``: say the call was already waiting on it."""
+    lost = _lost
+    if lost is not None and lost.owner != threading.get_ident():
+        from .errors import ClusterLostError
+
+        raise ClusterLostError(lost.waited if waited else lost.why)
+
+
 def _get_objects_or_lost(self: Worker, object_refs: list[Any], timeout: float | None = None,
                          *args: Any, **kwargs: Any) -> Any:
     forever = timeout is None or timeout == -1
     deadline = 0.0 if forever else time.monotonic() + float(timeout)  # type: ignore[arg-type]
     while True:
-        lost = _lost
-        if lost is not None and lost.owner != threading.get_ident():
-            from .errors import ClusterLostError
-
-            raise ClusterLostError(lost.waited)
+        _raise_if_lost(waited=True)
         left = _SLICE_S if forever else max(0.0, deadline - time.monotonic())
         try:
             return _get_objects(self, object_refs, min(_SLICE_S, left), *args, **kwargs)
@@ -211,12 +221,59 @@ def _get_objects_or_lost(self: Worker, object_refs: list[Any], timeout: float | 
 
 
 def _auto_init_unless_lost() -> None:
-    lost = _lost
-    if lost is not None and lost.owner != threading.get_ident():
-        from .errors import ClusterLostError
-
-        raise ClusterLostError(lost.why)
+    _raise_if_lost(waited=False)
     _auto_init()
+
+
+#: gRPC codes of a GCS that did not answer in time (DEADLINE_EXCEEDED, UNAVAILABLE).
+_NO_ANSWER = (4, 14)
+_ALIVE: int = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]  # generated, no stubs
+
+
+def node_table(timeout: float | None = None) -> list[dict[str, Any]]:
+    """Every node of the driver's cluster, with the keys of ``ray.nodes()`` zoo_ray reads:
+    ``NodeID``, ``Alive``, ``NodeManagerAddress``, ``NodeManagerPort``,
+    ``ObjectStoreSocketName``, ``Resources``.
+
+    ``ray.nodes()`` waits on a GCS that is gone until Ray ends the process. This asks
+    the GCS in slices of a second and, in between, raises
+    :class:`~zoo_ray.errors.ClusterLostError` once :func:`cluster_lost` says the
+    cluster is gone. The driver connects first, as on any Ray call.
+
+    Parameters
+    ----------
+    timeout : float, optional
+        Seconds to wait for the GCS to answer; None waits until it does or the
+        cluster is lost.
+
+    Raises
+    ------
+    ray.exceptions.RpcError
+        The GCS did not answer within ``timeout``.
+    ClusterLostError
+        The cluster was lost meanwhile (or before, as for every Ray call).
+    """
+    auto_init_hook.auto_init_ray()
+    if not ray.is_initialized():  # Ray's auto-connect is off (RAY_ENABLE_AUTO_CONNECT=0)
+        ray.init(logging_level=logging.WARNING)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        _raise_if_lost(waited=False)
+        try:
+            # Set by ray.init(), hence unknown to the type checker.
+            client = global_worker.gcs_client  # type: ignore[attr-defined]
+            infos = client.get_all_node_info(timeout=_SLICE_S)
+        except ray.exceptions.RpcError as exc:
+            if exc.rpc_code not in _NO_ANSWER or (
+                    deadline is not None and time.monotonic() >= deadline):
+                raise
+            continue
+        return [{"NodeID": node_id.hex(), "Alive": info.state == _ALIVE,
+                 "NodeManagerAddress": info.node_manager_address,
+                 "NodeManagerPort": info.node_manager_port,
+                 "ObjectStoreSocketName": info.object_store_socket_name,
+                 "Resources": dict(info.resources_total)}
+                for node_id, info in infos.items()]
 
 
 def watch_driver_calls() -> None:
@@ -231,13 +288,14 @@ def watch_driver_calls() -> None:
     auto_init_hook.auto_init_ray = _auto_init_unless_lost
 
 
-def _waiting_gets() -> int:
-    """How many threads but this one are inside a ``ray.get``."""
+def _waiting_calls() -> int:
+    """How many threads but this one wait inside a ``ray.get`` or :func:`node_table`."""
     me, waiting = threading.get_ident(), 0
+    waits = (_get_objects_or_lost.__code__, node_table.__code__)
     for thread_id, top in sys._current_frames().items():
         frame: FrameType | None = top
         while frame is not None and thread_id != me:
-            if frame.f_code is _get_objects_or_lost.__code__:
+            if frame.f_code in waits:
                 waiting += 1
                 break
             frame = frame.f_back
@@ -249,11 +307,11 @@ def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
     """While this runs, the driver's cluster is gone: disconnect it inside.
 
     A ``ray.get`` waiting in any thread raises :class:`~zoo_ray.errors.ClusterLostError`
-    with ``waited`` within a second, and every new Ray call (see
-    :func:`watch_driver_calls`) raises it with ``why`` before it reaches Ray; the
-    calling thread's own calls pass. Disconnecting (``ray.shutdown()``) under a
-    waiting call would leave it blocked for good, and a call that reaches a GCS that
-    is gone blocks inside Ray until Ray ends the process
+    with ``waited`` within a second, a :func:`node_table` call with ``why``, and every
+    new Ray call (see :func:`watch_driver_calls`) raises it with ``why`` before it
+    reaches Ray; the calling thread's own calls pass. Disconnecting
+    (``ray.shutdown()``) under a waiting call would leave it blocked for good, and a
+    call that reaches a GCS that is gone blocks inside Ray until Ray ends the process
     (``gcs_rpc_server_reconnect_timeout_s``).
 
     Parameters
@@ -261,19 +319,19 @@ def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
     why, waited : str
         What new calls and waiting ``ray.get`` calls are told.
     timeout : float
-        Seconds to wait for the waiting ``ray.get`` calls to end before going on.
+        Seconds to wait for the waiting calls to end before going on.
 
     Yields
     ------
     int
-        How many ``ray.get`` calls were waiting (and ended, unless still counted
-        after ``timeout``).
+        How many ``ray.get`` and :func:`node_table` calls were waiting (and ended,
+        unless still counted after ``timeout``).
     """
     global _lost
-    waiting = _waiting_gets()
+    waiting = _waiting_calls()
     _lost = _Lost(why, waited, threading.get_ident())
     try:
-        wait_until(lambda: _waiting_gets() == 0, timeout, interval=0.1)
+        wait_until(lambda: _waiting_calls() == 0, timeout, interval=0.1)
         yield waiting
     finally:
         _lost = None
