@@ -59,8 +59,8 @@ def main() -> None:
             ctx = RayContext(sc, object_store_memory="128m")
             ctx.init()
             try:
-                jvm = next(p for p in psutil.Process().children(recursive=True)
-                           if p.name() == "java")
+                # Spark's JVM, not one of the local Hadoop's (also children of this process).
+                jvm = psutil.Process(sc._gateway.proc.pid)
                 keeper = ctx._keeper
                 watching = _measure(args.seconds, jvm, keeper)
                 jobs = len(sc.statusTracker().getJobIdsForGroup(keeper._group))

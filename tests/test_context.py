@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
@@ -250,3 +251,24 @@ def test_a_rebuild_that_fails_loses_the_cluster_until_stop(no_active_context, mo
         resolve("198.18.0.1:1")
     ctx.stop()
     assert resolve("198.18.0.1:1") == "198.18.0.1:1" and not ctx.initialized
+
+
+def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_context,
+                                                                   monkeypatch):
+    # The new head is up but its nodes never register: stop() (closing the keeper)
+    # ends the wait at once, not after init_timeout.
+    import ray
+
+    from zoo_ray import ray_internals
+
+    ctx, _ = _running_context(monkeypatch)
+    ctx.init_timeout = 120
+    ctx._keeper.closing = True
+    connected = type("Connected", (), {"address_info": {}})()
+    monkeypatch.setattr(ray, "init", lambda **kwargs: connected)
+    monkeypatch.setattr(ray_internals, "node_table", lambda timeout=None: [])
+    started = time.monotonic()
+    with pytest.raises(RayNodeStartError, match=r"stop\(\) was called"):
+        ctx._connect_and_verify(2)
+    assert time.monotonic() - started < 5
+    ctx.stop()

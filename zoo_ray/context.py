@@ -434,6 +434,8 @@ class RayContext:
         deadline = time.monotonic() + self.init_timeout
 
         def all_registered() -> bool:
+            if self._keeper is not None and self._keeper.closing:  # stop() during a rebuild
+                raise RayNodeStartError("stop() was called before every node registered")
             # A head lost meanwhile must not hold this past the deadline (ray.nodes() would).
             try:
                 nodes = node_table(timeout=max(0.0, deadline - time.monotonic()))
