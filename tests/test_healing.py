@@ -183,20 +183,24 @@ def test_ray_gets_waiting_on_a_lost_cluster_and_new_calls_raise_cluster_lost():
     assert lines[1:] == ["timed out", "still connected"]
 
 
-def test_node_table_lists_ray_s_nodes_and_does_not_wait_for_ever_on_a_gcs_that_is_gone():
-    # A real (local) Ray whose GCS is killed: ray.nodes() would wait until Ray ends the
-    # process; node_table() keeps its timeout, and a call without one ends when the
+def test_calls_on_a_gcs_that_is_gone_keep_their_timeout_or_end_when_the_cluster_is_lost():
+    # A real (local) Ray whose GCS is killed: ray.nodes(), the first .remote() of a
+    # function or an actor class would wait until Ray ends the process; zoo_ray's
+    # node_table() keeps its timeout, and every such call without one ends when the
     # keeper says the cluster is lost.
     result = run_python(textwrap.dedent("""
         import json, os, threading, time
         import psutil, ray
         from zoo_ray.errors import ClusterLostError
-        from zoo_ray.ray_internals import _waiting_calls, cluster_lost, node_table
+        from zoo_ray.ray_internals import (_waiting_calls, cluster_lost, node_table,
+                                           watch_driver_calls)
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        watch_driver_calls()
         keys = ["NodeID", "Alive", "NodeManagerAddress", "NodeManagerPort",
                 "ObjectStoreSocketName", "Resources"]
         same = [{k: n[k] for k in keys} for n in ray.nodes()] == node_table()
+        answered = ray.get(ray.remote(lambda: "first .remote() answers").remote())
         ours = psutil.Process().children(recursive=True)
         for gcs in (p for p in ours if p.name() == "gcs_server"):
             gcs.kill()
@@ -206,24 +210,32 @@ def test_node_table_lists_ray_s_nodes_and_does_not_wait_for_ever_on_a_gcs_that_i
             timed_out = "answered"
         except ray.exceptions.RpcError:
             timed_out = round(time.monotonic() - started, 1)
-        told = []
 
-        def wait_in_node_table():
+        class Never:
+            pass
+        calls = {"node_table": node_table, "ray.nodes": ray.nodes,
+                 "function": lambda: ray.remote(lambda: 1).remote(),
+                 "actor class": lambda: ray.remote(Never).remote()}
+        told = {}
+
+        def call(name):
             try:
-                node_table()
+                calls[name]()
             except ClusterLostError as exc:
-                told.append(str(exc))
-        other = threading.Thread(target=wait_in_node_table)
-        other.start()
+                told[name] = str(exc)
+        threads = [threading.Thread(target=call, args=(name,)) for name in calls]
+        for thread in threads:
+            thread.start()
         deadline = time.monotonic() + 30
-        while _waiting_calls() < 1 and time.monotonic() < deadline:
+        while _waiting_calls() < len(calls) and time.monotonic() < deadline:
             time.sleep(0.1)
         started = time.monotonic()
         with cluster_lost("cluster gone", "lost while waiting", timeout=30) as waiting:
             ended = _waiting_calls()
-        other.join(30)
-        print(json.dumps({"same": same, "timed out": timed_out, "waiting": waiting,
-                          "left": ended, "told": told,
+        for thread in threads:
+            thread.join(30)
+        print(json.dumps({"same": same, "answered": answered, "timed out": timed_out,
+                          "waiting": waiting, "left": ended, "told": told,
                           "took": time.monotonic() - started}), flush=True)
         for process in ours:  # this interpreter's own Ray, its GCS gone
             process.kill()
@@ -232,7 +244,9 @@ def test_node_table_lists_ray_s_nodes_and_does_not_wait_for_ever_on_a_gcs_that_i
     lines = result.stdout.splitlines()
     assert lines and lines[0].startswith("{"), result.stdout + result.stderr[-3000:]
     seen = json.loads(lines[0])
-    assert seen["same"] is True
+    assert seen["same"] is True and seen["answered"] == "first .remote() answers"
     assert isinstance(seen["timed out"], float) and 2 <= seen["timed out"] < 5
-    assert (seen["waiting"], seen["left"], seen["told"]) == (1, 0, ["cluster gone"])
-    assert seen["took"] < 5  # node_table looks at the keeper's word each second
+    assert (seen["waiting"], seen["left"]) == (4, 0)
+    assert seen["told"] == {name: "cluster gone" for name in
+                            ("node_table", "ray.nodes", "function", "actor class")}
+    assert seen["took"] < 5  # each looks at the keeper's word every second

@@ -27,14 +27,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import ray
 from ray._private import auto_init_hook, services
+from ray._private.function_manager import FunctionActorManager
+from ray._private.state import GlobalState
 from ray._private.worker import Worker, global_worker
 from ray.core.generated import gcs_pb2
 
@@ -227,7 +229,27 @@ def _auto_init_unless_lost() -> None:
 
 #: gRPC codes of a GCS that did not answer in time (DEADLINE_EXCEEDED, UNAVAILABLE).
 _NO_ANSWER = (4, 14)
+_T = TypeVar("_T")
 _ALIVE: int = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]  # generated, no stubs
+
+
+def _ask_gcs(ask: Callable[[float], _T], timeout: float | None) -> _T:
+    """``ask(seconds)`` of the GCS in slices of a second until it answers, raising
+    ClusterLostError in between once :func:`cluster_lost` says the cluster is gone."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        _raise_if_lost(waited=False)
+        try:
+            return ask(_SLICE_S)
+        except ray.exceptions.RpcError as exc:
+            if exc.rpc_code not in _NO_ANSWER or (
+                    deadline is not None and time.monotonic() >= deadline):
+                raise
+
+
+def _gcs_client() -> Any:
+    # Set by ray.init(), hence unknown to the type checker.
+    return global_worker.gcs_client  # type: ignore[attr-defined]
 
 
 def node_table(timeout: float | None = None) -> list[dict[str, Any]]:
@@ -256,42 +278,69 @@ def node_table(timeout: float | None = None) -> list[dict[str, Any]]:
     auto_init_hook.auto_init_ray()
     if not ray.is_initialized():  # Ray's auto-connect is off (RAY_ENABLE_AUTO_CONNECT=0)
         ray.init(logging_level=logging.WARNING)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        _raise_if_lost(waited=False)
-        try:
-            # Set by ray.init(), hence unknown to the type checker.
-            client = global_worker.gcs_client  # type: ignore[attr-defined]
-            infos = client.get_all_node_info(timeout=_SLICE_S)
-        except ray.exceptions.RpcError as exc:
-            if exc.rpc_code not in _NO_ANSWER or (
-                    deadline is not None and time.monotonic() >= deadline):
-                raise
-            continue
-        return [{"NodeID": node_id.hex(), "Alive": info.state == _ALIVE,
-                 "NodeManagerAddress": info.node_manager_address,
-                 "NodeManagerPort": info.node_manager_port,
-                 "ObjectStoreSocketName": info.object_store_socket_name,
-                 "Resources": dict(info.resources_total)}
-                for node_id, info in infos.items()]
+    infos = _ask_gcs(lambda seconds: _gcs_client().get_all_node_info(timeout=seconds),
+                     timeout)
+    return [{"NodeID": node_id.hex(), "Alive": info.state == _ALIVE,
+             "NodeManagerAddress": info.node_manager_address,
+             "NodeManagerPort": info.node_manager_port,
+             "ObjectStoreSocketName": info.object_store_socket_name,
+             "Resources": dict(info.resources_total)}
+            for node_id, info in infos.items()]
+
+
+def _gcs_answers() -> None:
+    """Return once the connected driver's GCS answers (a key lookup); ClusterLostError
+    once the cluster is lost."""
+    if global_worker.connected:
+        _ask_gcs(lambda seconds: _gcs_client().internal_kv_exists(
+            b"zoo_ray", b"zoo_ray", timeout=seconds), None)
+
+
+_accessor: Any = GlobalState._connect_and_get_accessor
+_export: Any = FunctionActorManager.export
+_export_actor_class: Any = FunctionActorManager.export_actor_class
+
+
+def _accessor_once_gcs_answers(self: GlobalState) -> Any:
+    _gcs_answers()
+    return _accessor(self)
+
+
+def _export_once_gcs_answers(self: FunctionActorManager, *args: Any) -> None:
+    _gcs_answers()
+    _export(self, *args)
+
+
+def _export_actor_class_once_gcs_answers(self: FunctionActorManager, *args: Any) -> None:
+    _gcs_answers()
+    _export_actor_class(self, *args)
 
 
 def watch_driver_calls() -> None:
     """Let :func:`cluster_lost` reach this process's Ray calls (idempotent).
 
     A ``ray.get`` then waits in slices of a second, looking in between whether its
-    cluster was lost; and every Ray call that runs Ray's auto-connect hook first
-    (``get``, ``put``, ``wait``, ``remote`` of tasks and actors, ``kill``, ``cancel``,
-    ``get_actor``; not ``init``, nor state calls such as ``nodes``) is refused there.
+    cluster was lost; every Ray call that runs Ray's auto-connect hook first (``get``,
+    ``put``, ``wait``, ``remote`` of tasks and actors, ``kill``, ``cancel``,
+    ``get_actor``; not ``init``) is refused there; and the calls that wait on the GCS
+    without a timeout (state calls such as ``ray.nodes()``, and the first ``.remote()``
+    of a function or actor class, which registers it) first wait, in slices, for the
+    GCS to answer a key lookup, so that a GCS lost just before stops them there. Only
+    a loss in the millisecond between that answer and the call still leaves the call
+    to Ray.
     """
     Worker.get_objects = _get_objects_or_lost  # type: ignore[method-assign]
     auto_init_hook.auto_init_ray = _auto_init_unless_lost
+    GlobalState._connect_and_get_accessor = _accessor_once_gcs_answers  # type: ignore[method-assign]
+    FunctionActorManager.export = _export_once_gcs_answers  # type: ignore[method-assign,assignment]
+    FunctionActorManager.export_actor_class = (  # type: ignore[method-assign]
+        _export_actor_class_once_gcs_answers)
 
 
 def _waiting_calls() -> int:
-    """How many threads but this one wait inside a ``ray.get`` or :func:`node_table`."""
+    """How many threads but this one wait inside a ``ray.get`` or on the GCS."""
     me, waiting = threading.get_ident(), 0
-    waits = (_get_objects_or_lost.__code__, node_table.__code__)
+    waits = (_get_objects_or_lost.__code__, _ask_gcs.__code__)
     for thread_id, top in sys._current_frames().items():
         frame: FrameType | None = top
         while frame is not None and thread_id != me:
@@ -307,7 +356,8 @@ def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
     """While this runs, the driver's cluster is gone: disconnect it inside.
 
     A ``ray.get`` waiting in any thread raises :class:`~zoo_ray.errors.ClusterLostError`
-    with ``waited`` within a second, a :func:`node_table` call with ``why``, and every
+    with ``waited`` within a second, a call waiting for the GCS to answer (see
+    :func:`watch_driver_calls`, :func:`node_table`) with ``why``, and every
     new Ray call (see :func:`watch_driver_calls`) raises it with ``why`` before it
     reaches Ray; the calling thread's own calls pass. Disconnecting
     (``ray.shutdown()``) under a waiting call would leave it blocked for good, and a
@@ -324,7 +374,7 @@ def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
     Yields
     ------
     int
-        How many ``ray.get`` and :func:`node_table` calls were waiting (and ended,
+        How many ``ray.get`` calls and calls on the GCS were waiting (and ended,
         unless still counted after ``timeout``).
     """
     global _lost
