@@ -5,8 +5,8 @@
 Starts its own local Hadoop with isolated hosts (needs root), a SparkContext with 3
 executors and a RayContext. The main thread keeps a workload running, as a program or
 a notebook cell does: batches of small Ray tasks (``max_retries=3``), an actor that keeps
-a counter, and a task on every executor's node. Every ``--every`` seconds a thread makes
-one fault from the matrix hit the cluster at random:
+a counter, Ray's cluster resources and a task on every executor's node. Every
+``--every`` seconds a thread makes one fault from the matrix hit the cluster at random:
 
 - ``kill -9`` of a worker's raylet, of the head's raylet, of the head's GCS;
 - YARN kills a worker's container, or the head's (FORCEFUL_SHUTDOWN);
@@ -103,7 +103,8 @@ class Workload:
         ray = self.ray
         try:
             nodes = self.ctx.executor_nodes()
-            if len(nodes) < _EXECUTORS:
+            # A state call of Ray's own, as a notebook makes: it must not wait on a lost GCS.
+            if len(nodes) < _EXECUTORS or ray.cluster_resources().get("CPU", 0) < _EXECUTORS:
                 return False
             for node_id in nodes:
                 strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
