@@ -66,8 +66,8 @@ def main() -> None:
     print(f"  {'N':>7} {'Ray wall':>9} {'Ray CPU':>8} {'zoo wall':>9} {'zoo CPU':>8} "
           f"{'CPU ratio':>9}")
     for count, figures in rows:
-        ray_wall, ray_cpu = min(figures["ray"])
-        zoo_wall, zoo_cpu = min(figures["zoo_ray"])
+        ray_wall, ray_cpu = (min(run[i] for run in figures["ray"]) for i in (0, 1))
+        zoo_wall, zoo_cpu = (min(run[i] for run in figures["zoo_ray"]) for i in (0, 1))
         print(f"  {count:>7} {ray_wall:9.2f} {ray_cpu:8.2f} {zoo_wall:9.2f} {zoo_cpu:8.2f} "
               f"{zoo_cpu / max(ray_cpu, 1e-9):9.2f}")
 

@@ -255,20 +255,31 @@ def test_a_rebuild_that_fails_loses_the_cluster_until_stop(no_active_context, mo
 
 def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_context,
                                                                    monkeypatch):
-    # The new head is up but its nodes never register: stop() (closing the keeper)
-    # ends the wait at once, not after init_timeout.
+    # The new head's GCS does not answer: stop() (closing the keeper) a second into the
+    # wait ends it within a slice, not after init_timeout.
+    import threading
+
     import ray
 
     from zoo_ray import ray_internals
 
     ctx, _ = _running_context(monkeypatch)
     ctx.init_timeout = 120
-    ctx._keeper.closing = True
     connected = type("Connected", (), {"address_info": {}})()
     monkeypatch.setattr(ray, "init", lambda **kwargs: connected)
-    monkeypatch.setattr(ray_internals, "node_table", lambda timeout=None: [])
+    asked = []
+
+    def gcs_that_does_not_answer(timeout=None):
+        asked.append(timeout)
+        time.sleep(timeout)
+        raise ray.exceptions.RpcError("Timed out while waiting for GCS", rpc_code=4)
+
+    monkeypatch.setattr(ray_internals, "node_table", gcs_that_does_not_answer)
+    keeper = ctx._keeper
+    threading.Timer(1.0, setattr, (keeper, "closing", True)).start()
     started = time.monotonic()
     with pytest.raises(RayNodeStartError, match=r"stop\(\) was called"):
         ctx._connect_and_verify(2)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10
+    assert asked and max(asked) <= 1.0
     ctx.stop()

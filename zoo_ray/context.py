@@ -420,7 +420,11 @@ class RayContext:
         return self._gateway_manager
 
     def _connect_and_verify(self, wanted: int) -> None:
-        """Wait until ``wanted`` nodes have registered; keep Ray's address info."""
+        """Wait until ``wanted`` nodes have registered; keep Ray's address info.
+
+        Raises RayNodeStartError when they do not within ``init_timeout``, or when
+        ``stop()`` closes the keeper meanwhile (a rebuild).
+        """
         import ray
 
         from .ray_internals import node_table
@@ -436,9 +440,10 @@ class RayContext:
         def all_registered() -> bool:
             if self._keeper is not None and self._keeper.closing:  # stop() during a rebuild
                 raise RayNodeStartError("stop() was called before every node registered")
-            # A head lost meanwhile must not hold this past the deadline (ray.nodes() would).
+            # One slice at a time: a stop() or the deadline is seen between them, also
+            # when the new head does not answer (ray.nodes() would wait for it).
             try:
-                nodes = node_table(timeout=max(0.0, deadline - time.monotonic()))
+                nodes = node_table(timeout=min(1.0, deadline - time.monotonic()))
             except ray.exceptions.RpcError:
                 return False
             alive[:] = [n for n in nodes if n["Alive"]]
@@ -604,7 +609,7 @@ class RayContext:
 
         with cluster_lost(why, waited, timeout=10.0) as waiting:
             if waiting:
-                logger.info("%d ray.get calls waiting on the lost cluster raise "
+                logger.info("%d Ray calls waiting on the lost cluster raise "
                             "ClusterLostError", waiting)
             if ray.is_initialized():
                 ray.shutdown()
@@ -775,13 +780,14 @@ class RayContext:
                 if info.temp_dir in live}
 
     @staticmethod
-    def _live_nodes(started: list[NodeInfo]) -> dict[str, dict[str, Any]]:
+    def _live_nodes(started: list[NodeInfo],
+                    timeout: float | None = None) -> dict[str, dict[str, Any]]:
         """Ray's registration of each started node, by its temp dir; a restarted node
         registers anew and its live registration wins."""
         from .ray_internals import node_table
 
         found: dict[str, dict[str, Any]] = {}
-        for node in node_table():
+        for node in node_table(timeout):
             for info in started:
                 if node["ObjectStoreSocketName"].startswith(info.temp_dir) and (
                         node["Alive"] or info.temp_dir not in found):
@@ -910,7 +916,12 @@ class RayContext:
                                                container=_GATEWAY))
         live: dict[str, dict[str, Any]] = {}
         if self._state == "running":
-            live = self._live_nodes(started)
+            import ray
+
+            try:
+                live = self._live_nodes(started, timeout=3.0)  # a display waits seconds at most
+            except ray.exceptions.RpcError as exc:
+                logger.debug("no node table for the display: %s", exc)
         rows = []
         for info in started:
             node = live.get(info.temp_dir)

@@ -22,6 +22,7 @@ minor versions they were checked against, and the end-to-end tests exercise each
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -233,32 +234,37 @@ _T = TypeVar("_T")
 _ALIVE: int = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]  # generated, no stubs
 
 
-def _ask_gcs(ask: Callable[[float], _T], timeout: float | None) -> _T:
-    """``ask(seconds)`` of the GCS in slices of a second until it answers, raising
-    ClusterLostError in between once :func:`cluster_lost` says the cluster is gone."""
+def _ask_gcs(ask: Callable[[Any, float], _T], timeout: float | None) -> _T:
+    """``ask(gcs_client, seconds)`` of the driver's GCS in slices of about a second until
+    it answers, raising ClusterLostError in between once :func:`cluster_lost` says the
+    cluster is gone, and RaySystemError once Ray was shut down in this process."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         _raise_if_lost(waited=False)
+        client = getattr(global_worker, "gcs_client", None)  # ray.shutdown() deletes it
+        if client is None or not global_worker.connected:
+            raise ray.exceptions.RaySystemError(
+                "Ray was shut down in this process while the call waited on its GCS")
+        began = time.monotonic()
+        left = _SLICE_S if deadline is None else deadline - began
         try:
-            return ask(_SLICE_S)
+            # Above 0: Ray's GCS client takes a timeout of 0 as none.
+            return ask(client, max(0.1, min(_SLICE_S, left)))
         except ray.exceptions.RpcError as exc:
             if exc.rpc_code not in _NO_ANSWER or (
                     deadline is not None and time.monotonic() >= deadline):
                 raise
-
-
-def _gcs_client() -> Any:
-    # Set by ray.init(), hence unknown to the type checker.
-    return global_worker.gcs_client  # type: ignore[attr-defined]
+        # A refusal at once (UNAVAILABLE) must not make this spin.
+        time.sleep(max(0.0, _SLICE_S - (time.monotonic() - began)))
 
 
 def node_table(timeout: float | None = None) -> list[dict[str, Any]]:
     """Every node of the driver's cluster, with the keys of ``ray.nodes()`` zoo_ray reads:
     ``NodeID``, ``Alive``, ``NodeManagerAddress``, ``NodeManagerPort``,
-    ``ObjectStoreSocketName``, ``Resources``.
+    ``ObjectStoreSocketName``, ``Resources`` (empty for a dead node, as there).
 
     ``ray.nodes()`` waits on a GCS that is gone until Ray ends the process. This asks
-    the GCS in slices of a second and, in between, raises
+    the GCS in slices of about a second and, in between, raises
     :class:`~zoo_ray.errors.ClusterLostError` once :func:`cluster_lost` says the
     cluster is gone. The driver connects first, as on any Ray call.
 
@@ -274,46 +280,44 @@ def node_table(timeout: float | None = None) -> list[dict[str, Any]]:
         The GCS did not answer within ``timeout``.
     ClusterLostError
         The cluster was lost meanwhile (or before, as for every Ray call).
+    ray.exceptions.RaySystemError
+        Ray was shut down in this process meanwhile (``stop()``).
     """
     auto_init_hook.auto_init_ray()
     if not ray.is_initialized():  # Ray's auto-connect is off (RAY_ENABLE_AUTO_CONNECT=0)
         ray.init(logging_level=logging.WARNING)
-    infos = _ask_gcs(lambda seconds: _gcs_client().get_all_node_info(timeout=seconds),
+    infos = _ask_gcs(lambda client, seconds: client.get_all_node_info(timeout=seconds),
                      timeout)
-    return [{"NodeID": node_id.hex(), "Alive": info.state == _ALIVE,
-             "NodeManagerAddress": info.node_manager_address,
-             "NodeManagerPort": info.node_manager_port,
-             "ObjectStoreSocketName": info.object_store_socket_name,
-             "Resources": dict(info.resources_total)}
-            for node_id, info in infos.items()]
+    return [_node_row(node_id.hex(), info) for node_id, info in infos.items()]
 
 
-def _gcs_answers() -> None:
-    """Return once the connected driver's GCS answers (a key lookup); ClusterLostError
-    once the cluster is lost."""
-    if global_worker.connected:
-        _ask_gcs(lambda seconds: _gcs_client().internal_kv_exists(
-            b"zoo_ray", b"zoo_ray", timeout=seconds), None)
+def _node_row(node_id: str, info: Any) -> dict[str, Any]:
+    alive = info.state == _ALIVE
+    return {"NodeID": node_id, "Alive": alive,
+            "NodeManagerAddress": info.node_manager_address,
+            "NodeManagerPort": info.node_manager_port,
+            "ObjectStoreSocketName": info.object_store_socket_name,
+            "Resources": dict(info.resources_total) if alive else {}}
 
 
-_accessor: Any = GlobalState._connect_and_get_accessor
-_export: Any = FunctionActorManager.export
-_export_actor_class: Any = FunctionActorManager.export_actor_class
+def _once_gcs_answers(call: Callable[..., _T]) -> Callable[..., _T]:
+    """Ray's ``call``, made once the connected driver's GCS answers a key lookup."""
+    @functools.wraps(call)
+    def wrapped(*args: Any, **kwargs: Any) -> _T:
+        if global_worker.connected:
+            # Shut down meanwhile: Ray's own call then says what it says unconnected.
+            with contextlib.suppress(ray.exceptions.RaySystemError):
+                _ask_gcs(lambda client, seconds: client.internal_kv_exists(
+                    b"zoo_ray", b"zoo_ray", timeout=seconds), None)
+        return call(*args, **kwargs)
+    return wrapped
 
 
-def _accessor_once_gcs_answers(self: GlobalState) -> Any:
-    _gcs_answers()
-    return _accessor(self)
-
-
-def _export_once_gcs_answers(self: FunctionActorManager, *args: Any) -> None:
-    _gcs_answers()
-    _export(self, *args)
-
-
-def _export_actor_class_once_gcs_answers(self: FunctionActorManager, *args: Any) -> None:
-    _gcs_answers()
-    _export_actor_class(self, *args)
+#: Ray's calls that wait on the GCS without a timeout: state calls such as ray.nodes(),
+#: and the first .remote() of a function or actor class, which registers it.
+_GCS_CALLS = [(owner, name, _once_gcs_answers(getattr(owner, name))) for owner, name in (
+    (GlobalState, "_connect_and_get_accessor"), (FunctionActorManager, "export"),
+    (FunctionActorManager, "export_actor_class"))]
 
 
 def watch_driver_calls() -> None:
@@ -325,16 +329,13 @@ def watch_driver_calls() -> None:
     ``get_actor``; not ``init``) is refused there; and the calls that wait on the GCS
     without a timeout (state calls such as ``ray.nodes()``, and the first ``.remote()``
     of a function or actor class, which registers it) first wait, in slices, for the
-    GCS to answer a key lookup, so that a GCS lost just before stops them there. Only
-    a loss in the millisecond between that answer and the call still leaves the call
-    to Ray.
+    GCS to answer a key lookup, so that a GCS lost just before stops them there. A call
+    already past that lookup when the GCS goes is left to Ray.
     """
     Worker.get_objects = _get_objects_or_lost  # type: ignore[method-assign]
     auto_init_hook.auto_init_ray = _auto_init_unless_lost
-    GlobalState._connect_and_get_accessor = _accessor_once_gcs_answers  # type: ignore[method-assign]
-    FunctionActorManager.export = _export_once_gcs_answers  # type: ignore[method-assign,assignment]
-    FunctionActorManager.export_actor_class = (  # type: ignore[method-assign]
-        _export_actor_class_once_gcs_answers)
+    for owner, name, wrapped in _GCS_CALLS:
+        setattr(owner, name, wrapped)
 
 
 def _waiting_calls() -> int:
