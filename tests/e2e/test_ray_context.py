@@ -490,7 +490,7 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how, 
 
 
 def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
-        ray_ctx, cluster, caplog):
+        ray_ctx, sc, cluster, caplog):
     victim = ray_ctx.address_info["nodes"][-1]
     before = {n["container"] for n in ray_ctx.nodes}
     family = [psutil.Process(victim["pid"])] + _ray_processes(victim["pid"])
@@ -504,12 +504,41 @@ def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_n
     _wait(lambda: any(not s["alive"] for s in ray_ctx.node_status()), 120, "the loss")
     assert f"Ray node of executor {victim['container']} is lost" in caplog.text
 
+    # The user's Spark jobs go on while healing runs its start job: one over every slot,
+    # again and again, from the loss until the new node has joined.
+    user_jobs: list[float] = []
+    failed: list[BaseException] = []
+    healed = threading.Event()
+
+    def user_work():
+        while not healed.is_set():
+            began = time.monotonic()
+            try:
+                total = sc.parallelize(range(2 * EXECUTORS), 2 * EXECUTORS).map(
+                    lambda x: x * 2).sum()
+            except Exception as exc:  # a task on the lost executor fails the whole job
+                failed.append(exc)
+                return
+            assert total == 2 * EXECUTORS * (2 * EXECUTORS - 1)
+            user_jobs.append(time.monotonic() - began)
+    worker = threading.Thread(target=user_work)
+    worker.start()
+
     # Spark starts a replacement executor; a Ray node starts in it and joins the head.
     def whole():
         containers = {info.container for info in ray_ctx.executor_nodes().values()}
         return len(containers) == EXECUTORS and victim["container"] not in containers
-    _wait(whole, 240, "a Ray node in the replacement executor")
+    try:
+        _wait(whole, 240, "a Ray node in the replacement executor")
+    finally:
+        healed.set()
+        worker.join(240)
     print(f"cluster whole again {time.monotonic() - started:.1f}s after the kill")
+    joined = [e for e in ray_ctx.events() if e.kind == "joined"][-1]
+    print(f"user's Spark jobs meanwhile: {len(user_jobs)}, the longest "
+          f"{max(user_jobs):.1f}s ({joined.message})")
+    # None failed or stayed blocked; the last one ended after healing.
+    assert not failed and not worker.is_alive() and user_jobs
     new = {info.container for info in ray_ctx.executor_nodes().values()} - before
     events = [(e.kind, e.container) for e in ray_ctx.events() if e.kind in ("lost", "joined")]
     assert events == [("lost", victim["container"]), ("joined", *new)]
