@@ -516,7 +516,7 @@ def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_n
             try:
                 total = sc.parallelize(range(2 * EXECUTORS), 2 * EXECUTORS).map(
                     lambda x: x * 2).sum()
-            except Exception as exc:  # a task on the lost executor fails the whole job
+            except Exception as exc:  # healing must not make the user's job fail
                 failed.append(exc)
                 return
             if total != 2 * EXECUTORS * (2 * EXECUTORS - 1):
