@@ -495,17 +495,8 @@ def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_n
     before = {n["container"] for n in ray_ctx.nodes}
     family = [psutil.Process(victim["pid"])] + _ray_processes(victim["pid"])
     assert any(_name(p) == "raylet" for p in family)
-    cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
-    started = time.monotonic()
-    _, alive = psutil.wait_procs(family, timeout=60)
-    print(f"{len(family)} Ray processes of the killed container gone after "
-          f"{time.monotonic() - started:.1f}s")
-    assert alive == []
-    _wait(lambda: any(not s["alive"] for s in ray_ctx.node_status()), 120, "the loss")
-    assert f"Ray node of executor {victim['container']} is lost" in caplog.text
-
-    # The user's Spark jobs go on while healing runs its start job: one over every slot,
-    # again and again, from the loss until the new node has joined.
+    # The user's Spark jobs go on while YARN takes the executor and healing runs its start
+    # job: one over every slot, again and again, from the kill until the new node joined.
     user_jobs: list[float] = []
     failed: list[BaseException] = []
     healed = threading.Event()
@@ -525,12 +516,20 @@ def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_n
             user_jobs.append(time.monotonic() - began)
     worker = threading.Thread(target=user_work)
     worker.start()
-
-    # Spark starts a replacement executor; a Ray node starts in it and joins the head.
-    def whole():
-        containers = {info.container for info in ray_ctx.executor_nodes().values()}
-        return len(containers) == EXECUTORS and victim["container"] not in containers
     try:
+        cluster.resource_manager.signal_container(victim["container"], "FORCEFUL_SHUTDOWN")
+        started = time.monotonic()
+        _, alive = psutil.wait_procs(family, timeout=60)
+        print(f"{len(family)} Ray processes of the killed container gone after "
+              f"{time.monotonic() - started:.1f}s")
+        assert alive == []
+        _wait(lambda: any(not s["alive"] for s in ray_ctx.node_status()), 120, "the loss")
+        assert f"Ray node of executor {victim['container']} is lost" in caplog.text
+
+        # Spark starts a replacement executor; a Ray node starts in it and joins the head.
+        def whole():
+            containers = {info.container for info in ray_ctx.executor_nodes().values()}
+            return len(containers) == EXECUTORS and victim["container"] not in containers
         _wait(whole, 240, "a Ray node in the replacement executor")
     finally:
         healed.set()
