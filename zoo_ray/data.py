@@ -4,10 +4,10 @@ Where the data lives, and when it is freed:
 
 - :func:`from_spark`: each Spark task converts its partition with Spark's own
   Arrow conversion (``mapInArrow``) and writes the batches, in files of about
-  ``block_size``, into its container's spool (:mod:`zoo_ray.spool`). Then one Ray
-  task per file, pinned to the Ray node of that same executor, loads it into that
-  node's object store and deletes the file. Only file names, row counts and the
-  schema reach the driver.
+  ``block_size``, into its container's spool (:mod:`zoo_ray.spool`). Then a Ray
+  task pinned to the Ray node of that same executor loads each of its files into
+  that node's object store, one object per file, and deletes the file. Only file
+  names, row counts and the schema reach the driver.
 - The driver submits those Ray tasks, so it owns the blocks: they outlive the
   Spark tasks, and they are freed when the Dataset (or :class:`RayPartitions`) is
   released and garbage-collected, or when the RayContext stops. No actor holds
@@ -15,8 +15,8 @@ Where the data lives, and when it is freed:
 - If an executor is lost, its blocks go with it; Ray then re-runs the load task,
   which finds the file gone and raises :class:`~zoo_ray.errors.BlocksLostError`
   naming the executor: run the conversion again to recompute it from Spark.
-- :func:`to_spark`: one Ray task per block, pinned to the node holding it, writes
-  it to that node's spool; a Spark job whose tasks prefer the matching executors
+- :func:`to_spark`: a Ray task pinned to each node holding blocks writes them to
+  that node's spool; a Spark job whose tasks prefer the matching executors
   reads the files back and checkpoints them in Spark's block managers.
 """
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _remove_spools(ctx: RayContext, conversion: str) -> None:
 
 def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
           ) -> list[Any]:
-    """Load spooled files into the object stores of their own nodes; wait until all are in."""
+    """Load spooled files into the object stores of their own nodes, one task per node
+    (see :mod:`zoo_ray.ray_tasks`); wait until all are in. One ref per file, in order."""
     import ray
 
     from .ray_tasks import pinned
@@ -95,9 +96,19 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
             f"Executors {homeless} computed partitions but run no Ray node to take them. "
             "Give every executor a Ray node (RayContext's num_ray_nodes defaults to all), or "
             "restart the RayContext after losing executors.")
-    pairs = [pinned(loader, nodes[b.container]).remote(b.path, b.container) for b in blocks]
-    ray.get([count for _, count in pairs])
-    return [ref for ref, _ in pairs]
+    by_node: dict[str, list[int]] = {}
+    for i, block in enumerate(blocks):
+        by_node.setdefault(nodes[block.container], []).append(i)
+    refs: list[Any] = [None] * len(blocks)
+    counts = []
+    for node, indices in by_node.items():
+        *loaded, count = pinned(loader, node, num_returns=len(indices) + 1).remote(
+            [(blocks[i].path, blocks[i].container) for i in indices])
+        counts.append(count)
+        for i, ref in zip(indices, loaded):
+            refs[i] = ref
+    ray.get(counts)
+    return refs
 
 
 # ------------------------------------------------------------------- Spark -> Ray
@@ -148,7 +159,7 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     import ray
 
     from .ray_internals import dataset_from_blocks
-    from .ray_tasks import load_table
+    from .ray_tasks import load_tables
 
     ctx = _running_context("from_spark")
     expected = _arrow_schema_of(df)
@@ -156,7 +167,7 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     conversion = f"from-spark-{uuid.uuid4().hex}"
     try:
         spooled = _spool_dataframe(df, conversion, max_bytes)
-        refs = _load(load_table, spooled, _containers(ctx.executor_nodes()))
+        refs = _load(load_tables, spooled, _containers(ctx.executor_nodes()))
     finally:
         _remove_spools(ctx, conversion)
     if not spooled:
@@ -250,7 +261,7 @@ def from_rdd(rdd: Any) -> RayPartitions:
     BlocksLostError
         An executor was lost during the conversion.
     """
-    from .ray_tasks import load_pickle
+    from .ray_tasks import load_pickles
 
     ctx = _running_context("from_rdd")
     conversion = f"from-rdd-{uuid.uuid4().hex}"
@@ -258,7 +269,7 @@ def from_rdd(rdd: Any) -> RayPartitions:
         spooled: list[SpooledBlock] = rdd.mapPartitionsWithIndex(
             partial(spool_rdd_partition, conversion)).collect()
         nodes = _containers(ctx.executor_nodes())
-        refs = _load(load_pickle, spooled, nodes)
+        refs = _load(load_pickles, spooled, nodes)
     finally:
         _remove_spools(ctx, conversion)
     return RayPartitions(refs, [nodes.get(b.container) for b in spooled],
@@ -401,16 +412,24 @@ def _dataset_schema(ds: Any) -> pa.Schema:
 
 
 def _spool_dataset(ds: Any, ctx: RayContext, conversion: str) -> list[SpooledBlock]:
-    """Write every block of ``ds`` to the spool of the executor node holding it."""
+    """Write every block of ``ds`` to the spool of the executor node holding it, one task
+    per node (see :mod:`zoo_ray.ray_tasks`); in block order."""
     import ray
 
     from .ray_internals import dataset_blocks, object_nodes
-    from .ray_tasks import pinned, spool_block
+    from .ray_tasks import pinned, spool_blocks
 
     blocks = [b for b in dataset_blocks(ds) if b.num_rows]
     homes = _block_homes(object_nodes([b.ref for b in blocks]), ctx.executor_nodes())
-    return ray.get([pinned(spool_block, home).remote(b.ref, conversion, i, b.start, b.end)
-                    for i, (b, home) in enumerate(zip(blocks, homes))])
+    by_home: dict[str, list[int]] = {}
+    for i, home in enumerate(homes):
+        by_home.setdefault(home, []).append(i)
+    written = ray.get([
+        pinned(spool_blocks, home).remote(
+            conversion, [(i, blocks[i].start, blocks[i].end) for i in indices],
+            *[blocks[i].ref for i in indices])
+        for home, indices in by_home.items()])
+    return sorted((block for node in written for block in node), key=lambda b: b.partition)
 
 
 def _read_spooled(spark: Any, written: list[SpooledBlock], ctx: RayContext,

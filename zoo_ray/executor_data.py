@@ -120,7 +120,7 @@ class _RemoteReader:
     def read(self, container: str, path: str) -> pa.Table:
         import ray
 
-        from .ray_tasks import load_table, pinned
+        from .ray_tasks import load_tables, pinned
 
         node = self.plan.nodes.get(container)
         if node is None:
@@ -130,7 +130,8 @@ class _RemoteReader:
         if not self.connected:
             _connect_from_executor(self.plan.address)
             self.connected = True
-        table, _ = pinned(load_table, node, soft=False).remote(path, container)
+        table, _ = pinned(load_tables, node, soft=False, num_returns=2).remote(
+            [(path, container)])
         result: pa.Table = ray.get(table)
         return result
 

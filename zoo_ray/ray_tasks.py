@@ -2,17 +2,21 @@
 
 The driver submits each of them pinned to one node
 (:func:`pinned`), so the task reads or writes that node's spool
-(:mod:`zoo_ray.spool`) and its result lands in that node's object store. The
+(:mod:`zoo_ray.spool`) and its results land in that node's object store. The
 driver submits them, so the driver owns their results: they outlive the Spark
 tasks and the PySpark workers that produced the files, and are freed when the
 driver drops its last ref (or the cluster stops). They take no CPU, so they run
 even while Spark or the user's Ray work holds every core.
+
+One task serves all of a node's files (each file still becomes an object of its
+own): zero-CPU tasks run all at once, and Ray starts a fresh worker for each
+one running beside another, only to end it a second after (it keeps about one
+idle worker per CPU). A worker's start costs more than copying its files.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -23,16 +27,16 @@ from .protocol import SpooledBlock
 from .ray_internals import to_arrow
 
 __all__ = [
-    "load_pickle", "load_table", "node_of_actor", "pinned", "remove_spool", "spool_block",
+    "load_pickles", "load_tables", "node_of_actor", "pinned", "remove_spool", "spool_blocks",
 ]
 
 
-def pinned(remote: Any, node_id: str | None, soft: bool = True) -> Any:
-    """``remote`` set to run on ``node_id``; if ``soft``, anywhere when that node is gone."""
-    if node_id is None:
-        return remote
-    return remote.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft))
+def pinned(remote: Any, node_id: str | None, soft: bool = True, **options: Any) -> Any:
+    """``remote`` set to run on ``node_id`` (with Ray's ``options``); if ``soft``,
+    anywhere when that node is gone."""
+    if node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=soft)
+    return remote.options(**options) if options else remote
 
 
 def _lost(path: str, container: str, what: str) -> BlocksLostError:
@@ -43,34 +47,45 @@ def _lost(path: str, container: str, what: str) -> BlocksLostError:
     )
 
 
-@ray.remote(num_cpus=0, num_returns=2, retry_exceptions=False)
-def load_table(path: str, container: str) -> tuple[pa.Table, int]:
-    """The Arrow block a Spark task spooled on this node, and its rows (the file goes)."""
-    try:
-        table = spool.read_table(path)
-    except FileNotFoundError:
-        raise _lost(path, container, "A block") from None
-    return table, table.num_rows
+def _load(files: list[tuple[str, str]], read: Any, what: str) -> tuple[Any, ...]:
+    """Each ``(path, container)`` file read (and deleted), then the list of their lengths."""
+    loaded = []
+    for path, container in files:
+        try:
+            loaded.append(read(path))
+        except FileNotFoundError:
+            raise _lost(path, container, what) from None
+    return (*loaded, [len(item) for item in loaded])
 
 
-@ray.remote(num_cpus=0, num_returns=2, retry_exceptions=False)
-def load_pickle(path: str, container: str) -> tuple[list[Any], int]:
-    """The RDD partition a Spark task spooled on this node, and its length (the file goes)."""
-    try:
-        items = spool.read_pickle(path)
-    except FileNotFoundError:
-        raise _lost(path, container, "A partition") from None
-    return items, len(items)
+# Submitted with num_returns=len(files) + 1: one object per file, then the lengths.
+@ray.remote(num_cpus=0, retry_exceptions=False)
+def load_tables(files: list[tuple[str, str]]) -> tuple[Any, ...]:
+    """The Arrow blocks Spark tasks spooled on this node, then their rows (the files go)."""
+    return _load(files, spool.read_table, "A block")
+
+
+@ray.remote(num_cpus=0, retry_exceptions=False)
+def load_pickles(files: list[tuple[str, str]]) -> tuple[Any, ...]:
+    """The RDD partitions Spark tasks spooled on this node, then their lengths (the files go)."""
+    return _load(files, spool.read_pickle, "A partition")
 
 
 @ray.remote(num_cpus=0)
-def spool_block(block: Any, conversion: str, index: int, start: int | None,
-                end: int | None) -> SpooledBlock:
-    """Write a Dataset block (rows ``start:end``) to this node's spool; say where it went."""
-    table = to_arrow(block, start, end)
-    written = spool.write_table(table, spool.conversion_dir(conversion) / f"b{index}.arrow")
-    return SpooledBlock(container_id(), written.path, index, written.num_rows,
-                        written.size_bytes, table.schema.serialize().to_pybytes())
+def spool_blocks(conversion: str, slices: list[tuple[int, int | None, int | None]],
+                 *blocks: Any) -> list[SpooledBlock]:
+    """Write Dataset blocks to this node's spool; say where each went.
+
+    ``slices[i]`` is ``(index, start, end)`` for ``blocks[i]``: the file's number in the
+    conversion and the rows of the block the Dataset uses (all when None).
+    """
+    written = []
+    for (index, start, end), block in zip(slices, blocks):
+        table = to_arrow(block, start, end)
+        file = spool.write_table(table, spool.conversion_dir(conversion) / f"b{index}.arrow")
+        written.append(SpooledBlock(container_id(), file.path, index, file.num_rows,
+                                    file.size_bytes, table.schema.serialize().to_pybytes()))
+    return written
 
 
 @ray.remote(num_cpus=0)

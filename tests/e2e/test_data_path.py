@@ -193,12 +193,12 @@ def test_to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx
 
 def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(sc, ray_ctx):
     from zoo_ray.executor_data import ReadPlan, _RemoteReader
-    from zoo_ray.ray_tasks import pinned, spool_block
+    from zoo_ray.ray_tasks import pinned, spool_blocks
 
     node_id, info = sorted(ray_ctx.executor_nodes().items())[0]
     table = pa.table({"v": list(range(1000))})
-    block = ray.get(pinned(spool_block, node_id, soft=False).remote(table, "t-remote", 0, None,
-                                                                   None))
+    [block] = ray.get(pinned(spool_blocks, node_id, soft=False).remote(
+        "t-remote", [(0, None, None)], table))
     assert block.container == info.container and os.path.exists(block.path)
     plan = ReadPlan(table.schema, ray_ctx.address, {info.container: node_id})
 
