@@ -67,3 +67,12 @@ def test_feeding_no_actors_is_a_typed_error():
     parts = data.RayPartitions(refs=[], node_ids=[], containers=[])
     with pytest.raises(InvalidArgumentError, match="at least one actor"):
         data.assign_partitions_to_actors(parts, [])
+
+
+def test_load_tasks_group_each_node_s_items_in_order_up_to_the_byte_cap():
+    nodes = ["a", "b", "a", "a", "b", "a"]
+    sizes = [100, 10, 100, 300, 10, 50]
+    assert data._tasks_by_node(nodes, sizes, cap=250) == [
+        ("a", [0, 2]), ("b", [1, 4]), ("a", [3]), ("a", [5])]
+    assert data._tasks_by_node(nodes, sizes) == [("a", [0, 2, 3, 5]), ("b", [1, 4])]
+    assert data._tasks_by_node([], []) == []

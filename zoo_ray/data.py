@@ -51,6 +51,8 @@ __all__ = ["RayPartitions", "assign_partitions_to_actors", "block_executors", "f
 logger = logging.getLogger(__name__)
 
 _DEFAULT_BLOCK = "64m"
+#: Most bytes one load task reads (a pickled partition is read into the worker's memory).
+_LOAD_BYTES = 256 << 20
 
 
 def _running_context(what: str) -> RayContext:
@@ -82,10 +84,27 @@ def _remove_spools(ctx: RayContext, conversion: str) -> None:
              for node_id in ctx.executor_nodes()])
 
 
+def _tasks_by_node(nodes: Sequence[str], sizes: Sequence[int], cap: int | None = None
+                   ) -> list[tuple[str, list[int]]]:
+    """Item indices grouped per node, in order, a group at most ``cap`` bytes (an item
+    larger than that alone; no cap if None): the items each pinned task handles."""
+    groups: list[tuple[str, list[int]]] = []
+    filling: dict[str, tuple[list[int], int]] = {}
+    for i, (node, size) in enumerate(zip(nodes, sizes)):
+        group, total = filling.get(node, ([], 0))
+        if not group or (cap is not None and total + size > cap):
+            group, total = [], 0
+            groups.append((node, group))
+        group.append(i)
+        filling[node] = (group, total + size)
+    return groups
+
+
 def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
           ) -> list[Any]:
-    """Load spooled files into the object stores of their own nodes, one task per node
-    (see :mod:`zoo_ray.ray_tasks`); wait until all are in. One ref per file, in order."""
+    """Load spooled files into the object stores of their own nodes, a task per node and
+    up to ``_LOAD_BYTES`` (see :mod:`zoo_ray.ray_tasks`); wait until all are in. One ref
+    per file, in order."""
     import ray
 
     from .ray_tasks import pinned
@@ -96,12 +115,10 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
             f"Executors {homeless} computed partitions but run no Ray node to take them. "
             "Give every executor a Ray node (RayContext's num_ray_nodes defaults to all), or "
             "restart the RayContext after losing executors.")
-    by_node: dict[str, list[int]] = {}
-    for i, block in enumerate(blocks):
-        by_node.setdefault(nodes[block.container], []).append(i)
     refs: list[Any] = [None] * len(blocks)
     counts = []
-    for node, indices in by_node.items():
+    for node, indices in _tasks_by_node([nodes[b.container] for b in blocks],
+                                        [b.size_bytes for b in blocks], _LOAD_BYTES):
         *loaded, count = pinned(loader, node, num_returns=len(indices) + 1).remote(
             [(blocks[i].path, blocks[i].container) for i in indices])
         counts.append(count)
@@ -421,14 +438,12 @@ def _spool_dataset(ds: Any, ctx: RayContext, conversion: str) -> list[SpooledBlo
 
     blocks = [b for b in dataset_blocks(ds) if b.num_rows]
     homes = _block_homes(object_nodes([b.ref for b in blocks]), ctx.executor_nodes())
-    by_home: dict[str, list[int]] = {}
-    for i, home in enumerate(homes):
-        by_home.setdefault(home, []).append(i)
+    # One task per node: it reads its blocks one at a time.
     written = ray.get([
         pinned(spool_blocks, home).remote(
             conversion, [(i, blocks[i].start, blocks[i].end) for i in indices],
-            *[blocks[i].ref for i in indices])
-        for home, indices in by_home.items()])
+            [blocks[i].ref for i in indices])
+        for home, indices in _tasks_by_node(homes, [0] * len(homes))])
     return sorted((block for node in written for block in node), key=lambda b: b.partition)
 
 

@@ -8,8 +8,8 @@ tasks and the PySpark workers that produced the files, and are freed when the
 driver drops its last ref (or the cluster stops). They take no CPU, so they run
 even while Spark or the user's Ray work holds every core.
 
-One task serves all of a node's files (each file still becomes an object of its
-own): zero-CPU tasks run all at once, and Ray starts a fresh worker for each
+One task serves many of a node's files (each file still becomes an object of
+its own): zero-CPU tasks run all at once, and Ray starts a fresh worker for each
 one running beside another, only to end it a second after (it keeps about one
 idle worker per CPU). A worker's start costs more than copying its files.
 """
@@ -73,18 +73,21 @@ def load_pickles(files: list[tuple[str, str]]) -> tuple[Any, ...]:
 
 @ray.remote(num_cpus=0)
 def spool_blocks(conversion: str, slices: list[tuple[int, int | None, int | None]],
-                 *blocks: Any) -> list[SpooledBlock]:
+                 blocks: list[Any]) -> list[SpooledBlock]:
     """Write Dataset blocks to this node's spool; say where each went.
 
     ``slices[i]`` is ``(index, start, end)`` for ``blocks[i]``: the file's number in the
-    conversion and the rows of the block the Dataset uses (all when None).
+    conversion and the rows of the block the Dataset uses (all when None). The blocks
+    come as refs, read one at a time: as arguments Ray would hold them all in memory
+    (restored from spill) for the whole task.
     """
     written = []
-    for (index, start, end), block in zip(slices, blocks):
-        table = to_arrow(block, start, end)
+    for (index, start, end), ref in zip(slices, blocks):
+        table = to_arrow(ray.get(ref), start, end)
         file = spool.write_table(table, spool.conversion_dir(conversion) / f"b{index}.arrow")
         written.append(SpooledBlock(container_id(), file.path, index, file.num_rows,
                                     file.size_bytes, table.schema.serialize().to_pybytes()))
+        del table
     return written
 
 

@@ -198,7 +198,7 @@ def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_ho
     node_id, info = sorted(ray_ctx.executor_nodes().items())[0]
     table = pa.table({"v": list(range(1000))})
     [block] = ray.get(pinned(spool_blocks, node_id, soft=False).remote(
-        "t-remote", [(0, None, None)], table))
+        "t-remote", [(0, None, None)], [ray.put(table)]))
     assert block.container == info.container and os.path.exists(block.path)
     plan = ReadPlan(table.schema, ray_ctx.address, {info.container: node_id})
 
