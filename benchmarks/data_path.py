@@ -11,6 +11,9 @@ measures in one run (best of ``--repeat``):
 3. the floor: Spark's own in-executor Arrow pass (``mapInArrow`` counting rows);
 4. ``to_spark`` (until Spark has counted the rows) against the driver path back:
    ``ray.get`` of every block to the driver + ``createDataFrame`` + count;
+5. the floor back: Spark turning as many Arrow batches, made in its own Python
+   workers, into a checkpointed DataFrame (what ``to_spark`` returns) and counting
+   it;
 
 and the peak RSS growth of the driver (Python process and its JVM) during 1 and
 4. Prints every figure and the ratios the issue sets goals for.
@@ -23,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,19 @@ def count_batches(batches: Iterator[Any]) -> Iterator[Any]:
 
     rows = sum(batch.num_rows for batch in batches)
     yield pa.RecordBatch.from_pydict({"rows": [rows]})
+
+
+def make_batches(rows: int, columns: int, _: Iterator[Any]) -> Iterator[Any]:
+    """``rows`` rows of ``columns`` doubles in Arrow batches as Spark cuts them (10,000
+    rows), made in the Python worker without reading anything."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = pa.array(np.ones(10_000))
+    names = [f"c{i}" for i in range(columns)]
+    for start in range(0, rows, 10_000):
+        piece = values.slice(0, min(10_000, rows - start))
+        yield pa.RecordBatch.from_arrays([piece] * columns, names=names)
 
 
 def main() -> None:
@@ -122,6 +139,11 @@ def run(sc: Any, args: argparse.Namespace) -> None:
     watch = PeakRss(pids)
     back = best(args.repeat, lambda: data.to_spark(ds).count())
     back_rss = watch.stop()
+    partitions = 4 * args.executors
+    made = spark.range(0, partitions, numPartitions=partitions).mapInArrow(
+        partial(make_batches, args.rows // partitions, args.columns),
+        ", ".join(f"c{i} double" for i in range(args.columns)))
+    floor_back = best(args.repeat, lambda: made.localCheckpoint(eager=True).count())
     refs = ds.to_arrow_refs()
     back_driver = best(args.repeat, lambda: spark.createDataFrame(
         pa.concat_tables(ray.get(refs))).count())
@@ -129,12 +151,16 @@ def run(sc: Any, args: argparse.Namespace) -> None:
     rate = {name: megabytes / seconds for name, seconds in [
         ("from_spark", ours), ("driver path (toArrow + ray.put)", driver),
         ("floor (mapInArrow count)", floor), ("to_spark", back),
-        ("driver path back (ray.get + createDataFrame)", back_driver)]}
+        ("driver path back (ray.get + createDataFrame)", back_driver),
+        ("floor back (Arrow from Python, checkpointed)", floor_back)]}
     for name, mbps in rate.items():
         print(f"{name:48s} {mbps:8.1f} MB/s")
     print(f"from_spark / driver path      = {driver / ours:.2f}x (goal >= 3)")
     print(f"from_spark / in-executor floor = {floor / ours:.2f}x (goal >= 0.5)")
     print(f"to_spark / driver path back   = {back_driver / back:.2f}x (goal >= 3)")
+    print(f"to_spark / floor back          = {floor_back / back:.2f}x")
+    print(f"ceilings on this machine: floor / driver path = {driver / floor:.2f}x, "
+          f"floor back / driver path back = {back_driver / floor_back:.2f}x")
     for label, growth in [("from_spark", there_rss), ("to_spark", back_rss)]:
         python, jvm = (growth[pid] / 1e6 for pid in pids)
         print(f"driver peak RSS growth during {label}: python {python:.1f} MB "

@@ -75,4 +75,5 @@ def test_load_tasks_group_each_node_s_items_in_order_up_to_the_byte_cap():
     assert data._tasks_by_node(nodes, sizes, cap=250) == [
         ("a", [0, 2]), ("b", [1, 4]), ("a", [3]), ("a", [5])]
     assert data._tasks_by_node(nodes, sizes) == [("a", [0, 2, 3, 5]), ("b", [1, 4])]
+    assert data._tasks_by_node(nodes) == data._tasks_by_node(nodes, sizes)
     assert data._tasks_by_node([], []) == []

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
@@ -84,13 +85,14 @@ def _remove_spools(ctx: RayContext, conversion: str) -> None:
              for node_id in ctx.executor_nodes()])
 
 
-def _tasks_by_node(nodes: Sequence[str], sizes: Sequence[int], cap: int | None = None
-                   ) -> list[tuple[str, list[int]]]:
-    """Item indices grouped per node, in order, a group at most ``cap`` bytes (an item
-    larger than that alone; no cap if None): the items each pinned task handles."""
+def _tasks_by_node(nodes: Sequence[str], sizes: Sequence[int] | None = None,
+                   cap: int | None = None) -> list[tuple[str, list[int]]]:
+    """Item indices grouped per node, in order, a group at most ``cap`` bytes of
+    ``sizes`` (an item larger than that alone; no cap if None): the items each pinned
+    task handles."""
     groups: list[tuple[str, list[int]]] = []
     filling: dict[str, tuple[list[int], int]] = {}
-    for i, (node, size) in enumerate(zip(nodes, sizes)):
+    for i, (node, size) in enumerate(zip(nodes, sizes or repeat(0))):
         group, total = filling.get(node, ([], 0))
         if not group or (cap is not None and total + size > cap):
             group, total = [], 0
@@ -443,7 +445,7 @@ def _spool_dataset(ds: Any, ctx: RayContext, conversion: str) -> list[SpooledBlo
         pinned(spool_blocks, home).remote(
             conversion, [(i, blocks[i].start, blocks[i].end) for i in indices],
             [blocks[i].ref for i in indices])
-        for home, indices in _tasks_by_node(homes, [0] * len(homes))])
+        for home, indices in _tasks_by_node(homes)])
     return sorted((block for node in written for block in node), key=lambda b: b.partition)
 
 

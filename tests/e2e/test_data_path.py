@@ -165,6 +165,33 @@ def test_pandas_batches_are_numpy_backed_as_in_spark(spark, ray_ctx):
     assert back.toArrow().sort_by("id").to_pydict() == expected.to_pydict()
 
 
+def _ids(df) -> list[int]:
+    return [row.id for row in df.select("id").collect()]
+
+
+def test_rows_keep_their_order_both_ways_and_a_sliced_dataset_goes_back_as_sliced(
+        spark, ray_ctx):
+    rows = 50_000
+    df = spark.range(0, rows, numPartitions=6).selectExpr("id", "id * 2 AS twice")
+    # Blocks of 1,000 rows (files are cut between Spark's batches): the slices below end
+    # and start inside blocks.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")
+    try:
+        ds = data.from_spark(df, block_size="16k")
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert len(list(dataset_blocks(ds))) > 12
+    assert pa.concat_tables(ray.get(ds.to_arrow_refs())).column("id").to_pylist() == list(
+        range(rows))
+    assert _ids(data.to_spark(ds)) == list(range(rows))
+    assert _ids(data.to_spark(ds.limit(12_345))) == list(range(12_345))
+    head, tail = ds.split_at_indices([30_001])
+    assert _ids(data.to_spark(tail)) == list(range(30_001, rows))
+    back = data.to_spark(head)
+    assert _ids(back) == list(range(30_001))
+    assert back.where("twice != id * 2").count() == 0
+
+
 def _task_localities(sc, group: str) -> list[str]:
     """The locality level of every task Spark ran for a job group (Spark's status store)."""
     tracker = sc.statusTracker()
