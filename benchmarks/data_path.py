@@ -16,7 +16,9 @@ measures in one run (best of ``--repeat``):
    it;
 
 and the peak RSS growth of the driver (Python process and its JVM) during 1 and
-4. Prints every figure and the ratios the issue sets goals for.
+4, beside the JVM's live heap (after a full GC) before and after, and the same RSS
+growth during the floors, which are Spark jobs without zoo_ray: what a JVM grows by
+for any job of that size. Prints every figure and the ratios the issue sets goals for.
 """
 from __future__ import annotations
 
@@ -53,6 +55,24 @@ class PeakRss:
         self._done.set()
         self._thread.join()
         return {pid: self.peak[pid] - self.base[pid] for pid in self.pids}
+
+
+def live_heap(sc: Any) -> int:
+    """Bytes of the driver JVM's heap still in use after a full GC."""
+    memory = sc._jvm.java.lang.management.ManagementFactory.getMemoryMXBean()
+    memory.gc()
+    return int(memory.getHeapMemoryUsage().getUsed())
+
+
+def watched(pids: list[int], sc: Any, run: Callable[[], float]) -> tuple[float, dict[str, float]]:
+    """``run()``'s result, and the growth (MB) of the driver's peak RSS (Python, JVM) and of
+    its JVM's live heap meanwhile."""
+    heap = live_heap(sc)
+    watch = PeakRss(pids)
+    result = run()
+    rss = watch.stop()
+    return result, {"python": rss[pids[0]] / 1e6, "jvm": rss[pids[1]] / 1e6,
+                    "live heap": (live_heap(sc) - heap) / 1e6}
 
 
 def best(repeat: int, run: Callable[[], Any]) -> float:
@@ -129,21 +149,22 @@ def run(sc: Any, args: argparse.Namespace) -> None:
     print(f"data: {args.rows} rows x {args.columns} doubles = {megabytes:.0f} MB, "
           f"{args.executors} executors, best of {args.repeat}")
 
-    watch = PeakRss(pids)
-    ours = best(args.repeat, lambda: data.from_spark(df).count())
-    there_rss = watch.stop()
+    growth = {}
+    ours, growth["from_spark"] = watched(
+        pids, sc, lambda: best(args.repeat, lambda: data.from_spark(df).count()))
     driver = best(args.repeat, lambda: ray.put(df.toArrow()))
-    floor = best(args.repeat, lambda: df.mapInArrow(count_batches, "rows long").collect())
+    floor, growth["floor"] = watched(pids, sc, lambda: best(
+        args.repeat, lambda: df.mapInArrow(count_batches, "rows long").collect()))
 
     ds = data.from_spark(df)
-    watch = PeakRss(pids)
-    back = best(args.repeat, lambda: data.to_spark(ds).count())
-    back_rss = watch.stop()
+    back, growth["to_spark"] = watched(
+        pids, sc, lambda: best(args.repeat, lambda: data.to_spark(ds).count()))
     partitions = 4 * args.executors
     made = spark.range(0, partitions, numPartitions=partitions).mapInArrow(
         partial(make_batches, args.rows // partitions, args.columns),
         ", ".join(f"c{i} double" for i in range(args.columns)))
-    floor_back = best(args.repeat, lambda: made.localCheckpoint(eager=True).count())
+    floor_back, growth["floor back"] = watched(pids, sc, lambda: best(
+        args.repeat, lambda: made.localCheckpoint(eager=True).count()))
     refs = ds.to_arrow_refs()
     back_driver = best(args.repeat, lambda: spark.createDataFrame(
         pa.concat_tables(ray.get(refs))).count())
@@ -161,11 +182,11 @@ def run(sc: Any, args: argparse.Namespace) -> None:
     print(f"to_spark / floor back          = {floor_back / back:.2f}x")
     print(f"ceilings on this machine: floor / driver path = {driver / floor:.2f}x, "
           f"floor back / driver path back = {back_driver / floor_back:.2f}x")
-    for label, growth in [("from_spark", there_rss), ("to_spark", back_rss)]:
-        python, jvm = (growth[pid] / 1e6 for pid in pids)
-        print(f"driver peak RSS growth during {label}: python {python:.1f} MB "
-              f"({100 * python / megabytes:.1f}% of the data), JVM {jvm:.1f} MB "
-              f"({100 * jvm / megabytes:.1f}%)")
+    for label, mb in growth.items():
+        print(f"driver growth during {label:10s}: peak RSS python {mb['python']:.1f} MB "
+              f"({100 * mb['python'] / megabytes:.1f}% of the data), JVM {mb['jvm']:.1f} MB "
+              f"({100 * mb['jvm'] / megabytes:.1f}%); JVM live heap after GC "
+              f"{mb['live heap']:+.1f} MB")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import RayContextError
 from .host import write_private
+from .leftovers import driver_token_dir
 
 __all__ = ["DRIVER_GCS_WAIT_S", "GCS_WAIT_ENV", "clear_driver_token", "driver_token_path",
            "use_token_file", "write_driver_token"]
@@ -41,9 +41,7 @@ _set_by_us: list[str] = []
 
 def driver_token_path() -> Path:
     """This process's private token file (its directory is 0700)."""
-    directory = Path(tempfile.gettempdir()) / f"zoo-ray-{os.getuid()}"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    return directory / f"driver-{os.getpid()}.token"
+    return driver_token_dir() / f"driver-{os.getpid()}.token"
 
 
 def _claim_env() -> Path:

@@ -39,6 +39,7 @@ from .errors import (
 from .executor_tasks import StartPlan, place_head, start_nodes, stop_manager
 from .healing import ClusterEvent, EventLog, NodeKeeper
 from .host import node_ip, wait_until
+from .leftovers import driver_work_dir, sweep
 from .losses import ExecutorLoss, LossWatch
 from .memory import (
     MIN_OBJECT_STORE,
@@ -332,6 +333,7 @@ class RayContext:
         started = time.monotonic()
         RayContext._active = self
         self._app_id = self.sc.applicationId
+        sweep()
         self._token = secrets.token_urlsafe(32)
         write_driver_token(self._token)
         self._state = "starting"
@@ -405,7 +407,7 @@ class RayContext:
 
     def _spawn_gateway_node(self, head: HeadPlacement, driver_cores: int) -> subprocess.Popen[str]:
         """Start the node the driver attaches to; it joins the head once that is up."""
-        self._work_dir = tempfile.TemporaryDirectory(prefix="zoo-ray-driver-")
+        self._work_dir = driver_work_dir()
         # The gateway's address on the network that faces the head, which need not be
         # the one on its default route.
         # The driver dies with the raylet it is attached to: both wait as long for the GCS.

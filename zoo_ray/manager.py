@@ -37,7 +37,6 @@ from typing import IO, Any
 
 import psutil
 
-from .cache import digest
 from .host import (
     become_subreaper,
     free_ports,
@@ -49,6 +48,7 @@ from .host import (
     wait_until,
     write_private,
 )
+from .leftovers import node_temp_link, sweep
 from .protocol import (
     STATE_DIR,
     WORK_DIR_ENV,
@@ -69,8 +69,6 @@ _PORTS = ("dashboard", "agent_http", "agent_grpc", "metrics", "runtime_env", "cl
 _ADDRESS = re.compile(r"--address='([^']+)'")
 _STARTED = "Ray runtime started"
 _START_ATTEMPTS = 3
-# A Unix socket path must fit in 108 bytes; container directories are far longer.
-_SOCKET_ROOT = Path("/tmp")
 
 
 class NodeStartError(Exception):
@@ -102,7 +100,7 @@ class RayManager:
         self.ray_dir.mkdir(exist_ok=True)
         #: The head's GCS tables, on disk: a head restarted in place recovers the cluster.
         self.gcs_store = self.state / "gcs"
-        self.temp_dir = _SOCKET_ROOT / f"zoo-ray-{digest(str(self.ray_dir.resolve()), length=12)}"
+        self.temp_dir = node_temp_link(self.ray_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: str | None = spec.head_address
         # A head given its address up front (so workers can start alongside it) keeps its port.
@@ -442,6 +440,7 @@ def main() -> int:
     logging.basicConfig(stream=log, level=logging.INFO,
                         format="%(asctime)s %(levelname)s ray_manager: %(message)s")
     become_subreaper()
+    sweep()
     manager = RayManager(spec)
     signal.signal(signal.SIGTERM, manager.stop)
     signal.signal(signal.SIGINT, manager.stop)

@@ -140,10 +140,20 @@ def test_up_with_another_spec_while_running_says_so(cluster):
     assert cluster.running
 
 
+def _in_tmp() -> set[str]:
+    """What Hadoop daemons write to /tmp by default: Jetty's web apps, the YARN stores."""
+    return {p.name for p in Path("/tmp").iterdir()
+            if p.name.startswith(("jetty-", "hadoop-yarn-"))}
+
+
 def test_down_stops_every_daemon_and_frees_every_port(tmp_path):
     small = MiniCluster(tmp_path / "hadoop", spec=MiniClusterSpec(nodemanagers=1,
                                                                    nm_memory_mb=2048))
+    before = _in_tmp()
     small.up()
+    # Each web UI unpacked in the daemon's own temp dir, which goes with the cluster's.
+    unpacked = {p.parent.name for p in (small.dir / "tmp" / "jvm").glob("*/jetty-*")}
+    assert {"namenode", "datanode", "resourcemanager", "nodemanager0"} <= unpacked
     pids = [d["pid"] for d in small.status()["daemons"].values()]
     procs = [psutil.Process(pid) for pid in pids]
     family = procs + [c for p in procs for c in p.children(recursive=True)]
@@ -159,6 +169,7 @@ def test_down_stops_every_daemon_and_frees_every_port(tmp_path):
     assert leftovers == []
     assert [p for p in ports if _port_in_use(p)] == []
     assert small.status()["running"] is False
+    assert _in_tmp() - before == set()
     small.down()  # a second down is harmless
 
 

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -391,7 +392,9 @@ _DRIVER = textwrap.dedent("""
     info = ctx.init()
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
     print(json.dumps({"app": sc.applicationId, "managers": [n["pid"] for n in info["nodes"]],
-                      "gateway": info["gateway_node"]["pid"]}), flush=True)
+                      "gateway": info["gateway_node"]["pid"],
+                      "links": [n["temp_dir"] for n in info["nodes"]]
+                               + [info["gateway_node"]["temp_dir"]]}), flush=True)
     time.sleep(900)
 """)
 
@@ -435,6 +438,29 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(clust
     assert alive == []
     _wait_app_end(cluster, info["app"])  # its containers free their resources for the next tests
     assert len(_alive_nodes()) == EXECUTORS + 1  # our own cluster is untouched
+    _check_the_next_driver_sweeps_what_the_killed_one_left(driver.pid, info["links"], ray_ctx)
+
+
+def _check_the_next_driver_sweeps_what_the_killed_one_left(pid, links, ray_ctx):
+    """The killed driver's token file and work dir stay behind, and so do the links of
+    executor managers that YARN killed with SIGKILL; the next zoo_ray process on the host
+    (here: this driver's sweep, which init() and every manager's start run) removes them
+    and leaves every entry of the running cluster alone."""
+    from zoo_ray.auth import driver_token_path
+    from zoo_ray.leftovers import sweep
+
+    token = driver_token_path().with_name(f"driver-{pid}.token")
+    work_dirs = list(Path(tempfile.gettempdir()).glob(f"zoo-ray-driver-{pid}-*"))
+    assert token.exists() and len(work_dirs) == 1
+    # YARN deletes the containers' directories once the application ended.
+    _wait(lambda: not any(Path(link).exists() for link in links), 60,
+          "the killed application's container directories to go")
+    ours = [Path(n["temp_dir"]) for n in ray_ctx.address_info["nodes"]]
+    ours.append(Path(ray_ctx.address_info["gateway_node"]["temp_dir"]))
+    removed = sweep()
+    assert token in removed and work_dirs[0] in removed
+    assert not any(Path(link).is_symlink() for link in links)
+    assert driver_token_path().exists() and all(link.is_dir() for link in ours)
 
 
 _LEAVER = textwrap.dedent("""

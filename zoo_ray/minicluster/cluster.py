@@ -28,6 +28,7 @@ import psutil
 from ..cache import cache_root
 from ..errors import DaemonStartError, MiniClusterStateError, PortInUseError, ZooRayError
 from ..host import find_java_home, port_free, tail, terminate, wait_until
+from ..leftovers import sweep
 from ..yarn import FINAL_STATES, ResourceManager
 from .artifacts import hadoop_jars
 from .config import HOST, plan_ports, render
@@ -248,9 +249,11 @@ class MiniCluster:
                        [h.ip for h in network.hosts] if network else None)
         self._format_namenode(java_home, jars, confs["client"])
         for name, kind, conf in self._daemon_plan(confs):
+            tmp_dir = self.dir / "tmp" / "jvm" / name
+            tmp_dir.mkdir(parents=True, exist_ok=True)
             argv = java_argv(
                 java_home, conf, jars, MAIN_CLASSES[kind], self.spec.heap_mb[kind],
-                log_dir=self.dir / "logs", log_name=name,
+                log_dir=self.dir / "logs", log_name=name, tmp_dir=tmp_dir,
             )
             if network and kind == "nodemanager":
                 argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
@@ -391,6 +394,8 @@ class MiniCluster:
         state["daemons"] = []
         self._write_state(state)
         self._started_here = False
+        # Links of Ray nodes in containers that were killed point into deleted directories.
+        sweep()
         logger.info("Local Hadoop in %s is down", self.dir)
 
     def _strays(self) -> list[psutil.Process]:

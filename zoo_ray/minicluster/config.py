@@ -114,6 +114,8 @@ def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int],
             "yarn.resourcemanager.system-metrics-publisher.enabled": "false",
             "yarn.nodemanager.remote-app-log-dir": "/tmp/logs",
             "yarn.log-aggregation-enable": "true",
+            # Not /tmp/hadoop-yarn-<user>, which would outlive the local Hadoop.
+            "yarn.node-attribute.fs-store.root-dir": (root / "yarn" / "node-attribute").as_uri(),
         },
     }
 

@@ -48,10 +48,12 @@ def java_argv(
     log_dir: Path | None = None,
     log_name: str = "hadoop",
     args: list[str] | None = None,
+    tmp_dir: Path | None = None,
 ) -> list[str]:
     """The argv that runs a Hadoop main class like the ``hadoop``/``yarn`` scripts would.
 
     Without ``log_dir`` the JVM logs warnings to stderr (for command-line tools).
+    ``tmp_dir`` (an existing directory) replaces ``/tmp`` as the JVM's temp dir.
     """
     logger_spec = "INFO,RFA" if log_dir else "WARN,console"
     argv = [
@@ -64,6 +66,9 @@ def java_argv(
         f"-Dhadoop.root.logger={logger_spec}",
         f"-Dhadoop.home.dir={jars.parent}",
     ]
+    if tmp_dir:
+        # Jetty unpacks each web UI there, and leaves it behind when the daemon is killed.
+        argv.append(f"-Djava.io.tmpdir={tmp_dir}")
     if log_dir:
         argv += [
             f"-Dhadoop.log.dir={log_dir}",

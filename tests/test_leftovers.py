@@ -1,0 +1,109 @@
+"""Sweeping what killed zoo_ray processes left in a host's temp directory (pure file logic;
+the e2e kill tests check it on real leftovers)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from zoo_ray import leftovers
+from zoo_ray.protocol import STATE_DIR, ManagerState
+
+
+@pytest.fixture()
+def tmp(tmp_path, monkeypatch):
+    """A private temp dir and link root, so the test sees only its own entries."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(leftovers, "_LINK_ROOT", tmp_path)
+    return tmp_path
+
+
+@pytest.fixture()
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture()
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _work_dir(tmp, pid, manager_pid=None):
+    path = tmp / f"zoo-ray-driver-{pid}-abc123"
+    (path / STATE_DIR).mkdir(parents=True)
+    (path / "logs").mkdir()
+    (path / "logs" / "ray_manager.log").write_text("manager exits\n")
+    if manager_pid is not None:
+        ManagerState(pid=manager_pid, app_id="application_1_0001", role="gateway",
+                     temp_dir="/tmp/x").write(path)
+    return path
+
+
+def test_a_dead_drivers_token_goes_and_a_live_ones_stays(tmp, dead_pid):
+    directory = leftovers.driver_token_dir()
+    assert directory == tmp / f"zoo-ray-{os.getuid()}"
+    assert directory.stat().st_mode & 0o777 == 0o700
+    dead = directory / f"driver-{dead_pid}.token"
+    mine = directory / f"driver-{os.getpid()}.token"
+    other = directory / "notes.txt"
+    for path in (dead, mine, other):
+        path.write_text("x")
+    assert leftovers.sweep() == [dead]
+    assert not dead.exists() and mine.exists() and other.exists()
+
+
+def test_a_dead_drivers_work_dir_goes_unless_its_gateway_manager_still_runs(
+        tmp, dead_pid, sleeper):
+    gone = _work_dir(tmp, dead_pid)
+    finishing = _work_dir(tmp, dead_pid + 100_000, manager_pid=sleeper)
+    manager_died = _work_dir(tmp, dead_pid + 200_000, manager_pid=dead_pid)
+    live = _work_dir(tmp, os.getpid())
+    assert sorted(leftovers.sweep()) == sorted([gone, manager_died])
+    assert finishing.exists() and live.exists()
+    assert not gone.exists() and not manager_died.exists()
+
+
+def test_the_drivers_work_dir_is_named_for_its_pid_and_kept_while_it_lives(tmp):
+    work_dir = leftovers.driver_work_dir()
+    try:
+        assert os.path.basename(work_dir.name).startswith(f"zoo-ray-driver-{os.getpid()}-")
+        assert leftovers.sweep() == []
+    finally:
+        work_dir.cleanup()
+
+
+def test_only_dangling_node_links_go(tmp):
+    target = tmp / "container" / "ray"
+    target.mkdir(parents=True)
+    kept = leftovers.node_temp_link(target)
+    kept.symlink_to(target)
+    gone_target = tmp / "deleted" / "ray"
+    gone_target.mkdir(parents=True)
+    dangling = leftovers.node_temp_link(gone_target)
+    dangling.symlink_to(gone_target)
+    gone_target.rmdir()
+    not_ours = tmp / "zoo-ray-elsewhere"
+    not_ours.symlink_to(tmp / "nothing")
+    directory = tmp / "zoo-ray-0123456789ab"
+    directory.mkdir()
+    assert leftovers.sweep() == [dangling]
+    assert kept.is_symlink() and not_ours.is_symlink() and directory.is_dir()
+    assert not dangling.is_symlink()
+
+
+def test_a_gateway_link_into_a_swept_work_dir_goes_with_it(tmp, dead_pid):
+    work_dir = _work_dir(tmp, dead_pid)
+    ray_dir = work_dir / STATE_DIR / "ray"
+    ray_dir.mkdir()
+    link = leftovers.node_temp_link(ray_dir)
+    link.symlink_to(ray_dir.resolve())
+    assert sorted(leftovers.sweep()) == sorted([work_dir, link])
+    assert not link.is_symlink()
