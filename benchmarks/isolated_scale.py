@@ -1,6 +1,6 @@
 """Bring-up on isolated hosts: zoo_ray against bare ``ray start`` and ray.util.spark, 2-6 hosts.
 
-    sudo python benchmarks/isolated_scale.py [--hosts 2 4 6] [--no-peer]
+    sudo python benchmarks/isolated_scale.py [--hosts 2 4 6] [--no-peer] [--top]
 
 Starts its own local Hadoop with isolated hosts (one network namespace, address and
 hostname per NodeManager; needs root), sized so that each host holds exactly one
@@ -14,7 +14,9 @@ executor of one core. For every size N it measures, each in a fresh driver proce
 3. ``ray.util.spark.setup_ray_cluster`` with N worker nodes, where it runs.
 
 Wall time and the machine's CPU time (user + system, all processes) are printed for
-each, with the managers' start intervals (from their logs) to show that the nodes
+each, with the CPU time by kind of process (Ray's daemons, ``ray start``, the
+managers, PySpark's Python workers, the JVMs, the driver) for zoo_ray and the
+floor, the managers' start intervals (from their logs) to show that the nodes
 start in parallel, and the ratios the goals are set on.
 """
 from __future__ import annotations
@@ -33,21 +35,81 @@ from pathlib import Path
 
 import psutil
 
+#: What a process is, by its name or command line (first match), for the CPU table.
+_KINDS = [
+    # The JVMs first: their class paths name pyspark.
+    ("CoarseGrainedExecutorBackend", "executor JVMs"), ("ExecutorLauncher", "Spark AM"),
+    ("ApplicationMaster", "Spark AM"), ("SparkSubmit", "driver JVM"),
+    ("NodeManager", "NodeManagers"), ("ResourceManager", "ResourceManager"),
+    ("DataNode", "HDFS"), ("NameNode", "HDFS"),
+    ("dashboard/agent.py", "dashboard agent"),
+    ("runtime_env/agent", "runtime env agent"), ("dashboard.py", "dashboard"),
+    ("log_monitor", "log monitor"), ("monitor.py", "autoscaler monitor"),
+    ("default_worker", "Ray workers"), ("ray::", "Ray workers"),
+    ("ray.scripts.scripts", "ray start"), ("bin/ray", "ray start"),
+    ("zoo_ray.manager", "RayManager"), ("pyspark", "PySpark workers"),
+]
+
+
+def cpu_snapshot() -> dict[tuple[int, float], tuple[str, float, str]]:
+    """{(pid, start time): (kind, CPU seconds so far, command line)} of every process on
+    the machine."""
+    snapshot = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "create_time", "cpu_times"]):
+        info = proc.info
+        if info["cpu_times"] is None:
+            continue
+        line = " ".join(info["cmdline"] or [])
+        if info["pid"] == os.getpid():
+            kind = "driver"
+        elif info["name"] in ("raylet", "gcs_server"):
+            kind = info["name"]
+        else:
+            kind = next((k for needle, k in _KINDS if needle in line), "other")
+        snapshot[(info["pid"], info["create_time"])] = (
+            kind, info["cpu_times"].user + info["cpu_times"].system, line[:160])
+    return snapshot
+
+
+def _spent(before: dict, after: dict) -> list[tuple[float, str, str]]:
+    """(CPU seconds between two snapshots, kind, command line) of each process alive at the
+    second, most first."""
+    return sorted(((seconds - before.get(key, (kind, 0.0, line))[1], kind, line)
+                   for key, (kind, seconds, line) in after.items()), reverse=True)
+
+
+def cpu_by_kind(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, by kind (processes alive at the second)."""
+    spent: dict[str, float] = {}
+    for seconds, kind, _ in _spent(before, after):
+        spent[kind] = spent.get(kind, 0.0) + seconds
+    return {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
+def cpu_top(before: dict, after: dict, count: int = 25) -> list[str]:
+    """The ``count`` processes that spent the most CPU between two snapshots."""
+    return [f"{seconds:5.2f}s {kind:18s} {line}"
+            for seconds, kind, line in _spent(before, after)[:count]]
+
+
 _ZOO_RAY = textwrap.dedent("""
     import json, re, sys, time
     from datetime import datetime
     from pathlib import Path
     from zoo_ray import RayContext, init_spark_on_yarn
     import psutil
+    sys.path.insert(0, sys.argv[3])
+    from isolated_scale import cpu_by_kind, cpu_snapshot, cpu_top
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=int(sys.argv[2]),
                             executor_cores=1, executor_memory="512m", driver_memory="512m",
                             extra_executor_memory_for_ray="1g")
-    cpu = psutil.cpu_times()
+    cpu, processes = psutil.cpu_times(), cpu_snapshot()
     started = time.monotonic()
     ctx = RayContext(sc, object_store_memory="128m")
     info = ctx.init()
     wall = time.monotonic() - started
-    after = psutil.cpu_times()
+    now = cpu_snapshot()
+    after, by_kind, top = psutil.cpu_times(), cpu_by_kind(processes, now), cpu_top(processes, now)
     spans = []
     for node in info["nodes"]:
         log = (Path(node["log_dir"]) / "ray_manager.log").read_text()
@@ -56,7 +118,8 @@ _ZOO_RAY = textwrap.dedent("""
                   if "started ray node" in line or "node is up" in line]
         spans.append(stamps[:1] + stamps[-1:])
     print(json.dumps({"wall_s": wall, "cpu_s": (after.user + after.system)
-                      - (cpu.user + cpu.system), "spans": spans}), flush=True)
+                      - (cpu.user + cpu.system), "spans": spans, "cpu_by_kind": by_kind,
+                      "cpu_top": top}), flush=True)
     ctx.stop()
     sc.stop()
 """)
@@ -144,7 +207,7 @@ def floor(network, size: int, work: Path) -> dict:
     assert poller.stdout is not None and poller.stdin is not None
     poller.stdout.readline()
     procs = []
-    cpu = psutil.cpu_times()
+    cpu, processes = psutil.cpu_times(), cpu_snapshot()
     started = time.monotonic()
     try:
         procs.append(subprocess.Popen(
@@ -166,7 +229,9 @@ def floor(network, size: int, work: Path) -> dict:
         poller.stdin.flush()
         registered = poller.stdout.readline()
         wall = time.monotonic() - started
-        after = psutil.cpu_times()
+        now = cpu_snapshot()
+        after, by_kind, top = (psutil.cpu_times(), cpu_by_kind(processes, now),
+                               cpu_top(processes, now))
         if "registered" not in registered:
             raise RuntimeError("the floor's nodes did not register within 300 s")
     finally:
@@ -183,7 +248,8 @@ def floor(network, size: int, work: Path) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
-    return {"wall_s": wall, "cpu_s": (after.user + after.system) - (cpu.user + cpu.system)}
+    return {"wall_s": wall, "cpu_s": (after.user + after.system) - (cpu.user + cpu.system),
+            "cpu_by_kind": by_kind, "cpu_top": top}
 
 
 def _overlap(spans: list[list[float]]) -> str:
@@ -198,6 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[2, 4, 6])
     parser.add_argument("--no-peer", action="store_true", help="skip ray.util.spark")
+    parser.add_argument("--top", action="store_true",
+                        help="also list the processes that spent the most CPU")
     args = parser.parse_args()
 
     from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
@@ -215,12 +283,13 @@ def main() -> None:
             env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
             conf = str(cluster.hadoop_conf_dir)
             # The first application on fresh hosts localises the environment: not timed.
-            subprocess.run([sys.executable, "-c", _ZOO_RAY, conf, str(max(args.hosts))],
+            here = os.path.dirname(os.path.abspath(__file__))
+            subprocess.run([sys.executable, "-c", _ZOO_RAY, conf, str(max(args.hosts)), here],
                            env=env, capture_output=True, text=True, timeout=1800)
             for size in args.hosts:
                 figures = results.setdefault(size, {})
                 figures["zoo_ray"] = _json_line(subprocess.run(
-                    [sys.executable, "-c", _ZOO_RAY, conf, str(size)], env=env,
+                    [sys.executable, "-c", _ZOO_RAY, conf, str(size), here], env=env,
                     capture_output=True, text=True, timeout=1200))
                 figures["floor"] = floor(network, size, Path(tmp) / f"floor-{size}")
                 if not args.no_peer:
@@ -231,9 +300,10 @@ def main() -> None:
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         figures["ray_util_spark"] = {"error": str(exc)[-400:]}
                 for name, value in figures.items():
-                    print(f"{size} hosts\t{name}\t"
-                          f"{json.dumps({k: v for k, v in value.items() if k != 'spans'})}",
-                          flush=True)
+                    shown = {k: v for k, v in value.items() if k not in ("spans", "cpu_top")}
+                    print(f"{size} hosts\t{name}\t{json.dumps(shown)}", flush=True)
+                    if args.top:
+                        print("\n".join(f"    {line}" for line in value.get("cpu_top", [])))
                 print(f"{size} hosts\tmanager start intervals\t"
                       f"{_overlap(figures['zoo_ray']['spans'])}", flush=True)
     for size, figures in results.items():
