@@ -87,6 +87,7 @@ def spool_blocks(conversion: str, slices: list[tuple[int, int | None, int | None
         file = spool.write_table(table, spool.conversion_dir(conversion) / f"b{index}.arrow")
         written.append(SpooledBlock(container_id(), file.path, index, file.num_rows,
                                     file.size_bytes, table.schema.serialize().to_pybytes()))
+        # Let the block go before the next one is fetched: one block in memory at a time.
         del table
     return written
 

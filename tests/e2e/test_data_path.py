@@ -173,8 +173,8 @@ def test_rows_keep_their_order_both_ways_and_a_sliced_dataset_goes_back_as_slice
         spark, ray_ctx):
     rows = 50_000
     df = spark.range(0, rows, numPartitions=6).selectExpr("id", "id * 2 AS twice")
-    # Blocks of 1,000 rows (files are cut between Spark's batches): the slices below end
-    # and start inside blocks.
+    # Batches of 1,000 rows, files of two batches (cut between Spark's batches), so blocks
+    # of 2,000 rows: the slices below end and start inside blocks.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")
     try:
         ds = data.from_spark(df, block_size="16k")
