@@ -3,9 +3,11 @@ the e2e kill tests check it on real leftovers)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -36,8 +38,12 @@ def dead_pid():
     return proc.pid
 
 
-def _work_dir(tmp, pid, manager_pid=None):
-    path = tmp / f"zoo-ray-driver-{pid}-abc123"
+#: A PID no process can have.
+NEVER = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def _work_dir(tmp, pid, manager_pid=None, host=None):
+    path = tmp / f"zoo-ray-driver-{pid}@{host or socket.gethostname()}-abc123"
     (path / STATE_DIR).mkdir(parents=True)
     (path / "logs").mkdir()
     (path / "logs" / "ray_manager.log").write_text("manager exits\n")
@@ -51,30 +57,34 @@ def test_a_dead_drivers_token_goes_and_a_live_ones_stays(tmp, dead_pid):
     directory = leftovers.driver_token_dir()
     assert directory == tmp / f"zoo-ray-{os.getuid()}"
     assert directory.stat().st_mode & 0o777 == 0o700
-    dead = directory / f"driver-{dead_pid}.token"
-    mine = directory / f"driver-{os.getpid()}.token"
+    dead = directory / f"driver-{leftovers.driver_tag(dead_pid)}.token"
+    mine = directory / f"driver-{leftovers.driver_tag()}.token"
     other = directory / "notes.txt"
-    for path in (dead, mine, other):
+    # A temp dir shared with another host: its drivers' PIDs mean nothing here.
+    elsewhere = directory / f"driver-{dead_pid}@another-host.token"
+    for path in (dead, mine, other, elsewhere):
         path.write_text("x")
     assert leftovers.sweep() == [dead]
-    assert not dead.exists() and mine.exists() and other.exists()
+    assert not dead.exists() and mine.exists() and other.exists() and elsewhere.exists()
 
 
 def test_a_dead_drivers_work_dir_goes_unless_its_gateway_manager_still_runs(
         tmp, dead_pid, sleeper):
     gone = _work_dir(tmp, dead_pid)
-    finishing = _work_dir(tmp, dead_pid + 100_000, manager_pid=sleeper)
-    manager_died = _work_dir(tmp, dead_pid + 200_000, manager_pid=dead_pid)
+    finishing = _work_dir(tmp, NEVER, manager_pid=sleeper)
+    manager_died = _work_dir(tmp, NEVER + 1, manager_pid=dead_pid)
     live = _work_dir(tmp, os.getpid())
+    elsewhere = _work_dir(tmp, dead_pid, host="another-host")
     assert sorted(leftovers.sweep()) == sorted([gone, manager_died])
-    assert finishing.exists() and live.exists()
+    assert finishing.exists() and live.exists() and elsewhere.exists()
     assert not gone.exists() and not manager_died.exists()
 
 
 def test_the_drivers_work_dir_is_named_for_its_pid_and_kept_while_it_lives(tmp):
     work_dir = leftovers.driver_work_dir()
     try:
-        assert os.path.basename(work_dir.name).startswith(f"zoo-ray-driver-{os.getpid()}-")
+        assert os.path.basename(work_dir.name).startswith(
+            f"zoo-ray-driver-{os.getpid()}@{socket.gethostname()}-")
         assert leftovers.sweep() == []
     finally:
         work_dir.cleanup()
@@ -107,3 +117,23 @@ def test_a_gateway_link_into_a_swept_work_dir_goes_with_it(tmp, dead_pid):
     link.symlink_to(ray_dir.resolve())
     assert sorted(leftovers.sweep()) == sorted([work_dir, link])
     assert not link.is_symlink()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a link to another user needs root")
+def test_another_users_dangling_link_stays(tmp):
+    target = tmp / "gone" / "ray"
+    link = leftovers.node_temp_link(target)
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    assert leftovers.sweep() == [] and link.is_symlink()
+
+
+def test_a_sweep_that_fails_is_logged_not_raised(tmp, monkeypatch, caplog):
+    def refused():
+        raise PermissionError(13, "Permission denied", str(tmp))
+
+    dead = leftovers.driver_token_dir() / f"driver-{leftovers.driver_tag(NEVER)}.token"
+    dead.write_text("x")
+    monkeypatch.setattr(leftovers, "_sweep_work_dirs", refused)
+    assert leftovers.sweep() == [dead]  # the other steps still ran
+    assert "could not sweep" in caplog.text and "Permission denied" in caplog.text

@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import RayContextError
 from .host import write_private
-from .leftovers import driver_token_dir
+from .leftovers import driver_tag, driver_token_dir
 
 __all__ = ["DRIVER_GCS_WAIT_S", "GCS_WAIT_ENV", "clear_driver_token", "driver_token_path",
            "use_token_file", "write_driver_token"]
@@ -41,7 +41,7 @@ _set_by_us: list[str] = []
 
 def driver_token_path() -> Path:
     """This process's private token file (its directory is 0700)."""
-    return driver_token_dir() / f"driver-{os.getpid()}.token"
+    return driver_token_dir() / f"driver-{driver_tag()}.token"
 
 
 def _claim_env() -> Path:

@@ -8,12 +8,13 @@ gateway, and the local Hadoop's ``down``. The entries:
 - ``/tmp/zoo-ray-<digest>``: a RayManager's short path to its node's Ray temp dir (a
   Unix socket's path must fit in 108 bytes; container directories are far longer).
   Removed once its target is gone (YARN deleted the container's directory).
-- ``<tmp>/zoo-ray-<uid>/driver-<pid>.token``: a driver's token file. Removed once that
-  driver is dead.
-- ``<tmp>/zoo-ray-driver-<pid>-*``: a driver's work dir (its gateway node's state and
-  logs). Removed once that driver is dead and its gateway's manager has exited.
+- ``<tmp>/zoo-ray-<uid>/driver-<pid>@<host>.token``: a driver's token file. Removed once
+  that driver is dead.
+- ``<tmp>/zoo-ray-driver-<pid>@<host>-*``: a driver's work dir (its gateway node's state
+  and logs). Removed once that driver is dead and its gateway's manager has exited.
 
-Only this user's entries are touched, and never one of a live process.
+Only this user's entries are touched, a driver's only on its own host (a temp dir may be
+shared between hosts), and never one of a live process. A sweep never fails its caller.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -29,21 +31,32 @@ import psutil
 from .cache import digest
 from .protocol import ManagerState
 
-__all__ = ["driver_token_dir", "driver_work_dir", "node_temp_link", "sweep"]
+__all__ = ["driver_tag", "driver_token_dir", "driver_work_dir", "node_temp_link", "sweep"]
 
 logger = logging.getLogger("zoo_ray.leftovers")
 
 #: Where the managers' short links live: fixed, because TMPDIR may be a long path.
 _LINK_ROOT = Path("/tmp")
 _LINK = re.compile(r"zoo-ray-[0-9a-f]{12}")
-_TOKEN = re.compile(r"driver-(\d+)\.token")
 _WORK_DIR_PREFIX = "zoo-ray-driver-"
-_WORK_DIR = re.compile(_WORK_DIR_PREFIX + r"(\d+)-.+")
 
 
 def node_temp_link(ray_dir: Path) -> Path:
     """The short path a RayManager links to its node's Ray temp dir ``ray_dir``."""
     return _LINK_ROOT / f"zoo-ray-{digest(str(ray_dir.resolve()), length=12)}"
+
+
+def driver_tag(pid: int | None = None) -> str:
+    """``<pid>@<host>``: what names a driver's entries (this process's by default)."""
+    return f"{os.getpid() if pid is None else pid}@{socket.gethostname()}"
+
+
+def _driver_pid(name: str, prefix: str, suffix: str) -> int | None:
+    """The PID in a driver's entry ``<prefix><pid>@<this host><suffix>``; None for entries
+    of other hosts, or names that are not a driver's."""
+    host = re.escape(socket.gethostname())
+    match = re.fullmatch(re.escape(prefix) + r"(\d+)@" + host + suffix, name)
+    return int(match[1]) if match else None
 
 
 def driver_token_dir() -> Path:
@@ -54,8 +67,9 @@ def driver_token_dir() -> Path:
 
 
 def driver_work_dir() -> tempfile.TemporaryDirectory[str]:
-    """A new work dir for this driver's gateway node, named for its PID (for :func:`sweep`)."""
-    return tempfile.TemporaryDirectory(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-")
+    """A new work dir for this driver's gateway node, named for its PID and host (for
+    :func:`sweep`)."""
+    return tempfile.TemporaryDirectory(prefix=f"{_WORK_DIR_PREFIX}{driver_tag()}-")
 
 
 def sweep() -> list[Path]:
@@ -65,11 +79,15 @@ def sweep() -> list[Path]:
     -------
     list of Path
         What was removed. An entry that cannot be removed (another user's, or one that
-        vanished meanwhile) is skipped.
+        vanished meanwhile) is skipped; a sweep that fails is logged, never raised.
     """
-    removed = _sweep_work_dirs() + _sweep_tokens()
-    # After the work dirs: a gateway node's link pointed into one.
-    removed += _sweep_links()
+    removed: list[Path] = []
+    # Links after work dirs: a gateway node's link pointed into one.
+    for step in (_sweep_work_dirs, _sweep_tokens, _sweep_links):
+        try:
+            removed += step()
+        except OSError as exc:
+            logger.warning("could not sweep %s: %s", step.__name__.removeprefix("_sweep_"), exc)
     if removed:
         logger.info("removed %d entries left by killed zoo_ray processes: %s", len(removed),
                     ", ".join(map(str, removed)))
@@ -86,8 +104,8 @@ def _ours(path: Path) -> bool:
 def _sweep_work_dirs() -> list[Path]:
     removed = []
     for path in Path(tempfile.gettempdir()).glob(_WORK_DIR_PREFIX + "*"):
-        match = _WORK_DIR.fullmatch(path.name)
-        if not match or not _ours(path) or psutil.pid_exists(int(match[1])):
+        pid = _driver_pid(path.name, _WORK_DIR_PREFIX, "-.+")
+        if pid is None or not _ours(path) or psutil.pid_exists(pid):
             continue
         # The gateway's manager stops on its own once the driver is gone; it may still be
         # copying its node's logs into this directory.
@@ -103,18 +121,29 @@ def _sweep_tokens() -> list[Path]:
     removed = []
     directory = Path(tempfile.gettempdir()) / f"zoo-ray-{os.getuid()}"
     for path in directory.glob("driver-*.token"):
-        match = _TOKEN.fullmatch(path.name)
-        if match and not psutil.pid_exists(int(match[1])):
+        pid = _driver_pid(path.name, "driver-", r"\.token")
+        if pid is not None and not psutil.pid_exists(pid):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
+def _dangling(link: Path) -> bool:
+    """A symlink whose target is gone (one we may not look into is not dangling)."""
+    try:
+        os.stat(link)
+    except (FileNotFoundError, NotADirectoryError):
+        return link.is_symlink()
+    except OSError:
+        return False
+    return False
+
+
 def _sweep_links() -> list[Path]:
     removed = []
     for path in _LINK_ROOT.glob("zoo-ray-*"):
-        if _LINK.fullmatch(path.name) and path.is_symlink() and not path.exists() \
-                and _ours(path):
+        # Ours first: another user's link points into a directory we may not read.
+        if _LINK.fullmatch(path.name) and _ours(path) and _dangling(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

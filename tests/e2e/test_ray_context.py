@@ -447,18 +447,21 @@ def _check_the_next_driver_sweeps_what_the_killed_one_left(pid, links, ray_ctx):
     (here: this driver's sweep, which init() and every manager's start run) removes them
     and leaves every entry of the running cluster alone."""
     from zoo_ray.auth import driver_token_path
-    from zoo_ray.leftovers import sweep
+    from zoo_ray.leftovers import driver_tag, sweep
 
-    token = driver_token_path().with_name(f"driver-{pid}.token")
-    work_dirs = list(Path(tempfile.gettempdir()).glob(f"zoo-ray-driver-{pid}-*"))
+    token = driver_token_path().with_name(f"driver-{driver_tag(pid)}.token")
+    work_dirs = list(Path(tempfile.gettempdir()).glob(f"zoo-ray-driver-{driver_tag(pid)}-*"))
     assert token.exists() and len(work_dirs) == 1
     # YARN deletes the containers' directories once the application ended.
     _wait(lambda: not any(Path(link).exists() for link in links), 60,
           "the killed application's container directories to go")
+    dangling = [Path(link) for link in links if Path(link).is_symlink()]
+    print(f"{len(dangling)} of {len(links)} node links left dangling by the kill")
     ours = [Path(n["temp_dir"]) for n in ray_ctx.address_info["nodes"]]
     ours.append(Path(ray_ctx.address_info["gateway_node"]["temp_dir"]))
     removed = sweep()
     assert token in removed and work_dirs[0] in removed
+    assert set(dangling) <= set(removed)
     assert not any(Path(link).is_symlink() for link in links)
     assert driver_token_path().exists() and all(link.is_dir() for link in ours)
 
