@@ -3,7 +3,6 @@ submit (exit code, Ctrl-C), status, stop and pack."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from tests.fresh import env_without_ray
 
 from zoo_ray.applications import AppRecord
 from zoo_ray.yarn import FINAL_STATES
@@ -54,7 +54,7 @@ _WAITER = textwrap.dedent("""
 
 @pytest.fixture
 def cli_env(cluster, monkeypatch):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env = env_without_ray()
     env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
     return env
 

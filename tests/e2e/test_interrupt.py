@@ -3,13 +3,13 @@ half-started, and the same interpreter (the kernel) starts cleanly on the retry.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from tests.fresh import env_without_ray
 
 from zoo_ray.yarn import FINAL_STATES
 
@@ -106,7 +106,7 @@ def _wait_final(rm, name, timeout=90):
 
 @pytest.mark.parametrize("stage", ["spark", "ray"])
 def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env = env_without_ray()
     log = tmp_path / "driver.err"
     with open(log, "w") as err:
         result = subprocess.run([sys.executable, "-c", _DRIVER, stage,

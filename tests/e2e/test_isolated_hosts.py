@@ -27,6 +27,7 @@ import pytest
 import test_data_path as data_path
 import test_ray_context as ray_context
 from own_cluster import module_cluster
+from tests.fresh import env_without_ray
 
 from zoo_ray.errors import ClusterLostError, IsolatedHostsUnavailableError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
@@ -222,7 +223,7 @@ def test_a_node_or_driver_without_the_token_is_refused_from_another_host(
     argv = [sys.executable, *_JOIN_WITHOUT_TOKEN[who]]
     argv += [ray_ctx.address] if who == "driver" else [f"--address={ray_ctx.address}",
                                                        f"--temp-dir={tmp_path / 'ray'}"]
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    clean_env = env_without_ray()
     proc = subprocess.Popen(["ip", "netns", "exec", other.netns, *argv], env=clean_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, cwd=tmp_path)

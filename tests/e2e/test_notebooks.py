@@ -2,11 +2,11 @@
 local Hadoop, with their settings taken from the environment as on a real gateway."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
+from tests.fresh import ray_keys
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -21,7 +21,7 @@ def test_notebook_runs_end_to_end(path, cluster, tmp_path, monkeypatch, capsys):
     from nbclient import NotebookClient
 
     # The kernel inherits this environment: no Ray session of the test process leaks in.
-    for key in [k for k in os.environ if k.startswith("RAY_")]:
+    for key in ray_keys():
         monkeypatch.delenv(key)
     monkeypatch.setenv("HADOOP_CONF_DIR", str(cluster.hadoop_conf_dir))
     notebook = nbformat.read(path, as_version=4)

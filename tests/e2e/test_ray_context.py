@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.fresh import env_without_ray
 
 from zoo_ray import RayContext
 from zoo_ray.errors import (
@@ -401,7 +402,7 @@ _DRIVER = textwrap.dedent("""
 
 def _start_driver(script, args, log):
     """A second driver in its own Python: returns it and the JSON of its first line."""
-    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    fresh_env = env_without_ray()
     with open(log, "w") as stderr:
         driver = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=stderr, text=True, env=fresh_env)

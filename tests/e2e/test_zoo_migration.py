@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
+
+from tests.fresh import env_without_ray, ray_keys
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
 _ZOO_PROGRAM = textwrap.dedent("""
@@ -78,8 +79,8 @@ _RAY_KEYS = {"address", "gcs_address", "node_id", "node_ip_address", "object_sto
 
 
 def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, tmp_path):
-    fresh_env = {k: v for k, v in os.environ.items()
-                 if not k.startswith("RAY_") and k != "PYSPARK_ARCHIVES_PATH"}
+    fresh_env = {k: v for k, v in env_without_ray().items()
+                 if k != "PYSPARK_ARCHIVES_PATH"}
     result = subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
                             capture_output=True, text=True, timeout=900, env=fresh_env,
                             cwd=tmp_path)
@@ -137,7 +138,7 @@ _ZOO_LOCAL_PROGRAM = textwrap.dedent("""
 
 
 def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
-    fresh_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    fresh_env = env_without_ray()
     result = subprocess.run([sys.executable, "-c", _ZOO_LOCAL_PROGRAM], capture_output=True,
                             text=True, timeout=600, env=fresh_env, cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
@@ -171,7 +172,7 @@ def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(cluster, 
     import nbformat
     from nbclient import NotebookClient
 
-    for key in [k for k in os.environ if k.startswith("RAY_")]:
+    for key in ray_keys():
         monkeypatch.delenv(key)
     monkeypatch.setenv("HADOOP_CONF_DIR", str(cluster.hadoop_conf_dir))
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _NOTEBOOK])
