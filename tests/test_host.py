@@ -6,11 +6,13 @@ import socket
 import stat
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
 import psutil
 import pytest
+from tests.fresh import run_python
 
 from zoo_ray.host import (
     free_ports,
@@ -160,3 +162,32 @@ def test_tree_rss_of_a_zombie_is_nothing():
         assert tree_rss(zombie.pid) == (0, 0)
     finally:
         zombie.wait()
+
+
+_SPAWNS_WHEN_STOPPED = """
+import signal, subprocess, sys, time
+def spawn(*_):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sys.exit(0)
+signal.signal(signal.SIGTERM, spawn)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_kill_descendants_also_takes_what_a_dying_child_started():
+    # A subreaper whose child, told to stop, starts another process and exits (as a
+    # raylet may start a worker as it dies): that one is re-parented to the subreaper.
+    result = run_python(textwrap.dedent(f"""
+        import subprocess, sys
+        import psutil
+        from zoo_ray.host import become_subreaper, kill_descendants
+        assert become_subreaper()
+        child = subprocess.Popen([sys.executable, "-c", {_SPAWNS_WHEN_STOPPED!r}],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline() == "ready\\n"
+        kill_descendants(grace=5)
+        print(len(psutil.Process().children(recursive=True)))
+    """))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]

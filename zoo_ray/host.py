@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     import psutil
 
 __all__ = [
-    "become_subreaper", "find_java_home", "free_ports", "node_ip", "port_free", "reap_children",
+    "become_subreaper", "find_java_home", "free_ports", "kill_descendants", "node_ip",
+    "port_free", "reap_children",
     "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
 
@@ -127,6 +128,25 @@ def tree_rss(pid: int) -> tuple[int, int]:
         except psutil.Error:
             continue
     return (total, counted) if total else (0, 0)
+
+
+def kill_descendants(grace: float = 5.0, rounds: int = 3) -> None:
+    """Terminate every process below this one (see :func:`terminate`), and reap them.
+
+    Again for what a dying process started meanwhile (a raylet starting a worker as it is
+    told to stop): a subreaper inherits those after the first round. At most ``rounds``.
+    """
+    import psutil
+
+    for _ in range(rounds):
+        try:
+            descendants = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        if not descendants:
+            return
+        terminate(descendants, grace)
+        reap_children()
 
 
 def reap_children() -> None:

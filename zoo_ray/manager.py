@@ -40,10 +40,9 @@ import psutil
 from .host import (
     become_subreaper,
     free_ports,
+    kill_descendants,
     node_ip,
-    reap_children,
     tail,
-    terminate,
     tree_rss,
     wait_until,
     write_private,
@@ -322,14 +321,10 @@ class RayManager:
                                  f" see {log}")
 
     def kill_node(self, grace: float = 5.0) -> None:
-        """SIGTERM every process below this manager, SIGKILL what is left after ``grace``."""
-        try:
-            descendants = psutil.Process().children(recursive=True)
-        except psutil.Error:
-            descendants = []
-        terminate(descendants, grace)
-        # Orphans re-parented to us (we are a subreaper) were reaped by wait_procs or now.
-        reap_children()
+        """SIGTERM every process below this manager, SIGKILL what is left after ``grace``
+        (also a worker the raylet started as it died: one that outlived us would make its
+        session's directories where our link to the temp dir was)."""
+        kill_descendants(grace)
 
     def _watched_alive(self) -> bool:
         pid = self.spec.watch_pid
