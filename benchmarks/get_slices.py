@@ -3,7 +3,7 @@
     python benchmarks/get_slices.py [--refs 1000 10000 100000] [--wait 5]
 
 While a RayContext runs, ``ray.get`` waits in slices of a second so that it can raise
-``ClusterLostError`` when the cluster is lost (``ray_internals.watch_driver_calls``);
+``ClusterLostError`` when the cluster is lost (``driver_guard.watch_driver_calls``);
 each slice asks Ray for every ref again. The worst case is a get of many refs that are
 ready and one that is not: here ``--refs`` small objects put in the object store and
 one task that ends after ``--wait`` seconds. Runs on a local Ray (no Hadoop: the cost is
@@ -19,7 +19,7 @@ import psutil
 import ray
 from ray._private.worker import Worker
 
-from zoo_ray import ray_internals
+from zoo_ray import driver_guard
 
 
 def _cpu() -> float:
@@ -54,7 +54,7 @@ def main() -> None:
             for _ in range(2):
                 Worker.get_objects = ray_get  # type: ignore[method-assign]
                 figures["ray"].append(_one_get(refs, args.wait))
-                ray_internals.watch_driver_calls()
+                driver_guard.watch_driver_calls()
                 figures["zoo_ray"].append(_one_get(refs, args.wait))
             rows.append((count, figures))
             del refs

@@ -261,7 +261,7 @@ def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_con
 
     import ray
 
-    from zoo_ray import ray_internals
+    from zoo_ray import driver_guard
 
     ctx, _ = _running_context(monkeypatch)
     ctx.init_timeout = 120
@@ -274,7 +274,7 @@ def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_con
         time.sleep(timeout)
         raise ray.exceptions.RpcError("Timed out while waiting for GCS", rpc_code=4)
 
-    monkeypatch.setattr(ray_internals, "node_table", gcs_that_does_not_answer)
+    monkeypatch.setattr(driver_guard, "node_table", gcs_that_does_not_answer)
     keeper = ctx._keeper
     threading.Timer(1.0, setattr, (keeper, "closing", True)).start()
     started = time.monotonic()

@@ -105,7 +105,7 @@ def test_a_driver_s_ray_init_to_a_refused_cluster_says_why_and_others_pass():
     from ray._private import services
 
     from zoo_ray.errors import ClusterLostError
-    from zoo_ray.ray_internals import refuse_drivers
+    from zoo_ray.driver_guard import refuse_drivers
 
     refuse_drivers("198.18.0.9:6379", "Spark ended the application")
     try:
@@ -125,7 +125,7 @@ def test_ray_gets_waiting_on_a_lost_cluster_and_new_calls_raise_cluster_lost():
         import json, threading, time
         import ray
         from zoo_ray.errors import ClusterLostError
-        from zoo_ray.ray_internals import _waiting_calls, cluster_lost, watch_driver_calls
+        from zoo_ray.driver_guard import _waiting_calls, cluster_lost, watch_driver_calls
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
         watch_driver_calls()
@@ -192,7 +192,7 @@ def test_calls_on_a_gcs_that_is_gone_keep_their_timeout_or_end_when_the_cluster_
         import json, os, threading, time
         import psutil, ray
         from zoo_ray.errors import ClusterLostError
-        from zoo_ray.ray_internals import (_waiting_calls, cluster_lost, node_table,
+        from zoo_ray.driver_guard import (_waiting_calls, cluster_lost, node_table,
                                            watch_driver_calls)
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")

@@ -381,7 +381,7 @@ class RayContext:
             _raise_failures([answer])
             return
         self.address_info["gateway_node"] = dataclasses.asdict(answer)
-        from .ray_internals import attach_drivers_to
+        from .driver_guard import attach_drivers_to
 
         attach_drivers_to(answer.temp_dir)
         self._connect_and_verify(wanted + 1)
@@ -429,7 +429,7 @@ class RayContext:
         """
         import ray
 
-        from .ray_internals import node_table
+        from .driver_guard import node_table
 
         address = self.address_info["address"]
         connected = ray.init(address=address, logging_level=logging.WARNING,
@@ -505,7 +505,7 @@ class RayContext:
         """Start a Ray node in each executor Spark adds in place of a lost one."""
         if self.is_local or self._head is None:
             return
-        from .ray_internals import watch_driver_calls
+        from .driver_guard import watch_driver_calls
 
         watch_driver_calls()
         plan = StartPlan(self._base_spec(), self._head, self.num_ray_nodes, self.init_timeout)
@@ -524,7 +524,7 @@ class RayContext:
         keeper = self._keeper
         assert keeper is not None, "called by the running keeper"
         seen = time.monotonic()
-        from .ray_internals import refuse_drivers
+        from .driver_guard import refuse_drivers
 
         old = os.environ.get("RAY_ADDRESS", "")
         rebuilding = ("zoo_ray is starting a new Ray cluster; retry in a few seconds "
@@ -607,7 +607,7 @@ class RayContext:
         would leave it blocked for good, and a call that reaches the lost GCS blocks too."""
         import ray
 
-        from .ray_internals import cluster_lost
+        from .driver_guard import cluster_lost
 
         with cluster_lost(why, waited, timeout=10.0) as waiting:
             if waiting:
@@ -619,7 +619,7 @@ class RayContext:
     def _lose(self, why: str) -> None:
         """The cluster is gone for good: ``node_status()`` and the driver's next Ray call
         raise ClusterLostError saying ``why``."""
-        from .ray_internals import refuse_drivers
+        from .driver_guard import refuse_drivers
 
         self._lost = why
         self._refused_address = os.environ.get("RAY_ADDRESS")
@@ -670,7 +670,7 @@ class RayContext:
             self._stop_nodes(forget_address=True)
         finally:
             if self._refused_address:
-                from .ray_internals import refuse_drivers
+                from .driver_guard import refuse_drivers
 
                 refuse_drivers(self._refused_address, None)
                 self._refused_address = None
@@ -694,7 +694,7 @@ class RayContext:
         """
         import ray
 
-        from .ray_internals import attach_drivers_to
+        from .driver_guard import attach_drivers_to
 
         if ray.is_initialized():
             ray.shutdown()
@@ -786,7 +786,7 @@ class RayContext:
                     timeout: float | None = None) -> dict[str, dict[str, Any]]:
         """Ray's registration of each started node, by its temp dir; a restarted node
         registers anew and its live registration wins."""
-        from .ray_internals import node_table
+        from .driver_guard import node_table
 
         found: dict[str, dict[str, Any]] = {}
         for node in node_table(timeout):
@@ -833,7 +833,7 @@ class RayContext:
         ClusterLostError
             The cluster is gone for good; the message says why.
         """
-        from .ray_internals import object_store_used
+        from .driver_guard import object_store_used
 
         return {container: object_store_used(
                     f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")

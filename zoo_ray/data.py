@@ -177,7 +177,7 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     """
     import ray
 
-    from .ray_internals import dataset_from_blocks
+    from .ray_blocks import dataset_from_blocks
     from .ray_tasks import load_tables
 
     ctx = _running_context("from_spark")
@@ -219,7 +219,7 @@ def block_executors(ds: Any) -> list[str]:
     RayContextError
         No RayContext is running.
     """
-    from .ray_internals import dataset_blocks, object_nodes
+    from .ray_blocks import dataset_blocks, object_nodes
 
     executors = _running_context("block_executors").executor_nodes()
     nodes = object_nodes([block.ref for block in dataset_blocks(ds)])
@@ -435,7 +435,7 @@ def _spool_dataset(ds: Any, ctx: RayContext, conversion: str) -> list[SpooledBlo
     per node (see :mod:`zoo_ray.ray_tasks`); in block order."""
     import ray
 
-    from .ray_internals import dataset_blocks, object_nodes
+    from .ray_blocks import dataset_blocks, object_nodes
     from .ray_tasks import pinned, spool_blocks
 
     blocks = [b for b in dataset_blocks(ds) if b.num_rows]

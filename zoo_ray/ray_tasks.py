@@ -24,7 +24,7 @@ from . import spool
 from .errors import BlocksLostError
 from .executor_tasks import container_id
 from .protocol import SpooledBlock
-from .ray_internals import to_arrow
+from .ray_blocks import to_arrow
 
 __all__ = [
     "load_pickles", "load_tables", "node_of_actor", "pinned", "remove_spool", "spool_blocks",

@@ -16,7 +16,7 @@ import pytest
 
 from zoo_ray import RayContext
 from zoo_ray.errors import BlocksLostError, RayContextError, UnsupportedColumnError
-from zoo_ray.ray_internals import dataset_blocks, object_nodes
+from zoo_ray.ray_blocks import dataset_blocks, object_nodes
 
 ray = pytest.importorskip("ray")
 data = pytest.importorskip("zoo_ray.data")
