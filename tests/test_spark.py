@@ -7,7 +7,8 @@ import pytest
 
 from zoo_ray import init_spark_on_yarn
 from zoo_ray.errors import InvalidArgumentError, InvalidMemoryError
-from zoo_ray.spark import _check_arguments, spark_settings
+from zoo_ray.spark_settings import spark_settings
+from zoo_ray.yarn_request import check_arguments
 
 _DEFAULTS = dict(
     hadoop_conf=None, conda_name=None, num_executors=2, executor_cores=2,
@@ -20,7 +21,7 @@ _DEFAULTS = dict(
 
 
 def _request(**overrides):
-    return _check_arguments(**{**_DEFAULTS, **overrides})
+    return check_arguments(**{**_DEFAULTS, **overrides})
 
 
 @pytest.mark.parametrize("overrides, error, match", [
@@ -83,9 +84,9 @@ def test_the_driver_listens_on_the_address_facing_the_cluster_unless_the_user_sa
 
 
 def test_a_loopback_answer_for_a_resource_manager_not_on_loopback_leaves_the_choice_to_spark():
-    from zoo_ray.spark import _driver_host
+    from zoo_ray.spark_settings import driver_host
     from zoo_ray.yarn import ResourceManager
 
-    assert _driver_host(ResourceManager("127.0.0.1:8088")) == "127.0.0.1"  # the local Hadoop
-    assert _driver_host(ResourceManager("localhost:8088")) is None  # a name for this machine
-    assert _driver_host(ResourceManager("0.0.0.0:8088")) is None
+    assert driver_host(ResourceManager("127.0.0.1:8088")) == "127.0.0.1"  # the local Hadoop
+    assert driver_host(ResourceManager("localhost:8088")) is None  # a name for this machine
+    assert driver_host(ResourceManager("0.0.0.0:8088")) is None

@@ -2,7 +2,12 @@
 
 Where each module runs:
 
-- gateway (the driver's process): :mod:`~zoo_ray.spark`, :mod:`~zoo_ray.envs`,
+- gateway (the driver's process): :mod:`~zoo_ray.spark` (init_spark_on_yarn and
+  init_spark_on_local) and its steps :mod:`~zoo_ray.yarn_request` (the checked
+  arguments), :mod:`~zoo_ray.preflight` (checks against the ResourceManager),
+  :mod:`~zoo_ray.shipping` (Spark's JVM, uploads to the cluster's cache),
+  :mod:`~zoo_ray.spark_settings` (the SparkConf) and :mod:`~zoo_ray.spark_start`
+  (the SparkContext, the wait for executors); :mod:`~zoo_ray.envs`,
   :mod:`~zoo_ray.cache`, :mod:`~zoo_ray.filesystem`, :mod:`~zoo_ray.yarn`,
   :mod:`~zoo_ray.hadoop_conf`, :mod:`~zoo_ray.memory`, :mod:`~zoo_ray.spark_internals`,
   :mod:`~zoo_ray.cli`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster`;

@@ -83,7 +83,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from .spark import ship_environment
+    from .shipping import ship_environment
 
     entry = ship_environment(args.hadoop_conf, args.conda_name, args.env_prefix, args.cache_dir)
     print(json.dumps(entry, indent=2))
@@ -91,8 +91,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> Any:
-    from .hadoop_conf import HadoopConf
-    from .spark import hadoop_conf_dir
+    from .hadoop_conf import HadoopConf, hadoop_conf_dir
     from .yarn import ResourceManager
 
     return ResourceManager.from_conf(HadoopConf(hadoop_conf_dir(args.hadoop_conf)))

@@ -5,7 +5,7 @@ ResourceManager and NameNode live. :class:`HadoopConf` reads it the way Hadoop's
 own ``Configuration`` does (later files override earlier ones, ``${var}``
 references expand), and can write a modified copy that keeps the comments, which
 is how the local Hadoop renders its configuration from ``hadoop_conf_example/``.
-Runs on the gateway.
+:func:`hadoop_conf_dir` finds the directory a caller means. Runs on the gateway.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import HadoopConfError
 
-__all__ = ["HadoopConf", "SITE_FILES"]
+__all__ = ["HadoopConf", "SITE_FILES", "hadoop_conf_dir"]
 
 #: The files a gateway's configuration directory holds, in Hadoop's load order.
 SITE_FILES = ("core-site.xml", "hdfs-site.xml", "yarn-site.xml", "capacity-scheduler.xml")
@@ -204,3 +204,15 @@ class HadoopConf:
             tmp.write_text(f"{site.prolog}{body}\n", encoding="utf-8")
             os.replace(tmp, dest / name)
         return dest
+
+
+def hadoop_conf_dir(hadoop_conf: str | None) -> Path:
+    """The Hadoop configuration directory: ``hadoop_conf``, else ``$HADOOP_CONF_DIR``."""
+    conf_dir = hadoop_conf or os.environ.get("HADOOP_CONF_DIR")
+    if not conf_dir:
+        raise HadoopConfError(
+            "No Hadoop configuration: pass hadoop_conf=<dir with core-site.xml and "
+            "yarn-site.xml> (--hadoop-conf) or set HADOOP_CONF_DIR (on a gateway usually "
+            "/etc/hadoop/conf; for the local Hadoop, the path `zoo-ray minicluster up` prints)."
+        )
+    return Path(conf_dir).expanduser().resolve()

@@ -1,4 +1,4 @@
-"""Helpers about this host: processes, waiting, ports, addresses, private files, Java.
+"""Helpers about this host: processes, waiting, ports, addresses, files, Java, env vars.
 
 Runs anywhere: on the gateway, inside Spark tasks on executors and in the
 RayManager. It imports neither PySpark nor Ray, so the small processes on
@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING, TypeVar
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import psutil
 
 __all__ = [
-    "become_subreaper", "find_java_home", "free_ports", "kill_descendants", "node_ip",
+    "become_subreaper", "env_var", "find_java_home", "free_ports", "kill_descendants", "node_ip",
     "port_free", "reap_children",
     "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
@@ -59,6 +59,20 @@ def wait_until(
                 return None
         else:
             time.sleep(pause)
+
+
+@contextmanager
+def env_var(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of a block, then restore it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
 
 
 def terminate(

@@ -26,7 +26,7 @@ from tests.conda_env import (
 from tests.wheels import make_wheel
 
 from zoo_ray.envs import PythonEnv, _pack, find_env
-from zoo_ray.spark import ship_environment
+from zoo_ray.shipping import ship_environment
 
 NAME = "zoo-ray-test"
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,143 @@
+"""Shipping what executors need to the cluster's file system, and Spark's JVM to do it.
+
+Runs on the gateway, in the driver's process. It sets what Spark's JVM reads from
+``os.environ`` when it starts (the cluster's configuration, Java, the user), starts
+that JVM (it reaches HDFS through Hadoop's client), and uploads what the cluster's
+cache lacks: the Python environment, pyspark's libraries, zoo_ray itself and
+Spark's jars (see :mod:`zoo_ray.envs`). :func:`ship_environment` is that step on its
+own (``zoo-ray pack``).
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from . import spark_internals
+from .envs import (
+    ENV_ALIAS,
+    find_env,
+    pyspark_libs,
+    remote_cache_root,
+    ship_env,
+    ship_pyspark_libs,
+    ship_spark_jars,
+    ship_zoo_ray,
+)
+from .filesystem import ClusterFileSystem
+from .hadoop_conf import HadoopConf, hadoop_conf_dir
+from .host import find_java_home
+from .spark_settings import driver_host, spark_settings
+from .yarn import ResourceManager
+from .yarn_request import YarnRequest
+
+__all__ = ["ship_application", "ship_environment"]
+
+logger = logging.getLogger(__name__)
+
+
+def _restart_jvm_for(conf_dir: Path) -> None:
+    """End a JVM left from a SparkContext on another cluster: Spark's YARN client reads the
+    Hadoop configuration the JVM started with, and would submit there."""
+    running = spark_internals.jvm_env("HADOOP_CONF_DIR")
+    if running is not None and os.path.realpath(running) != os.path.realpath(conf_dir):
+        logger.info("Restarting PySpark's JVM: it read the Hadoop configuration in %s, this "
+                    "application's is %s", running, conf_dir)
+        spark_internals.stop_jvm()
+
+
+def _jvm_environment(hconf: HadoopConf, java_home: Path, hadoop_user_name: str | None) -> None:
+    """What Spark's JVM reads from the environment when it starts: the cluster's
+    configuration, Java, and the user to act as."""
+    _restart_jvm_for(hconf.conf_dir)
+    os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
+    os.environ.setdefault("JAVA_HOME", str(java_home))
+    if hadoop_user_name:
+        os.environ["HADOOP_USER_NAME"] = hadoop_user_name
+
+
+def _remote_root(hconf: HadoopConf, hadoop_user_name: str | None, cache_dir: str | None) -> str:
+    user = hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    return remote_cache_root(hconf.require("fs.defaultFS"), user, cache_dir)
+
+
+def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = None,
+                     env_prefix: str | None = None, cache_dir: str | None = None
+                     ) -> dict[str, Any]:
+    """Pack an environment (or reuse its pack) and upload it unless the cluster has it.
+
+    The first step of :func:`zoo_ray.init_spark_on_yarn` on its own (``zoo-ray pack``): the
+    next application with this environment starts without packing or uploading.
+
+    Parameters
+    ----------
+    hadoop_conf, conda_name, env_prefix, cache_dir
+        As for :func:`zoo_ray.init_spark_on_yarn`; with neither ``conda_name`` nor
+        ``env_prefix``, the environment running this Python.
+
+    Returns
+    -------
+    dict
+        The cache entry: ``kind``, ``prefix``, the local ``archive``, its ``bytes``,
+        and the ``remote`` URI on the cluster.
+    """
+    from pyspark import SparkConf
+
+    env = find_env(conda_name, env_prefix, None)
+    hconf = HadoopConf(hadoop_conf_dir(hadoop_conf))
+    _jvm_environment(hconf, find_java_home(), None)
+    remote_root = _remote_root(hconf, None, cache_dir)
+    fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()), hconf.conf_dir)
+    remote, archive = ship_env(env, fs, remote_root)
+    return {"kind": env.kind, "prefix": env.location, "archive": str(archive),
+            "bytes": archive.stat().st_size, "remote": remote}
+
+
+def ship_application(request: YarnRequest, hconf: HadoopConf, java_home: Path,
+                     rm: ResourceManager) -> Any:
+    """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with.
+
+    Parameters
+    ----------
+    request : YarnRequest
+        What to ship, and the Spark properties (:func:`~zoo_ray.spark_settings.spark_settings`).
+    hconf, java_home, rm
+        What :func:`~zoo_ray.preflight.preflight` found.
+
+    Returns
+    -------
+    pyspark.SparkConf
+        The application's properties with the shipped files' URIs.
+    """
+    from pyspark import SparkConf
+
+    _jvm_environment(hconf, java_home, request.hadoop_user_name)
+    import pyspark
+
+    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    remote_root = _remote_root(hconf, request.hadoop_user_name, request.cache_dir)
+    py_libs = pyspark_libs(spark_home, remote_root)
+    shipped_libs = ",".join(remote for _, remote in py_libs)
+    # The JVM reads it from its environment when it submits (a user's own setting wins).
+    launch_env = ({"PYSPARK_ARCHIVES_PATH": shipped_libs}
+                  if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
+    # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
+    # makes YARN ship pyspark.zip), should the JVM already run.
+    spark_conf = SparkConf().setAll(list(spark_settings(request, driver_host(rm)).items()))
+    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
+    # A JVM that was already running (started for `zoo-ray pack`, say) keeps its own setting.
+    if spark_internals.jvm_env("PYSPARK_ARCHIVES_PATH") == shipped_libs:
+        ship_pyspark_libs(fs, py_libs)
+    # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
+    spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
+    archives = [f"{ship_env(request.env, fs, remote_root)[0]}#{ENV_ALIAS}"]
+    spark_conf.set("spark.yarn.dist.archives", ",".join(archives + request.additional_archive))
+    yarn_archive = request.spark_yarn_archive
+    if not (yarn_archive or "spark.yarn.archive" in request.user_conf
+            or "spark.yarn.jars" in request.user_conf):
+        yarn_archive = ship_spark_jars(spark_home, fs, remote_root)
+    if yarn_archive:
+        spark_conf.set("spark.yarn.archive", yarn_archive)
+    return spark_conf

@@ -1,0 +1,88 @@
+"""The Spark properties of an application on YARN, from the checked request.
+
+Runs on the gateway, in the driver's process, and starts nothing:
+:func:`spark_settings` is a pure function of the :class:`~zoo_ray.yarn_request.YarnRequest`
+and of the gateway's address facing the cluster (:func:`driver_host`).
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from .applications import APP_TAG
+from .envs import ENV_ALIAS
+from .host import node_ip
+from .memory import RAY_MEMORY_CONF, format_mib
+from .yarn import ResourceManager
+from .yarn_request import YarnRequest, as_list
+
+__all__ = ["EXECUTOR_PYTHON", "driver_host", "spark_settings"]
+
+#: Executors run the shipped environment's interpreter, unpacked under this alias.
+EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
+
+
+def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict[str, str]:
+    """The Spark properties of the application, before shipping adds the cluster's URIs.
+
+    A pure function of the request and the gateway's address facing the cluster
+    (``driver_host``): the user's ``conf`` wins over zoo_ray's choices, except
+    ``spark.executor.memoryOverhead``, to which Ray's share is added.
+    """
+    sizing = request.sizing
+    settings: dict[str, str] = {
+        "spark.master": "yarn",
+        "spark.submit.deployMode": "client",
+        "spark.app.name": request.app_name,
+        "spark.executor.instances": str(request.num_executors),
+        "spark.executor.cores": str(request.executor_cores),
+        "spark.executor.memory": format_mib(sizing.heap),
+        "spark.driver.memory": format_mib(request.driver_heap),
+        "spark.driver.cores": str(request.driver_cores),
+        "spark.executorEnv.PYSPARK_PYTHON": EXECUTOR_PYTHON,
+        "spark.ui.showConsoleProgress": "false",
+        # Keeps processes that tasks start (RayManagers) in the executor's process tree.
+        "spark.python.daemon.module": "zoo_ray.executor_daemon",
+    }
+    if driver_host:
+        # Executors reach the driver on the interface that faces the cluster, not on
+        # whatever the gateway's hostname resolves to (often loopback, or another network).
+        settings["spark.driver.host"] = driver_host
+    if sizing.ray:
+        # What RayContext may give Ray's object store and processes, per executor.
+        settings[RAY_MEMORY_CONF] = str(sizing.ray)
+    if request.queue:
+        settings["spark.yarn.queue"] = request.queue
+    if request.jars:
+        settings["spark.jars"] = ",".join(request.jars)
+    if request.principal and request.keytab:
+        settings.update({"spark.kerberos.principal": request.principal,
+                         "spark.kerberos.keytab": request.keytab})
+    settings.update({k: v for k, v in request.user_conf.items()
+                     if k != "spark.executor.memoryOverhead"})
+    settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
+    # zoo_ray's tags join the user's (tags=, or spark.yarn.tags in conf), never give way:
+    # the start-up watch, Ctrl-C's cleanup, status and stop find the application by them.
+    user_tags = as_list(request.user_conf.get("spark.yarn.tags"))
+    tags = dict.fromkeys([APP_TAG, request.launch_tag, *request.tags, *user_tags])
+    settings["spark.yarn.tags"] = ",".join(tags)
+    return settings
+
+
+def driver_host(rm: ResourceManager) -> str | None:
+    """The gateway's address facing the ResourceManager, if that says anything.
+
+    A loopback answer for a ResourceManager not addressed as loopback (its name
+    resolves to 127.0.1.1 on its own machine, or it listens on 0.0.0.0) would hide
+    the driver from remote executors: then Spark picks, as without zoo_ray.
+    """
+    address = node_ip(toward=rm.host)
+    if ipaddress.ip_address(address).is_loopback and not _is_loopback_literal(rm.host):
+        return None
+    return address
+
+
+def _is_loopback_literal(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
