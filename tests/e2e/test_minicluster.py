@@ -22,6 +22,7 @@ from zoo_ray.errors import (
     PortInUseError,
 )
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster.teardown import stray_processes
 from zoo_ray.yarn import FINAL_STATES
 
 ZOO_RAY = [sys.executable, "-m", "zoo_ray.cli"]
@@ -192,7 +193,7 @@ def test_daemon_dying_during_start_reports_its_log_and_stops_the_rest(tmp_path):
     assert cluster.status()["running"] is False
     state = json.loads((cluster.dir / "state.json").read_text())
     assert state["daemons"] == []
-    assert cluster._strays() == []
+    assert stray_processes(cluster.dir) == []
 
 
 def test_missing_java_is_a_clear_error(tmp_path, monkeypatch):

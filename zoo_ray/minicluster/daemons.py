@@ -18,7 +18,7 @@ import psutil
 
 from ..host import tail, terminate
 
-__all__ = ["Daemon", "MAIN_CLASSES", "java_argv"]
+__all__ = ["Daemon", "MAIN_CLASSES", "daemon_env", "java_argv"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ def java_argv(
     argv += [f"--add-opens={pkg}=ALL-UNNAMED" for pkg in _JAVA17_OPENS]
     argv += ["-cp", f"{conf_dir}{os.pathsep}{jars}/*", main_class]
     return argv + list(args or [])
+
+
+def daemon_env(java_home: Path, conf_dir: Path) -> dict[str, str]:
+    """The environment a Hadoop JVM runs with: this one, with the cluster's Java and
+    configuration, and without a CLASSPATH or HADOOP_HOME of another Hadoop."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CLASSPATH", "HADOOP_HOME")}
+    env["JAVA_HOME"] = str(java_home)
+    env["HADOOP_CONF_DIR"] = str(conf_dir)
+    return env
 
 
 @dataclass
