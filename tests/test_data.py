@@ -8,8 +8,11 @@ import pytest
 from pyspark.sql import types as T
 
 from zoo_ray import data
+from zoo_ray.conversion import tasks_by_node
 from zoo_ray.errors import InvalidArgumentError, RayContextError, UnsupportedColumnError
 from zoo_ray.protocol import NodeInfo
+from zoo_ray.ray_to_spark import _block_homes, _spark_schema_of
+from zoo_ray.spark_to_ray import _arrow_schema_of
 
 
 def _df(*fields: T.StructField) -> SimpleNamespace:
@@ -17,7 +20,7 @@ def _df(*fields: T.StructField) -> SimpleNamespace:
 
 
 def test_the_arrow_schema_spark_converts_to():
-    schema = data._arrow_schema_of(_df(T.StructField("id", T.LongType()),
+    schema = _arrow_schema_of(_df(T.StructField("id", T.LongType()),
                                        T.StructField("ts", T.TimestampType())))
     assert schema == pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC"))])
 
@@ -25,14 +28,14 @@ def test_the_arrow_schema_spark_converts_to():
 def test_a_column_arrow_cannot_carry_is_named():
     df = _df(T.StructField("id", T.LongType()), T.StructField("span", T.CalendarIntervalType()))
     with pytest.raises(UnsupportedColumnError, match="'span' has type interval"):
-        data._arrow_schema_of(df)
+        _arrow_schema_of(df)
 
 
 def test_a_column_spark_cannot_hold_is_named():
-    assert data._spark_schema_of(pa.schema([("a", pa.large_string())])).simpleString() == \
+    assert _spark_schema_of(pa.schema([("a", pa.large_string())])).simpleString() == \
         "struct<a:string>"
     with pytest.raises(UnsupportedColumnError, match="'n' has Arrow type uint64"):
-        data._spark_schema_of(pa.schema([("a", pa.int64()), ("n", pa.uint64())]))
+        _spark_schema_of(pa.schema([("a", pa.int64()), ("n", pa.uint64())]))
 
 
 def _node(container: str) -> NodeInfo:
@@ -42,13 +45,13 @@ def _node(container: str) -> NodeInfo:
 
 def test_blocks_stay_on_their_executor_node_and_others_are_spread():
     executors = {"n1": _node("c1"), "n2": _node("c2")}
-    homes = data._block_homes(["n2", "gateway", None, "n1", "gateway"], executors)
+    homes = _block_homes(["n2", "gateway", None, "n1", "gateway"], executors)
     assert homes == ["n2", "n1", "n2", "n1", "n1"]
 
 
 def test_no_live_executor_node_is_a_typed_error():
     with pytest.raises(RayContextError, match="restart the RayContext"):
-        data._block_homes(["n1"], {})
+        _block_homes(["n1"], {})
 
 
 def test_conversions_without_a_running_ray_context_say_what_to_start():
@@ -72,8 +75,8 @@ def test_feeding_no_actors_is_a_typed_error():
 def test_load_tasks_group_each_node_s_items_in_order_up_to_the_byte_cap():
     nodes = ["a", "b", "a", "a", "b", "a"]
     sizes = [100, 10, 100, 300, 10, 50]
-    assert data._tasks_by_node(nodes, sizes, cap=250) == [
+    assert tasks_by_node(nodes, sizes, cap=250) == [
         ("a", [0, 2]), ("b", [1, 4]), ("a", [3]), ("a", [5])]
-    assert data._tasks_by_node(nodes, sizes) == [("a", [0, 2, 3, 5]), ("b", [1, 4])]
-    assert data._tasks_by_node(nodes) == data._tasks_by_node(nodes, sizes)
-    assert data._tasks_by_node([], []) == []
+    assert tasks_by_node(nodes, sizes) == [("a", [0, 2, 3, 5]), ("b", [1, 4])]
+    assert tasks_by_node(nodes) == tasks_by_node(nodes, sizes)
+    assert tasks_by_node([], []) == []

@@ -12,7 +12,10 @@ Where each module runs:
   :mod:`~zoo_ray.hadoop_conf`, :mod:`~zoo_ray.memory`, :mod:`~zoo_ray.spark_internals`,
   :mod:`~zoo_ray.cli`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster`;
 - driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`,
-  :mod:`~zoo_ray.data` (Spark <-> Ray data), :mod:`~zoo_ray.placement`,
+  :mod:`~zoo_ray.data` (Spark <-> Ray data, what users import) over
+  :mod:`~zoo_ray.spark_to_ray`, :mod:`~zoo_ray.ray_to_spark`, :mod:`~zoo_ray.actor_feed`
+  (partitions to actors) and :mod:`~zoo_ray.conversion` (what they share),
+  :mod:`~zoo_ray.placement`,
   :mod:`~zoo_ray.ray_internals`, :mod:`~zoo_ray.losses` and :mod:`~zoo_ray.healing`
   (threads watching the executors);
 - inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`,

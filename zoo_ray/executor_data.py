@@ -1,7 +1,8 @@
 """Functions Spark runs inside tasks on the executors, for the data path.
 
 Runs in PySpark's Python workers on the executors; the driver
-(:mod:`zoo_ray.data`) binds their arguments with :func:`functools.partial`.
+(:mod:`zoo_ray.spark_to_ray`, :mod:`zoo_ray.ray_to_spark`) binds their arguments with
+:func:`functools.partial`.
 
 - :func:`spool_arrow_partition` (in ``mapInArrow``): writes the Arrow batches
   Spark's JVM made from one partition into this container's spool, in files of a

@@ -1,0 +1,222 @@
+"""Spark into Ray: DataFrames as Ray Datasets, RDDs as Ray objects, on their own nodes.
+
+Runs on the driver: Spark tasks spool each partition on its executor
+(:mod:`zoo_ray.executor_data`), then Ray tasks pinned to the same executors' Ray
+nodes load the files into their object stores (:mod:`zoo_ray.ray_tasks`); only file
+names, row counts and the schema reach the driver. See :mod:`zoo_ray.data`.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+
+from .conversion import containers, remove_spools, running_context, tasks_by_node
+from .errors import RayContextError, UnsupportedColumnError
+from .executor_data import SPOOLED_BLOCK_SCHEMA, spool_arrow_partition, spool_rdd_partition
+from .memory import parse_memory
+from .protocol import SpooledBlock
+
+__all__ = ["RayPartitions", "block_executors", "from_rdd", "from_spark"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_BLOCK = "64m"
+#: Most bytes one load task reads (a pickled partition is read into the worker's memory).
+_LOAD_BYTES = 256 << 20
+
+
+def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
+          ) -> list[Any]:
+    """Load spooled files into the object stores of their own nodes, a task per node and
+    up to ``_LOAD_BYTES`` (see :mod:`zoo_ray.ray_tasks`); wait until all are in. One ref
+    per file, in order."""
+    import ray
+
+    from .ray_tasks import pinned
+
+    homeless = sorted({b.container for b in blocks} - set(nodes))
+    if homeless:
+        raise RayContextError(
+            f"Executors {homeless} computed partitions but run no Ray node to take them. "
+            "Give every executor a Ray node (RayContext's num_ray_nodes defaults to all), or "
+            "restart the RayContext after losing executors.")
+    refs: list[Any] = [None] * len(blocks)
+    counts = []
+    for node, indices in tasks_by_node([nodes[b.container] for b in blocks],
+                                       [b.size_bytes for b in blocks], _LOAD_BYTES):
+        *loaded, count = pinned(loader, node, num_returns=len(indices) + 1).remote(
+            [(blocks[i].path, blocks[i].container) for i in indices])
+        counts.append(count)
+        for i, ref in zip(indices, loaded):
+            refs[i] = ref
+    ray.get(counts)
+    return refs
+
+
+def _arrow_schema_of(df: Any) -> pa.Schema:
+    """The Arrow schema Spark converts ``df`` to; names the first column it cannot carry."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    fields = []
+    for column in df.schema.fields:
+        try:
+            fields.append(pa.field(column.name, to_arrow_type(column.dataType,
+                                                              timezone="UTC")))
+        except (TypeError, NotImplementedError, ValueError) as exc:
+            raise UnsupportedColumnError(
+                f"Column {column.name!r} has type {column.dataType.simpleString()}, which "
+                f"Arrow cannot carry ({exc}). Cast it (e.g. to string) or drop it before "
+                "from_spark.") from None
+    return pa.schema(fields)
+
+
+def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
+    """A Spark DataFrame as a Ray Dataset, each block on the node that computed it.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        Any DataFrame of the RayContext's SparkContext. Cache it first if computing it
+        twice would be costly: Spark computes it once here.
+    block_size : str
+        Largest Arrow block to cut a partition into, like "64m": a partition larger than
+        the object store is held (and spilled) block by block.
+
+    Returns
+    -------
+    ray.data.MaterializedDataset
+        Its blocks are in the object stores of the executors' Ray nodes, owned by this
+        driver; freed when the Dataset is garbage-collected or the RayContext stops.
+
+    Raises
+    ------
+    RayContextError
+        No RayContext is running.
+    UnsupportedColumnError
+        A column whose type Arrow cannot carry; names the column.
+    BlocksLostError
+        An executor was lost during the conversion.
+    """
+    import ray
+
+    from .ray_blocks import dataset_from_blocks
+    from .ray_tasks import load_tables
+
+    ctx = running_context("from_spark")
+    expected = _arrow_schema_of(df)
+    max_bytes = parse_memory(block_size, "block_size")
+    conversion = f"from-spark-{uuid.uuid4().hex}"
+    try:
+        spooled = _spool_dataframe(df, conversion, max_bytes)
+        refs = _load(load_tables, spooled, containers(ctx.executor_nodes()))
+    finally:
+        remove_spools(ctx, conversion)
+    if not spooled:
+        return ray.data.from_arrow(expected.empty_table())
+    schema = pa.ipc.read_schema(pa.py_buffer(spooled[0].schema))
+    logger.info("from_spark: %d rows in %d blocks on %d nodes", sum(b.num_rows for b in spooled),
+                len(spooled), len({b.container for b in spooled}))
+    return dataset_from_blocks(refs, [b.num_rows for b in spooled],
+                               [b.size_bytes for b in spooled], schema)
+
+
+def _spool_dataframe(df: Any, conversion: str, max_bytes: int) -> list[SpooledBlock]:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    # mapInArrow resolves columns by name, and a name like "(id * 2.0)" does not resolve:
+    # convert under plain names, and give the batches their real ones back in the executor.
+    plain = df.toDF(*[f"_{i}" for i in range(len(df.columns))])
+    rows = plain.mapInArrow(partial(spool_arrow_partition, conversion, max_bytes, df.columns),
+                            from_arrow_schema(SPOOLED_BLOCK_SCHEMA)).collect()
+    return [SpooledBlock(**row.asDict()) for row in rows]
+
+
+def block_executors(ds: Any) -> list[str]:
+    """The executor (YARN container) whose Ray node holds each block of ``ds``.
+
+    "" for a block held elsewhere (the gateway's node, or inline in the driver).
+
+    Raises
+    ------
+    RayContextError
+        No RayContext is running.
+    """
+    from .ray_blocks import dataset_blocks, object_nodes
+
+    executors = running_context("block_executors").executor_nodes()
+    nodes = object_nodes([block.ref for block in dataset_blocks(ds)])
+    return [executors[node].container if node in executors else "" for node in nodes]
+
+
+@dataclass
+class RayPartitions:
+    """An RDD's partitions in Ray: one object per partition, on the node that computed it.
+
+    Attributes
+    ----------
+    refs : list of ray.ObjectRef
+        Each partition as a list of its items, in partition order.
+    node_ids : list of str
+        The Ray node holding each partition.
+    containers : list of str
+        The YARN container (executor) that computed each partition.
+    counts : list of int
+        The number of items in each partition.
+    """
+
+    refs: list[Any]
+    node_ids: list[str | None]
+    containers: list[str]
+    counts: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def release(self) -> None:
+        """Drop the driver's refs: Ray frees the partitions once no task or actor uses them.
+
+        Idempotent.
+        """
+        self.refs, self.node_ids, self.containers, self.counts = [], [], [], []
+
+
+def from_rdd(rdd: Any) -> RayPartitions:
+    """Any RDD's partitions as Ray objects, each on the node of the executor that computed it.
+
+    Parameters
+    ----------
+    rdd : pyspark.RDD
+        Items of any picklable type: numbers, numpy arrays, pandas frames, ...
+
+    Returns
+    -------
+    RayPartitions
+        One object per partition (a list of its items), owned by this driver; freed on
+        :meth:`RayPartitions.release` (and garbage collection) or when the RayContext stops.
+
+    Raises
+    ------
+    RayContextError
+        No RayContext is running.
+    BlocksLostError
+        An executor was lost during the conversion.
+    """
+    from .ray_tasks import load_pickles
+
+    ctx = running_context("from_rdd")
+    conversion = f"from-rdd-{uuid.uuid4().hex}"
+    try:
+        spooled: list[SpooledBlock] = rdd.mapPartitionsWithIndex(
+            partial(spool_rdd_partition, conversion)).collect()
+        nodes = containers(ctx.executor_nodes())
+        refs = _load(load_pickles, spooled, nodes)
+    finally:
+        remove_spools(ctx, conversion)
+    return RayPartitions(refs, [nodes.get(b.container) for b in spooled],
+                         [b.container for b in spooled], [b.num_rows for b in spooled])
