@@ -4,8 +4,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from tests.spark_stub import StubSparkContext
 
-from test_context import _StubSparkContext
 from zoo_ray.compat import (
     INIT_NAMES,
     LOCAL_NAMES,
@@ -15,8 +15,9 @@ from zoo_ray.compat import (
     Renamed,
     translate,
 )
-from zoo_ray.context import RayContext, _local_cores
+from zoo_ray.context import RayContext
 from zoo_ray.errors import InvalidArgumentError
+from zoo_ray.options import _local_cores
 
 
 @pytest.mark.parametrize("old, new", [(old, rule.new) for old, rule in YARN_NAMES.items()
@@ -63,7 +64,7 @@ def no_active_context():
 
 
 def test_ray_context_refuses_redis_names_and_answers_zoo_members(no_active_context):
-    sc = _StubSparkContext(**{"spark.master": "yarn"})
+    sc = StubSparkContext(**{"spark.master": "yarn"})
     for name in ("redis_port", "password", "redis_password", "local_ray_node_num"):
         with pytest.raises(InvalidArgumentError, match=f"RayContext\\({name}="):
             RayContext(sc, **{name: 1})
@@ -82,7 +83,7 @@ def test_ray_context_refuses_redis_names_and_answers_zoo_members(no_active_conte
 def test_local_mode_takes_its_cores_from_the_master(no_active_context):
     assert [_local_cores(m) for m in ("local", "local[4]", "local[4,2]")] == [1, 4, 4]
     assert _local_cores("local[*]") >= 1
-    ctx = RayContext(_StubSparkContext(**{"spark.master": "local[6]"}))
+    ctx = RayContext(StubSparkContext(**{"spark.master": "local[6]"}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ctx.is_local and ctx.ray_node_cpu_cores == 6 and ctx.num_ray_nodes == 1
@@ -117,6 +118,6 @@ def test_zoo_import_paths_give_zoo_rays_names_with_a_warning(module, name):
 def test_extra_params_zoo_ray_sets_itself_are_refused_naming_the_replacement(
         key, says, no_active_context):
     with pytest.raises(InvalidArgumentError, match=f"extra_params=.*{says}"):
-        RayContext(_StubSparkContext(), extra_params={key: "x"})
-    ctx = RayContext(_StubSparkContext(), extra_params={"resources": '{"ssd": 1}'})
-    assert ctx.extra_params == {"resources": '{"ssd": 1}'}
+        RayContext(StubSparkContext(), extra_params={key: "x"})
+    ctx = RayContext(StubSparkContext(), extra_params={"resources": '{"ssd": 1}'})
+    assert ctx.options.extra_params == {"resources": '{"ssd": 1}'}

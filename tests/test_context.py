@@ -1,35 +1,44 @@
-"""RayContext's pure logic (no cluster): start failures as one typed error, its state flags."""
+"""RayContext and its collaborators without a cluster: start failures as one typed error,
+the facade's states, a rebuild's refusals and the registration wait. The facade's
+collaborators (ClusterNodes, Recovery's keeper and loss watch) are swapped for fakes
+that keep to their interfaces; no private method is patched."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import threading
 import time
 
 import pytest
+from tests.spark_stub import StubSparkContext
 
-from zoo_ray import context
-from zoo_ray.context import RayContext, _raise_failures, _started_nodes
+from zoo_ray import context, nodes
+from zoo_ray.context import RayContext
 from zoo_ray.errors import (
     ClusterLostError,
     InvalidArgumentError,
     RayContextError,
     RayNodeStartError,
 )
-from zoo_ray.protocol import NodeFailure, NodeInfo, NodeOutcome
+from zoo_ray.nodes import GATEWAY, RunningCluster, raise_failures, started_nodes
+from zoo_ray.protocol import HeadPlacement, NodeFailure, NodeInfo, NodeOutcome
+from zoo_ray.recovery import Recovery
 
 
-def _node(container, role="worker"):
+def _node(container, role="worker", executor_id=""):
     return NodeInfo(role=role, address="198.18.0.1:6379", pid=1, node_ip="198.18.0.1",
-                    log_dir="/logs", temp_dir="/tmp/zoo-ray-x", container=container)
+                    log_dir="/logs", temp_dir=f"/tmp/zoo-ray-{container}", container=container,
+                    executor_id=executor_id)
 
 
 def test_node_failures_become_one_error_with_each_executor_and_its_log_tail():
     failures = [NodeFailure("start", "ray start exited with 2",
                             log_tail="Error: No such option: --no-such-flag",
                             container="container_3"),
-                NodeFailure("timeout", "no answer in 5s",
-                            container="this host (the driver's node)")]
+                NodeFailure("timeout", "no answer in 5s", container=GATEWAY)]
     with pytest.raises(RayNodeStartError) as failure:
-        _raise_failures(failures)
+        raise_failures(failures)
     text = str(failure.value)
     assert text.startswith("2 Ray node(s) failed to start; everything started was stopped.")
     assert "container_3: ray start exited with 2\nError: No such option: --no-such-flag" in text
@@ -44,7 +53,7 @@ def test_only_the_failed_outcomes_are_named():
                     log_tail="ModuleNotFoundError: No module named 'psutil'",
                     container="container_3"))]
     with pytest.raises(RayNodeStartError) as failure:
-        _started_nodes(outcomes, wanted=2)
+        started_nodes(outcomes, wanted=2)
     text = str(failure.value)
     assert "container_3: the RayManager exited with 1" in text and "psutil" in text
     assert "container_1" not in text and "container_2" not in text
@@ -54,140 +63,88 @@ def test_an_object_store_larger_than_shm_names_the_fix():
     shm = NodeFailure("shm", "object_store_memory=9 bytes exceeds the 8 bytes free in /dev/shm",
                       container="container_1")
     with pytest.raises(RayContextError, match="Lower object_store_memory below the free /dev/shm"):
-        _raise_failures([shm])
+        raise_failures([shm])
+    on_gateway = NodeFailure("shm", "too big", container=GATEWAY)
+    with pytest.raises(RayContextError, match="Lower driver_object_store_memory"):
+        raise_failures([on_gateway])
 
 
 def test_no_failure_raises_nothing_and_the_head_comes_first():
     outcomes = [NodeOutcome("ok", "container_2", node=_node("container_2")),
                 NodeOutcome("idle", "container_9"),
                 NodeOutcome("ok", "container_1", node=_node("container_1", "head"))]
-    assert _raise_failures([]) is None
-    nodes = _started_nodes(outcomes, wanted=2)
-    assert [n.container for n in nodes] == ["container_1", "container_2"]
+    assert raise_failures([]) is None
+    assert [n.container for n in started_nodes(outcomes, wanted=2)] == ["container_1",
+                                                                        "container_2"]
 
 
 def test_too_few_nodes_or_no_head_is_an_error():
     with pytest.raises(RayNodeStartError, match="Only 1 of 2 executors"):
-        _started_nodes([NodeOutcome("ok", "c1", node=_node("c1", "head"))], wanted=2)
+        started_nodes([NodeOutcome("ok", "c1", node=_node("c1", "head"))], wanted=2)
     with pytest.raises(RayNodeStartError, match="Only 1 of 1"):
-        _started_nodes([NodeOutcome("ok", "c1", node=_node("c1"))], wanted=1)
+        started_nodes([NodeOutcome("ok", "c1", node=_node("c1"))], wanted=1)
 
 
-class _Conf(dict):
-    def get(self, key, default=None):
-        return super().get(key, default)
+def _cluster(address, *containers):
+    """A RunningCluster at ``address`` with a node in each container, the first the head."""
+    executor_nodes = tuple(_node(c, "head" if i == 0 else "worker", executor_id=str(i + 1))
+                           for i, c in enumerate(containers))
+    return RunningCluster(HeadPlacement(containers[0], address, False), executor_nodes,
+                          _node("gateway", "worker"), {"gcs_address": address},
+                          ("n1", "n2"))
 
 
-class _StubJavaContext:
-    """The JVM side of a running SparkContext, as far as RayContext asks it."""
-
-    def sc(self):
-        return self
-
-    def isStopped(self):
-        return False
-
-
-class _StubSparkContext:
-    """Just what RayContext reads before it submits any job."""
-
-    applicationId = "application_0_0001"
-
-    def __init__(self, **conf):
-        self._jsc = _StubJavaContext()
-        self.conf = _Conf({"spark.executor.instances": "2", "spark.executor.cores": "1", **conf})
-
-    def getConf(self):
-        return self.conf
-
-    def stop(self):
-        self._jsc = None
+def test_address_info_is_ray_s_plus_the_nodes_and_follows_what_joined():
+    cluster = _cluster("198.18.0.1:1", "container_1", "container_2")
+    info = cluster.address_info()
+    assert info["address"] == "198.18.0.1:1" and info["gcs_address"] == "198.18.0.1:1"
+    assert [n["container"] for n in info["nodes"]] == ["container_1", "container_2"]
+    assert info["gateway_node"]["container"] == "gateway" and info["node_ids"] == ["n1", "n2"]
+    assert NodeInfo(**info["nodes"][0]) == cluster.nodes[0]  # the record round-trips
+    grown = cluster.joined(_node("container_3", executor_id="3"))
+    assert grown.containers() == {"1": "container_1", "2": "container_2", "3": "container_3"}
+    assert len(cluster.nodes) == 2  # a record, not a mutable list
 
 
-def _no_cluster_side_effects(ctx, monkeypatch):
-    """A stub SparkContext has no status store to watch, and no record belongs in the cache."""
-    monkeypatch.setattr(ctx, "_record", lambda: None)
-    monkeypatch.setattr(ctx, "_watch_losses", lambda: None)
+class _FakeNodes:
+    """ClusterNodes without Spark: a start brings up the next cluster of ``clusters``."""
+
+    def __init__(self, sc, options, app_id, token, clusters, seen):
+        self.app_id, self.token, self.options = app_id, token, options
+        self.current = None
+        self._clusters, self.seen = clusters, seen
+
+    def plan(self, head, wanted):
+        return ("plan", head.address, wanted)
+
+    def start(self, wanted, slots, driver_cores, progress, closing=lambda: False):
+        self.seen.append(("start", wanted, slots, progress))
+        step = self._clusters.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        if callable(step):
+            step = step()
+        self.current = step
+        return step
+
+    def join(self, node):
+        self.current = self.current.joined(node)
+        return self.current
+
+    def stop(self, forget_address):
+        self.seen.append(("stop", forget_address))
 
 
-@pytest.fixture
-def no_active_context():
-    yield
-    RayContext._active = None
+class _FakeKeeper:
+    """A NodeKeeper that runs no thread: the test plays its thread's callbacks."""
 
+    made: list[_FakeKeeper] = []
 
-def test_bad_arguments_are_invalid_argument_errors(no_active_context):
-    sc = _StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2**30)})
-    for wrong in (0, "2", True):
-        with pytest.raises(InvalidArgumentError, match="num_ray_nodes"):
-            RayContext(sc, num_ray_nodes=wrong)
-    with pytest.raises(InvalidArgumentError, match="num_executors=3"):
-        RayContext(sc, num_ray_nodes=3)
-    with pytest.raises(InvalidArgumentError, match="extra_executor_memory_for_ray"):
-        RayContext(sc, object_store_memory="1g")
-    with pytest.raises(ValueError):  # InvalidArgumentError is a ValueError too
-        RayContext(sc, object_store_memory="1g")
-
-
-def test_initialized_is_false_while_starting_and_stop_is_idempotent(no_active_context,
-                                                                     monkeypatch):
-    ctx = RayContext(_StubSparkContext())
-    assert RayContext.get(initialize=False) is ctx
-    seen = []
-
-    def start(wanted, slots, progress):
-        seen.append(ctx.initialized)
-        ctx.address_info = {"address": "198.18.0.1:1", "nodes": []}
-
-    monkeypatch.setattr(ctx, "_start_cluster", start)
-    _no_cluster_side_effects(ctx, monkeypatch)
-    monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: seen.append("stop job"))
-    ctx.stop()  # before init: nothing to stop, no error
-    ctx.init()
-    assert seen == [False] and ctx.initialized
-    ctx.stop()
-    ctx.stop()
-    assert seen == [False, "stop job"] and not ctx.initialized
-    with pytest.raises(RayContextError, match="No RayContext exists"):
-        RayContext.get()
-
-
-def test_spark_stop_is_wrapped_once_however_often_init_runs(no_active_context, monkeypatch):
-    sc = _StubSparkContext()
-    original = sc.stop
-    ctx = RayContext(sc)
-    monkeypatch.setattr(ctx, "_start_cluster", lambda wanted, slots, progress: setattr(
-        ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
-    stops = []
-    _no_cluster_side_effects(ctx, monkeypatch)
-    monkeypatch.setattr(ctx, "_stop_executor_nodes", lambda: stops.append("ray"))
-    for _ in range(3):
-        ctx.init()
-        ctx.stop()
-    ctx.init()
-    assert sc.stop._zoo_ray_original == original
-    sc.stop()
-    assert stops == ["ray"] * 4 and not ctx.initialized and sc._jsc is None
-    assert sc.stop == original
-
-
-def test_executor_nodes_offer_what_is_left_of_ray_s_share_and_the_gateway_a_small_store(
-        no_active_context):
-    sc = _StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2 * 2**30)})
-    spec = RayContext(sc, object_store_memory="512m")._base_spec()
-    assert spec.memory == (2048 - 512 - 512) * 2**20 and spec.object_store_memory == 2**29
-    assert RayContext(sc)._base_spec().memory is None  # Ray sizes an unspecified store itself
-    assert RayContext(sc).driver_object_store_memory == 256 * 2**20
-    with pytest.raises(InvalidArgumentError, match="75m"):
-        RayContext(sc, driver_object_store_memory="10m")
-    with pytest.raises(InvalidArgumentError, match="driver_object_store_memory"):
-        RayContext(sc, driver_object_store_memory="lots")
-
-
-class _KeeperStub:
-    """What a rebuild asks of the keeper that handed it the head's loss."""
-
-    closing = False
+    def __init__(self, sc, plan, wanted, nodes, on_join, on_head_lost, on_spark_stopped,
+                 events):
+        self.plan, self.on_join, self.on_head_lost = plan, on_join, on_head_lost
+        self.closing = False
+        _FakeKeeper.made.append(self)
 
     @contextlib.contextmanager
     def jobs(self, description):
@@ -197,53 +154,160 @@ class _KeeperStub:
         self.closing = True
 
 
-def _running_context(monkeypatch):
-    """A RayContext that init()ed on a stub SparkContext, its head at 198.18.0.1:1."""
+class _FakeWatch:
+    """A LossWatch that polls nothing."""
+
+    def __init__(self, sc, containers, sizes):
+        self.containers, self.sizes, self.losses = containers, sizes, []
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def swapped(monkeypatch):
+    """RayContext with fake nodes and a recovery whose keeper and watch are fakes; the
+    clusters the nodes start, and what they were asked, are the fixture's."""
+    clusters: list = []
+    seen: list = []
+    made: list[_FakeNodes] = []
+
+    def make_nodes(*args):
+        made.append(_FakeNodes(*args, clusters, seen))
+        return made[-1]
+
+    _FakeKeeper.made = []
+    monkeypatch.setattr(context, "ClusterNodes", make_nodes)
+    monkeypatch.setattr(context, "Recovery", functools.partial(Recovery, keeper=_FakeKeeper,
+                                                               watch=_FakeWatch))
+    monkeypatch.setattr(context, "write_driver_token", lambda token: None)
+    monkeypatch.setattr(context, "clear_driver_token", lambda: None)
+    yield clusters, seen, made
+    RayContext._active = None
+
+
+def test_bad_arguments_are_invalid_argument_errors(swapped):
+    sc = StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2**30)})
+    for wrong in (0, "2", True):
+        with pytest.raises(InvalidArgumentError, match="num_ray_nodes"):
+            RayContext(sc, num_ray_nodes=wrong)
+    with pytest.raises(InvalidArgumentError, match="num_executors=3"):
+        RayContext(sc, num_ray_nodes=3)
+    with pytest.raises(InvalidArgumentError, match="extra_executor_memory_for_ray"):
+        RayContext(sc, object_store_memory="1g")
+    with pytest.raises(ValueError):  # InvalidArgumentError is a ValueError too
+        RayContext(sc, object_store_memory="1g")
+    with pytest.raises(InvalidArgumentError, match="ray_node_cpu_cores"):
+        RayContext(sc, extra_params={"num_cpus": 2})
+
+
+def test_initialized_is_false_while_starting_and_stop_is_idempotent(swapped):
+    clusters, seen, _ = swapped
+    ctx = RayContext(StubSparkContext())
+    assert RayContext.get(initialize=False) is ctx
+    clusters.append(lambda: seen.append(ctx.initialized) or _cluster("198.18.0.1:1", "c1"))
+    ctx.stop()  # before init: nothing to stop, no error
+    assert ctx.address_info == {} and ctx.events() == [] and ctx.lost_executors() == []
+    info = ctx.init()
+    assert info["address"] == ctx.address == "198.18.0.1:1" and ctx.initialized
+    assert seen == [("start", 2, 2, True), False]
+    ctx.stop()
+    ctx.stop()
+    assert seen[-1] == ("stop", True) and seen.count(("stop", True)) == 1
+    assert not ctx.initialized and ctx.address_info == {} and ctx.address is None
+    with pytest.raises(RayContextError, match="No RayContext exists"):
+        RayContext.get()
+
+
+def test_a_failed_start_stops_what_started_and_says_why(swapped):
+    clusters, seen, _ = swapped
+    ctx = RayContext(StubSparkContext())
+    clusters.append(RayNodeStartError("1 Ray node(s) failed to start"))
+    with pytest.raises(RayNodeStartError, match="failed to start"):
+        ctx.init()
+    assert seen[-1] == ("stop", True) and not ctx.initialized
+
+
+def test_spark_stop_is_wrapped_once_however_often_init_runs(swapped):
+    clusters, seen, _ = swapped
+    sc = StubSparkContext()
+    original = sc.stop
+    ctx = RayContext(sc)
+    clusters.extend(_cluster("198.18.0.1:1", "c1") for _ in range(4))
+    for _ in range(3):
+        ctx.init()
+        ctx.stop()
+    ctx.init()
+    assert sc.stop._zoo_ray_original == original
+    sc.stop()
+    assert seen.count(("stop", True)) == 4 and not ctx.initialized and sc._jsc is None
+    assert sc.stop == original
+
+
+def test_executor_nodes_offer_what_is_left_of_ray_s_share_and_the_gateway_a_small_store(
+        swapped):
+    sc = StubSparkContext(**{"spark.zoo_ray.rayMemory": str(2 * 2**30)})
+    spec = RayContext(sc, object_store_memory="512m").options.base_spec("app", "token")
+    assert spec.memory == (2048 - 512 - 512) * 2**20 and spec.object_store_memory == 2**29
+    assert spec.app_id == "app" and spec.token == "token"
+    assert RayContext(sc).options.base_spec("a", "t").memory is None  # Ray sizes it itself
+    assert RayContext(sc).options.driver_object_store_memory == 256 * 2**20
+    with pytest.raises(InvalidArgumentError, match="75m"):
+        RayContext(sc, driver_object_store_memory="10m")
+    with pytest.raises(InvalidArgumentError, match="driver_object_store_memory"):
+        RayContext(sc, driver_object_store_memory="lots")
+
+
+def _running(swapped, monkeypatch):
+    """A RayContext that init()ed on a stub SparkContext, its head at 198.18.0.1:1, and a
+    resolver of addresses as a ray.init() would resolve them."""
     from ray._private import services
 
-    ctx = RayContext(_StubSparkContext())
-    monkeypatch.setattr(ctx, "_start_cluster", lambda wanted, slots, progress: setattr(
-        ctx, "address_info", {"address": "198.18.0.1:1", "nodes": []}))
-    _no_cluster_side_effects(ctx, monkeypatch)
-    monkeypatch.setattr(ctx, "_keep_nodes", lambda: None)
-    monkeypatch.setattr(ctx, "_stop_nodes", lambda forget_address: None)
-    monkeypatch.setattr(context.spark_internals, "is_stopped", lambda sc: False)
+    clusters, seen, _ = swapped
+    ctx = RayContext(StubSparkContext())
+    clusters.append(_cluster("198.18.0.1:1", "c1", "c2"))
     monkeypatch.setenv("RAY_ADDRESS", "198.18.0.1:1")
     ctx.init()
-    ctx._keeper = _KeeperStub()
     # Looked up at each call: zoo_ray patches Ray's function at the first refusal.
-    return ctx, lambda address: services.canonicalize_bootstrap_address(address)
+    return ctx, _FakeKeeper.made[-1], lambda address: services.canonicalize_bootstrap_address(
+        address)
 
 
-def test_a_rebuild_refuses_the_lost_head_meanwhile_and_joins_the_new_one(no_active_context,
-                                                                         monkeypatch):
-    ctx, resolve = _running_context(monkeypatch)
+def test_a_joined_node_is_in_the_address_info_and_the_loss_watch(swapped, monkeypatch):
+    ctx, keeper, _ = _running(swapped, monkeypatch)
+    keeper.on_join(_node("container_7", executor_id="7"))
+    assert [n["container"] for n in ctx.nodes] == ["c1", "c2", "container_7"]
+    ctx.stop()
 
-    def start_again(keeper):
+
+def test_a_rebuild_refuses_the_lost_head_meanwhile_and_joins_the_new_one(swapped, monkeypatch):
+    ctx, keeper, resolve = _running(swapped, monkeypatch)
+    clusters, seen, _ = swapped
+
+    def new_cluster():
         with pytest.raises(ClusterLostError, match="starting a new Ray cluster; retry"):
             resolve("198.18.0.1:1")
-        ctx.address_info = {"address": "198.18.0.2:2", "nodes": [
-            {"executor_id": "3", "container": "container_3"}]}
         monkeypatch.setenv("RAY_ADDRESS", "198.18.0.2:2")
-        return 1
+        return _cluster("198.18.0.2:2", "container_3")
 
-    monkeypatch.setattr(ctx, "_start_again", start_again)
-    ctx._rebuild()
+    clusters.append(new_cluster)
+    keeper.on_head_lost()
+    assert seen[-2:] == [("stop", False), ("start", 2, 2, False)]
     event = ctx.events()[-1]
     assert (event.kind, event.container) == ("rebuilt", "container_3")
     assert "a node starts in each executor Spark adds, up to 2" in event.message
     assert resolve("198.18.0.1:1") == "198.18.0.1:1"  # refused no more
+    assert ctx.address == "198.18.0.2:2"
+    assert _FakeKeeper.made[-1] is not keeper  # the new cluster has a keeper of its own
+    assert _FakeKeeper.made[-1].plan == ("plan", "198.18.0.2:2", 2)
     ctx.stop()
 
 
-def test_a_rebuild_that_fails_loses_the_cluster_until_stop(no_active_context, monkeypatch):
-    ctx, resolve = _running_context(monkeypatch)
-
-    def start_again(keeper):
-        raise RayNodeStartError("no executor registered within 180s")
-
-    monkeypatch.setattr(ctx, "_start_again", start_again)
-    ctx._rebuild()
+def test_a_rebuild_that_fails_loses_the_cluster_until_stop(swapped, monkeypatch):
+    ctx, keeper, resolve = _running(swapped, monkeypatch)
+    clusters, _, _ = swapped
+    clusters.append(RayNodeStartError("no executor registered within 180s"))
+    keeper.on_head_lost()
     assert [e.kind for e in ctx.events()] == ["cluster lost"]
     with pytest.raises(ClusterLostError, match=r"no executor registered.*stop\(\) and init"):
         ctx.node_status()
@@ -253,20 +317,14 @@ def test_a_rebuild_that_fails_loses_the_cluster_until_stop(no_active_context, mo
     assert resolve("198.18.0.1:1") == "198.18.0.1:1" and not ctx.initialized
 
 
-def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_context,
-                                                                   monkeypatch):
-    # The new head's GCS does not answer: stop() (closing the keeper) a second into the
-    # wait ends it within a slice, not after init_timeout.
-    import threading
-
+def test_stop_during_the_registration_wait_ends_it_within_a_slice(monkeypatch):
+    # The new head's GCS does not answer: closing (stop() during a rebuild) a second into
+    # the wait ends it within a slice, not after the timeout.
     import ray
 
-    from zoo_ray import driver_guard
-
-    ctx, _ = _running_context(monkeypatch)
-    ctx.init_timeout = 120
     connected = type("Connected", (), {"address_info": {}})()
     monkeypatch.setattr(ray, "init", lambda **kwargs: connected)
+    monkeypatch.setenv("RAY_ADDRESS", "198.18.0.1:1")
     asked = []
 
     def gcs_that_does_not_answer(timeout=None):
@@ -274,12 +332,30 @@ def test_stop_during_a_rebuild_ends_the_wait_for_nodes_to_register(no_active_con
         time.sleep(timeout)
         raise ray.exceptions.RpcError("Timed out while waiting for GCS", rpc_code=4)
 
-    monkeypatch.setattr(driver_guard, "node_table", gcs_that_does_not_answer)
-    keeper = ctx._keeper
-    threading.Timer(1.0, setattr, (keeper, "closing", True)).start()
+    monkeypatch.setattr(nodes, "node_table", gcs_that_does_not_answer)
+    closed = threading.Event()
+    threading.Timer(1.0, closed.set).start()
     started = time.monotonic()
     with pytest.raises(RayNodeStartError, match=r"stop\(\) was called"):
-        ctx._connect_and_verify(2)
+        nodes.wait_registered("198.18.0.2:2", 2, timeout=120, verbose=False,
+                              closing=closed.is_set)
     assert time.monotonic() - started < 10
     assert asked and max(asked) <= 1.0
-    ctx.stop()
+
+
+def test_the_registration_wait_counts_live_nodes_and_names_the_shortfall(monkeypatch):
+    import ray
+
+    connected = type("Connected", (), {"address_info": {"session_dir": "/s"}})()
+    monkeypatch.setattr(ray, "init", lambda **kwargs: connected)
+    table = [{"NodeID": "b", "Alive": True}, {"NodeID": "a", "Alive": True},
+             {"NodeID": "x", "Alive": False}]
+    monkeypatch.setattr(nodes, "node_table", lambda timeout=None: table)
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    info, ids = nodes.wait_registered("198.18.0.2:2", 2, timeout=5, verbose=False,
+                                      closing=lambda: False)
+    assert info == {"session_dir": "/s"} and ids == ("a", "b")
+    assert os.environ["RAY_ADDRESS"] == "198.18.0.2:2"
+    with pytest.raises(RayNodeStartError, match="Only 2 of 3 Ray nodes registered"):
+        nodes.wait_registered("198.18.0.2:2", 3, timeout=1.5, verbose=False,
+                              closing=lambda: False)

@@ -55,6 +55,14 @@ class ResourceManager:
             address = f"{host}:8088"
         return cls(address)
 
+    @classmethod
+    def of_driver(cls, timeout: float) -> ResourceManager:
+        """The ResourceManager of the driver's Hadoop configuration (``HADOOP_CONF_DIR``),
+        asked with ``timeout`` seconds per request."""
+        rm = cls.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
+        rm.timeout = timeout
+        return rm
+
     def __repr__(self) -> str:
         return f"ResourceManager({self.webapp_address!r})"
 

@@ -1,0 +1,194 @@
+"""RayContext's arguments, checked once against the SparkContext (runs on the driver).
+
+:class:`RayOptions` is to :class:`~zoo_ray.context.RayContext` what
+:class:`~zoo_ray.spark.YarnRequest` is to ``init_spark_on_yarn``: a frozen record
+of every argument, each checked before anything starts, with what the Spark
+configuration implies (executors, cores, Ray's share of each container). The other
+collaborators of RayContext read it and never check an argument again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgumentError
+from .memory import (
+    MIN_OBJECT_STORE,
+    RAY_MEMORY_CONF,
+    check_object_store_fits,
+    format_mib,
+    parse_memory,
+    worker_memory,
+)
+from .protocol import NodeSpec
+
+__all__ = ["RayOptions"]
+
+#: `ray start` flags zoo_ray sets itself, and what to use instead.
+_OWN_FLAGS = {
+    "temp-dir": "zoo_ray keeps each node's temp dir in its YARN container directory, on the "
+                "NodeManager's local disks, and YARN removes it with the container",
+    "object-spilling-directory": "spilled objects go to the container directory, like the "
+                                 "temp dir",
+    "num-cpus": "pass ray_node_cpu_cores",
+    "object-store-memory": "pass object_store_memory",
+    "include-dashboard": "pass include_webui",
+    "system-config": "pass system_config",
+}
+_PLACED = ("zoo_ray places the head and picks every node's address and ports, so several "
+           "applications share hosts")
+
+
+def _check_extra_params(extra_params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse ``ray start`` flags zoo_ray sets itself; each error names what to use instead."""
+    for key in extra_params:
+        flag = str(key).lstrip("-").replace("_", "-")
+        if flag in _OWN_FLAGS or flag in ("head", "block", "address", "node-ip-address") or (
+                flag.endswith("port") or flag.endswith("ports")):
+            why = _OWN_FLAGS.get(flag, _PLACED)
+            raise InvalidArgumentError(
+                f"extra_params={{{key!r}: ...}}: {why}. Drop it from extra_params.")
+    return dict(extra_params)
+
+
+def _local_cores(master: str) -> int:
+    """The task slots of a local master: ``local``, ``local[4]``, ``local[*]``, ``local[4,2]``."""
+    inside = master.partition("[")[2].rstrip("]").split(",")[0]
+    if inside == "*":
+        return os.cpu_count() or 1
+    return int(inside) if inside.isdigit() else 1
+
+
+def _check_num_ray_nodes(num_ray_nodes: Any, executors: int) -> int:
+    wanted = executors if num_ray_nodes is None else num_ray_nodes
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise InvalidArgumentError(
+            f"num_ray_nodes={num_ray_nodes!r} must be a whole number >= 1.")
+    if wanted > executors:
+        raise InvalidArgumentError(
+            f"num_ray_nodes={wanted} is more than the {executors} executors: zoo_ray "
+            f"runs one Ray node per executor. Ask init_spark_on_yarn for "
+            f"num_executors={wanted}, or lower num_ray_nodes."
+        )
+    return wanted
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """RayContext's checked arguments and what the Spark configuration implies.
+
+    Build it with :meth:`from_spark_conf`; the fields are in bytes, counts and seconds.
+    ``worker_memory`` is the ``memory`` resource of each executor's node: what is left
+    of Ray's share of the container once the object store is taken (None when either
+    is not given, and Ray sizes the node itself).
+    """
+
+    is_local: bool
+    executors: int
+    executor_cores: int
+    num_ray_nodes: int
+    ray_node_cpu_cores: int
+    object_store_memory: int | None
+    driver_object_store_memory: int
+    worker_memory: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    include_webui: bool = False
+    system_config: dict[str, Any] | None = None
+    verbose: bool = False
+    init_timeout: float = 180.0
+    max_restarts: int = 5
+    #: Spark's sizes of an executor, for the messages of a loss (``executor_memory``, ...).
+    sizes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_spark_conf(
+        cls,
+        conf: Any,
+        object_store_memory: str | None = None,
+        num_ray_nodes: int | None = None,
+        ray_node_cpu_cores: int | None = None,
+        env: dict[str, str] | None = None,
+        extra_params: dict[str, Any] | None = None,
+        include_webui: bool = False,
+        system_config: dict[str, Any] | None = None,
+        verbose: bool = False,
+        init_timeout: float = 180.0,
+        max_restarts: int = 5,
+        driver_object_store_memory: str = "256m",
+    ) -> RayOptions:
+        """Check RayContext's arguments against a SparkContext's configuration.
+
+        Parameters
+        ----------
+        conf : pyspark.SparkConf
+            The running SparkContext's configuration (``sc.getConf()``).
+        object_store_memory, num_ray_nodes, ray_node_cpu_cores, env, extra_params, \
+include_webui, system_config, verbose, init_timeout, max_restarts, \
+driver_object_store_memory
+            As :class:`~zoo_ray.context.RayContext` takes them.
+
+        Raises
+        ------
+        InvalidArgumentError
+            A bad argument, or an object store that does not fit in Ray's share of an
+            executor; the message names the fix.
+        """
+        master = str(conf.get("spark.master", ""))
+        is_local = master.startswith("local")
+        store = (parse_memory(object_store_memory, "object_store_memory")
+                 if object_store_memory is not None else None)
+        driver_store = parse_memory(driver_object_store_memory, "driver_object_store_memory")
+        if driver_store < MIN_OBJECT_STORE:
+            raise InvalidArgumentError(
+                f"driver_object_store_memory={driver_object_store_memory!r} is below Ray's "
+                "minimum object store of 75 MiB; pass at least \"75m\".")
+        # Local mode has one executor, the driver's JVM, whatever the conf says.
+        executors = 1 if is_local else int(conf.get("spark.executor.instances", "1"))
+        cores = _local_cores(master) if is_local else int(conf.get("spark.executor.cores", "1"))
+        ray_memory = conf.get(RAY_MEMORY_CONF)
+        node_memory = None
+        if store is not None and ray_memory is not None:
+            check_object_store_fits(store, int(ray_memory))
+            node_memory = worker_memory(store, int(ray_memory))
+        return cls(
+            is_local=is_local, executors=executors, executor_cores=cores,
+            num_ray_nodes=_check_num_ray_nodes(num_ray_nodes, executors),
+            ray_node_cpu_cores=ray_node_cpu_cores or cores, object_store_memory=store,
+            driver_object_store_memory=driver_store, worker_memory=node_memory,
+            env=dict(env or {}), extra_params=_check_extra_params(extra_params or {}),
+            include_webui=include_webui, system_config=system_config, verbose=verbose,
+            init_timeout=init_timeout, max_restarts=max_restarts,
+            sizes=_executor_sizes(conf, store))
+
+    @property
+    def slots(self) -> int:
+        """The task slots of every configured executor together."""
+        return self.executors * self.executor_cores
+
+    def base_spec(self, app_id: str, token: str) -> NodeSpec:
+        """What every node shares; each executor fills in its own directories and JVM."""
+        return NodeSpec(
+            role="worker", app_id=app_id, token=token, num_cpus=self.ray_node_cpu_cores,
+            work_dir="", log_dir="", object_store_memory=self.object_store_memory,
+            memory=self.worker_memory, include_dashboard=self.include_webui,
+            system_config=self.system_config, extra_params=self.extra_params, env=self.env,
+            max_restarts=self.max_restarts, ready_timeout=self.init_timeout,
+        )
+
+
+def _executor_sizes(conf: Any, store: int | None) -> dict[str, str]:
+    """The sizes a lost executor's message quotes, as the user set them."""
+    ray_memory = conf.get(RAY_MEMORY_CONF)
+    executor_memory = conf.get("spark.executor.memory", "1g")
+    sizes = {"executor_memory": executor_memory,
+             "extra_executor_memory_for_ray": (format_mib(int(ray_memory)) if ray_memory
+                                               else "not set"),
+             "object_store_memory": format_mib(store) if store else "Ray's default"}
+    overhead = conf.get("spark.executor.memoryOverhead")
+    if overhead:
+        container = (parse_memory(executor_memory, "spark.executor.memory")
+                     + parse_memory(overhead, "spark.executor.memoryOverhead"))
+        sizes["container"] = f"{-(-container // 2**20)} MB"
+    return sizes

@@ -1,0 +1,112 @@
+"""What a running RayContext's cluster looks like now (runs on the driver).
+
+Ray's head keeps the node table; zoo_ray knows each node as started
+(:class:`~zoo_ray.nodes.RunningCluster`). The functions here join the two: each
+executor's node with its registration, its object store usage, and the snapshot the
+RayContext card shows (:mod:`zoo_ray.display`). They read the node table through
+:func:`~zoo_ray.driver_guard.node_table`, in slices, so none waits for ever on a lost GCS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import ray
+
+from . import spark_internals
+from .display import ClusterView, NodeRow
+from .driver_guard import node_table, object_store_used
+from .errors import ZooRayError
+from .nodes import GATEWAY, RunningCluster
+from .protocol import NodeInfo
+from .yarn import ResourceManager
+
+__all__ = ["Registration", "cluster_view", "live_nodes", "registrations", "store_usage"]
+
+logger = logging.getLogger(__name__)
+
+#: An executor's node as started, and its registration at the head (``ray.nodes()``' keys).
+Registration = tuple[NodeInfo, dict[str, Any]]
+
+
+def live_nodes(started: list[NodeInfo], timeout: float | None = None) -> dict[str, dict[str, Any]]:
+    """Ray's registration of each started node, by its temp dir; a restarted node
+    registers anew and its live registration wins."""
+    found: dict[str, dict[str, Any]] = {}
+    for node in node_table(timeout):
+        for info in started:
+            if node["ObjectStoreSocketName"].startswith(info.temp_dir) and (
+                    node["Alive"] or info.temp_dir not in found):
+                found[info.temp_dir] = node
+    return found
+
+
+def registrations(cluster: RunningCluster | None) -> dict[str, Registration]:
+    """Each executor's node as started, with its registration at the head, by container."""
+    started = list(cluster.nodes) if cluster is not None else []
+    live = live_nodes(started)
+    return {info.container: (info, live[info.temp_dir]) for info in started
+            if info.temp_dir in live}
+
+
+def store_usage(cluster: RunningCluster | None) -> dict[str, int]:
+    """Bytes in use in each live executor node's object store, by container."""
+    return {container: object_store_used(
+                f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+            for container, (_, node) in registrations(cluster).items() if node["Alive"]}
+
+
+def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
+                 cluster: RunningCluster | None) -> ClusterView:
+    """A snapshot for display: the application, its pages and every node, each call
+    waiting seconds at most (a display must not hang a notebook)."""
+    app_state, yarn_url, spark_url = _application(sc, app_id, is_local)
+    return ClusterView(state=state, app_id=app_id, app_state=app_state,
+                       head=cluster.address if cluster else None, yarn_url=yarn_url,
+                       spark_url=spark_url,
+                       dashboard_url=cluster.dashboard_url if cluster else None,
+                       nodes=_node_rows(cluster, state == "running"))
+
+
+def _application(sc: Any, app_id: str, is_local: bool) -> tuple[str, str | None, str | None]:
+    """The application's state and the pages of YARN and of the Spark UI."""
+    if spark_internals.is_stopped(sc):
+        return "stopped", None, None
+    if is_local:
+        return "local", None, sc.uiWebUrl
+    try:
+        rm = ResourceManager.of_driver(timeout=3.0)
+        state = rm.app(app_id)["state"]
+    except (ZooRayError, OSError, KeyError) as exc:
+        logger.debug("no application state for the display: %s", exc)
+        return "unknown", None, sc.uiWebUrl
+    base = f"http://{rm.webapp_address}"
+    # The Spark UI of a YARN application is served through the ResourceManager's proxy.
+    return state, f"{base}/cluster/app/{app_id}", f"{base}/proxy/{app_id}/"
+
+
+def _node_rows(cluster: RunningCluster | None, running: bool) -> tuple[NodeRow, ...]:
+    if cluster is None:
+        return ()
+    started = [*cluster.nodes,
+               dataclasses.replace(cluster.gateway, role="driver", container=GATEWAY)]
+    live: dict[str, dict[str, Any]] = {}
+    if running:
+        try:
+            live = live_nodes(started, timeout=3.0)
+        except ray.exceptions.RpcError as exc:
+            logger.debug("no node table for the display: %s", exc)
+    rows = []
+    for info in started:
+        node = live.get(info.temp_dir)
+        resources = node["Resources"] if node else {}
+        rows.append(NodeRow(
+            role=info.role, host=info.node_ip,
+            executor=(f"{info.executor_id} ({info.container})" if info.executor_id
+                      else info.container),
+            cpus=resources.get("CPU", 0.0) if node else None,
+            object_store_bytes=(int(resources["object_store_memory"])
+                                if "object_store_memory" in resources else None),
+            alive=node["Alive"] if node else None))
+    return tuple(rows)
