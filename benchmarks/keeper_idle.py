@@ -61,7 +61,7 @@ def main() -> None:
             try:
                 # Spark's JVM, not one of the local Hadoop's (also children of this process).
                 jvm = psutil.Process(sc._gateway.proc.pid)
-                keeper = ctx._keeper
+                keeper = ctx._recovery._keeper  # the node keeper thread of healing
                 watching = _measure(args.seconds, jvm, keeper)
                 jobs = len(sc.statusTracker().getJobIdsForGroup(keeper._group))
                 keeper.close()
