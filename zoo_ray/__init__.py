@@ -42,8 +42,6 @@ _HOMES = {"init_spark_on_yarn": "spark", "init_spark_on_local": "spark", "RayCon
 def __getattr__(name: str) -> Any:
     from importlib import import_module
 
-    if name == "data":
-        return import_module(".data", __name__)
     if name not in _HOMES:
         raise AttributeError(f"module 'zoo_ray' has no attribute {name!r}")
     return getattr(import_module(f".{_HOMES[name]}", __name__), name)

@@ -43,13 +43,25 @@ def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
                   stacklevel=stacklevel)
 
 
-def moved(old_module: str, names: list[str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for Zoo's import paths: each name warns and is zoo_ray's."""
+def moved(old_module: str, home: str, names: list[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for Zoo's import paths: each name warns and is zoo_ray's.
+
+    Parameters
+    ----------
+    old_module : str
+        The Zoo-era module (``zoo_ray.ray``, ...) whose ``__getattr__`` this is.
+    home : str
+        The module that defines ``names`` (``zoo_ray.context``, ...). Named directly,
+        not taken from the package: modules below ``zoo_ray/__init__.py`` never
+        import the package itself.
+    names : list of str
+        The names Zoo imported from ``old_module``.
+    """
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
         warn_renamed(f"{old_module}.{name}", f"`from zoo_ray import {name}`", stacklevel=3)
-        return getattr(import_module("zoo_ray"), name)
+        return getattr(import_module(home), name)
 
     return __getattr__
 

@@ -5,4 +5,4 @@ DeprecationWarning naming ``from zoo_ray import init_spark_on_yarn``.
 """
 from ..compat import moved
 
-__getattr__ = moved(__name__, ["init_spark_on_local", "init_spark_on_yarn"])
+__getattr__ = moved(__name__, "zoo_ray.spark", ["init_spark_on_local", "init_spark_on_yarn"])

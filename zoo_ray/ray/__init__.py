@@ -5,4 +5,4 @@
 """
 from ..compat import moved
 
-__getattr__ = moved(__name__, ["RayContext"])
+__getattr__ = moved(__name__, "zoo_ray.context", ["RayContext"])
