@@ -14,8 +14,9 @@ setup(
     package_dir={"zoo_ray.hadoop_conf_example": "hadoop_conf_example"},
     package_data={"zoo_ray.hadoop_conf_example": ["*.xml"]},
     # zoo_ray.data builds Datasets through Ray Data internals checked against Ray 2.60
-    # (zoo_ray/ray_blocks.py, zoo_ray/driver_guard.py). pandas 3 is excluded: PySpark 4.3 does not fully support
-    # it, and Ray Data hands map_batches Arrow-backed frames on which `%` fails.
+    # (zoo_ray/ray_blocks.py, zoo_ray/driver_guard.py). pandas 3 is excluded: PySpark 4.3
+    # does not fully support it, and Ray Data hands map_batches Arrow-backed frames on
+    # which `%` fails.
     install_requires=[
         "ray[default]>=2.60,<2.61",
         "pyspark>=4.0,<5",
