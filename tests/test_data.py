@@ -21,7 +21,7 @@ def _df(*fields: T.StructField) -> SimpleNamespace:
 
 def test_the_arrow_schema_spark_converts_to():
     schema = _arrow_schema_of(_df(T.StructField("id", T.LongType()),
-                                       T.StructField("ts", T.TimestampType())))
+                                  T.StructField("ts", T.TimestampType())))
     assert schema == pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC"))])
 
 
