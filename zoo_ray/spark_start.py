@@ -32,7 +32,28 @@ _UI_RACE_ATTEMPTS = 2
 
 
 def start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -> Any:
-    """Start the SparkContext and wait for every executor, or kill the application."""
+    """Start the SparkContext and wait for every executor, or kill the application.
+
+    Parameters
+    ----------
+    request : YarnRequest
+        The checked request (its launch tag, executors and timeout).
+    spark_conf : pyspark.SparkConf
+        From :func:`~zoo_ray.shipping.ship_application`.
+    rm : ResourceManager
+        The cluster's ResourceManager.
+
+    Returns
+    -------
+    pyspark.SparkContext
+        Running, with every executor registered.
+
+    Raises
+    ------
+    ExecutorsNotStartedError
+        YARN left the application unscheduled, or started too few executors, within
+        ``request.executor_timeout``; the application was killed.
+    """
     with StartupWatch(rm, request.launch_tag, request.num_executors,
                       request.executor_timeout) as watch:
         try:
