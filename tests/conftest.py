@@ -1,4 +1,4 @@
-"""Settings shared by every test."""
+"""Settings shared by every test, and the order the tests run in."""
 from __future__ import annotations
 
 import os
@@ -11,14 +11,60 @@ import pytest
 #: End-to-end tests start real daemons; none may hang a CI run.
 E2E_TIMEOUT_S = 900
 
+#: The order of the tests, by what they run on (the fixtures of tests/e2e/conftest.py).
+#: The end-to-end tests share clusters, so the order is what keeps each test's cluster in
+#: the state the test expects, and each cluster started once:
+#:
+#: 0. unit tests: no cluster; first, so a broken change fails in seconds;
+#: 1. end-to-end tests on the session's local Hadoop that start their own programs
+#:    (CLI, notebooks, subprocess drivers) or none: before the shared application, so
+#:    YARN has room for theirs;
+#: 2. tests on the shared SparkContext that need no RayContext running (they stop it):
+#:    before the shared RayContext starts, so it starts once;
+#: 3. tests on the shared, healthy RayContext: they leave it whole;
+#: 4. tests that kill, lose or stop Ray (``fresh_ray_ctx``): after every test that needs
+#:    the shared RayContext healthy, as the shared SparkContext may lose executors;
+#: 5. tests that start a SparkContext of their own in this process (PySpark allows one):
+#:    the shared one is stopped for them, so they come after every test that uses it;
+#: 6. modules with a local Hadoop of their own (``own_cluster``): last, one at a time.
+#:
+#: The first matching rule below wins; within a phase, tests keep their file order.
+PHASES = (
+    (6, {"own_cluster"}),
+    (5, {"no_shared_spark", "module_sc", "spark_on_yarn"}),
+    (4, {"fresh_ray_ctx"}),
+    (2, {"no_ray_context"}),
+    (3, {"ray_ctx", "sc", "spark", "shared"}),
+)
 
+
+def _is_e2e(item: pytest.Item) -> bool:
+    return "e2e" in item.nodeid.split("/")
+
+
+def phase(item: pytest.Item) -> int:
+    """Where ``item`` runs in the session (see :data:`PHASES`)."""
+    if not _is_e2e(item):
+        return 0
+    used = set(getattr(item, "fixturenames", ()))
+    for number, fixtures in PHASES:
+        if used & fixtures:
+            return number
+    return 1
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Mark every test under tests/e2e as ``e2e`` (``-m "not e2e"`` is the fast loop)."""
+    """Mark every test under tests/e2e as ``e2e`` (``-m "not e2e"`` is the fast loop), and
+    put the tests in the order of :data:`PHASES`. First of the hook's implementations, so
+    ``-m`` sees the marks (pytest keeps this order: nothing here is parametrized above
+    function scope)."""
     for item in items:
-        if "e2e" in item.nodeid.split("/"):
+        if _is_e2e(item):
             item.add_marker(pytest.mark.e2e)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+    items[:] = sorted(items, key=phase)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,35 +1,302 @@
-"""Fixtures that run the real local Hadoop: one cluster per test session."""
+"""Fixtures that run the real local Hadoop, and the clusters the end-to-end tests share.
+
+One local Hadoop serves the session (``cluster``). On it, one YARN application with one
+RayContext (``sc``, ``ray_ctx``, ``spark``: the *shared* cluster) serves every test that
+leaves it healthy. Tests that break Ray get a RayContext of their own on the shared
+SparkContext (``fresh_ray_ctx``, seconds), not an application of their own. Tests that
+start a SparkContext in this process (one per process is all PySpark allows) first stop
+the shared one (``no_shared_spark``); a module whose application must differ (Spark's
+settings under test, an application that dies) starts its own (``module_sc``); a module
+that needs another kind of Hadoop starts its own (``own_cluster``).
+
+The order of the tests follows from that, and ``tests/conftest.py`` makes it so: see
+:data:`PHASES` there.
+"""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from tests.e2e import helpers, scenarios
+from tests.e2e.helpers import SESSION_SPEC, SHARED_OBJECT_STORE, SHARED_SPARK_ARGS
 
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
-#: The session cluster: two NodeManagers, each declaring more than this box has.
-SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=8192, nm_vcores=8)
+#: What the run started, for the summary at its end.
+APPLICATIONS = pytest.StashKey[dict]()
+SHARED_STARTS = pytest.StashKey[dict]()
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
+def session_cluster(tmp_path_factory: pytest.TempPathFactory,
+                    request: pytest.FixtureRequest) -> Iterator[MiniCluster]:
     """A running local Hadoop, started once for the session and stopped at its end."""
     with MiniCluster(tmp_path_factory.mktemp("hadoop"), spec=SESSION_SPEC) as running:
         yield running
+        _count_applications(request.config, "session", running)
+
+
+@pytest.fixture(scope="session")
+def cluster(session_cluster: MiniCluster) -> MiniCluster:
+    """The local Hadoop the test runs on: the session's, unless its module overrides this
+    with ``own_cluster`` (the shared fixtures depend on ``session_cluster``, never on
+    this name, so a module's override leaves them alone)."""
+    return session_cluster
+
+
+def _count_applications(config: pytest.Config, name: str, cluster: MiniCluster) -> None:
+    """Note how many YARN applications ran on ``cluster`` (printed at the session's end)."""
+    try:
+        apps = len(cluster.resource_manager.apps())
+    except Exception as exc:  # a count for the summary must not fail a teardown
+        apps = f"unknown ({exc})"
+    config.stash.setdefault(APPLICATIONS, {})[name] = apps
+
+
+
+@pytest.fixture(autouse=True)
+def _ship_test_code_by_value(request: pytest.FixtureRequest) -> None:
+    """Executors cannot import the tests: Spark ships their functions by value, and Ray
+    those of the shared helpers."""
+    from pyspark import cloudpickle
+    from ray import cloudpickle as ray_cloudpickle
+
+    for module in (sys.modules[request.module.__name__], helpers, scenarios):
+        cloudpickle.register_pickle_by_value(module)
+    for module in (helpers, scenarios):
+        ray_cloudpickle.register_pickle_by_value(module)
+
+
+# ------------------------------------------------------------ the shared cluster
+class SharedCluster:
+    """The session's shared SparkContext and RayContext, started when first asked for,
+    stopped when a test needs this process without them, started again if asked for
+    after that (the test order makes that not happen in a whole run)."""
+
+    def __init__(self, cluster: MiniCluster, starts: dict[str, int]) -> None:
+        self.cluster = cluster
+        self.starts = starts
+        self._sc: Any = None
+        self._spark: Any = None
+        self._ray: Any = None
+
+    @property
+    def executors(self) -> int:
+        return int(SHARED_SPARK_ARGS["num_executors"])
+
+    def spark_context(self) -> Any:
+        from zoo_ray import init_spark_on_yarn
+
+        if self._sc is None:
+            self._sc = init_spark_on_yarn(hadoop_conf=str(self.cluster.hadoop_conf_dir),
+                                          **SHARED_SPARK_ARGS)
+            self.starts["SparkContext"] = self.starts.get("SparkContext", 0) + 1
+        return self._sc
+
+    def spark_session(self) -> Any:
+        from pyspark.sql import SparkSession
+
+        if self._spark is None:
+            self._spark = SparkSession(self.spark_context())
+        return self._spark
+
+    def ray_context(self) -> Any:
+        """The shared RayContext, as an unchanged program joins it (``ray.init()``)."""
+        import ray
+
+        from zoo_ray import RayContext
+
+        if self._ray is None or not self._ray.initialized:
+            self.stop_ray()
+            sc = self.spark_context()
+            self.wait_for_executors()
+            self._ray = RayContext(sc, object_store_memory=SHARED_OBJECT_STORE)
+            self._ray.init()
+            ray.init()  # an unchanged program's own call: joins through RAY_ADDRESS
+            self.starts["RayContext"] = self.starts.get("RayContext", 0) + 1
+        return self._ray
+
+    def wait_for_executors(self) -> None:
+        """Until Spark has every executor again (a test that lost one got a replacement)."""
+        from zoo_ray.spark_internals import registered_executors
+
+        helpers.wait_until(lambda: registered_executors(self._sc) >= self.executors, 300,
+                           f"{self.executors} executors in the shared application")
+
+    def stop_ray(self) -> None:
+        """Stop whichever RayContext runs in this process (the shared one or a test's)."""
+        from zoo_ray import RayContext
+
+        active = RayContext._active
+        if active is not None and active.initialized:
+            active.stop()
+        if self._ray is not None and self._ray.initialized:
+            self._ray.stop()
+        self._ray = None
+
+    def release(self) -> None:
+        """Stop the shared RayContext and SparkContext: the process is free for another."""
+        self.stop_ray()
+        if self._sc is not None:
+            self._sc.stop()
+        self._sc = self._spark = None
+
+
+#: The shared cluster's keeper while the session has one.
+_KEEPERS: list[SharedCluster] = []
+
+
+def release_shared() -> None:
+    """Stop the shared RayContext and SparkContext if they run; starts nothing (not even
+    the session's local Hadoop), for tests and modules that need neither."""
+    for keeper in _KEEPERS:
+        keeper.release()
+
+
+@pytest.fixture(scope="session")
+def shared(session_cluster: MiniCluster,
+           request: pytest.FixtureRequest) -> Iterator[SharedCluster]:
+    """The shared cluster's keeper; at the session's end nothing of it runs."""
+    keeper = SharedCluster(session_cluster, request.config.stash.setdefault(SHARED_STARTS, {}))
+    _KEEPERS.append(keeper)
+    yield keeper
+    _KEEPERS.remove(keeper)
+    keeper.release()
 
 
 @pytest.fixture
-def spark_on_yarn(
-    cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-):
-    """A factory of SparkContexts with master yarn (client mode) on the session cluster."""
-    from pyspark import cloudpickle
+def sc(shared: SharedCluster) -> Any:
+    """The shared SparkContext (init_spark_on_yarn with :data:`SHARED_SPARK_ARGS`)."""
+    return shared.spark_context()
 
-    # Executors cannot import test modules: ship their functions by value.
-    cloudpickle.register_pickle_by_value(sys.modules[request.module.__name__])
+
+@pytest.fixture
+def spark(shared: SharedCluster) -> Any:
+    """A SparkSession on the shared SparkContext."""
+    return shared.spark_session()
+
+
+@pytest.fixture
+def ray_ctx(shared: SharedCluster) -> Any:
+    """The shared RayContext: tests that use it leave it whole."""
+    return shared.ray_context()
+
+
+@pytest.fixture
+def no_ray_context(shared: SharedCluster) -> Any:
+    """The shared SparkContext with no RayContext running in this process."""
+    shared.stop_ray()
+    return shared.spark_context()
+
+
+@pytest.fixture
+def fresh_ray_ctx(shared: SharedCluster) -> Iterator[Any]:
+    """A RayContext of the test's own on the shared SparkContext, for a test that kills,
+    loses or stops what it runs on: seconds to start, where an application takes minutes."""
+    import ray
+
+    from zoo_ray import RayContext
+
+    shared.stop_ray()
+    sc = shared.spark_context()
+    shared.wait_for_executors()
+    ctx = RayContext(sc, object_store_memory=SHARED_OBJECT_STORE)
+    ctx.init()
+    ray.init()
+    shared.starts["fresh RayContext"] = shared.starts.get("fresh RayContext", 0) + 1
+    yield ctx
+    ctx.stop()
+
+
+@pytest.fixture
+def no_shared_spark() -> None:
+    """No SparkContext in this process: the test starts its own."""
+    release_shared()
+
+
+# ------------------------------------------------- a module's own application
+@pytest.fixture(scope="module")
+def module_sc(cluster: MiniCluster, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """init_spark_on_yarn with the test module's ``SPARK_ARGS`` on ``cluster``, for the
+    whole module: for a module that needs Spark settings the shared application does not
+    have, or another local Hadoop."""
+    from zoo_ray import init_spark_on_yarn
+
+    release_shared()
+    sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
+                            **request.module.SPARK_ARGS)
+    yield sc
+    sc.stop()
+
+
+@pytest.fixture(scope="module")
+def module_ray_ctx(module_sc: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A RayContext on ``module_sc`` with the module's ``OBJECT_STORE_MEMORY``, joined as
+    an unchanged program joins it (``ray.init()``)."""
+    import ray
+
+    from zoo_ray import RayContext
+
+    ctx = RayContext(module_sc, object_store_memory=request.module.OBJECT_STORE_MEMORY)
+    ctx.init()
+    ray.init()
+    yield ctx
+    if ctx.initialized:
+        ctx.stop()
+
+
+@pytest.fixture(scope="module")
+def module_spark(module_sc: Any) -> Any:
+    """A SparkSession on ``module_sc``."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession(module_sc)
+
+
+# ------------------------------------------------------ a module's own Hadoop
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory,
+                request: pytest.FixtureRequest) -> Iterator[MiniCluster]:
+    """The test module's own local Hadoop (its ``SPEC``), beside the session's. A module
+    that uses it overrides ``cluster`` with it."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    release_shared()
+    with _module_cluster(tmp_path_factory, name, request.module.SPEC) as running:
+        yield running
+        _count_applications(request.config, name, running)
+
+
+@contextmanager
+def _module_cluster(tmp_path_factory: pytest.TempPathFactory, name: str,
+                    spec: MiniClusterSpec) -> Iterator[MiniCluster]:
+    """Run ``spec`` for one module. PySpark's JVM is started afresh on the way in and out,
+    and what zoo_ray left in the environment for this cluster (its Hadoop configuration
+    and pyspark.zip) is restored on the way out, so later modules run on the session's."""
+    from zoo_ray import spark_internals
+
+    saved = {k: os.environ.get(k) for k in ("HADOOP_CONF_DIR", "PYSPARK_ARCHIVES_PATH")}
+    spark_internals.stop_jvm()
+    try:
+        with MiniCluster(tmp_path_factory.mktemp(name), spec=spec) as running:
+            yield running
+    finally:
+        spark_internals.stop_jvm()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ---------------------------------------------- a plain SparkContext on YARN
+@pytest.fixture
+def spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch,
+                  no_shared_spark: None):
+    """A factory of SparkContexts with master yarn (client mode) on the session cluster."""
     return lambda **conf: _spark_on_yarn(cluster, monkeypatch, **conf)
 
 
@@ -61,12 +328,17 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
         sc.stop()
 
 
-@pytest.fixture(scope="module")
-def sc(cluster: MiniCluster, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """init_spark_on_yarn with the test module's ``SPARK_ARGS``, for the whole module."""
-    from zoo_ray import init_spark_on_yarn
-
-    sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
-                            **request.module.SPARK_ARGS)
-    yield sc
-    sc.stop()
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """What the run started: YARN applications per local Hadoop, shared contexts."""
+    apps = config.stash.get(APPLICATIONS, {})
+    starts = config.stash.get(SHARED_STARTS, {})
+    if apps or starts:
+        terminalreporter.write_sep("-", "clusters")
+        if apps:
+            terminalreporter.write_line(
+                "YARN applications per local Hadoop: "
+                + ", ".join(f"{name} {n}" for name, n in apps.items()))
+        if starts:
+            terminalreporter.write_line(
+                "shared cluster, started in this process: "
+                + ", ".join(f"{what} {n}" for what, n in starts.items()))

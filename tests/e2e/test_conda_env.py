@@ -28,6 +28,8 @@ from tests.wheels import make_wheel
 from zoo_ray.envs import PythonEnv, _pack, find_env
 from zoo_ray.shipping import ship_environment
 
+pytestmark = pytest.mark.slow  # builds conda environments (minutes, the first time)
+
 NAME = "zoo-ray-test"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -217,7 +219,7 @@ def _logged(caplog, prefix):
 
 
 def test_init_spark_on_yarn_ships_the_conda_env_by_name_and_ray_runs_on_it(
-        cluster, prefix, monkeypatch, caplog):
+        cluster, prefix, monkeypatch, caplog, no_shared_spark):
     import ray
 
     from zoo_ray import RayContext, init_spark_on_yarn

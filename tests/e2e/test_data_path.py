@@ -1,4 +1,8 @@
-"""zoo_ray.data on the local Hadoop: Spark partitions into Ray on their own nodes, and back."""
+"""zoo_ray.data on the local Hadoop: Spark partitions into Ray on their own nodes, and back.
+
+On the session's shared application (``spark``, ``sc``, ``ray_ctx``). The bodies that
+``test_isolated_hosts`` runs again on isolated hosts are in :mod:`tests.e2e.scenarios`.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +17,8 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
+from tests.e2e import scenarios
+from tests.e2e.helpers import wait_until
 
 from zoo_ray import RayContext
 from zoo_ray.errors import BlocksLostError, RayContextError, UnsupportedColumnError
@@ -20,25 +26,6 @@ from zoo_ray.ray_blocks import dataset_blocks, object_nodes
 
 ray = pytest.importorskip("ray")
 data = pytest.importorskip("zoo_ray.data")
-
-SPARK_ARGS = dict(num_executors=2, executor_cores=2, executor_memory="1g", driver_memory="1g",
-                  extra_executor_memory_for_ray="2g")
-
-
-@pytest.fixture(scope="module")
-def spark(sc):
-    from pyspark.sql import SparkSession
-
-    return SparkSession(sc)
-
-
-@pytest.fixture(scope="module")
-def ray_ctx(sc):
-    ctx = RayContext(sc, object_store_memory="1g")
-    ctx.init()
-    yield ctx
-    ctx.stop()
-
 
 def _typed_df(spark, partitions=8):
     """Every type the issue lists, nulls in every column, and partitions left empty."""
@@ -69,7 +56,7 @@ def _ray_table(ds) -> pa.Table:
     return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("id")
 
 
-def test_from_spark_without_a_running_ray_context_says_what_to_start(spark):
+def test_from_spark_without_a_running_ray_context_says_what_to_start(no_ray_context, spark):
     with pytest.raises(RayContextError, match="RayContext\\(sc\\).init\\(\\)"):
         data.from_spark(spark.range(3))
 
@@ -95,22 +82,7 @@ def test_a_dataframe_with_zero_rows_is_an_empty_dataset_with_its_columns(spark, 
 
 
 def test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(spark, ray_ctx):
-    from pyspark.sql import functions as F
-
-    computed_in = F.udf(lambda: os.environ["CONTAINER_ID"])
-    df = spark.range(0, 400_000, numPartitions=8).withColumn("container", computed_in())
-    ds = data.from_spark(df, block_size="1m")
-    blocks = list(dataset_blocks(ds))
-    container_of = {node_id: info.container for node_id, info in ray_ctx.executor_nodes().items()}
-    holders = object_nodes([b.ref for b in blocks])
-    seen = set()
-    for block, node in zip(blocks, holders):
-        producers = set(ray.get(block.ref).column("container").to_pylist())
-        assert producers == {container_of[node]}
-        seen.add(container_of[node])
-    print(f"{len(blocks)} blocks on {len(seen)} executors, each on its producer's node")
-    assert len(blocks) > 8, "1m blocks cut each partition into several"
-    assert seen == set(container_of.values())
+    scenarios.each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(spark, ray_ctx)
 
 
 def test_a_retried_spark_task_leaves_no_duplicate_or_orphaned_block(spark, ray_ctx):
@@ -192,55 +164,13 @@ def test_rows_keep_their_order_both_ways_and_a_sliced_dataset_goes_back_as_slice
     assert back.where("twice != id * 2").count() == 0
 
 
-def _task_localities(sc, group: str) -> list[str]:
-    """The locality level of every task Spark ran for a job group (Spark's status store)."""
-    tracker = sc.statusTracker()
-    store = sc._jsc.sc().statusStore()
-    as_java = sc._jvm.scala.jdk.javaapi.CollectionConverters.asJava
-    return [task.taskLocality()
-            for job in tracker.getJobIdsForGroup(group)
-            for stage in tracker.getJobInfo(job).stageIds
-            for task in as_java(store.taskList(stage, 0, 10_000))]
-
-
 def test_to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx):
-    ds = data.from_spark(spark.range(0, 200_000, numPartitions=8), block_size="256k")
-    holders = data.block_executors(ds)
-    assert len(set(holders)) == len(ray_ctx.executor_nodes()) and "" not in holders
-    sc.setJobGroup("zoo-ray-to-spark-locality", "to_spark locality")
-    try:
-        back = data.to_spark(ds)
-    finally:
-        sc.setJobGroup("", "")
-    levels = _task_localities(sc, "zoo-ray-to-spark-locality")
-    print(f"{len(holders)} blocks read back by tasks at {sorted(set(levels))}")
-    assert len(levels) >= len(holders) and set(levels) == {"PROCESS_LOCAL"}
-    assert back.count() == 200_000
+    scenarios.to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx)
 
 
 def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(sc, ray_ctx):
-    from zoo_ray.executor_data import ReadPlan, _RemoteReader
-    from zoo_ray.ray_tasks import pinned, spool_blocks
-
-    node_id, info = sorted(ray_ctx.executor_nodes().items())[0]
-    table = pa.table({"v": list(range(1000))})
-    [block] = ray.get(pinned(spool_blocks, node_id, soft=False).remote(
-        "t-remote", [(0, None, None)], [ray.put(table)]))
-    assert block.container == info.container and os.path.exists(block.path)
-    plan = ReadPlan(table.schema, ray_ctx.address, {info.container: node_id})
-
-    def fetch(_):
-        reader = _RemoteReader(plan)
-        try:
-            fetched = reader.read(block.container, block.path)
-        finally:
-            reader.close()
-        yield fetched.column("v").to_pylist(), os.environ["CONTAINER_ID"]
-
-    values, reader_container = sc.parallelize([0], 1).mapPartitions(fetch).collect()[0]
-    assert values == list(range(1000))
-    assert not os.path.exists(block.path), "read once, then gone"
-    print(f"block of {info.container} fetched through Ray by a task in {reader_container}")
+    scenarios.a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(
+        sc, ray_ctx)
 
 
 def test_conversions_work_while_other_spark_jobs_hold_executor_slots(spark, sc, ray_ctx):
@@ -361,7 +291,10 @@ def test_rdd_partitions_feed_actors_on_their_nodes_which_train_a_model(sc, ray_c
     actors = [Trainer.options(scheduling_strategy=strategy(node, soft=False)).remote()
               for node in nodes + nodes[:1]]
     shares = data.assign_partitions_to_actors(parts, actors)
-    assert sorted(len(s) for s in shares) == [2, 2, 2]
+    # Balanced: every actor gets P // A or P // A + 1 of the P partitions.
+    per_actor, left = divmod(len(parts), len(actors))
+    assert sorted(len(s) for s in shares) == sorted(
+        per_actor + (i < left) for i in range(len(actors)))
     assert sum(ray.get(data.feed(parts, actors, "load"))) == 6
 
     w = np.zeros(4)
@@ -379,15 +312,6 @@ def test_rdd_partitions_feed_actors_on_their_nodes_which_train_a_model(sc, ray_c
         ray.kill(actor)
     parts.release()
     parts.release()
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout}s")
 
 
 def _settled_usage(ctx: RayContext) -> dict[str, int]:
@@ -412,11 +336,13 @@ def test_object_store_usage_returns_to_its_baseline_after_release(spark, sc, ray
     del ds
     parts.release()
     gc.collect()
-    _wait(lambda: sum(ray_ctx.object_store_usage().values()) <= sum(baseline.values()), 60,
+    wait_until(lambda: sum(ray_ctx.object_store_usage().values()) <= sum(baseline.values()), 60,
           "object stores back at their baseline")
 
 
-def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, ray_ctx, cluster):
+@pytest.mark.faults
+def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, fresh_ray_ctx, cluster):
+    ray_ctx = fresh_ray_ctx
     ds = data.from_spark(spark.range(0, 100_000, numPartitions=4))
     refs = ds.to_arrow_refs()
     nodes = ray_ctx.executor_nodes()
@@ -425,7 +351,7 @@ def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, ray_ctx, 
     victim_node = next(node for node in object_nodes(refs) if nodes[node].container != head)
     victim = nodes[victim_node].container
     cluster.resource_manager.signal_container(victim, "FORCEFUL_SHUTDOWN")
-    _wait(lambda: victim_node not in ray_ctx.executor_nodes(), 120, "the node's loss")
+    wait_until(lambda: victim_node not in ray_ctx.executor_nodes(), 120, "the node's loss")
     started = time.monotonic()
     with pytest.raises(BlocksLostError, match=victim):
         ray.get(refs, timeout=120)
@@ -433,8 +359,8 @@ def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, ray_ctx, 
 
 
 def test_a_partition_larger_than_the_object_store_is_held_block_by_block_and_spilled(
-        spark, sc, ray_ctx):
-    ray_ctx.stop()
+        spark, no_ray_context):
+    sc = no_ray_context
     small = RayContext(sc, object_store_memory="80m")
     small.init()
     try:

@@ -104,6 +104,7 @@ def _wait_final(rm, name, timeout=90):
     raise AssertionError(f"applications named {name} still running: {rm.apps()}")
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("stage", ["spark", "ray"])
 def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster, tmp_path):
     env = env_without_ray()

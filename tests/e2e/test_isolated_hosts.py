@@ -2,8 +2,10 @@
 
 Three hosts, each with its own address in 198.18.0.0/15, hostname and hosts file; the
 gateway (this process) on the bridge. The RayContext and data-path tests that exercise
-the network run here again, unchanged, against this cluster (the module's ``cluster``
-fixture replaces the session's); the tests below add what only many hosts can show.
+the network (:mod:`tests.e2e.scenarios`) run here again, unchanged, against this cluster
+(the module's ``cluster`` fixture replaces the session's, and its application and
+RayContext the shared ones); the tests below add what only many hosts can show. Its
+fault matrix runs on the module's one RayContext, one fault after the other.
 """
 from __future__ import annotations
 
@@ -19,14 +21,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-import test_data_path as data_path
-import test_ray_context as ray_context
-from own_cluster import module_cluster
+from tests.e2e import scenarios
+from tests.e2e.helpers import executor_nodes, running, wait_app_end, wait_until
 from tests.fresh import env_without_ray
 
 from zoo_ray.errors import ClusterLostError, IsolatedHostsUnavailableError
@@ -34,12 +34,17 @@ from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 from zoo_ray.minicluster.netns import Network
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolated hosts need root (CI is root)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="isolated hosts need root (CI is root)"),
+    pytest.mark.faults,
+]
 
 #: One executor container (1920 MB) fits a host, two do not: every executor gets a host.
 SPEC = MiniClusterSpec(nodemanagers=3, nm_memory_mb=3072, nm_vcores=4, isolated_hosts=True)
-SPARK_ARGS = ray_context.SPARK_ARGS
-EXECUTORS = ray_context.EXECUTORS
+EXECUTORS = 3
+SPARK_ARGS = dict(num_executors=EXECUTORS, executor_cores=1, executor_memory="512m",
+                  driver_memory="512m", extra_executor_memory_for_ray="1g")
+OBJECT_STORE_MEMORY = "256m"
 CUT_S = 60  # seconds a worker host is cut off (the issue's figure)
 
 
@@ -47,13 +52,6 @@ def _cli(*args: str, user: list[str] | None = None, timeout: float = 300):
     return subprocess.run([*(user or []), sys.executable, "-m", "zoo_ray.cli", *args],
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _namespace_pids(netns: str) -> set[int]:
@@ -111,8 +109,8 @@ def test_up_after_a_killed_run_cleans_up_and_down_removes_every_namespace(tmp_pa
         # A crash: every daemon killed, nothing cleaned up.
         for daemon in status["daemons"].values():
             os.kill(daemon["pid"], signal.SIGKILL)
-        ray_context._wait(
-            lambda: not any(_running(d["pid"]) for d in status["daemons"].values()), 30,
+        wait_until(
+            lambda: not any(running(d["pid"]) for d in status["daemons"].values()), 30,
             "the killed daemons to end")
         assert len(network.leftovers()) == 2 * 2 + 1 + 2  # namespaces, veths, bridge, /etc/netns
         again = _cli(*up)
@@ -123,19 +121,31 @@ def test_up_after_a_killed_run_cleans_up_and_down_removes_every_namespace(tmp_pa
         down = _cli("minicluster", "down", "--dir", str(target))
     assert down.returncode == 0, down.stderr[-3000:]
     assert network.leftovers() == []
-    assert not any(_running(d["pid"]) for d in daemons.values())
+    assert not any(running(d["pid"]) for d in daemons.values())
 
 
 # ------------------------------------------------------ the module's cluster
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
+def cluster(own_cluster: MiniCluster) -> MiniCluster:
     """Three isolated hosts; replaces the session's cluster for every test in this module."""
-    with module_cluster(tmp_path_factory, "isolated", SPEC) as running:
-        yield running
+    return own_cluster
 
 
-ray_ctx = ray_context.ray_ctx
-spark = data_path.spark
+@pytest.fixture
+def sc(module_sc):
+    """The module's application, on the isolated hosts (``SPARK_ARGS``)."""
+    return module_sc
+
+
+@pytest.fixture
+def ray_ctx(module_ray_ctx):
+    """The module's RayContext: the fault matrix below runs on it, one fault at a time."""
+    return module_ray_ctx
+
+
+@pytest.fixture
+def spark(module_spark):
+    return module_spark
 
 
 def _hosts(cluster: MiniCluster) -> dict[str, str]:
@@ -168,10 +178,12 @@ def test_every_node_is_on_a_host_of_its_own_and_the_driver_on_the_gateway(cluste
         cluster.network.gateway_ip], "the driver attached to the gateway's node"
 
 
-test_one_ray_node_per_executor_with_the_head_in_an_executor = \
-    ray_context.test_one_ray_node_per_executor_with_the_head_in_an_executor
-test_ordinary_ray_programs_run_on_the_cluster = \
-    ray_context.test_ordinary_ray_programs_run_on_the_cluster
+def test_one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc):
+    scenarios.one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc)
+
+
+def test_ordinary_ray_programs_run_on_the_cluster(ray_ctx):
+    scenarios.ordinary_ray_programs_run_on_the_cluster()
 
 
 def test_tasks_and_actors_run_on_every_host(cluster, ray_ctx):
@@ -292,26 +304,46 @@ def test_what_each_node_listens_on_and_what_another_host_reaches(cluster, ray_ct
     assert not reached & loopback
 
 
-test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it = \
-    data_path.test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it
-test_to_spark_reads_each_block_in_the_executor_holding_it = \
-    data_path.test_to_spark_reads_each_block_in_the_executor_holding_it
-test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host = \
-    data_path.test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host
-test_the_token_is_on_no_command_line_environment_spark_conf_or_log = \
-    ray_context.test_the_token_is_on_no_command_line_environment_spark_conf_or_log
+def test_each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(spark, ray_ctx):
+    scenarios.each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(spark, ray_ctx)
+
+
+def test_to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx):
+    scenarios.to_spark_reads_each_block_in_the_executor_holding_it(spark, sc, ray_ctx)
+
+
+def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(sc, ray_ctx):
+    scenarios.a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(
+        sc, ray_ctx)
+
+
+def test_the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, sc, cluster):
+    scenarios.the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, sc, cluster)
 
 
 # --------------------------------------------------------------- fault matrix
 # Each case as on one address, now across hosts: the figures they print are the matrix's.
-test_a_killed_raylet_is_restarted_and_its_node_reregisters = \
-    ray_context.test_a_killed_raylet_is_restarted_and_its_node_reregisters
-test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on = \
-    ray_context.test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on
-test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node = \
-    ray_context.test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node
-test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects = \
-    ray_context.test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects
+def test_a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx):
+    scenarios.a_killed_raylet_is_restarted_and_its_node_reregisters(ray_ctx, EXECUTORS)
+
+
+@pytest.mark.parametrize("process", ["raylet", "gcs_server"])
+def test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
+        ray_ctx, process):
+    scenarios.a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
+        ray_ctx, process, EXECUTORS)
+
+
+def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
+        ray_ctx, sc, cluster, caplog):
+    scenarios.a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
+        ray_ctx, sc, cluster, caplog)
+
+
+def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
+        ray_ctx, cluster):
+    scenarios.losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
+        ray_ctx, cluster, EXECUTORS)
 
 
 def _link(host, state: str) -> None:
@@ -342,17 +374,17 @@ def test_a_worker_host_cut_off_for_60s_is_whole_again_and_nothing_hangs(cluster,
         # Answers from every executor's node, not only the node table: a raylet declared dead
         # stays in the table until the GCS's health checks give up on it.
         try:
-            answered = ray_context._executor_nodes(ray_ctx, timeout=30)
+            answered = executor_nodes(timeout=30)
         except (ray.exceptions.RayError, ClusterLostError):  # a node, or the cluster, is going
             return False
         return set(answered.values()) == {n["container"] for n in ray_ctx.nodes}
-    ray_context._wait(whole, 180, "every executor's node answering again")
+    wait_until(whole, 180, "every executor's node answering again")
     again = time.monotonic() - back
     # 60 s is about when the GCS's health checks (5 failures of 10 s, 3 s apart) and the
     # raylet's own GCS timeout give up: the node is either kept, or declared dead and
     # started again by its manager, maybe just after the link is back. Whole it must stay.
     time.sleep(15)
-    ray_context._wait(whole, 180, "every executor's node answering, 15 s later")
+    wait_until(whole, 180, "every executor's node answering, 15 s later")
     kept = set(ray_ctx.executor_nodes()) == before
     print(f"a worker host cut off for {back - cut:.0f}s: whole again {again:.1f}s after its "
           f"link came back; its raylet {'kept' if kept else 'restarted by its manager'}; "
@@ -361,8 +393,10 @@ def test_a_worker_host_cut_off_for_60s_is_whole_again_and_nothing_hangs(cluster,
     assert not [e for e in ray_ctx.events()[seen:] if e.kind in ("lost", "head lost")]
     assert len(ray_ctx.nodes) == EXECUTORS
     assert ray.get(on_head.remote(), timeout=30) == "answered"
-test_stop_removes_every_ray_process_and_init_starts_afresh = \
-    ray_context.test_stop_removes_every_ray_process_and_init_starts_afresh
+
+
+def test_stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc):
+    scenarios.stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx, sc)
 
 
 # ------------------------------------------------------------------ teardown
@@ -410,7 +444,7 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
     sc.stop()
     hosts = cluster.network.hosts
     nodemanagers = {d.pid for d in cluster._daemons() if d.name.startswith("nodemanager")}
-    ray_context._wait(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
+    wait_until(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
                       120, "the module's executors to end")
     idle = _per_namespace(cluster)
     assert idle == {h.hostname: 1 for h in hosts}, "only the NodeManager"
@@ -427,7 +461,7 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
         driver.kill()
         driver.wait()
         started = time.monotonic()
-        ray_context._wait(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
+        wait_until(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
                           180, "every process of the killed driver's application to end")
         print(f"namespaces back to the NodeManager alone {time.monotonic() - started:.1f}s "
               "after kill -9 of the driver")
@@ -435,7 +469,7 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    ray_context._wait_app_end(cluster, json.loads(line)["app"])
+    wait_app_end(cluster, json.loads(line)["app"])
 
 
 def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_ends(
@@ -462,7 +496,7 @@ def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_
         driver.stdin.close()  # the program ends: Spark and Ray stop
         ended = time.monotonic()
         driver.wait(120)
-        ray_context._wait(lambda: _namespace_pids(victim.netns) == set() and all(
+        wait_until(lambda: _namespace_pids(victim.netns) == set() and all(
             _namespace_pids(h.netns) <= set(daemons) for h in hosts), 180,
             "every process of the application to end, on the host without a NodeManager too")
         print(f"no process of the application left on any host "
@@ -471,7 +505,7 @@ def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    ray_context._wait_app_end(cluster, json.loads(line)["app"])
+    wait_app_end(cluster, json.loads(line)["app"])
 
 
 def _runs(command: str, netns: str) -> bool:

@@ -56,7 +56,7 @@ def test_cluster_is_ready_with_every_nodemanager(cluster):
     nodes = cluster.resource_manager.nodes(states="RUNNING")
     assert len(nodes) == 2
     assert len({n["id"] for n in nodes}) == 2
-    assert all(n["totalResource"]["memory"] == 8192 for n in nodes)
+    assert all(n["totalResource"]["memory"] == cluster.spec.nm_memory_mb for n in nodes)
     assert cluster.resource_manager.leaf_queues() == ["batch", "default", "tiny"]
     assert cluster.fs("-test", "-d", "/") == ""  # HDFS answers and left safe mode
 
@@ -147,6 +147,7 @@ def _in_tmp() -> set[str]:
             if p.name.startswith(("jetty-", "hadoop-yarn-"))}
 
 
+@pytest.mark.slow  # a cold start of a local Hadoop of its own
 def test_down_stops_every_daemon_and_frees_every_port(tmp_path):
     small = MiniCluster(tmp_path / "hadoop", spec=MiniClusterSpec(nodemanagers=1,
                                                                    nm_memory_mb=2048))
@@ -222,6 +223,7 @@ with MiniCluster(sys.argv[1], spec=MiniClusterSpec(nodemanagers=1, nm_memory_mb=
 """
 
 
+@pytest.mark.slow  # a cold start of a local Hadoop of its own
 def test_killing_the_owner_process_stops_the_cluster(tmp_path):
     cluster_dir = tmp_path / "hadoop"
     owner = subprocess.Popen([sys.executable, "-c", _OWNER_SCRIPT, str(cluster_dir)],

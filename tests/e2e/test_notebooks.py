@@ -15,6 +15,7 @@ def test_there_are_notebooks_to_run():
     assert [n.name[:2] for n in NOTEBOOKS] == ["01", "02", "03"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
 def test_notebook_runs_end_to_end(path, cluster, tmp_path, monkeypatch, capsys):
     import nbformat

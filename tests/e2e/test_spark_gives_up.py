@@ -9,19 +9,23 @@ import time
 import psutil
 import pytest
 import ray
-from test_ray_context import _wait
+from tests.e2e.helpers import wait_until
 
 from zoo_ray import RayContext
 from zoo_ray.errors import ClusterLostError
 
+pytestmark = pytest.mark.faults
+
 #: One executor failure ends the application (YARN would otherwise start a second
-#: ApplicationMaster, with new executors, and the application would go on).
+#: ApplicationMaster, with new executors, and the application would go on): the module
+#: needs an application of its own (``module_sc``), which it ends.
 SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
                   driver_memory="512m", extra_executor_memory_for_ray="1g",
                   conf={"spark.executor.maxNumFailures": "1", "spark.yarn.maxAppAttempts": "1"})
 
 
-def test_when_spark_gives_up_the_driver_is_told_why_and_lives_on(sc, cluster):
+def test_when_spark_gives_up_the_driver_is_told_why_and_lives_on(module_sc, cluster):
+    sc = module_sc
     ctx = RayContext(sc, object_store_memory="128m")
     ctx.init()
     try:
@@ -31,7 +35,7 @@ def test_when_spark_gives_up_the_driver_is_told_why_and_lives_on(sc, cluster):
         cluster.resource_manager.signal_container(worker["container"], "FORCEFUL_SHUTDOWN")
         killed = time.monotonic()
         try:
-            _wait(lambda: any(e.kind == "cluster lost" for e in ctx.events()), 180,
+            wait_until(lambda: any(e.kind == "cluster lost" for e in ctx.events()), 180,
                   "the loss of the cluster")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; events: {ctx.events()}") from None

@@ -7,7 +7,8 @@ import sys
 from zoo_ray import init_spark_on_local
 
 
-def test_local_spark_runs_the_given_python_and_restores_the_environment(monkeypatch):
+def test_local_spark_runs_the_given_python_and_restores_the_environment(
+        monkeypatch, no_shared_spark):
     monkeypatch.setenv("PYSPARK_PYTHON", "/nonexistent/python-of-the-user")
     sc = init_spark_on_local(cores=2, python_location=sys.executable)
     try:

@@ -29,16 +29,10 @@ from zoo_ray.hadoop_conf import HadoopConf
 SMALL = dict(num_executors=2, executor_cores=1, executor_memory="512m", driver_memory="512m")
 
 
-@pytest.fixture(autouse=True)
-def _ship_test_functions_by_value():
-    from pyspark import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
 @pytest.fixture
-def no_spark_left(cluster):
-    """After the test: no SparkContext in this process, no application RUNNING on YARN."""
+def no_spark_left(cluster, no_shared_spark):
+    """Before the test, the shared SparkContext is stopped; after it: no SparkContext in
+    this process, no application RUNNING on YARN."""
     yield
     from pyspark import SparkContext
 
@@ -148,9 +142,11 @@ def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
 
 def test_executor_bigger_than_any_node_fails_before_submitting(cluster, no_spark_left):
     apps_before = len(cluster.resource_manager.apps())
-    with pytest.raises(ExecutorsNotStartedError, match="largest NodeManager offers 8192 MB"):
+    largest = cluster.spec.nm_memory_mb
+    with pytest.raises(ExecutorsNotStartedError,
+                       match=f"largest NodeManager offers {largest} MB"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
-                           executor_memory="9g")
+                           executor_memory=f"{largest + 1024}m")
     with pytest.raises(ExecutorsNotStartedError, match="executor_cores"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
                            executor_cores=64, executor_memory="512m")

@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import textwrap
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
 import ray
-from own_cluster import module_cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from test_ray_context import (
-    _executor_nodes,
-    _ray_processes,
-    _start_driver,
-    _wait,
-    _wait_app_end,
+from tests.e2e.helpers import (
+    executor_nodes,
+    ray_processes,
+    start_driver,
+    wait_app_end,
+    wait_until,
 )
 
-from zoo_ray import RayContext
 from zoo_ray.errors import ClusterLostError
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+
+pytestmark = pytest.mark.faults
 
 #: For this module only: NodeManagers that kill containers over their memory (the suite's
 #: other clusters do not, as Hadoop without cgroups does not by default), and a
@@ -39,20 +38,19 @@ SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
                   driver_memory="512m", extra_executor_memory_for_ray="1g", queue="batch")
 
 
+OBJECT_STORE_MEMORY = "128m"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniCluster]:
+def cluster(own_cluster: MiniCluster) -> MiniCluster:
     """Replaces the session's cluster for every test in this module."""
-    with module_cluster(tmp_path_factory, "enforcing", SPEC) as running:
-        yield running
+    return own_cluster
 
 
-@pytest.fixture(scope="module")
-def ray_ctx(sc):
-    ctx = RayContext(sc, object_store_memory="128m")
-    ctx.init()
-    ray.init()  # the program's own call: joins through RAY_ADDRESS
-    yield ctx
-    ctx.stop()
+@pytest.fixture
+def ray_ctx(module_ray_ctx):
+    """The module's application and RayContext (``SPARK_ARGS``, ``OBJECT_STORE_MEMORY``)."""
+    return module_ray_ctx
 
 
 def test_a_memory_kill_names_the_executor_the_limit_the_usage_and_the_fix(ray_ctx, caplog):
@@ -116,22 +114,22 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
         ray_ctx, cluster, tmp_path):
     def whole():
         try:
-            answered = _executor_nodes(ray_ctx, timeout=30)
+            answered = executor_nodes(timeout=30)
         except (ray.exceptions.RayError, ClusterLostError):  # a node, or the cluster, is going
             return False
         live = {n["container"] for n in ray_ctx.nodes
                 if n["container"] not in {x.container for x in ray_ctx.lost_executors()}}
         return len(answered) == SPARK_ARGS["num_executors"] and set(answered.values()) == live
-    _wait(whole, 240, "the module's cluster whole")  # the memory kill's replacement joined
+    wait_until(whole, 240, "the module's cluster whole")  # the memory kill's replacement joined
     seen, lost_before = len(ray_ctx.events()), len(ray_ctx.lost_executors())
     # Each executor node's manager and Ray processes, to check the preempted one's are gone.
-    families = {n["container"]: [psutil.Process(n["pid"]), *_ray_processes(n["pid"])]
+    families = {n["container"]: [psutil.Process(n["pid"]), *ray_processes(n["pid"])]
                 for n in ray_ctx.nodes if psutil.pid_exists(n["pid"])}
     asked = time.monotonic()
-    other, info = _start_driver(_OTHER_QUEUE, [str(cluster.hadoop_conf_dir)],
+    other, info = start_driver(_OTHER_QUEUE, [str(cluster.hadoop_conf_dir)],
                                 tmp_path / "other.err")
     try:
-        _wait(lambda: len(ray_ctx.lost_executors()) > lost_before, 120, "a preempted executor")
+        wait_until(lambda: len(ray_ctx.lost_executors()) > lost_before, 120, "a preempted executor")
         preempted = time.monotonic() - asked
         [loss] = ray_ctx.lost_executors()[lost_before:]
         assert "preempted" in loss.reason, loss.reason
@@ -142,10 +140,10 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
     finally:
         other.kill()
         other.wait()
-    _wait_app_end(cluster, info["app"])
+    wait_app_end(cluster, info["app"])
     ended = time.monotonic()
     # The container is YARN's to give back now: Spark's replacement gets a Ray node.
-    _wait(whole, 240, "a Ray node in the replacement executor")
+    wait_until(whole, 240, "a Ray node in the replacement executor")
     print(f"an executor preempted {preempted:.1f}s after another queue's application asked "
           f"({loss.reason}); whole again {time.monotonic() - ended:.1f}s after that "
           f"application ended; events: {[(e.kind, e.container) for e in ray_ctx.events()[seen:]]}")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from tests.fresh import env_without_ray, ray_keys
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
@@ -167,6 +168,7 @@ _NOTEBOOK = [
 ]
 
 
+@pytest.mark.slow
 def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(cluster, tmp_path,
                                                                        monkeypatch):
     import nbformat

@@ -1,0 +1,147 @@
+"""Helpers shared by the end-to-end tests (tests only, on the gateway).
+
+Test modules import from here (and from :mod:`tests.e2e.scenarios`), never from each
+other. Ray remote functions and Spark tasks that the tests define are local functions:
+cloudpickle ships those by value, so an executor needs none of these modules.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from zoo_ray.minicluster import MiniClusterSpec
+from zoo_ray.yarn import FINAL_STATES
+
+#: The session cluster: two NodeManagers, each declaring more than this box has, so the
+#: shared application and a second driver's application fit side by side.
+SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=12288, nm_vcores=8)
+
+#: The shared application, sized for both the RayContext tests (three executors, so a head
+#: and two workers) and the data path's (2 cores and 1 GiB of heap per executor; a 1 GiB
+#: object store holds the 400 MB conversion).
+SHARED_SPARK_ARGS = dict(num_executors=3, executor_cores=2, executor_memory="1g",
+                         driver_memory="1g", extra_executor_memory_for_ray="2g")
+SHARED_OBJECT_STORE = "1g"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> float:
+    """Poll ``predicate`` every half second; return the seconds it took to hold, or fail
+    naming ``what``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+def process_name(process: psutil.Process) -> str:
+    """The process's name, or "" once it has exited (Ray's idle workers come and go)."""
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def ray_processes(manager_pid: int) -> list[psutil.Process]:
+    """Every process below a RayManager (its Ray node), or [] once it has gone."""
+    try:
+        return psutil.Process(manager_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def zoo_ray_processes() -> list[psutil.Process]:
+    """Every RayManager, raylet and GCS on this host."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] in ("raylet", "gcs_server") or \
+                "zoo_ray.manager" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def alive_nodes() -> list[dict]:
+    """Ray's table of the live nodes of the cluster the driver is connected to."""
+    import ray
+
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def executor_nodes(timeout: float | None = None) -> dict[str, str]:
+    """{node id: container id} of the Ray nodes in executors (not the gateway's), as each
+    node answers a task pinned to it."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def whoami():
+        return ray.get_runtime_context().get_node_id(), os.environ.get("CONTAINER_ID")
+
+    found = {}
+    for node in alive_nodes():
+        strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)
+        node_id, container = ray.get(whoami.options(scheduling_strategy=strategy).remote(),
+                                     timeout=timeout)
+        if container:
+            found[node_id] = container
+    return found
+
+
+def answers(call: Callable[[], Any], expected: Any) -> bool:
+    """Whether a Ray call answers ``expected`` now (a cluster being healed may not)."""
+    import ray
+
+    try:
+        return ray.get(call(), timeout=5) == expected
+    except (ray.exceptions.RayError, ConnectionError):
+        return False
+
+
+def executors_of(sc: Any) -> int:
+    """The number of executors ``sc`` was configured with."""
+    return int(sc.getConf().get("spark.executor.instances"))
+
+
+def cores_of(sc: Any) -> int:
+    """The cores of each of ``sc``'s executors."""
+    return int(sc.getConf().get("spark.executor.cores"))
+
+
+def start_driver(script: str, args: list[str], log: Path,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict]:
+    """A second driver in its own Python: returns it and the JSON of its first line."""
+    from tests.fresh import env_without_ray
+
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                  env=env if env is not None else env_without_ray())
+    line = driver.stdout.readline()
+    if not line.startswith("{"):
+        driver.kill()
+        driver.wait()
+        raise AssertionError(f"the second driver failed:\n{Path(log).read_text()[-3000:]}")
+    return driver, json.loads(line)
+
+
+def wait_app_end(cluster: Any, app_id: str, timeout: float = 120) -> None:
+    """Wait for a YARN application to reach a final state (its containers then free)."""
+    wait_until(lambda: cluster.resource_manager.app(app_id)["state"] in FINAL_STATES, timeout,
+               f"{app_id} to end")
