@@ -12,11 +12,6 @@ PACKAGE = "zoo_ray"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 350
-#: Modules known to be over the limits, and why they still are. Delete an entry once its
-#: module fits: its case then runs as any other.
-OVER_THE_LIMITS = {
-    "zoo_ray.context": "issue #25: RayContext is being made a facade over its collaborators",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -148,11 +143,7 @@ def _cycle_in(graph: dict[str, list[tuple[str, int]]], group: set[str]) -> list[
     raise AssertionError(f"no cycle in {group}")
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(module, marks=pytest.mark.xfail(strict=False, reason=OVER_THE_LIMITS[module]))
-    if module in OVER_THE_LIMITS else module
-    for module in MODULES
-])
+@pytest.mark.parametrize("module", list(MODULES))
 def test_modules_and_classes_stay_small(module):
     offenders = _oversized(module)
     assert not offenders, "Split by concern:\n" + "\n".join(offenders)
