@@ -14,7 +14,11 @@ Where each module runs:
   :mod:`~zoo_ray.applications` (zoo_ray's applications on YARN), :mod:`~zoo_ray.cli`,
   :mod:`~zoo_ray.submit`, :mod:`~zoo_ray.demo`, :mod:`~zoo_ray.minicluster` (the local
   Hadoop; its own docstring lists its modules);
-- driver: :mod:`~zoo_ray.context` (RayContext), :mod:`~zoo_ray.auth`,
+- driver: :mod:`~zoo_ray.context` (RayContext, a facade) over :mod:`~zoo_ray.options`
+  (its checked arguments), :mod:`~zoo_ray.nodes` (starting, waiting for and stopping the
+  nodes), :mod:`~zoo_ray.recovery` (healing, rebuilds, the cluster's loss),
+  :mod:`~zoo_ray.status` (what the head sees, the card) and
+  :mod:`~zoo_ray.zoo_attributes` (Zoo's attribute names); :mod:`~zoo_ray.auth`,
   :mod:`~zoo_ray.display`, :mod:`~zoo_ray.compat` (Zoo's spellings) with Zoo's import
   paths :mod:`~zoo_ray.common` and :mod:`~zoo_ray.ray`; :mod:`~zoo_ray.data` (Spark <->
   Ray data, what users import) over :mod:`~zoo_ray.spark_to_ray`,

@@ -1,7 +1,7 @@
 """RayContext's arguments, checked once against the SparkContext (runs on the driver).
 
 :class:`RayOptions` is to :class:`~zoo_ray.context.RayContext` what
-:class:`~zoo_ray.spark.YarnRequest` is to ``init_spark_on_yarn``: a frozen record
+:class:`~zoo_ray.yarn_request.YarnRequest` is to ``init_spark_on_yarn``: a frozen record
 of every argument, each checked before anything starts, with what the Spark
 configuration implies (executors, cores, Ray's share of each container). The other
 collaborators of RayContext read it and never check an argument again.
