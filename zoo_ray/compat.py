@@ -2,7 +2,7 @@
 
 Runs on the driver (the gateway). Programs written for Zoo's RayOnSpark run with
 only their imports changed; every Zoo-era parameter that zoo_ray spells
-differently is mapped here, once, and the README's migration table lists them
+differently is mapped here, once, and docs/migration.md lists them
 all. Nothing is ignored silently: a name either becomes its new spelling (with a
 ``DeprecationWarning`` naming it) or raises :class:`InvalidArgumentError` saying
 what replaces it and why.

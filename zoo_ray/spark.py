@@ -118,7 +118,7 @@ def init_spark_on_yarn(
         ``sc.setLogLevel`` once the SparkContext runs, like "WARN".
     **zoo_names
         Analytics Zoo's spellings (``num_executor``, ``spark_conf``, ``py_files``) work
-        with a DeprecationWarning; the README's migration table lists every one.
+        with a DeprecationWarning; docs/migration.md lists every one.
 
     Returns
     -------
@@ -190,7 +190,7 @@ def init_spark_on_local(
     spark_log_level : str, optional
         ``sc.setLogLevel`` once the SparkContext runs, like "WARN".
     **zoo_names
-        Analytics Zoo's spellings; see the README's migration table.
+        Analytics Zoo's spellings; see docs/migration.md.
 
     Returns
     -------
