@@ -104,8 +104,8 @@ def test_a_spark_context_stopped_from_the_jvm_is_handed_on_and_ends_the_keeper(m
 def test_a_driver_s_ray_init_to_a_refused_cluster_says_why_and_others_pass():
     from ray._private import services
 
-    from zoo_ray.errors import ClusterLostError
     from zoo_ray.driver_guard import refuse_drivers
+    from zoo_ray.errors import ClusterLostError
 
     refuse_drivers("198.18.0.9:6379", "Spark ended the application")
     try:

@@ -429,8 +429,9 @@ def stop_removes_every_ray_process_and_init_starts_afresh(ray_ctx: RayContext, s
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/version", timeout=30)
         assert refused.value.code in (401, 403)
+        token = driver_token_path().read_text().strip()
         request = urllib.request.Request(f"{url}/api/version",
-                                         headers={"Authorization": f"Bearer {again._token}"})
+                                         headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["ray_version"] == ray.__version__
     finally:
