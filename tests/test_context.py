@@ -119,6 +119,7 @@ class _FakeNodes:
 
     def start(self, wanted, slots, driver_cores, progress, closing=lambda: False):
         self.seen.append(("start", wanted, slots, progress))
+        self.closing = closing
         step = self._clusters.pop(0)
         if isinstance(step, BaseException):
             raise step
@@ -157,8 +158,11 @@ class _FakeKeeper:
 class _FakeWatch:
     """A LossWatch that polls nothing."""
 
+    made: list[_FakeWatch] = []
+
     def __init__(self, sc, containers, sizes):
         self.containers, self.sizes, self.losses = containers, sizes, []
+        _FakeWatch.made.append(self)
 
     def close(self):
         pass
@@ -177,6 +181,7 @@ def swapped(monkeypatch):
         return made[-1]
 
     _FakeKeeper.made = []
+    _FakeWatch.made = []
     monkeypatch.setattr(context, "ClusterNodes", make_nodes)
     monkeypatch.setattr(context, "Recovery", functools.partial(Recovery, keeper=_FakeKeeper,
                                                                watch=_FakeWatch))
@@ -275,8 +280,12 @@ def _running(swapped, monkeypatch):
 
 def test_a_joined_node_is_in_the_address_info_and_the_loss_watch(swapped, monkeypatch):
     ctx, keeper, _ = _running(swapped, monkeypatch)
+    watch = _FakeWatch.made[-1]
+    assert watch.containers == {"1": "c1", "2": "c2"}
+    assert watch.sizes["object_store_memory"] == "Ray's default"
     keeper.on_join(_node("container_7", executor_id="7"))
     assert [n["container"] for n in ctx.nodes] == ["c1", "c2", "container_7"]
+    assert watch.containers["7"] == "container_7"
     ctx.stop()
 
 
@@ -293,6 +302,11 @@ def test_a_rebuild_refuses_the_lost_head_meanwhile_and_joins_the_new_one(swapped
     clusters.append(new_cluster)
     keeper.on_head_lost()
     assert seen[-2:] == [("stop", False), ("start", 2, 2, False)]
+    made = swapped[2][-1]
+    assert made.closing() is False
+    keeper.closing = True  # the registration wait of a rebuild ends when stop() closes
+    assert made.closing() is True
+    keeper.closing = False
     event = ctx.events()[-1]
     assert (event.kind, event.container) == ("rebuilt", "container_3")
     assert "a node starts in each executor Spark adds, up to 2" in event.message
@@ -359,3 +373,62 @@ def test_the_registration_wait_counts_live_nodes_and_names_the_shortfall(monkeyp
     with pytest.raises(RayNodeStartError, match="Only 2 of 3 Ray nodes registered"):
         nodes.wait_registered("198.18.0.2:2", 3, timeout=1.5, verbose=False,
                               closing=lambda: False)
+
+
+def test_a_gateway_node_that_cannot_spawn_leaves_no_work_dir(swapped, monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+
+    def no_python(spec):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(nodes, "spawn_manager", no_python)
+    options = RayContext(StubSparkContext()).options
+    try:
+        nodes.GatewayNode(options, "application_0_0001", "token",
+                          HeadPlacement("c1", "127.0.0.1:6379", False), driver_cores=0)
+    except OSError as failed:
+        # Checked while the failure is held (its traceback keeps the node alive, as a
+        # caller's would), not after a garbage collection removed it anyway.
+        assert "no such interpreter" in str(failed) and list(tmp_path.iterdir()) == []
+    else:
+        raise AssertionError("the spawn failure was swallowed")
+
+
+def test_stopping_the_nodes_forgets_the_cluster_and_only_then_the_address(swapped,
+                                                                          monkeypatch):
+    sc = StubSparkContext()
+    sc.stop()  # a stopped SparkContext: no stop job to run
+    cluster_nodes = nodes.ClusterNodes(sc, RayContext(StubSparkContext()).options,
+                                       "application_0_0001", "token")
+    cluster_nodes.current = _cluster("198.18.0.1:1", "c1")
+    monkeypatch.setenv("RAY_ADDRESS", "198.18.0.1:1")
+    cluster_nodes.stop(forget_address=False)
+    assert cluster_nodes.current is None and os.environ["RAY_ADDRESS"] == "198.18.0.1:1"
+    cluster_nodes.stop(forget_address=True)
+    assert "RAY_ADDRESS" not in os.environ
+
+
+def test_status_without_a_cluster_asks_ray_nothing(monkeypatch):
+    from zoo_ray import status
+
+    def no_gcs(timeout=None):
+        raise AssertionError("asked Ray's node table without a cluster")
+
+    monkeypatch.setattr(status, "node_table", no_gcs)
+    assert status.registrations(None) == {} and status.store_usage(None) == {}
+
+
+def test_a_restarted_node_s_live_registration_wins(monkeypatch):
+    from zoo_ray import status
+
+    cluster = _cluster("198.18.0.1:1", "c1", "c2")
+    table = [{"NodeID": "old", "Alive": False,
+              "ObjectStoreSocketName": "/tmp/zoo-ray-c1/session/sockets/plasma_store"},
+             {"NodeID": "new", "Alive": True,
+              "ObjectStoreSocketName": "/tmp/zoo-ray-c1/session2/sockets/plasma_store"},
+             {"NodeID": "other", "Alive": True,
+              "ObjectStoreSocketName": "/tmp/zoo-ray-elsewhere/sockets/plasma_store"}]
+    monkeypatch.setattr(status, "node_table", lambda timeout=None: table)
+    found = status.registrations(cluster)
+    assert list(found) == ["c1"] and found["c1"][1]["NodeID"] == "new"
+    assert found["c1"][0] is cluster.nodes[0]

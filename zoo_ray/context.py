@@ -18,6 +18,7 @@ import secrets
 import time
 from typing import Any, ClassVar
 
+from .applications import AppRecord
 from .auth import clear_driver_token, write_driver_token
 from .compat import INIT_NAMES, RAY_CONTEXT_NAMES, translate
 from .display import ClusterView, render_html, render_text
@@ -219,8 +220,10 @@ class RayContext(ZooAttributes):
             if recovery is not None:
                 recovery.release()
             # Whatever the executors' side did (another executor lost mid-stop), the
-            # token goes, and the state says stopped.
+            # token and the record of `zoo-ray status` go, and the state says stopped.
             clear_driver_token()
+            if self._app_id and not self.options.is_local:  # as ClusterNodes recorded it
+                AppRecord.remove(self._app_id)
             self._state = "stopped"
             self._nodes = None
             atexit.unregister(self.stop)
@@ -238,8 +241,10 @@ class RayContext(ZooAttributes):
 
     # --------------------------------------------------------------- status
     def _cluster(self) -> RunningCluster | None:
-        """The cluster as started and healed, while this RayContext has one."""
-        return self._nodes.current if self._nodes is not None else None
+        """The cluster as started and healed, while this RayContext has one (None while
+        it starts or a rebuild runs)."""
+        nodes = self._nodes  # once: stop() in another thread may drop it meanwhile
+        return nodes.current if nodes is not None else None
 
     def _running_cluster(self) -> RunningCluster | None:
         """:meth:`_cluster`, after checking that it is not gone for good."""
@@ -249,7 +254,8 @@ class RayContext(ZooAttributes):
 
     @property
     def address_info(self) -> dict[str, Any]:
-        """What :meth:`init` returned, with the nodes that joined since; empty when stopped."""
+        """What :meth:`init` returned, with the nodes that joined since (a new dict at
+        each read); empty while the cluster starts, while a rebuild runs and when stopped."""
         cluster = self._cluster()
         return cluster.address_info() if cluster is not None else {}
 

@@ -35,8 +35,10 @@ from ray.core.generated import gcs_pb2
 
 from .host import wait_until
 
-__all__ = ["attach_drivers_to", "cluster_lost", "node_table", "object_store_used",
+__all__ = ["attach_drivers_to", "cluster_lost", "disconnect", "node_table", "object_store_used",
            "refuse_drivers", "watch_driver_calls"]
+
+logger = logging.getLogger(__name__)
 
 
 def object_store_used(raylet_address: str) -> int:
@@ -306,3 +308,20 @@ def cluster_lost(why: str, waited: str, timeout: float) -> Iterator[int]:
         yield waiting
     finally:
         _lost = None
+
+
+def disconnect(why: str, waited: str) -> None:
+    """Disconnect the driver from a cluster that is gone, inside :func:`cluster_lost`.
+
+    Parameters
+    ----------
+    why, waited : str
+        What the program's new Ray calls, and the ``ray.get`` calls waiting in its
+        threads, raise as :class:`~zoo_ray.errors.ClusterLostError` meanwhile.
+    """
+    with cluster_lost(why, waited, timeout=10.0) as waiting:
+        if waiting:
+            logger.info("%d Ray calls waiting on the lost cluster raise ClusterLostError",
+                        waiting)
+        if ray.is_initialized():
+            ray.shutdown()

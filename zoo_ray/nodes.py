@@ -54,7 +54,15 @@ _STOP_GRACE_S = 30.0
 
 
 def raise_failures(failures: list[NodeFailure]) -> None:
-    """Raise one typed error naming every node that failed, with its log tail."""
+    """Raise one typed error naming every node that failed, with its log tail.
+
+    Raises
+    ------
+    RayContextError
+        A node's object store did not fit in its ``/dev/shm`` (names the setting to lower).
+    RayNodeStartError
+        Any other failure, every node named with its log's tail.
+    """
     if not failures:
         return
     for failure in failures:
@@ -75,7 +83,14 @@ def raise_failures(failures: list[NodeFailure]) -> None:
 
 
 def started_nodes(outcomes: list[NodeOutcome], wanted: int) -> list[NodeInfo]:
-    """The nodes the start job brought up, head first; raises if any failed or is missing."""
+    """The nodes the start job brought up, head first.
+
+    Raises
+    ------
+    RayContextError, RayNodeStartError
+        A node failed (:func:`raise_failures`), fewer than ``wanted`` came up, or none
+        is the head.
+    """
     raise_failures([o.failure for o in outcomes if o.failure is not None])
     nodes = sorted((o.node for o in outcomes if o.node is not None),
                    key=lambda node: node.role != "head")
@@ -117,7 +132,7 @@ class RunningCluster:
         return {node.executor_id: node.container for node in self.nodes}
 
     def joined(self, node: NodeInfo) -> RunningCluster:
-        """This cluster with ``node`` (started in an executor Spark added) in it."""
+        """A copy of this cluster with ``node`` (started in an executor Spark added) in it."""
         return dataclasses.replace(self, nodes=(*self.nodes, node))
 
     def address_info(self) -> dict[str, Any]:
@@ -131,7 +146,20 @@ class RunningCluster:
 
 class GatewayNode:
     """The Ray node on the gateway that the driver attaches to: a RayManager child of
-    this process, in a work dir of its own (removed at :meth:`stop`)."""
+    this process, in a work dir of its own (removed at :meth:`stop`).
+
+    Parameters
+    ----------
+    options : RayOptions
+    app_id : str
+        The Spark application the node belongs to.
+    token : str
+        The cluster's auth token.
+    head : HeadPlacement
+        The head the node joins once its GCS is up.
+    driver_cores : int
+        CPUs the node offers to Ray tasks.
+    """
 
     def __init__(self, options: RayOptions, app_id: str, token: str, head: HeadPlacement,
                  driver_cores: int) -> None:
@@ -139,20 +167,30 @@ class GatewayNode:
         # The driver dies with the raylet it is attached to: both wait as long for the GCS.
         env = {GCS_WAIT_ENV: os.environ.get(GCS_WAIT_ENV, str(DRIVER_GCS_WAIT_S)),
                **options.env}
-        spec = dataclasses.replace(
-            options.base_spec(app_id, token), num_cpus=driver_cores,
-            head_address=head.address, env=env,
-            # The gateway's address on the network that faces the head, which need not
-            # be the one on its default route.
-            node_ip=node_ip(toward=head.ip), memory=None,
-            object_store_memory=options.driver_object_store_memory,
-            work_dir=self.work_dir.name, log_dir=os.path.join(self.work_dir.name, "logs"),
-            watch_pid=os.getpid())
-        self.process: subprocess.Popen[str] | None = spawn_manager(spec)
-        self.pid = self.process.pid
+        try:
+            spec = dataclasses.replace(
+                options.base_spec(app_id, token), num_cpus=driver_cores,
+                head_address=head.address, env=env,
+                # The gateway's address on the network that faces the head, which need
+                # not be the one on its default route.
+                node_ip=node_ip(toward=head.ip), memory=None,
+                object_store_memory=options.driver_object_store_memory,
+                work_dir=self.work_dir.name, log_dir=os.path.join(self.work_dir.name, "logs"),
+                watch_pid=os.getpid())
+            self.process: subprocess.Popen[str] | None = spawn_manager(spec)
+        except BaseException:
+            # Nobody holds this node yet to stop it: leave no work dir behind.
+            self.work_dir.cleanup()
+            raise
 
     def wait(self, timeout: float) -> NodeInfo:
-        """The node, once up; raises a typed error with its log's tail if it failed."""
+        """The node, once up.
+
+        Raises
+        ------
+        RayContextError, RayNodeStartError
+            It did not come up within ``timeout`` seconds; the message holds its log's tail.
+        """
         assert self.process is not None, "waited for before stop()"
         answer = await_manager(self.process, timeout)
         if isinstance(answer, NodeFailure):
@@ -189,9 +227,26 @@ def wait_registered(address: str, wanted: int, timeout: float, verbose: bool,
                     closing: Callable[[], bool]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Connect to the head at ``address`` until ``wanted`` nodes have registered.
 
-    Returns Ray's address info for the driver's node and the registered node ids. The
-    driver is disconnected again on return and ``RAY_ADDRESS`` names the head, so its
+    The driver is disconnected again on return and ``RAY_ADDRESS`` names the head, so its
     next Ray call (or the program's ``ray.init()``) joins the cluster.
+
+    Parameters
+    ----------
+    address : str
+        The head's GCS address, ``ip:port``.
+    wanted : int
+        Nodes to wait for, the gateway's included.
+    timeout : float
+        Seconds to wait.
+    verbose : bool
+        Show the Ray workers' output on the driver meanwhile.
+    closing : callable
+        Asked between slices of a second; true ends the wait (stop() during a rebuild).
+
+    Returns
+    -------
+    tuple of (dict, tuple of str)
+        Ray's address info for the driver's node, and the registered node ids.
 
     Raises
     ------
@@ -253,7 +308,8 @@ class ClusterNodes:
         self._gateway: GatewayNode | None = None
 
     def plan(self, head: HeadPlacement, wanted: int) -> StartPlan:
-        """What a start job in the executors needs to start ``wanted`` nodes."""
+        """What a start job in the executors needs to start up to ``wanted`` nodes that
+        join ``head`` (the node keeper's jobs take it too)."""
         return StartPlan(self.options.base_spec(self.app_id, self.token), head, wanted,
                          self.options.init_timeout)
 
@@ -264,6 +320,24 @@ class ClusterNodes:
 
         Without ``progress`` the jobs run in the calling thread's job group (a rebuild's
         are the keeper's). What started stays running if this raises: :meth:`stop` stops it.
+
+        Parameters
+        ----------
+        wanted : int
+            Executor nodes to start, one per executor, the head among them.
+        slots : int
+            Task slots of the executors there are (the barrier job takes every one).
+        driver_cores : int
+            CPUs of the gateway's node.
+        progress : bool
+            Show a progress bar and run the jobs in a job group of their own.
+        closing : callable
+            Asked during the registration wait; true ends it with RayNodeStartError.
+
+        Returns
+        -------
+        RunningCluster
+            The cluster, every node registered; also :attr:`current` from now on.
 
         Raises
         ------
@@ -287,24 +361,36 @@ class ClusterNodes:
         attach_drivers_to(gateway_node.temp_dir)
         ray_info, node_ids = wait_registered(head.address, wanted + 1, self.options.init_timeout,
                                              self.options.verbose, closing)
-        self.current = RunningCluster(head, tuple(nodes), gateway_node, ray_info, node_ids)
-        self._record()
-        return self.current
+        cluster = self.current = RunningCluster(head, tuple(nodes), gateway_node, ray_info,
+                                                node_ids)
+        self._record(cluster)
+        return cluster
 
     def join(self, node: NodeInfo) -> RunningCluster:
-        """Count ``node``, started in an executor Spark added, as part of the cluster."""
+        """Count ``node``, started in an executor Spark added, as part of the cluster.
+
+        Returns
+        -------
+        RunningCluster
+            The cluster with the node; also :attr:`current` from now on.
+        """
         assert self.current is not None, "joined a started cluster"
-        self.current = self.current.joined(node)
-        self._record()
-        return self.current
+        cluster = self.current = self.current.joined(node)
+        self._record(cluster)
+        return cluster
 
     def stop(self, forget_address: bool) -> None:
         """Disconnect this driver from Ray and stop every node, the gateway's included.
 
-        ``forget_address=False`` (a rebuild) keeps ``RAY_ADDRESS``: without it, a Ray call
-        made meanwhile would start a Ray instance on the gateway instead of failing.
-        With it, ``zoo-ray status`` forgets the cluster too.
+        :attr:`current` is None from then on, until the next :meth:`start`.
+
+        Parameters
+        ----------
+        forget_address : bool
+            Drop ``RAY_ADDRESS``. A rebuild keeps it: without it, a Ray call made
+            meanwhile would start a Ray instance on the gateway instead of failing.
         """
+        self.current = None
         if ray.is_initialized():
             ray.shutdown()
         if forget_address:
@@ -319,8 +405,6 @@ class ClusterNodes:
         finally:
             if gateway is not None:
                 gateway.stop()
-            if forget_address and not self.options.is_local:  # as _record wrote it
-                AppRecord.remove(self.app_id)
 
     def _place_head(self) -> HeadPlacement:
         job = self.sc.parallelize([0], 1).mapPartitions(partial(place_head, self.app_id))
@@ -353,14 +437,15 @@ class ClusterNodes:
         if stuck:
             logger.warning("Ray nodes in %s did not stop in time and were killed", stuck)
 
-    def _record(self) -> None:
-        """Tell ``zoo-ray status`` and ``zoo-ray stop`` on this gateway about the cluster."""
-        if self.options.is_local or self.current is None:
+    def _record(self, cluster: RunningCluster) -> None:
+        """Tell ``zoo-ray status`` and ``zoo-ray stop`` on this gateway about ``cluster``
+        (the RayContext removes the record at its stop())."""
+        if self.options.is_local:
             return
         try:
             AppRecord(app_id=self.app_id, driver_pid=os.getpid(),
-                      gateway_manager_pid=self._gateway.pid if self._gateway else None,
-                      address=self.current.address, dashboard_url=self.current.dashboard_url,
-                      nodes=[dataclasses.asdict(n) for n in self.current.nodes]).write()
+                      gateway_manager_pid=cluster.gateway.pid, address=cluster.address,
+                      dashboard_url=cluster.dashboard_url,
+                      nodes=[dataclasses.asdict(n) for n in cluster.nodes]).write()
         except OSError as exc:
             logger.warning("zoo-ray status and stop will not see this cluster: %s", exc)

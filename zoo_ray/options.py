@@ -9,7 +9,7 @@ collaborators of RayContext read it and never check an argument again.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgumentError
@@ -17,7 +17,6 @@ from .memory import (
     MIN_OBJECT_STORE,
     RAY_MEMORY_CONF,
     check_object_store_fits,
-    format_mib,
     parse_memory,
     worker_memory,
 )
@@ -91,32 +90,31 @@ class RayOptions:
     ray_node_cpu_cores: int
     object_store_memory: int | None
     driver_object_store_memory: int
-    worker_memory: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    extra_params: dict[str, Any] = field(default_factory=dict)
-    include_webui: bool = False
-    system_config: dict[str, Any] | None = None
-    verbose: bool = False
-    init_timeout: float = 180.0
-    max_restarts: int = 5
-    #: Spark's sizes of an executor, for the messages of a loss (``executor_memory``, ...).
-    sizes: dict[str, str] = field(default_factory=dict)
+    worker_memory: int | None
+    env: dict[str, str]
+    extra_params: dict[str, Any]
+    include_webui: bool
+    system_config: dict[str, Any] | None
+    verbose: bool
+    init_timeout: float
+    max_restarts: int
 
     @classmethod
     def from_spark_conf(
         cls,
         conf: Any,
-        object_store_memory: str | None = None,
-        num_ray_nodes: int | None = None,
-        ray_node_cpu_cores: int | None = None,
-        env: dict[str, str] | None = None,
-        extra_params: dict[str, Any] | None = None,
-        include_webui: bool = False,
-        system_config: dict[str, Any] | None = None,
-        verbose: bool = False,
-        init_timeout: float = 180.0,
-        max_restarts: int = 5,
-        driver_object_store_memory: str = "256m",
+        *,
+        object_store_memory: str | None,
+        num_ray_nodes: int | None,
+        ray_node_cpu_cores: int | None,
+        env: dict[str, str] | None,
+        extra_params: dict[str, Any] | None,
+        include_webui: bool,
+        system_config: dict[str, Any] | None,
+        verbose: bool,
+        init_timeout: float,
+        max_restarts: int,
+        driver_object_store_memory: str,
     ) -> RayOptions:
         """Check RayContext's arguments against a SparkContext's configuration.
 
@@ -159,8 +157,7 @@ driver_object_store_memory
             driver_object_store_memory=driver_store, worker_memory=node_memory,
             env=dict(env or {}), extra_params=_check_extra_params(extra_params or {}),
             include_webui=include_webui, system_config=system_config, verbose=verbose,
-            init_timeout=init_timeout, max_restarts=max_restarts,
-            sizes=_executor_sizes(conf, store))
+            init_timeout=init_timeout, max_restarts=max_restarts)
 
     @property
     def slots(self) -> int:
@@ -168,7 +165,21 @@ driver_object_store_memory
         return self.executors * self.executor_cores
 
     def base_spec(self, app_id: str, token: str) -> NodeSpec:
-        """What every node shares; each executor fills in its own directories and JVM."""
+        """What every node shares; each executor fills in its own directories and JVM.
+
+        Parameters
+        ----------
+        app_id : str
+            The Spark application the nodes belong to (YARN's id).
+        token : str
+            The cluster's auth token (written to a 0600 file on each host, never to a
+            command line).
+
+        Returns
+        -------
+        NodeSpec
+            A worker's spec; the head's and the gateway's are changed copies of it.
+        """
         return NodeSpec(
             role="worker", app_id=app_id, token=token, num_cpus=self.ray_node_cpu_cores,
             work_dir="", log_dir="", object_store_memory=self.object_store_memory,
@@ -177,18 +188,3 @@ driver_object_store_memory
             max_restarts=self.max_restarts, ready_timeout=self.init_timeout,
         )
 
-
-def _executor_sizes(conf: Any, store: int | None) -> dict[str, str]:
-    """The sizes a lost executor's message quotes, as the user set them."""
-    ray_memory = conf.get(RAY_MEMORY_CONF)
-    executor_memory = conf.get("spark.executor.memory", "1g")
-    sizes = {"executor_memory": executor_memory,
-             "extra_executor_memory_for_ray": (format_mib(int(ray_memory)) if ray_memory
-                                               else "not set"),
-             "object_store_memory": format_mib(store) if store else "Ray's default"}
-    overhead = conf.get("spark.executor.memoryOverhead")
-    if overhead:
-        container = (parse_memory(executor_memory, "spark.executor.memory")
-                     + parse_memory(overhead, "spark.executor.memoryOverhead"))
-        sizes["container"] = f"{-(-container // 2**20)} MB"
-    return sizes

@@ -15,14 +15,13 @@ import os
 import time
 from typing import Any
 
-import ray
-
 from . import spark_internals
-from .driver_guard import cluster_lost, refuse_drivers, watch_driver_calls
+from .driver_guard import disconnect, refuse_drivers, watch_driver_calls
 from .errors import RayNodeStartError, ZooRayError
 from .healing import EventLog, NodeKeeper
 from .host import wait_until
 from .losses import ExecutorLoss, LossWatch
+from .memory import RAY_MEMORY_CONF, format_mib, parse_memory
 from .nodes import ClusterNodes, RunningCluster
 from .options import RayOptions
 from .yarn import ResourceManager
@@ -70,16 +69,24 @@ class Recovery:
         self._keeper: NodeKeeper | None = None
 
     def start(self, cluster: RunningCluster) -> None:
-        """Watch ``cluster``'s executors and keep a node in each (not in local mode, whose
-        one executor is the driver's JVM)."""
+        """Watch the executors and keep a node in each (not in local mode, whose one
+        executor is the driver's JVM).
+
+        Parameters
+        ----------
+        cluster : RunningCluster
+            The cluster :meth:`ClusterNodes.start <zoo_ray.nodes.ClusterNodes.start>`
+            brought up.
+        """
         if self.options.is_local:
             return
-        self._loss_watch = self._watch_class(self.sc, cluster.containers(), self.options.sizes)
+        sizes = executor_sizes(self.sc.getConf(), self.options.object_store_memory)
+        self._loss_watch = self._watch_class(self.sc, cluster.containers(), sizes)
         watch_driver_calls()
         self._keep(cluster)
 
     def losses(self) -> list[ExecutorLoss]:
-        """The executors lost since :meth:`start`, and why."""
+        """The executors lost since :meth:`start`, and why (oldest first)."""
         return self._loss_watch.losses if self._loss_watch is not None else []
 
     def close(self) -> None:
@@ -203,15 +210,17 @@ class Recovery:
         self.events.add("cluster lost", "", "", why)
 
 
-def disconnect(why: str, waited: str) -> None:
-    """Disconnect the driver from a cluster that is gone, refusing the program's Ray
-    calls meanwhile (ClusterLostError(why)) and ending the ``ray.get`` calls waiting
-    in its threads (ClusterLostError(waited)): disconnecting under a waiting call
-    would leave it blocked for good, and a call that reaches the lost GCS blocks too."""
-    with cluster_lost(why, waited, timeout=10.0) as waiting:
-        if waiting:
-            logger.info("%d Ray calls waiting on the lost cluster raise "
-                        "ClusterLostError", waiting)
-        if ray.is_initialized():
-            ray.shutdown()
-
+def executor_sizes(conf: Any, object_store_memory: int | None) -> dict[str, str]:
+    """An executor's sizes as the user set them, which a lost executor's message quotes."""
+    ray_memory = conf.get(RAY_MEMORY_CONF)
+    sizes = {"executor_memory": conf.get("spark.executor.memory", "1g"),
+             "extra_executor_memory_for_ray": (format_mib(int(ray_memory)) if ray_memory
+                                               else "not set"),
+             "object_store_memory": (format_mib(object_store_memory) if object_store_memory
+                                     else "Ray's default")}
+    overhead = conf.get("spark.executor.memoryOverhead")
+    if overhead:
+        container = (parse_memory(sizes["executor_memory"], "spark.executor.memory")
+                     + parse_memory(overhead, "spark.executor.memoryOverhead"))
+        sizes["container"] = f"{-(-container // 2**20)} MB"
+    return sizes

@@ -31,8 +31,18 @@ Registration = tuple[NodeInfo, dict[str, Any]]
 
 
 def live_nodes(started: list[NodeInfo], timeout: float | None = None) -> dict[str, dict[str, Any]]:
-    """Ray's registration of each started node, by its temp dir; a restarted node
-    registers anew and its live registration wins."""
+    """Ray's registration of each started node, by its temp dir.
+
+    A restarted node registers anew and its live registration wins.
+
+    Parameters
+    ----------
+    started : list of NodeInfo
+        The nodes as their managers answered.
+    timeout : float, optional
+        Seconds to wait for the GCS to answer (in slices of a second); None waits as
+        long as Ray lets the driver live without it.
+    """
     found: dict[str, dict[str, Any]] = {}
     for node in node_table(timeout):
         for info in started:
@@ -43,8 +53,11 @@ def live_nodes(started: list[NodeInfo], timeout: float | None = None) -> dict[st
 
 
 def registrations(cluster: RunningCluster | None) -> dict[str, Registration]:
-    """Each executor's node as started, with its registration at the head, by container."""
-    started = list(cluster.nodes) if cluster is not None else []
+    """Each executor's node as started, with its registration at the head, by container;
+    empty without a cluster (before ``init()``, after ``stop()``), asking Ray nothing."""
+    if cluster is None:
+        return {}
+    started = list(cluster.nodes)
     live = live_nodes(started)
     return {info.container: (info, live[info.temp_dir]) for info in started
             if info.temp_dir in live}
@@ -59,8 +72,23 @@ def store_usage(cluster: RunningCluster | None) -> dict[str, int]:
 
 def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
                  cluster: RunningCluster | None) -> ClusterView:
-    """A snapshot for display: the application, its pages and every node, each call
-    waiting seconds at most (a display must not hang a notebook)."""
+    """A snapshot for display: the application, its pages and every node.
+
+    Each question (the ResourceManager, the node table) waits seconds at most: a
+    display must not hang a notebook.
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+    app_id : str
+        The Spark application (YARN's id); empty before ``init()``.
+    is_local : bool
+        Spark runs in local mode (no YARN to ask).
+    state : str
+        The RayContext's state: "new", "starting", "running" or "stopped".
+    cluster : RunningCluster, optional
+        The cluster, while there is one.
+    """
     app_state, yarn_url, spark_url = _application(sc, app_id, is_local)
     return ClusterView(state=state, app_id=app_id, app_state=app_state,
                        head=cluster.address if cluster else None, yarn_url=yarn_url,

@@ -47,6 +47,31 @@ class ZooAttributes:
         return self.options.ray_node_cpu_cores
 
     @property
+    def object_store_memory(self: _Context) -> int | None:
+        """Bytes of each executor node's object store; None: Ray's default."""
+        return self.options.object_store_memory
+
+    @property
+    def env(self: _Context) -> dict[str, str]:
+        """Extra environment variables of the Ray processes."""
+        return dict(self.options.env)
+
+    @property
+    def extra_params(self: _Context) -> dict[str, object]:
+        """Extra ``ray start`` flags."""
+        return dict(self.options.extra_params)
+
+    @property
+    def include_webui(self: _Context) -> bool:
+        """Whether the head serves Ray's dashboard."""
+        return self.options.include_webui
+
+    @property
+    def verbose(self: _Context) -> bool:
+        """Whether every node's start is logged and Ray workers' output shown."""
+        return self.options.verbose
+
+    @property
     def total_cores(self: _Context) -> int:
         """CPUs of the executors' Ray nodes together (Analytics Zoo's attribute)."""
         return self.options.num_ray_nodes * self.options.ray_node_cpu_cores
