@@ -2,7 +2,7 @@
 
 Runs on the gateway (``zoo-ray status`` and ``zoo-ray stop``, and a RayContext
 recording its cluster). YARN knows each application and its containers; every
-application :func:`zoo_ray.init_spark_on_yarn` starts carries the YARN tag
+application :func:`~zoo_ray.spark.init_spark_on_yarn` starts carries the YARN tag
 :data:`APP_TAG`. What YARN cannot know, the Ray nodes in those containers, a
 running RayContext records on its gateway in an :class:`AppRecord` (no secrets),
 removed again when it stops.

@@ -44,7 +44,7 @@ class RayContext(ZooAttributes):
     Parameters
     ----------
     sc : pyspark.SparkContext
-        A running SparkContext, normally from :func:`zoo_ray.init_spark_on_yarn`.
+        A running SparkContext, normally from :func:`~zoo_ray.spark.init_spark_on_yarn`.
     object_store_memory : str, optional
         Object store per node, like "2g". Must fit, with Ray's own processes, in the
         ``extra_executor_memory_for_ray`` given to init_spark_on_yarn, and in the

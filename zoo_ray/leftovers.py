@@ -2,8 +2,9 @@
 
 Runs on every host zoo_ray runs on. A process killed with SIGKILL (by YARN, the OOM killer
 or a user's ``kill -9``) cleans up nothing; the next zoo_ray process on the host does:
-the RayManager when it starts (executors and gateway), :meth:`RayContext.init` on the
-gateway, and the local Hadoop's ``down``. The entries:
+the RayManager when it starts (executors and gateway),
+:meth:`RayContext.init <zoo_ray.context.RayContext.init>` on the gateway, and the local
+Hadoop's ``down``. The entries:
 
 - ``/tmp/zoo-ray-<digest>``: a RayManager's short path to its node's Ray temp dir (a
   Unix socket's path must fit in 108 bytes; container directories are far longer).

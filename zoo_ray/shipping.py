@@ -68,13 +68,13 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
                      ) -> dict[str, Any]:
     """Pack an environment (or reuse its pack) and upload it unless the cluster has it.
 
-    The first step of :func:`zoo_ray.init_spark_on_yarn` on its own (``zoo-ray pack``): the
+    The first step of :func:`~zoo_ray.spark.init_spark_on_yarn` on its own (``zoo-ray pack``): the
     next application with this environment starts without packing or uploading.
 
     Parameters
     ----------
     hadoop_conf, conda_name, env_prefix, cache_dir
-        As for :func:`zoo_ray.init_spark_on_yarn`; with neither ``conda_name`` nor
+        As for :func:`~zoo_ray.spark.init_spark_on_yarn`; with neither ``conda_name`` nor
         ``env_prefix``, the environment running this Python.
 
     Returns

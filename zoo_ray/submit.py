@@ -33,7 +33,7 @@ INTERRUPTED = 130
 class SubmitOptions:
     """How to size and ship the application a script runs in.
 
-    The fields are :func:`zoo_ray.init_spark_on_yarn`'s parameters of the same
+    The fields are :func:`~zoo_ray.spark.init_spark_on_yarn`'s parameters of the same
     name, plus the RayContext's ``object_store_memory``.
     """
 

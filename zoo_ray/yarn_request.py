@@ -86,7 +86,7 @@ def check_arguments(
     Parameters
     ----------
     hadoop_conf, conda_name, num_executors, ...
-        As for :func:`zoo_ray.init_spark_on_yarn`, after Zoo's spellings are mapped.
+        As for :func:`~zoo_ray.spark.init_spark_on_yarn`, after Zoo's spellings are mapped.
 
     Returns
     -------

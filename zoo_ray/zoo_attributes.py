@@ -78,7 +78,8 @@ class ZooAttributes:
 
     @property
     def redis_address(self: _Context) -> str | None:
-        """Analytics Zoo's name of :attr:`address` (Ray 2.60 has no Redis)."""
+        """Analytics Zoo's name of :attr:`~zoo_ray.context.RayContext.address` (Ray 2.60 has
+        no Redis)."""
         warn_renamed("RayContext.redis_address", "RayContext.address")
         return self.address
 
@@ -89,6 +90,7 @@ class ZooAttributes:
         return not self.initialized
 
     def purge(self: _Context) -> None:
-        """Analytics Zoo's harder stop: :meth:`stop` already removes every Ray process."""
+        """Analytics Zoo's harder stop: :meth:`~zoo_ray.context.RayContext.stop` already
+        removes every Ray process."""
         warn_renamed("RayContext.purge()", "RayContext.stop()")
         self.stop()
