@@ -22,7 +22,7 @@ E2E_TIMEOUT_S = 900
 #: 2. tests on the shared SparkContext that need no RayContext running (they stop it):
 #:    before the shared RayContext starts, so it starts once;
 #: 3. tests on the shared, healthy RayContext: they leave it whole;
-#: 4. tests that kill, lose or stop Ray (``fresh_ray_ctx``): after every test that needs
+#: 4. tests that kill, lose or stop Ray (``breakable_ray_ctx``): after every test that needs
 #:    the shared RayContext healthy, as the shared SparkContext may lose executors;
 #: 5. tests that start a SparkContext of their own in this process (PySpark allows one):
 #:    the shared one is stopped for them, so they come after every test that uses it;
@@ -32,7 +32,7 @@ E2E_TIMEOUT_S = 900
 PHASES = (
     (6, {"own_cluster"}),
     (5, {"no_shared_spark", "module_sc", "spark_on_yarn"}),
-    (4, {"fresh_ray_ctx"}),
+    (4, {"breakable_ray_ctx"}),
     (2, {"no_ray_context"}),
     (3, {"ray_ctx", "sc", "spark", "shared"}),
 )

@@ -2,8 +2,9 @@
 
 One local Hadoop serves the session (``cluster``). On it, one YARN application with one
 RayContext (``sc``, ``ray_ctx``, ``spark``: the *shared* cluster) serves every test that
-leaves it healthy. Tests that break Ray get a RayContext of their own on the shared
-SparkContext (``fresh_ray_ctx``, seconds), not an application of their own. Tests that
+leaves it healthy. Tests that break Ray run after those, on it while it is whole and
+on a new RayContext on the shared SparkContext when not (``breakable_ray_ctx``,
+seconds), not on an application of their own. Tests that
 start a SparkContext in this process (one per process is all PySpark allows) first stop
 the shared one (``no_shared_spark``); a module whose application must differ (Spark's
 settings under test, an application that dies) starts its own (``module_sc``); a module
@@ -105,12 +106,13 @@ class SharedCluster:
         return self._spark
 
     def ray_context(self) -> Any:
-        """The shared RayContext, as an unchanged program joins it (``ray.init()``)."""
+        """The shared RayContext, whole: every executor's Ray node alive, none lost. It is
+        started anew (seconds, on the same application) if a test left it otherwise."""
         import ray
 
         from zoo_ray import RayContext
 
-        if self._ray is None or not self._ray.initialized:
+        if not self._whole():
             self.stop_ray()
             sc = self.spark_context()
             self.wait_for_executors()
@@ -119,6 +121,15 @@ class SharedCluster:
             ray.init()  # an unchanged program's own call: joins through RAY_ADDRESS
             self.starts["RayContext"] = self.starts.get("RayContext", 0) + 1
         return self._ray
+
+    def _whole(self) -> bool:
+        if self._ray is None or not self._ray.initialized:
+            return False
+        try:
+            status = self._ray.node_status()
+        except Exception:  # the cluster is gone (ClusterLostError) or going
+            return False
+        return len(status) == self.executors and all(s["alive"] for s in status)
 
     def wait_for_executors(self) -> None:
         """Until Spark has every executor again (a test that lost one got a replacement)."""
@@ -194,22 +205,12 @@ def no_ray_context(shared: SharedCluster) -> Any:
 
 
 @pytest.fixture
-def fresh_ray_ctx(shared: SharedCluster) -> Iterator[Any]:
-    """A RayContext of the test's own on the shared SparkContext, for a test that kills,
-    loses or stops what it runs on: seconds to start, where an application takes minutes."""
-    import ray
-
-    from zoo_ray import RayContext
-
-    shared.stop_ray()
-    sc = shared.spark_context()
-    shared.wait_for_executors()
-    ctx = RayContext(sc, object_store_memory=SHARED_OBJECT_STORE)
-    ctx.init()
-    ray.init()
-    shared.starts["fresh RayContext"] = shared.starts.get("fresh RayContext", 0) + 1
-    yield ctx
-    ctx.stop()
+def breakable_ray_ctx(shared: SharedCluster) -> Any:
+    """A whole RayContext on the shared SparkContext for a test that kills, loses or stops
+    what it runs on. It is the shared one while that is whole (these tests run after every
+    test that needs it healthy), else a new one: seconds to start, where an application
+    takes a minute."""
+    return shared.ray_context()
 
 
 @pytest.fixture

@@ -341,8 +341,8 @@ def test_object_store_usage_returns_to_its_baseline_after_release(spark, sc, ray
 
 
 @pytest.mark.faults
-def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, fresh_ray_ctx, cluster):
-    ray_ctx = fresh_ray_ctx
+def test_reading_blocks_of_a_lost_executor_raises_a_typed_error(spark, breakable_ray_ctx, cluster):
+    ray_ctx = breakable_ray_ctx
     ds = data.from_spark(spark.range(0, 100_000, numPartitions=4))
     refs = ds.to_arrow_refs()
     nodes = ray_ctx.executor_nodes()

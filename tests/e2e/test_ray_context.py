@@ -1,7 +1,7 @@
 """RayContext on the local Hadoop: topology, ordinary Ray programs, faults, security.
 
 The tests run on the session's shared application (``sc``, ``ray_ctx``); those that kill,
-lose or stop Ray get a RayContext of their own on it (``fresh_ray_ctx``). The bodies that
+lose or stop Ray run after the others (``breakable_ray_ctx``). The bodies that
 ``test_isolated_hosts`` runs again on isolated hosts are in :mod:`tests.e2e.scenarios`.
 """
 from __future__ import annotations
@@ -157,16 +157,16 @@ def test_the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, 
 
 
 @pytest.mark.faults
-def test_a_killed_raylet_is_restarted_and_its_node_reregisters(fresh_ray_ctx):
-    scenarios.a_killed_raylet_is_restarted_and_its_node_reregisters(fresh_ray_ctx, EXECUTORS)
+def test_a_killed_raylet_is_restarted_and_its_node_reregisters(breakable_ray_ctx):
+    scenarios.a_killed_raylet_is_restarted_and_its_node_reregisters(breakable_ray_ctx, EXECUTORS)
 
 
 @pytest.mark.faults
 @pytest.mark.parametrize("process", ["raylet", "gcs_server"])
 def test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
-        fresh_ray_ctx, process):
+        breakable_ray_ctx, process):
     scenarios.a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
-        fresh_ray_ctx, process, EXECUTORS)
+        breakable_ray_ctx, process, EXECUTORS)
 
 
 def test_bad_input_is_a_typed_error(sc, ray_ctx):
@@ -307,20 +307,20 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(cluster, ray_ctx, how, 
 
 @pytest.mark.faults
 def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
-        fresh_ray_ctx, sc, cluster, caplog):
+        breakable_ray_ctx, sc, cluster, caplog):
     scenarios.a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
-        fresh_ray_ctx, sc, cluster, caplog)
+        breakable_ray_ctx, sc, cluster, caplog)
 
 
 @pytest.mark.faults
 def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
-        fresh_ray_ctx, cluster):
+        breakable_ray_ctx, cluster):
     scenarios.losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
-        fresh_ray_ctx, cluster, EXECUTORS)
+        breakable_ray_ctx, cluster, EXECUTORS)
 
 
-def test_stop_removes_every_ray_process_and_init_starts_afresh(fresh_ray_ctx, sc):
-    scenarios.stop_removes_every_ray_process_and_init_starts_afresh(fresh_ray_ctx, sc)
+def test_stop_removes_every_ray_process_and_init_starts_afresh(breakable_ray_ctx, sc):
+    scenarios.stop_removes_every_ray_process_and_init_starts_afresh(breakable_ray_ctx, sc)
 
 
 @pytest.mark.faults
