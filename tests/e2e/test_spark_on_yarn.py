@@ -25,6 +25,7 @@ from zoo_ray.errors import (
     ResourceManagerError,
 )
 from zoo_ray.hadoop_conf import HadoopConf
+from zoo_ray.shipping import ship_environment
 
 SMALL = dict(num_executors=2, executor_cores=1, executor_memory="512m", driver_memory="512m")
 
@@ -125,13 +126,14 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
     assert len(_logged(caplog, "Reusing packed venv")) == 1
     assert (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns) == first
 
+    # A changed env is packed and uploaded anew. init_spark_on_yarn's packing and upload
+    # step on its own (what `zoo-ray pack` runs): a third application would add nothing.
     caplog.clear()
     _pip(small_venv, "install", str(make_wheel(tmp_path, "zoo_probe_b", "b")))
-    sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(small_venv),
-                            extra_python_lib=str(extra_lib), **SMALL)
-    sc.stop()
+    entry = ship_environment(conf_dir, env_prefix=str(small_venv))
     repacked = _logged(caplog, "Packing venv environment")
     assert len(repacked) == 1 and Path(repacked[0].rsplit(" -> ", 1)[1]) != local
+    assert Path(entry["archive"]) != local and entry["remote"] != remote
     assert len([m for m in _logged(caplog, "Uploading") if "/envs/" in m]) == 1
 
 
