@@ -64,3 +64,22 @@ def test_only_a_head_gets_metrics_ports_of_its_own_and_never_ray_s_fixed_ones(tm
     assert mine.ray_env()["AUTOSCALER_METRIC_PORT"] == "9999"  # the user's env wins
     taken = [*mine.ports.values()]
     assert len(set(taken)) == len(taken) == 8
+
+
+def test_a_start_ends_when_the_process_it_serves_is_gone(tmp_path):
+    # A worker whose head never answers, serving a driver that dies meanwhile: it must
+    # answer at once, not keep waiting and retrying for ready_timeout per attempt.
+    from zoo_ray.host import free_ports
+
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    spec = _spec(tmp_path, role="worker", head_address=f"127.0.0.1:{free_ports(1)[0]}",
+                 watch_pid=driver.pid, ready_timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zoo_ray.manager"],
+                              input=spec.to_json() + "\n", capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        driver.wait()
+    kind, _, payload = proc.stdout.partition(" ")
+    assert (proc.returncode, kind) == (1, "ERROR"), proc.stderr
+    assert f"pid {driver.pid}) is gone" in json.loads(payload)["message"]

@@ -218,7 +218,7 @@ class RayManager:
                 self.wait_ready()
                 break
             except NodeStartError:
-                if attempt == _START_ATTEMPTS:
+                if attempt == _START_ATTEMPTS or not self._watched_alive():
                     raise
                 logger.warning("node start attempt %d failed; retrying", attempt)
                 self.kill_node()
@@ -246,6 +246,7 @@ class RayManager:
         host, port = self.address.rsplit(":", 1)
 
         def head_accepts() -> bool:
+            self._check_watched()
             try:
                 socket.create_connection((host, int(port)), timeout=1.0).close()
                 return True
@@ -311,6 +312,7 @@ class RayManager:
                 return True
             if self._stopping.is_set():
                 raise NodeStartError("stopped while the node was starting")
+            self._check_watched()
             if proc.poll() is not None:
                 raise NodeStartError(f"ray start exited with {proc.returncode} before the node "
                                      f"was up; see {log}")
@@ -325,6 +327,13 @@ class RayManager:
         (also a worker the raylet started as it died: one that outlived us would make its
         session's directories where our link to the temp dir was)."""
         kill_descendants(grace)
+
+    def _check_watched(self) -> None:
+        """Raise NodeStartError if the process this node serves is gone: nobody waits for
+        the node any more (a killed driver, a lost executor), and a start would go on
+        retrying for minutes against a cluster that is gone."""
+        if not self._watched_alive():
+            raise NodeStartError(f"the process it serves (pid {self.spec.watch_pid}) is gone")
 
     def _watched_alive(self) -> bool:
         pid = self.spec.watch_pid
