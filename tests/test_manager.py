@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 from zoo_ray.protocol import NodeSpec
 
@@ -83,3 +84,39 @@ def test_a_start_ends_when_the_process_it_serves_is_gone(tmp_path):
     kind, _, payload = proc.stdout.partition(" ")
     assert (proc.returncode, kind) == (1, "ERROR"), proc.stderr
     assert f"pid {driver.pid}) is gone" in json.loads(payload)["message"]
+
+
+def test_a_failed_start_nobody_waits_for_leaves_no_ray_process(tmp_path):
+    # The head's port accepts, so `ray start` runs (and hangs, as no GCS answers); then the
+    # driver dies and nobody reads the answer: the manager must still stop `ray start`.
+    import socket
+
+    import psutil
+
+    head = socket.create_server(("127.0.0.1", 0))
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    spec = _spec(tmp_path, role="worker", head_address=f"127.0.0.1:{head.getsockname()[1]}",
+                 watch_pid=driver.pid, ready_timeout=600)
+    manager = subprocess.Popen([sys.executable, "-m", "zoo_ray.manager"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        manager.stdin.write(spec.to_json() + "\n")
+        manager.stdin.close()
+        log = tmp_path / "logs" / "ray_manager.log"
+        for _ in range(600):  # until `ray start` runs (bounded: 60 s)
+            if log.exists() and "started ray node" in log.read_text():
+                break
+            time.sleep(0.1)
+        manager.stdout.close()  # the answer's reader is gone
+        driver.kill()
+        assert manager.wait(timeout=120) == 1
+    finally:
+        driver.kill()
+        driver.wait()
+        head.close()
+        if manager.poll() is None:
+            manager.kill()
+    assert "started ray node" in log.read_text()
+    ours = [p for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert ours == [], [p.info["cmdline"][:4] for p in ours]

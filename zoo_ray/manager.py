@@ -456,8 +456,11 @@ def main() -> int:
         manager.start()
     except Exception as exc:  # report any start failure to the driver, then clean up
         logger.exception("node failed to start")
-        _answer(answer, "ERROR", NodeFailure(
-            "start", str(exc), log_tail=tail(Path(spec.log_dir) / "ray_start.log", 20)))
+        try:
+            _answer(answer, "ERROR", NodeFailure(
+                "start", str(exc), log_tail=tail(Path(spec.log_dir) / "ray_start.log", 20)))
+        except OSError:  # whoever started us is gone: `ray start` must go all the same
+            logger.warning("no one took the ERROR answer")
         manager.shutdown()
         return 1
     try:
