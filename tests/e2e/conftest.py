@@ -329,10 +329,48 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
         sc.stop()
 
 
+LEFTOVERS = pytest.StashKey[list]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Nothing the tests started may outlive the run: once every fixture is torn down,
+    end what still runs below this process (by PID; Spark's JVM, which PySpark keeps
+    until Python exits, aside) and name it in the summary, where it shows a teardown
+    that leaks."""
+    import psutil
+    from pyspark import SparkContext
+
+    gateway = getattr(SparkContext._gateway, "proc", None)
+    keep = {gateway.pid} if gateway is not None else set()
+    try:
+        left = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
+    except psutil.Error:
+        return
+    named = []
+    for proc in left:
+        try:
+            named.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+            proc.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    session.config.stash[LEFTOVERS] = named
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """What the run started: YARN applications per local Hadoop, shared contexts."""
     apps = config.stash.get(APPLICATIONS, {})
     starts = config.stash.get(SHARED_STARTS, {})
+    left = config.stash.get(LEFTOVERS, [])
+    if left:
+        terminalreporter.write_sep("-", "processes the tests left running (ended now)")
+        for line in left:
+            terminalreporter.write_line(line)
     if apps or starts:
         terminalreporter.write_sep("-", "clusters")
         if apps:
