@@ -16,26 +16,30 @@ E2E_TIMEOUT_S = 900
 #: the state the test expects, and each cluster started once:
 #:
 #: 0. unit tests: no cluster; first, so a broken change fails in seconds;
-#: 1. end-to-end tests on the session's local Hadoop that start their own programs
-#:    (CLI, notebooks, subprocess drivers) or none: before the shared application, so
-#:    YARN has room for theirs;
-#: 2. tests on the shared SparkContext that need no RayContext running (they stop it):
-#:    before the shared RayContext starts, so it starts once;
-#: 3. tests on the shared, healthy RayContext: they leave it whole;
-#: 4. tests that kill, lose or stop Ray (``breakable_ray_ctx``): after every test that needs
-#:    the shared RayContext healthy, as the shared SparkContext may lose executors;
-#: 5. tests that start a SparkContext of their own in this process (PySpark allows one):
-#:    the shared one is stopped for them, so they come after every test that uses it;
+#: 1. tests on the shared SparkContext that need no RayContext running (they stop it):
+#:    before the shared RayContext starts, so it starts once. The shared application is
+#:    the session cluster's first: its start (with a timeout sized for it) puts the
+#:    shipped environment into every NodeManager's cache, which takes minutes on a small
+#:    box, so that the programs later tests start, with zoo_ray's default timeouts, find
+#:    it there;
+#: 2. tests on the shared, healthy RayContext: they leave it whole;
+#: 3. tests that kill, lose or stop Ray (``breakable_ray_ctx``): after every test that
+#:    needs the shared RayContext healthy, as they may leave it broken;
+#: 4. the other end-to-end tests on the session's local Hadoop: they start programs of
+#:    their own (CLI, notebooks, drivers in subprocesses) or none; the shared application
+#:    is stopped before the first of them (YARN's room and the CPU are theirs);
+#: 5. tests that start a SparkContext of their own in this process (PySpark allows one);
 #: 6. modules with a local Hadoop of their own (``own_cluster``): last, one at a time.
 #:
 #: The first matching rule below wins; within a phase, tests keep their file order.
 PHASES = (
     (6, {"own_cluster"}),
     (5, {"no_shared_spark", "module_sc", "spark_on_yarn"}),
-    (4, {"breakable_ray_ctx"}),
-    (2, {"no_ray_context"}),
-    (3, {"ray_ctx", "sc", "spark", "shared"}),
+    (3, {"breakable_ray_ctx"}),
+    (1, {"no_ray_context"}),
+    (2, {"ray_ctx", "sc", "spark", "shared"}),
 )
+STANDALONE_PHASE = 4
 
 
 def _is_e2e(item: pytest.Item) -> bool:
@@ -50,7 +54,7 @@ def phase(item: pytest.Item) -> int:
     for number, fixtures in PHASES:
         if used & fixtures:
             return number
-    return 1
+    return STANDALONE_PHASE
 
 
 @pytest.hookimpl(tryfirst=True)

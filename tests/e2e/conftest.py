@@ -27,6 +27,11 @@ from tests.e2e.helpers import SESSION_SPEC, SHARED_OBJECT_STORE, SHARED_SPARK_AR
 
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
+#: How long the first application on a local Hadoop may wait for its executors: every
+#: NodeManager first downloads and unpacks the shipped environment (about 1 GB; minutes
+#: on a 2-core box). zoo_ray's default, 300 s, is for a cluster that has it cached.
+FIRST_APP_TIMEOUT_S = 900.0
+
 #: What the run started, for the summary at its end.
 APPLICATIONS = pytest.StashKey[dict]()
 SHARED_STARTS = pytest.StashKey[dict]()
@@ -93,7 +98,10 @@ class SharedCluster:
         from zoo_ray import init_spark_on_yarn
 
         if self._sc is None:
+            # The session cluster's first application: its executors wait while every
+            # NodeManager unpacks the shipped environment (minutes on a small box).
             self._sc = init_spark_on_yarn(hadoop_conf=str(self.cluster.hadoop_conf_dir),
+                                          executor_timeout=FIRST_APP_TIMEOUT_S,
                                           **SHARED_SPARK_ARGS)
             self.starts["SparkContext"] = self.starts.get("SparkContext", 0) + 1
         return self._sc
@@ -179,6 +187,19 @@ def shared(session_cluster: MiniCluster,
     keeper.release()
 
 
+#: The fixtures that run on the shared cluster.
+_ON_SHARED = {"shared", "sc", "spark", "ray_ctx", "no_ray_context", "breakable_ray_ctx"}
+
+
+@pytest.fixture(autouse=True)
+def _shared_stops_before_others(request: pytest.FixtureRequest) -> None:
+    """A test that does not run on the shared cluster has the machine to itself: the
+    shared application stops before the first such test (tests/conftest.py orders every
+    test that uses it before them)."""
+    if not _ON_SHARED & set(request.fixturenames):
+        release_shared()
+
+
 @pytest.fixture
 def sc(shared: SharedCluster) -> Any:
     """The shared SparkContext (init_spark_on_yarn with :data:`SHARED_SPARK_ARGS`)."""
@@ -228,8 +249,10 @@ def module_sc(cluster: MiniCluster, request: pytest.FixtureRequest) -> Iterator[
     from zoo_ray import init_spark_on_yarn
 
     release_shared()
+    # On a module's own local Hadoop this is the first application (see SharedCluster).
     sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
-                            **request.module.SPARK_ARGS)
+                            **{"executor_timeout": FIRST_APP_TIMEOUT_S,
+                               **request.module.SPARK_ARGS})
     yield sc
     sc.stop()
 

@@ -21,8 +21,10 @@ from zoo_ray.minicluster import MiniClusterSpec
 from zoo_ray.yarn import FINAL_STATES
 
 #: The session cluster: two NodeManagers, each declaring more than this box has, so the
-#: shared application and a second driver's application fit side by side.
-SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=12288, nm_vcores=8)
+#: shared application and a second driver's application fit side by side; and less than
+#: three of the shared application's executors, so its executors land on both (its start
+#: puts the shipped environment into both NodeManagers' caches).
+SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=10240, nm_vcores=8)
 
 #: The shared application, sized for both the RayContext tests (three executors, so a head
 #: and two workers) and the data path's (2 cores and 1 GiB of heap per executor; a 1 GiB
