@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,11 +38,21 @@ APPLICATIONS = pytest.StashKey[dict]()
 SHARED_STARTS = pytest.StashKey[dict]()
 
 
+#: A local Hadoop of yours for the session to reuse, for a quick loop: start it once with
+#: ``zoo-ray minicluster up --dir DIR --nm-memory-mb 10240`` (:data:`SESSION_SPEC`) and
+#: set this variable to DIR. Its NodeManagers keep the shipped environment cached between
+#: runs (a fresh local Hadoop spends minutes unpacking it), and the tests leave it running.
+REUSE_HADOOP_DIR = "ZOO_RAY_TEST_HADOOP_DIR"
+
+
 @pytest.fixture(scope="session")
 def session_cluster(tmp_path_factory: pytest.TempPathFactory,
                     request: pytest.FixtureRequest) -> Iterator[MiniCluster]:
-    """A running local Hadoop, started once for the session and stopped at its end."""
-    with MiniCluster(tmp_path_factory.mktemp("hadoop"), spec=SESSION_SPEC) as running:
+    """A running local Hadoop, started once for the session and stopped at its end (or
+    the running one named by :data:`REUSE_HADOOP_DIR`, left running)."""
+    where = os.environ.get(REUSE_HADOOP_DIR)
+    path = Path(where) if where else tmp_path_factory.mktemp("hadoop")
+    with MiniCluster(path, spec=SESSION_SPEC) as running:
         yield running
         _count_applications(request.config, "session", running)
 
