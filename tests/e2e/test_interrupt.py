@@ -28,7 +28,7 @@ _DRIVER = textwrap.dedent("""
     STAGE, CONF = sys.argv[1], sys.argv[2]
     # ACCEPTED is logged while SparkContext() still waits for YARN.
     LOGGER, PREFIX = {"spark": ("zoo_ray.startup", "YARN application"),
-                      "ray": ("zoo_ray.context", "Starting")}[STAGE]
+                      "ray": ("zoo_ray.nodes", "Starting")}[STAGE]
     ARGS = dict(hadoop_conf=CONF, num_executors=2, executor_cores=1, executor_memory="512m",
                 driver_memory="512m", extra_executor_memory_for_ray="1g")
 
