@@ -118,7 +118,12 @@ def test_spark_application_on_yarn_uses_both_nodemanagers_and_hdfs(cluster, spar
 def test_cli_status_and_up_reuse_the_running_cluster(cluster):
     pids_before = {name: d["pid"] for name, d in cluster.status()["daemons"].items()}
 
-    up = subprocess.run(ZOO_RAY + ["minicluster", "up", "--dir", str(cluster.dir)],
+    # The session's spec, as its owner would start it: an up with another spec refuses.
+    spec = cluster.spec
+    up = subprocess.run(ZOO_RAY + ["minicluster", "up", "--dir", str(cluster.dir),
+                                   "--nodemanagers", str(spec.nodemanagers),
+                                   "--nm-memory-mb", str(spec.nm_memory_mb),
+                                   "--nm-vcores", str(spec.nm_vcores)],
                         capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     assert f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}" in up.stdout
