@@ -330,9 +330,16 @@ def _module_cluster(tmp_path_factory: pytest.TempPathFactory, name: str,
 # ---------------------------------------------- a plain SparkContext on YARN
 @pytest.fixture
 def spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch,
-                  no_shared_spark: None):
-    """A factory of SparkContexts with master yarn (client mode) on the session cluster."""
-    return lambda **conf: _spark_on_yarn(cluster, monkeypatch, **conf)
+                  no_shared_spark: None) -> Iterator[Any]:
+    """A factory of SparkContexts with master yarn (client mode) on the session cluster,
+    in a JVM of their own: PySpark's JVM keeps the settings of the SparkContext it was
+    started for (zoo_ray's tags and archives, as system properties), which a plain
+    SparkContext in the same JVM would inherit."""
+    from zoo_ray import spark_internals
+
+    spark_internals.stop_jvm()
+    yield lambda **conf: _spark_on_yarn(cluster, monkeypatch, **conf)
+    spark_internals.stop_jvm()
 
 
 @contextmanager
