@@ -429,6 +429,11 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
+def _nodemanager_pids(cluster: MiniCluster) -> list[int]:
+    return [d["pid"] for name, d in cluster.status()["daemons"].items()
+            if name.startswith("nodemanager")]
+
+
 def _start_driver(cluster: MiniCluster, tmp_path: Path) -> subprocess.Popen[str]:
     """A program with its own application and RayContext; it prints the application id."""
     with open(tmp_path / "driver.err", "w") as stderr:
@@ -443,7 +448,7 @@ def test_after_stop_and_after_kill_9_of_a_driver_no_process_stays_in_any_namespa
     assert _ray_in_namespaces(cluster) == {}
     sc.stop()
     hosts = cluster.network.hosts
-    nodemanagers = {d.pid for d in cluster._daemons() if d.name.startswith("nodemanager")}
+    nodemanagers = set(_nodemanager_pids(cluster))
     wait_until(lambda: all(_namespace_pids(h.netns) <= nodemanagers for h in hosts),
                       120, "the module's executors to end")
     idle = _per_namespace(cluster)
@@ -476,7 +481,7 @@ def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_
         cluster, tmp_path):
     # After the module's own application: this one ends with a NodeManager gone.
     hosts = cluster.network.hosts
-    daemons = {d.pid: d for d in cluster._daemons() if d.name.startswith("nodemanager")}
+    daemons = _nodemanager_pids(cluster)
     driver = _start_driver(cluster, tmp_path)
     try:
         line = driver.stdout.readline()
