@@ -12,7 +12,9 @@ setup(
               "zoo_ray.common", "zoo_ray.ray", "zoo_ray.ray.util"],
     # The documented gateway configuration is also the local Hadoop's template.
     package_dir={"zoo_ray.hadoop_conf_example": "hadoop_conf_example"},
-    package_data={"zoo_ray.hadoop_conf_example": ["*.xml"]},
+    package_data={"zoo_ray.hadoop_conf_example": ["*.xml"],
+                  # Built with gcc by the local Hadoop (zoo_ray/minicluster/native_io.py).
+                  "zoo_ray.minicluster": ["*.c"]},
     # zoo_ray.data builds Datasets through Ray Data internals checked against Ray 2.60
     # (zoo_ray/ray_blocks.py, zoo_ray/driver_guard.py). pandas 3 is excluded: PySpark 4.3
     # does not fully support it, and Ray Data hands map_batches Arrow-backed frames on

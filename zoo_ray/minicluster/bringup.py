@@ -8,6 +8,7 @@ state file as it goes, and waits until HDFS and every NodeManager are ready.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +22,7 @@ from ..host import port_free, tail, wait_until
 from ..yarn import ResourceManager
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, daemon_env, java_argv
+from .native_io import native_library_dir
 from .netns import Network, launcher
 from .spec import MiniClusterSpec
 from .state import StateFile
@@ -40,12 +42,15 @@ def start_daemons(state_file: StateFile, spec: MiniClusterSpec, state: dict[str,
     confs = render(spec, state_file.dir, ports, host,
                    [h.ip for h in network.hosts] if network else None)
     _format_namenode(state_file.dir, spec, java_home, jars, confs["client"])
+    # Only the NodeManagers: they set the mode of every file they localize.
+    native = native_library_dir(java_home) if spec.native_io else None
     for name, kind, conf in _daemon_plan(spec, confs):
         tmp_dir = state_file.dir / "tmp" / "jvm" / name
         tmp_dir.mkdir(parents=True, exist_ok=True)
         argv = java_argv(
             java_home, conf, jars, MAIN_CLASSES[kind], spec.heap_mb[kind],
             log_dir=state_file.dir / "logs", log_name=name, tmp_dir=tmp_dir,
+            library_dir=native if kind == "nodemanager" else None,
         )
         if network and kind == "nodemanager":
             argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
@@ -140,15 +145,16 @@ def _not_ready(namenode_web: str, rm: ResourceManager, nodemanagers: int) -> str
     return None
 
 
-def spawn_watchdog(owner_pid: int, cluster_dir: Path) -> None:
-    """Start ``zoo_ray.minicluster.watchdog``: it stops the cluster if ``owner_pid`` dies."""
-    with open(cluster_dir / "logs" / "watchdog.log", "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "zoo_ray.minicluster.watchdog", str(owner_pid),
-             str(cluster_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def spawn_watchdog(owner_pid: int, cluster_dir: Path) -> Daemon:
+    """Start ``zoo_ray.minicluster.watchdog``: it stops the cluster if ``owner_pid`` dies.
+
+    The returned record goes into the state file, so whoever stops the cluster stops
+    the watchdog too rather than leave it to notice within its poll interval.
+    """
+    argv = [sys.executable, "-m", "zoo_ray.minicluster.watchdog", str(owner_pid),
+            str(cluster_dir)]
+    # Not in cluster_dir: whatever works there when the cluster stops is swept as a container.
+    return Daemon.start("watchdog", argv, cluster_dir / "logs", dict(os.environ), Path("/"))
 
 
 def _jmx(web: str, query: str) -> dict[str, Any]:

@@ -178,7 +178,8 @@ class MiniCluster:
             try:
                 start_daemons(self._state, self.spec, state, network, java_home, jars)
                 if owner_pid is not None:
-                    spawn_watchdog(owner_pid, self.dir)
+                    state["watchdog"] = spawn_watchdog(owner_pid, self.dir).to_dict()
+                    self._state.write(state)
                 self._wait_ready(timeout)
             except BaseException:
                 self._stop_all()

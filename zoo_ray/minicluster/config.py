@@ -149,6 +149,13 @@ _PREEMPTION = {
 def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str) -> dict:
     nm_dir = root / f"nm{i}"
     return {
+        # With Hadoop's native library loaded, the default group mapping asks it for JNI
+        # group lookups that zoo_ray's (native_io) does not have; the shell is the same
+        # answer the default falls back to without the library.
+        "core-site.xml": {
+            "hadoop.security.group.mapping":
+                "org.apache.hadoop.security.ShellBasedUnixGroupsMapping",
+        },
         "yarn-site.xml": {
             "yarn.nodemanager.hostname": host,
             "yarn.nodemanager.address": f"{host}:{ports[f'nm{i}_rpc']}",

@@ -49,11 +49,13 @@ def java_argv(
     log_name: str = "hadoop",
     args: list[str] | None = None,
     tmp_dir: Path | None = None,
+    library_dir: Path | None = None,
 ) -> list[str]:
     """The argv that runs a Hadoop main class like the ``hadoop``/``yarn`` scripts would.
 
     Without ``log_dir`` the JVM logs warnings to stderr (for command-line tools).
     ``tmp_dir`` (an existing directory) replaces ``/tmp`` as the JVM's temp dir.
+    ``library_dir`` holds the ``libhadoop.so`` the JVM loads.
     """
     logger_spec = "INFO,RFA" if log_dir else "WARN,console"
     argv = [
@@ -69,6 +71,8 @@ def java_argv(
     if tmp_dir:
         # Jetty unpacks each web UI there, and leaves it behind when the daemon is killed.
         argv.append(f"-Djava.io.tmpdir={tmp_dir}")
+    if library_dir:
+        argv.append(f"-Djava.library.path={library_dir}")
     if log_dir:
         argv += [
             f"-Dhadoop.log.dir={log_dir}",

@@ -57,6 +57,12 @@ class MiniClusterSpec:
         clusters are set up (the capacity scheduler's proportional preemption, checked
         every second, a container killed 5 s after its application was told). Off by
         default, as in Hadoop.
+    native_io : bool
+        Load Hadoop's native I/O library, built from zoo_ray's own source with gcc
+        (:mod:`zoo_ray.minicluster.native_io`), into the NodeManagers, as real clusters
+        install Hadoop's. Without it a NodeManager runs one ``chmod`` process per file it
+        localizes, and a shipped Python environment takes minutes to localize instead of
+        seconds. Without gcc the NodeManagers run without it, with a warning.
     """
 
     nodemanagers: int = 2
@@ -68,6 +74,7 @@ class MiniClusterSpec:
     isolated_hosts: bool = False
     enforce_memory: bool = False
     preemption: bool = False
+    native_io: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:

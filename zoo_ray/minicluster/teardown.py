@@ -43,7 +43,10 @@ def stop_all(state_file: StateFile) -> None:
     else:
         _wait_ports_free(state["ports"], HOST, timeout=30.0)
     state["daemons"] = []
+    watchdog = state.pop("watchdog", None)
     state_file.write(state)
+    if watchdog and watchdog["pid"] != os.getpid():
+        Daemon.from_dict(watchdog).stop(grace=5.0)
     # Links of Ray nodes in containers that were killed point into deleted directories.
     sweep()
     logger.info("Local Hadoop in %s is down", state_file.dir)

@@ -53,11 +53,11 @@ USER = os.environ.get("SECURE_USER", getpass.getuser())
 # no native code, and a libhadoop.so from another Hadoop version does not link (3.3.5's lacks
 # NativeIO$POSIX.initNativePosix). nativeshim/ is our own minimal JNI library (NativeIO fstat/
 # open/stat/chmod/rename/link, user/group names, NativeCrc32), compiled here with gcc in < 1 s.
-NATIVE = Path(os.environ.get("HADOOP_NATIVE_DIR", HERE / "nativeshim"))
+NATIVE = Path(os.environ.get("HADOOP_NATIVE_DIR", HERE.parents[2] / "zoo_ray" / "minicluster"))
 
 
 def build_native() -> None:
-    src, lib = NATIVE / "hadoop_nativeio_shim.c", NATIVE / "libhadoop.so"
+    src, lib = NATIVE / "hadoop_native.c", NATIVE / "libhadoop.so"
     if lib.exists() and lib.stat().st_mtime >= src.stat().st_mtime:
         return
     inc = JAVA_HOME / "include"
