@@ -28,6 +28,8 @@ __all__ = [
     "ClusterLostError",
     "BlocksLostError",
     "UnsupportedColumnError",
+    "KerberosError",
+    "KerberosUnavailableError",
 ]
 
 
@@ -119,3 +121,12 @@ class BlocksLostError(ZooRayError):
 
 class UnsupportedColumnError(ZooRayError, TypeError):
     """A column whose type Arrow (or Spark, on the way back) cannot carry; names the column."""
+
+
+class KerberosError(ZooRayError):
+    """A Kerberos realm, principal, keytab or ticket is missing or wrong; the message names
+    the fix."""
+
+
+class KerberosUnavailableError(KerberosError):
+    """MIT Kerberos's tools are not installed (the message names the packages)."""
