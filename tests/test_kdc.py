@@ -7,6 +7,7 @@ import stat
 import subprocess
 
 import pytest
+from tests.kerberos import kinit, needs_krb5, started_realm
 
 from zoo_ray.errors import DaemonStartError, KerberosError, KerberosUnavailableError
 from zoo_ray.minicluster import kdc as kdc_module
@@ -14,34 +15,12 @@ from zoo_ray.minicluster.kdc import Kdc, Realm, check_tools
 from zoo_ray.minicluster.teardown import stray_processes
 
 
-def _tools_installed() -> bool:
-    try:
-        check_tools()
-    except KerberosUnavailableError:
-        return False
-    return True
-
-
-needs_krb5 = pytest.mark.skipif(
-    not _tools_installed() and os.environ.get("CI") != "true",
-    reason="MIT Kerberos is not installed (.ci/run installs it)")
-
-
 @pytest.fixture
 def realm(tmp_path):
-    kdc = Kdc(tmp_path / "realm")
-    realm = kdc.create()
-    daemon = kdc.start(realm)
+    realm, daemon = started_realm(tmp_path / "realm")
     yield realm
     daemon.stop(grace=5.0)
     assert not daemon.alive
-
-
-def _kinit(realm: Realm, ccache, *args: str, password: str = "") -> subprocess.CompletedProcess:
-    env = realm.env()
-    env["KRB5CCNAME"] = f"FILE:{ccache}"
-    return subprocess.run([kdc_module._which("kinit"), *args], input=password,
-                          capture_output=True, text=True, env=env, timeout=30)
 
 
 def _klist(realm: Realm, ccache) -> str:
@@ -61,15 +40,15 @@ def test_a_user_logs_in_with_password_and_with_keytab_and_services_get_keytabs(r
     user_keytab = Kdc.export_keytab(realm, user, tmp_path / "alice.keytab")
     assert stat.S_IMODE(user_keytab.stat().st_mode) == 0o600
 
-    wrong = _kinit(realm, tmp_path / "cc0", user, password="wrong\n")
+    wrong = kinit(realm, tmp_path / "cc0", user, password="wrong\n")
     assert wrong.returncode != 0
-    by_password = _kinit(realm, tmp_path / "cc1", user, password="s3cret-pw\n")
+    by_password = kinit(realm, tmp_path / "cc1", user, password="s3cret-pw\n")
     assert by_password.returncode == 0, by_password.stderr
     assert "Default principal: alice@ZOO.LOCAL" in _klist(realm, tmp_path / "cc1")
     # The keytab was exported without changing the key: the password still works after it.
-    by_keytab = _kinit(realm, tmp_path / "cc2", "-kt", str(user_keytab), user)
+    by_keytab = kinit(realm, tmp_path / "cc2", "-kt", str(user_keytab), user)
     assert by_keytab.returncode == 0, by_keytab.stderr
-    service = _kinit(realm, tmp_path / "cc3", "-kt", str(service_keytab),
+    service = kinit(realm, tmp_path / "cc3", "-kt", str(service_keytab),
                      "nn/localhost@ZOO.LOCAL")
     assert service.returncode == 0, service.stderr
     assert "Flags: FRIA" in _klist(realm, tmp_path / "cc2")  # forwardable, renewable

@@ -20,13 +20,13 @@ import logging
 import re
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import spark_internals
 from .protocol import ContainerMemory
+from .spnego import hadoop_opener
 
 __all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss", "read_memory_sample",
            "served_sample"]
@@ -131,10 +131,8 @@ def read_memory_sample(log_urls: dict[str, str]) -> ContainerMemory | None:
     # The NodeManager's REST API serves one file of a container's log directory as text.
     api = (f"{parts.scheme}://{parts.netloc}/ws/v1/node/containerlogs/{container.group(1)}/"
            f"{ContainerMemory.FILE}")
-    # A NodeManager is a cluster host: never through the gateway's HTTP proxy.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(api, timeout=_FETCH_TIMEOUT_S) as response:
+        with hadoop_opener().open(api, timeout=_FETCH_TIMEOUT_S) as response:
             return served_sample(response.read(64 * 1024).decode("utf-8", "replace"))
     except Exception as exc:  # best effort: any failure (HTTP, TLS, 401, a bad file) is no figure
         logger.info("No memory sample of the lost container at %s: %s", api, exc)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import ResourceManagerError
 from .hadoop_conf import HadoopConf
+from .spnego import hadoop_opener
 
 __all__ = ["ResourceManager", "FINAL_STATES"]
 
@@ -76,13 +77,17 @@ class ResourceManager:
             headers={"Accept": "application/json", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with hadoop_opener().open(request, timeout=self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
+            hint = ""
+            if exc.code in (401, 403):
+                hint = (" The ResourceManager refused your Kerberos identity: check `klist` "
+                        "(the principal, its realm) and that the cluster's ACLs admit it.")
             raise ResourceManagerError(
                 f"ResourceManager at {self.webapp_address} answered {exc.code} to {method} {path}: "
-                f"{detail}"
+                f"{detail}{hint}"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

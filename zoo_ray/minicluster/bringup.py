@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import psutil
 
 from ..errors import DaemonStartError, PortInUseError, ZooRayError
 from ..host import port_free, tail, wait_until
+from ..spnego import hadoop_opener
 from ..yarn import ResourceManager
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, daemon_env, java_argv
@@ -158,7 +158,7 @@ def spawn_watchdog(owner_pid: int, cluster_dir: Path) -> Daemon:
 
 
 def _jmx(web: str, query: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{web}/jmx?qry={query}", timeout=5) as response:
+    with hadoop_opener().open(f"{web}/jmx?qry={query}", timeout=5) as response:
         beans = json.loads(response.read()).get("beans") or [{}]
     return beans[0]
 

@@ -1,0 +1,225 @@
+"""HTTP to Hadoop's daemons, with SPNEGO (Kerberos over HTTP) when a secure cluster asks.
+
+Every REST call zoo_ray makes to the ResourceManager, a NodeManager or the NameNode goes
+through :func:`hadoop_opener`. On an open cluster nothing changes. A secure one answers
+``401`` with ``WWW-Authenticate: Negotiate``; the opener then sends a SPNEGO token for
+``HTTP/<host>`` made from the user's Kerberos credential (the ticket cache ``kinit`` wrote,
+``KRB5CCNAME``, or a client keytab, ``KRB5_CLIENT_KTNAME``) and keeps the signed
+``hadoop.auth`` cookie the daemon answers with, so later calls skip the KDC.
+
+The token comes from the system's ``libgssapi_krb5`` through ctypes: every Kerberized
+gateway has that library (``kinit`` links it), while the ``gssapi`` package has no Linux
+wheel and needs a compiler and ``libkrb5-dev``. Cluster hosts are never reached through
+the gateway's HTTP proxy. Runs on the gateway and the driver.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import ctypes.util
+import http.cookiejar
+import socket
+import urllib.parse
+import urllib.request
+from functools import lru_cache
+from typing import Any
+
+from .errors import KerberosError, KerberosUnavailableError
+
+__all__ = ["credential_lifetime", "hadoop_opener", "negotiate", "service_host"]
+
+# OIDs, DER: 1.2.840.113554.1.2.1.4 (GSS_C_NT_HOSTBASED_SERVICE) and 1.3.6.1.5.5.2 (SPNEGO).
+_NT_HOSTBASED_SERVICE = bytes.fromhex("2a864886f71201020104")
+_SPNEGO = bytes.fromhex("2b0601050502")
+_MUTUAL_AND_REPLAY = 2 | 4  # GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG, as curl asks
+_INITIATE = 1  # GSS_C_INITIATE
+_CONTINUE_NEEDED = 1
+_ROUTINE_ERROR_MASK = 0xFF << 16
+_NO_CRED = 7 << 16
+_CREDENTIALS_EXPIRED = 11 << 16
+#: What ``gss_inquire_cred`` answers for a credential without end (a client keytab).
+INDEFINITE = 0xFFFFFFFF
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [("length", ctypes.c_size_t), ("value", ctypes.c_void_p)]
+
+
+class _Oid(ctypes.Structure):
+    _fields_ = [("length", ctypes.c_uint32), ("elements", ctypes.c_void_p)]
+
+
+@lru_cache(maxsize=1)
+def _gss() -> ctypes.CDLL:
+    path = ctypes.util.find_library("gssapi_krb5") or "libgssapi_krb5.so.2"
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        raise KerberosUnavailableError(
+            "The cluster wants Kerberos (SPNEGO), and this machine has no libgssapi_krb5. "
+            "Install MIT Kerberos's client: apt-get install krb5-user (RHEL: dnf install "
+            "krb5-workstation).") from None
+    u32p, voidp = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_void_p)
+    buffer, oid = ctypes.POINTER(_Buffer), ctypes.POINTER(_Oid)
+    lib.gss_import_name.argtypes = [u32p, buffer, oid, voidp]
+    lib.gss_init_sec_context.argtypes = [
+        u32p, ctypes.c_void_p, voidp, ctypes.c_void_p, oid, ctypes.c_uint32, ctypes.c_uint32,
+        ctypes.c_void_p, buffer, voidp, buffer, u32p, u32p]
+    lib.gss_acquire_cred.argtypes = [u32p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p,
+                                     ctypes.c_int, voidp, ctypes.c_void_p, u32p]
+    lib.gss_inquire_cred.argtypes = [u32p, ctypes.c_void_p, voidp, u32p,
+                                     ctypes.POINTER(ctypes.c_int), ctypes.c_void_p]
+    lib.gss_display_status.argtypes = [u32p, ctypes.c_uint32, ctypes.c_int, oid, u32p, buffer]
+    lib.gss_release_buffer.argtypes = [u32p, buffer]
+    lib.gss_release_name.argtypes = [u32p, voidp]
+    lib.gss_release_cred.argtypes = [u32p, voidp]
+    lib.gss_delete_sec_context.argtypes = [u32p, voidp, ctypes.c_void_p]
+    return lib
+
+
+def _status_text(lib: ctypes.CDLL, major: int, minor: int) -> str:
+    texts = []
+    for code, kind in ((major, 1), (minor, 2)):  # GSS_C_GSS_CODE, GSS_C_MECH_CODE
+        more = ctypes.c_uint32(0)
+        for _ in range(8):  # each status holds a few messages; bounded all the same
+            status, text = ctypes.c_uint32(), _Buffer()
+            lib.gss_display_status(ctypes.byref(status), code, kind, None, ctypes.byref(more),
+                                   ctypes.byref(text))
+            if text.length:
+                texts.append(ctypes.string_at(text.value, text.length).decode(errors="replace"))
+            lib.gss_release_buffer(ctypes.byref(status), ctypes.byref(text))
+            if not more.value:
+                break
+    return ": ".join(texts)
+
+
+def _credential_error(major: int, detail: str, what: str) -> KerberosError:
+    routine = major & _ROUTINE_ERROR_MASK
+    keytab = ("or pass principal= and keytab= to init_spark_on_yarn (--principal and --keytab "
+              "to zoo-ray)")
+    if routine == _CREDENTIALS_EXPIRED or "expired" in detail.lower():
+        return KerberosError(
+            f"Your Kerberos ticket has expired: run `kinit` again (`kinit -R` renews one that "
+            f"is still renewable), {keytab}. Kerberos said: {detail}")
+    if routine == _NO_CRED or "No Kerberos credentials" in detail:
+        return KerberosError(
+            f"You have no Kerberos ticket: run `kinit <principal>` (or `kinit -kt <keytab> "
+            f"<principal>`), {keytab}. Kerberos said: {detail}")
+    return KerberosError(f"Kerberos failed to {what}: {detail}. Check `klist` and KRB5_CONFIG.")
+
+
+def service_host(url: str) -> str:
+    """The host in ``HTTP/<host>@REALM`` for ``url``: its canonical name, as Hadoop's
+    daemons register their principals with ``_HOST`` (``127.0.0.1`` becomes
+    ``localhost``, an address its host's name), and as browsers and Hadoop's own client
+    ask for it."""
+    host = urllib.parse.urlsplit(url).hostname or "localhost"
+    try:
+        return socket.gethostbyaddr(socket.gethostbyname(host))[0].lower()
+    except OSError:
+        return host.lower()
+
+
+def _bytes_buffer(data: bytes) -> tuple[_Buffer, ctypes.Array]:
+    holder = ctypes.create_string_buffer(data, len(data))
+    return _Buffer(len(data), ctypes.cast(holder, ctypes.c_void_p)), holder
+
+
+def _oid(der: bytes) -> tuple[_Oid, ctypes.Array]:
+    holder = ctypes.create_string_buffer(der, len(der))
+    return _Oid(len(der), ctypes.cast(holder, ctypes.c_void_p)), holder
+
+
+def negotiate(host: str) -> str:
+    """The ``Authorization`` header value for ``HTTP/<host>``: ``Negotiate <token>``.
+
+    Raises
+    ------
+    KerberosError
+        No ticket (names ``kinit``), an expired one, or a service the KDC does not know.
+    KerberosUnavailableError
+        The machine has no ``libgssapi_krb5``.
+    """
+    lib = _gss()
+    minor = ctypes.c_uint32()
+    name_buffer, _name_bytes = _bytes_buffer(f"HTTP@{host}".encode())
+    name_type, _type_bytes = _oid(_NT_HOSTBASED_SERVICE)
+    mech, _mech_bytes = _oid(_SPNEGO)
+    name = ctypes.c_void_p()
+    major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(name_buffer),
+                                ctypes.byref(name_type), ctypes.byref(name))
+    if major:
+        raise KerberosError(f"Cannot name the service HTTP@{host}: "
+                            f"{_status_text(lib, major, minor.value)}")
+    context, token = ctypes.c_void_p(), _Buffer()
+    try:
+        major = lib.gss_init_sec_context(
+            ctypes.byref(minor), None, ctypes.byref(context), name, ctypes.byref(mech),
+            _MUTUAL_AND_REPLAY, 0, None, None, None, ctypes.byref(token), None, None)
+        if major not in (0, _CONTINUE_NEEDED):
+            raise _credential_error(major, _status_text(lib, major, minor.value),
+                                    f"authenticate to HTTP/{host}")
+        value = ctypes.string_at(token.value, token.length)
+    finally:
+        lib.gss_release_buffer(ctypes.byref(minor), ctypes.byref(token))
+        lib.gss_release_name(ctypes.byref(minor), ctypes.byref(name))
+        if context:
+            lib.gss_delete_sec_context(ctypes.byref(minor), ctypes.byref(context), None)
+    return "Negotiate " + base64.b64encode(value).decode()
+
+
+def credential_lifetime() -> int:
+    """Seconds the user's Kerberos credential stays valid (the ticket cache's TGT), or
+    :data:`INDEFINITE` for a client keytab, which can always get a new ticket.
+
+    Raises
+    ------
+    KerberosError
+        No ticket, or an expired one; the message names ``kinit``.
+    """
+    lib = _gss()
+    minor, credential, left = ctypes.c_uint32(), ctypes.c_void_p(), ctypes.c_uint32()
+    major = lib.gss_acquire_cred(ctypes.byref(minor), None, 0, None, _INITIATE,
+                                 ctypes.byref(credential), None, None)
+    if major:
+        raise _credential_error(major, _status_text(lib, major, minor.value),
+                                "find your credential")
+    try:
+        major = lib.gss_inquire_cred(ctypes.byref(minor), credential, None, ctypes.byref(left),
+                                     None, None)
+        if major:
+            raise _credential_error(major, _status_text(lib, major, minor.value),
+                                    "read your credential")
+        return int(left.value)
+    finally:
+        lib.gss_release_cred(ctypes.byref(minor), ctypes.byref(credential))
+
+
+class _SpnegoHandler(urllib.request.BaseHandler):
+    """Answers a ``401 WWW-Authenticate: Negotiate`` once, with a SPNEGO token."""
+
+    handler_order = 400  # before urllib's default error handler
+
+    def http_error_401(self, request: urllib.request.Request, fp: Any, code: int, msg: str,
+                       headers: Any) -> Any:
+        offers = [offer.strip().split(" ")[0].lower()
+                  for value in headers.get_all("WWW-Authenticate") or []
+                  for offer in value.split(",")]
+        if "negotiate" not in offers or request.get_header("Authorization"):
+            return None  # not SPNEGO, or our token was refused: the 401 goes to the caller
+        fp.read()
+        fp.close()
+        request.add_unredirected_header("Authorization",
+                                        negotiate(service_host(request.full_url)))
+        return self.parent.open(request, timeout=request.timeout)
+
+
+@lru_cache(maxsize=1)
+def hadoop_opener() -> urllib.request.OpenerDirector:
+    """The opener for Hadoop's REST APIs: no HTTP proxy (cluster hosts are reached
+    directly), SPNEGO when asked, and the ``hadoop.auth`` cookies of this process."""
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        _SpnegoHandler(),
+    )
