@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.kerberos import kinit, needs_krb5, started_realm
+
 from zoo_ray import spnego
 from zoo_ray.errors import KerberosError
 from zoo_ray.minicluster.kdc import Kdc
@@ -129,3 +129,15 @@ def test_an_open_server_is_asked_without_kerberos(monkeypatch):
         thread.join(10)
         spnego.hadoop_opener.cache_clear()
     assert seen == [None]
+
+
+def test_explicit_credentials_work_whatever_the_process_has(secure_server, as_user,
+                                                             tmp_path):
+    # The local Hadoop's own tools present its user this way, without touching KRB5CCNAME.
+    _, user, keytab, url = secure_server
+    ccache = tmp_path / "own-ccache"
+    credentials = spnego.Credentials(f"FILE:{ccache}", str(keytab))
+    with spnego.hadoop_opener(credentials).open(url, timeout=10) as response:
+        assert response.read().decode() == f"negotiated {user}"
+    assert ccache.exists() and not as_user.exists()
+    assert spnego.credential_lifetime(credentials) > 3600

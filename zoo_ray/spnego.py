@@ -19,18 +19,24 @@ import ctypes
 import ctypes.util
 import http.cookiejar
 import socket
+import ssl
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from .errors import KerberosError, KerberosUnavailableError
 
-__all__ = ["credential_lifetime", "hadoop_opener", "negotiate", "service_host"]
+__all__ = ["Credentials", "credential_lifetime", "hadoop_opener", "negotiate", "service_host",
+           "verify_login"]
 
 # OIDs, DER: 1.2.840.113554.1.2.1.4 (GSS_C_NT_HOSTBASED_SERVICE) and 1.3.6.1.5.5.2 (SPNEGO).
 _NT_HOSTBASED_SERVICE = bytes.fromhex("2a864886f71201020104")
 _SPNEGO = bytes.fromhex("2b0601050502")
+# 1.2.840.113554.1.2.2.1 (GSS_KRB5_NT_PRINCIPAL_NAME) and 1.2.840.113554.1.2.2 (Kerberos 5).
+_NT_KRB5_PRINCIPAL = bytes.fromhex("2a864886f712010202 01".replace(" ", ""))
+_KRB5 = bytes.fromhex("2a864886f712010202")
 _MUTUAL_AND_REPLAY = 2 | 4  # GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG, as curl asks
 _INITIATE = 1  # GSS_C_INITIATE
 _CONTINUE_NEEDED = 1
@@ -39,6 +45,30 @@ _NO_CRED = 7 << 16
 _CREDENTIALS_EXPIRED = 11 << 16
 #: What ``gss_inquire_cred`` answers for a credential without end (a client keytab).
 INDEFINITE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A Kerberos credential other than the process's default (``KRB5CCNAME``).
+
+    Parameters
+    ----------
+    ccache : str
+        The ticket cache to use, such as ``FILE:/path/krb5cc``.
+    client_keytab : str, optional
+        A keytab from which Kerberos gets (and renews) the ticket in ``ccache``.
+    """
+
+    ccache: str
+    client_keytab: str | None = None
+
+
+class _KeyValue(ctypes.Structure):
+    _fields_ = [("key", ctypes.c_char_p), ("value", ctypes.c_char_p)]
+
+
+class _KeyValueSet(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint32), ("elements", ctypes.POINTER(_KeyValue))]
 
 
 class _Buffer(ctypes.Structure):
@@ -67,6 +97,10 @@ def _gss() -> ctypes.CDLL:
         ctypes.c_void_p, buffer, voidp, buffer, u32p, u32p]
     lib.gss_acquire_cred.argtypes = [u32p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p,
                                      ctypes.c_int, voidp, ctypes.c_void_p, u32p]
+    lib.gss_acquire_cred_from.argtypes = [u32p, ctypes.c_void_p, ctypes.c_uint32,
+                                          ctypes.c_void_p, ctypes.c_int,
+                                          ctypes.POINTER(_KeyValueSet), voidp, ctypes.c_void_p,
+                                          u32p]
     lib.gss_inquire_cred.argtypes = [u32p, ctypes.c_void_p, voidp, u32p,
                                      ctypes.POINTER(ctypes.c_int), ctypes.c_void_p]
     lib.gss_display_status.argtypes = [u32p, ctypes.c_uint32, ctypes.c_int, oid, u32p, buffer]
@@ -130,8 +164,69 @@ def _oid(der: bytes) -> tuple[_Oid, ctypes.Array]:
     return _Oid(len(der), ctypes.cast(holder, ctypes.c_void_p)), holder
 
 
-def negotiate(host: str) -> str:
+def _acquire(lib: ctypes.CDLL, credentials: Credentials | None) -> ctypes.c_void_p:
+    """An initiator credential: the process's default, or ``credentials``'s store."""
+    minor, handle = ctypes.c_uint32(), ctypes.c_void_p()
+    if credentials is None:
+        major = lib.gss_acquire_cred(ctypes.byref(minor), None, 0, None, _INITIATE,
+                                     ctypes.byref(handle), None, None)
+    else:
+        pairs = [(b"ccache", credentials.ccache.encode())]
+        if credentials.client_keytab:
+            pairs.append((b"client_keytab", credentials.client_keytab.encode()))
+        elements = (_KeyValue * len(pairs))(*[_KeyValue(k, v) for k, v in pairs])
+        store = _KeyValueSet(len(pairs), elements)
+        major = lib.gss_acquire_cred_from(ctypes.byref(minor), None, 0, None, _INITIATE,
+                                          ctypes.byref(store), ctypes.byref(handle), None,
+                                          None)
+    if major:
+        raise _credential_error(major, _status_text(lib, major, minor.value),
+                                "find your credential")
+    return handle
+
+
+def _first_token(name_text: str, name_type: bytes, mechanism: bytes,
+                 credentials: Credentials | None, what: str) -> bytes:
+    """The first context token towards the service ``name_text``: getting it fetches
+    (or reuses) the user's ticket and a ticket for the service from the KDC."""
+    lib = _gss()
+    minor = ctypes.c_uint32()
+    name_buffer, _name_bytes = _bytes_buffer(name_text.encode())
+    type_oid, _type_bytes = _oid(name_type)
+    mech, _mech_bytes = _oid(mechanism)
+    name = ctypes.c_void_p()
+    major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(name_buffer),
+                                ctypes.byref(type_oid), ctypes.byref(name))
+    if major:
+        raise KerberosError(f"Cannot name {name_text}: {_status_text(lib, major, minor.value)}")
+    credential = _acquire(lib, credentials) if credentials else ctypes.c_void_p()
+    context, token = ctypes.c_void_p(), _Buffer()
+    try:
+        major = lib.gss_init_sec_context(
+            ctypes.byref(minor), credential, ctypes.byref(context), name, ctypes.byref(mech),
+            _MUTUAL_AND_REPLAY, 0, None, None, None, ctypes.byref(token), None, None)
+        if major not in (0, _CONTINUE_NEEDED):
+            raise _credential_error(major, _status_text(lib, major, minor.value), what)
+        return ctypes.string_at(token.value, token.length)
+    finally:
+        lib.gss_release_buffer(ctypes.byref(minor), ctypes.byref(token))
+        lib.gss_release_name(ctypes.byref(minor), ctypes.byref(name))
+        if credential:
+            lib.gss_release_cred(ctypes.byref(minor), ctypes.byref(credential))
+        if context:
+            lib.gss_delete_sec_context(ctypes.byref(minor), ctypes.byref(context), None)
+
+
+def negotiate(host: str, credentials: Credentials | None = None) -> str:
     """The ``Authorization`` header value for ``HTTP/<host>``: ``Negotiate <token>``.
+
+    Parameters
+    ----------
+    host : str
+        The service's canonical host name (see :func:`service_host`).
+    credentials : Credentials, optional
+        Whose identity to present; by default the process's (``KRB5CCNAME``,
+        ``KRB5_CLIENT_KTNAME``).
 
     Raises
     ------
@@ -140,35 +235,25 @@ def negotiate(host: str) -> str:
     KerberosUnavailableError
         The machine has no ``libgssapi_krb5``.
     """
-    lib = _gss()
-    minor = ctypes.c_uint32()
-    name_buffer, _name_bytes = _bytes_buffer(f"HTTP@{host}".encode())
-    name_type, _type_bytes = _oid(_NT_HOSTBASED_SERVICE)
-    mech, _mech_bytes = _oid(_SPNEGO)
-    name = ctypes.c_void_p()
-    major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(name_buffer),
-                                ctypes.byref(name_type), ctypes.byref(name))
-    if major:
-        raise KerberosError(f"Cannot name the service HTTP@{host}: "
-                            f"{_status_text(lib, major, minor.value)}")
-    context, token = ctypes.c_void_p(), _Buffer()
-    try:
-        major = lib.gss_init_sec_context(
-            ctypes.byref(minor), None, ctypes.byref(context), name, ctypes.byref(mech),
-            _MUTUAL_AND_REPLAY, 0, None, None, None, ctypes.byref(token), None, None)
-        if major not in (0, _CONTINUE_NEEDED):
-            raise _credential_error(major, _status_text(lib, major, minor.value),
-                                    f"authenticate to HTTP/{host}")
-        value = ctypes.string_at(token.value, token.length)
-    finally:
-        lib.gss_release_buffer(ctypes.byref(minor), ctypes.byref(token))
-        lib.gss_release_name(ctypes.byref(minor), ctypes.byref(name))
-        if context:
-            lib.gss_delete_sec_context(ctypes.byref(minor), ctypes.byref(context), None)
-    return "Negotiate " + base64.b64encode(value).decode()
+    token = _first_token(f"HTTP@{host}", _NT_HOSTBASED_SERVICE, _SPNEGO, credentials,
+                         f"authenticate to HTTP/{host}")
+    return "Negotiate " + base64.b64encode(token).decode()
 
 
-def credential_lifetime() -> int:
+def verify_login(credentials: Credentials, realm: str) -> None:
+    """Ask the KDC of ``realm`` for a ticket with ``credentials``: a principal it does not
+    know, or a key it refuses, fails here (a keytab alone is read lazily).
+
+    Raises
+    ------
+    KerberosError
+        With the KDC's reason.
+    """
+    _first_token(f"krbtgt/{realm}@{realm}", _NT_KRB5_PRINCIPAL, _KRB5, credentials,
+                 f"log in to realm {realm}")
+
+
+def credential_lifetime(credentials: Credentials | None = None) -> int:
     """Seconds the user's Kerberos credential stays valid (the ticket cache's TGT), or
     :data:`INDEFINITE` for a client keytab, which can always get a new ticket.
 
@@ -178,12 +263,8 @@ def credential_lifetime() -> int:
         No ticket, or an expired one; the message names ``kinit``.
     """
     lib = _gss()
-    minor, credential, left = ctypes.c_uint32(), ctypes.c_void_p(), ctypes.c_uint32()
-    major = lib.gss_acquire_cred(ctypes.byref(minor), None, 0, None, _INITIATE,
-                                 ctypes.byref(credential), None, None)
-    if major:
-        raise _credential_error(major, _status_text(lib, major, minor.value),
-                                "find your credential")
+    minor, left = ctypes.c_uint32(), ctypes.c_uint32()
+    credential = _acquire(lib, credentials)
     try:
         major = lib.gss_inquire_cred(ctypes.byref(minor), credential, None, ctypes.byref(left),
                                      None, None)
@@ -200,6 +281,9 @@ class _SpnegoHandler(urllib.request.BaseHandler):
 
     handler_order = 400  # before urllib's default error handler
 
+    def __init__(self, credentials: Credentials | None) -> None:
+        self.credentials = credentials
+
     def http_error_401(self, request: urllib.request.Request, fp: Any, code: int, msg: str,
                        headers: Any) -> Any:
         offers = [offer.strip().split(" ")[0].lower()
@@ -209,17 +293,30 @@ class _SpnegoHandler(urllib.request.BaseHandler):
             return None  # not SPNEGO, or our token was refused: the 401 goes to the caller
         fp.read()
         fp.close()
-        request.add_unredirected_header("Authorization",
-                                        negotiate(service_host(request.full_url)))
+        token = negotiate(service_host(request.full_url), self.credentials)
+        request.add_unredirected_header("Authorization", token)
         return self.parent.open(request, timeout=request.timeout)
 
 
-@lru_cache(maxsize=1)
-def hadoop_opener() -> urllib.request.OpenerDirector:
+@lru_cache(maxsize=8)
+def hadoop_opener(credentials: Credentials | None = None,
+                  cafile: str | None = None) -> urllib.request.OpenerDirector:
     """The opener for Hadoop's REST APIs: no HTTP proxy (cluster hosts are reached
-    directly), SPNEGO when asked, and the ``hadoop.auth`` cookies of this process."""
-    return urllib.request.build_opener(
+    directly), SPNEGO when asked, and the ``hadoop.auth`` cookies of this process.
+
+    Parameters
+    ----------
+    credentials : Credentials, optional
+        Whose identity SPNEGO presents; by default the process's.
+    cafile : str, optional
+        A certificate (PEM) HTTPS endpoints are checked against, besides the system's.
+    """
+    handlers: list[urllib.request.BaseHandler] = [
         urllib.request.ProxyHandler({}),
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-        _SpnegoHandler(),
-    )
+        _SpnegoHandler(credentials),
+    ]
+    if cafile:
+        handlers.append(urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=cafile)))
+    return urllib.request.build_opener(*handlers)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ResourceManagerError
 from .hadoop_conf import HadoopConf
-from .spnego import hadoop_opener
+from .spnego import Credentials, hadoop_opener
 
 __all__ = ["ResourceManager", "FINAL_STATES"]
 
@@ -34,12 +34,17 @@ class ResourceManager:
         (``yarn.resourcemanager.webapp.address``).
     timeout : float
         Seconds to wait for each HTTP request.
+    credentials : Credentials, optional
+        The Kerberos identity presented to a secure ResourceManager; by default the
+        process's (the ticket cache ``kinit`` wrote).
     """
 
-    def __init__(self, webapp_address: str, timeout: float = 10.0) -> None:
+    def __init__(self, webapp_address: str, timeout: float = 10.0,
+                 credentials: Credentials | None = None) -> None:
         self.webapp_address = webapp_address
         self.base_url = f"http://{webapp_address}/ws/v1/cluster"
         self.timeout = timeout
+        self.credentials = credentials
 
     @property
     def host(self) -> str:
@@ -77,7 +82,8 @@ class ResourceManager:
             headers={"Accept": "application/json", "Content-Type": "application/json"},
         )
         try:
-            with hadoop_opener().open(request, timeout=self.timeout) as response:
+            opener = hadoop_opener(self.credentials)
+            with opener.open(request, timeout=self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]

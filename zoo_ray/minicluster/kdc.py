@@ -230,11 +230,12 @@ class Kdc:
                                f"{kdc.log_tail()}")
 
     @staticmethod
-    def add_service(realm: Realm, principal: str) -> Path:
-        """A principal with a random key (``nn/localhost``), in a keytab of its own (0600)."""
+    def add_service(realm: Realm, principal: str, keytab: Path | None = None) -> Path:
+        """A principal with a random key (``nn/localhost``), added to ``keytab`` (0600;
+        default: a keytab of its own in the realm's directory)."""
         full = realm.principal(principal)
         _run(realm, ["kadmin.local", "-r", realm.name, "-q", f"addprinc -randkey {full}"])
-        return Kdc.export_keytab(realm, full, realm.keytab_dir / _keytab_name(principal))
+        return Kdc.export_keytab(realm, full, keytab or realm.keytab_dir / _keytab_name(full))
 
     @staticmethod
     def add_user(realm: Realm, name: str, password: str) -> str:
@@ -249,8 +250,8 @@ class Kdc:
 
     @staticmethod
     def export_keytab(realm: Realm, principal: str, keytab: Path) -> Path:
-        """Write ``principal``'s current keys to ``keytab`` (0600) without changing them, so
-        its password (for a user) keeps working beside the keytab."""
+        """Add ``principal``'s current keys to ``keytab`` (0600) without changing them, so
+        its password (for a user) and the keytabs it is already in keep working."""
         keytab.parent.mkdir(parents=True, exist_ok=True)
         old = os.umask(0o077)
         try:
@@ -260,6 +261,19 @@ class Kdc:
             os.umask(old)
         os.chmod(keytab, 0o600)
         return keytab
+
+
+    @staticmethod
+    def kinit(realm: Realm, principal: str, keytab: Path, ccache: Path) -> None:
+        """Put a fresh ticket of ``principal``, from ``keytab``, into the cache ``ccache``."""
+        env = realm.env()
+        env["KRB5CCNAME"] = f"FILE:{ccache}"
+        result = subprocess.run([_which("kinit") or "kinit", "-kt", str(keytab),
+                                 realm.principal(principal)],
+                                capture_output=True, text=True, env=env, timeout=60)
+        if result.returncode != 0:
+            raise KerberosError(f"kinit -kt {keytab} {principal} failed: "
+                                f"{result.stderr.strip()}")
 
 
 def _keytab_name(principal: str) -> str:

@@ -1,0 +1,110 @@
+"""The pre-flight check of a user's Kerberos login, against a real KDC (no Hadoop)."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from tests.kerberos import kinit, needs_krb5, started_realm
+
+from zoo_ray import kerberos, spnego
+from zoo_ray.errors import KerberosError
+from zoo_ray.hadoop_conf import HadoopConf
+from zoo_ray.minicluster import kdc as kdc_module
+from zoo_ray.minicluster.kdc import Kdc
+
+_PASSWORD = "bob-Secret-1"
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("login")
+    realm, daemon = started_realm(root / "realm")
+    bob = Kdc.add_user(realm, "bob", _PASSWORD)
+    Kdc.export_keytab(realm, bob, root / "bob.keytab")
+    Kdc.add_service(realm, "svc/localhost", root / "two.keytab")
+    Kdc.export_keytab(realm, bob, root / "two.keytab")
+    yield realm, root
+    daemon.stop(grace=5.0)
+
+
+@pytest.fixture
+def gateway(realm, monkeypatch, tmp_path):
+    """This process as a user's: the realm's KRB5_CONFIG and an empty ticket cache."""
+    monkeypatch.setenv("KRB5_CONFIG", str(realm[0].krb5_conf))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'krb5cc'}")
+    monkeypatch.delenv("KRB5_CLIENT_KTNAME", raising=False)
+    return tmp_path / "krb5cc"
+
+
+def test_the_cluster_s_configuration_says_whether_it_is_secure(tmp_path):
+    for name, value in (("core-site.xml", "kerberos"), ("yarn-site.xml", None)):
+        body = (f"<property><name>hadoop.security.authentication</name><value>{value}</value>"
+                "</property>" if value else "")
+        (tmp_path / name).write_text(f"<configuration>{body}</configuration>")
+    assert kerberos.secure(HadoopConf(tmp_path))
+    (tmp_path / "core-site.xml").write_text("<configuration></configuration>")
+    assert not kerberos.secure(HadoopConf(tmp_path))
+
+
+@needs_krb5
+def test_a_ticket_cache_login_is_checked_and_its_lifetime_told(realm, gateway, caplog):
+    with pytest.raises(KerberosError, match="no Kerberos ticket: run `kinit"):
+        kerberos.check_login(None, None)
+    assert kinit(realm[0], gateway, "bob", password=_PASSWORD + "\n").returncode == 0
+    with caplog.at_level("INFO", logger="zoo_ray.kerberos"):
+        login = kerberos.check_login(None, None)
+    assert login.keytab is None and 9 * 3600 < login.seconds_left <= 10 * 3600
+    assert "kinit -R" in caplog.text and "principal= and keytab=" in caplog.text
+    assert login.credentials is None
+
+
+@needs_krb5
+def test_an_expired_ticket_is_named(realm, gateway):
+    assert kinit(realm[0], gateway, "-l", "2s", "bob",
+                 password=_PASSWORD + "\n").returncode == 0
+    time.sleep(3)
+    with pytest.raises(KerberosError, match="expired: run `kinit` again"):
+        kerberos.check_login(None, None)
+
+
+@needs_krb5
+def test_a_keytab_login_is_checked_against_the_keytab_and_the_kdc(realm, gateway):
+    root = realm[1]
+    login = kerberos.check_login("bob@ZOO.LOCAL", str(root / "bob.keytab"))
+    assert login.seconds_left is None and login.credentials.client_keytab.endswith("bob.keytab")
+    assert kerberos.check_login("bob", str(root / "two.keytab")).principal == "bob"
+    assert not gateway.exists()  # the user's ticket cache untouched
+    with pytest.raises(KerberosError, match=r"does not hold principal=alice@ZOO.LOCAL; it "
+                                            r"holds bob@ZOO.LOCAL\."):
+        kerberos.check_login("alice@ZOO.LOCAL", str(root / "bob.keytab"))
+    with pytest.raises(KerberosError, match="does not exist"):
+        kerberos.check_login("bob", str(root / "missing.keytab"))
+    (root / "not.keytab").write_text("principal=bob\n")
+    with pytest.raises(KerberosError, match="is not a Kerberos keytab"):
+        kerberos.check_login("bob", str(root / "not.keytab"))
+
+
+@needs_krb5
+def test_a_principal_the_kdc_no_longer_knows_fails_before_submitting(realm, gateway):
+    realm_, root = realm
+    gone = Kdc.add_user(realm_, "carol", "carol-Secret-1")
+    keytab = Kdc.export_keytab(realm_, gone, root / "carol.keytab")
+    subprocess.run([str(kdc_module._which("kadmin.local")), "-r", realm_.name, "-q",
+                    f"delprinc -force {gone}"], env=realm_.env(), check=True,
+                   capture_output=True, timeout=30)
+    spnego.hadoop_opener.cache_clear()
+    with pytest.raises(KerberosError, match="not found in Kerberos database"):
+        kerberos.check_login(gone, str(keytab))
+
+
+@needs_krb5
+def test_krb5_config_pointing_nowhere_is_named(gateway, monkeypatch, tmp_path):
+    monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "nowhere" / "krb5.conf"))
+    with pytest.raises(KerberosError, match="KRB5_CONFIG=.*names no file"):
+        kerberos.check_login(None, None)
+
+
+def test_keytab_principals_reads_every_entry(realm):
+    assert kerberos.keytab_principals(realm[1] / "two.keytab") == {
+        "svc/localhost@ZOO.LOCAL", "bob@ZOO.LOCAL"}

@@ -1,0 +1,153 @@
+"""The user's Kerberos login, checked before anything is submitted to a secure cluster.
+
+Hadoop does not fail when a user without a ticket starts a client: the first RPC does,
+deep in a Java stack, after the Spark JVM started. So zoo_ray checks first, on the
+gateway: that ``KRB5_CONFIG`` (if set) exists; with ``principal=``/``keytab=``, that the
+keytab is readable, holds the principal, and that the KDC knows it; without them, that the
+ticket cache holds a valid ticket, and for how long. Each problem is a typed error naming
+the fix; nothing reaches YARN. Runs on the gateway, in the driver's process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import digest
+from .errors import KerberosError
+from .hadoop_conf import HadoopConf
+from .spnego import INDEFINITE, Credentials, credential_lifetime, verify_login
+
+__all__ = ["Login", "check_login", "keytab_principals", "secure"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Login:
+    """How the user is logged in to a secure cluster.
+
+    Parameters
+    ----------
+    principal, keytab : str, optional
+        The keytab login (``principal=``/``keytab=``); both None for a ticket cache.
+    seconds_left : int, optional
+        How long the ticket cache's ticket stays valid; None with a keytab, from which
+        a new ticket can always be had.
+    """
+
+    principal: str | None = None
+    keytab: str | None = None
+    seconds_left: int | None = None
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The credential zoo_ray's own REST calls present: from the keytab, in a ticket
+        cache of this process's memory; None for the user's ticket cache."""
+        if not self.keytab:
+            return None
+        # One cache per login: a cache holding another principal's ticket would be used
+        # as it is.
+        return Credentials(f"MEMORY:zoo-ray-{digest(str(self.principal), self.keytab)}",
+                           self.keytab)
+
+
+def secure(conf: HadoopConf) -> bool:
+    """Whether the cluster ``conf`` describes wants Kerberos."""
+    return (conf.get("hadoop.security.authentication") or "simple").lower() == "kerberos"
+
+
+def check_login(principal: str | None, keytab: str | None) -> Login:
+    """Check the user's login to a secure cluster (see the module's description).
+
+    Raises
+    ------
+    KerberosError
+        ``KRB5_CONFIG`` names no file; the keytab is missing, unreadable, does not hold
+        ``principal``, or the KDC refuses it; no ticket, or an expired one.
+    """
+    krb5_config = os.environ.get("KRB5_CONFIG")
+    if krb5_config and not all(Path(p).is_file() for p in krb5_config.split(":")):
+        raise KerberosError(
+            f"KRB5_CONFIG={krb5_config} names no file. Point it at your realm's krb5.conf "
+            "(or unset it to use /etc/krb5.conf).")
+    if keytab and principal:
+        return _check_keytab(principal, keytab)
+    seconds = credential_lifetime()
+    if seconds != INDEFINITE:
+        logger.info("Kerberos ticket valid for %d h %02d min more; renew it with `kinit -R` "
+                    "(or kinit again) before then, or pass principal= and keytab= for jobs "
+                    "that run longer.", seconds // 3600, seconds % 3600 // 60)
+    return Login(seconds_left=None if seconds == INDEFINITE else seconds)
+
+
+def _check_keytab(principal: str, keytab: str) -> Login:
+    path = Path(keytab)
+    if not path.is_file():
+        raise KerberosError(f"keytab={keytab} does not exist. Pass the path of your keytab "
+                            "(ask your Kerberos admins for one, or export it with ktutil).")
+    if not os.access(path, os.R_OK):
+        raise KerberosError(f"keytab={keytab} is not readable by this user. Make it yours "
+                            f"and private: chown $USER {keytab} && chmod 600 {keytab}")
+    held = keytab_principals(path)
+    matching = [name for name in held if _same_principal(principal, name)]
+    if not matching:
+        raise KerberosError(
+            f"keytab={keytab} does not hold principal={principal}; it holds "
+            f"{', '.join(sorted(held)) or 'no key at all'}. Pass the principal it holds, or "
+            "a keytab with this principal's keys.")
+    login = Login(principal=principal, keytab=str(path))
+    # The KDC must know and accept it: fail here, not in a Java stack after submitting.
+    credentials = login.credentials
+    assert credentials is not None
+    verify_login(credentials, matching[0].rsplit("@", 1)[1])
+    return login
+
+
+def _same_principal(asked: str, held: str) -> bool:
+    # A principal without a realm means the default realm; compare names then.
+    return asked == held or ("@" not in asked and held.split("@")[0] == asked)
+
+
+def keytab_principals(path: Path) -> set[str]:
+    """The principals a keytab file (MIT format 0x502, what kadmin and ktutil write) holds.
+
+    Raises
+    ------
+    KerberosError
+        The file is not a keytab.
+    """
+    data = path.read_bytes()
+    if data[:2] != b"\x05\x02":
+        raise KerberosError(f"{path} is not a Kerberos keytab (version 0x{data[:2].hex()}); "
+                            "pass the keytab file itself.")
+    principals, offset = set(), 2
+    try:
+        while offset + 4 <= len(data):
+            (size,) = struct.unpack_from(">i", data, offset)
+            offset += 4
+            if size < 0:  # a deleted entry's hole
+                offset += -size
+                continue
+            entry = data[offset:offset + size]
+            offset += size
+            (count,) = struct.unpack_from(">H", entry, 0)
+            realm, at = _counted(entry, 2)
+            parts = []
+            for _ in range(count):
+                part, at = _counted(entry, at)
+                parts.append(part)
+            principals.add(f"{'/'.join(parts)}@{realm}")
+    except struct.error:
+        raise KerberosError(f"{path} is a damaged keytab; export it again.") from None
+    return principals
+
+
+def _counted(data: bytes, offset: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from(">H", data, offset)
+    start = offset + 2
+    if start + length > len(data):
+        raise struct.error("counted string past the entry's end")
+    return data[start:start + length].decode(errors="replace"), start + length
