@@ -90,3 +90,26 @@ def test_a_loopback_answer_for_a_resource_manager_not_on_loopback_leaves_the_cho
     assert driver_host(ResourceManager("127.0.0.1:8088")) == "127.0.0.1"  # the local Hadoop
     assert driver_host(ResourceManager("localhost:8088")) is None  # a name for this machine
     assert driver_host(ResourceManager("0.0.0.0:8088")) is None
+
+
+def test_a_kerberos_login_adds_what_spark_s_jvms_need_before_the_user_s_options():
+    from zoo_ray.kerberos import Login
+
+    java = "-Dmine=1"
+    request = _request(conf={"spark.executor.extraJavaOptions": java})
+    by_cache = spark_settings(request, None, Login(seconds_left=3600,
+                                                   krb5_config="/realm/krb5.conf"))
+    krb5 = "-Djava.security.krb5.conf=/realm/krb5.conf"
+    assert by_cache["spark.executor.extraJavaOptions"] == f"{krb5} {java}"
+    assert by_cache["spark.driver.extraJavaOptions"] == krb5
+    assert by_cache["spark.yarn.am.extraJavaOptions"] == krb5
+    assert by_cache["spark.kerberos.renewal.credentials"] == "ccache"
+
+    keytab = _request(principal="bob@R", keytab="/home/bob/bob.keytab")
+    by_keytab = spark_settings(keytab, None, Login("bob@R", "/home/bob/bob.keytab"))
+    assert by_keytab["spark.kerberos.principal"] == "bob@R"
+    assert "spark.kerberos.renewal.credentials" not in by_keytab
+    # /etc/krb5.conf (no KRB5_CONFIG): nothing for the JVMs; an open cluster: nothing at all.
+    assert not any("extraJavaOptions" in key for key in by_keytab)
+    plain = _request()
+    assert spark_settings(plain) == spark_settings(plain, None, None)

@@ -26,9 +26,14 @@ def _minicluster_up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         isolated_hosts=args.isolated_hosts,
         preemption=args.preemption,
+        kerberos=args.kerberos,
     )
     cluster = _cluster(args, spec).up(timeout=args.timeout)
     print(f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}")
+    security = cluster.security
+    if security:
+        print(f"KRB5_CONFIG={security.realm.krb5_conf}")
+        print(f"# log in as {security.user}: {security.kinit_command()}")
     return 0
 
 
@@ -217,7 +222,8 @@ def _add_minicluster(sub: Any) -> None:
     up = mini_sub.add_parser("up", help="start it (or reuse the running one)",
                              **_examples("zoo-ray minicluster up",
                                          "zoo-ray minicluster up --nodemanagers 3 "
-                                         "--isolated-hosts"))
+                                         "--isolated-hosts",
+                                         "zoo-ray minicluster up --kerberos"))
     up.add_argument("--dir", help=_DIR_HELP)
     defaults = MiniClusterSpec()
     up.add_argument("--nodemanagers", type=int, default=defaults.nodemanagers)
@@ -234,6 +240,10 @@ def _add_minicluster(sub: Any) -> None:
     up.add_argument("--preemption", action="store_true",
                     help="let YARN preempt containers of a queue over its capacity for "
                          "another queue's requests (capacity-scheduler.xml's queues)")
+    up.add_argument("--kerberos", action="store_true",
+                    help="secure it: a KDC of its own, Kerberos on every RPC, SPNEGO on every "
+                         "web endpoint (needs MIT Kerberos: krb5-kdc krb5-admin-server "
+                         "krb5-user)")
     up.set_defaults(func=_minicluster_up)
     status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)",
                                  **_examples("zoo-ray minicluster status"))

@@ -14,13 +14,14 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cache import digest
 from .errors import KerberosError
 from .hadoop_conf import HadoopConf
 from .spnego import INDEFINITE, Credentials, credential_lifetime, verify_login
 
-__all__ = ["Login", "check_login", "keytab_principals", "secure"]
+__all__ = ["Login", "check_login", "driver_credentials", "keytab_principals", "secure"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,20 @@ class Login:
     seconds_left : int, optional
         How long the ticket cache's ticket stays valid; None with a keytab, from which
         a new ticket can always be had.
+    krb5_config : str, optional
+        The ``KRB5_CONFIG`` the login was checked with (None: ``/etc/krb5.conf``).
     """
 
     principal: str | None = None
     keytab: str | None = None
     seconds_left: int | None = None
+    krb5_config: str | None = None
+
+    @property
+    def java_options(self) -> list[str]:
+        """The JVM options Spark's processes need for this login: Java reads no
+        ``KRB5_CONFIG``, so a realm named there is passed as ``java.security.krb5.conf``."""
+        return [f"-Djava.security.krb5.conf={self.krb5_config}"] if self.krb5_config else []
 
     @property
     def credentials(self) -> Credentials | None:
@@ -74,16 +84,25 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
             f"KRB5_CONFIG={krb5_config} names no file. Point it at your realm's krb5.conf "
             "(or unset it to use /etc/krb5.conf).")
     if keytab and principal:
-        return _check_keytab(principal, keytab)
+        return _check_keytab(principal, keytab, krb5_config)
     seconds = credential_lifetime()
     if seconds != INDEFINITE:
         logger.info("Kerberos ticket valid for %d h %02d min more; renew it with `kinit -R` "
                     "(or kinit again) before then, or pass principal= and keytab= for jobs "
                     "that run longer.", seconds // 3600, seconds % 3600 // 60)
-    return Login(seconds_left=None if seconds == INDEFINITE else seconds)
+    return Login(seconds_left=None if seconds == INDEFINITE else seconds,
+                 krb5_config=krb5_config)
 
 
-def _check_keytab(principal: str, keytab: str) -> Login:
+def driver_credentials(spark_conf: Any) -> Credentials | None:
+    """The credential of the running application's keytab login (``spark_conf``, the
+    SparkContext's), for the driver's own REST calls; None for a ticket cache."""
+    principal = spark_conf.get("spark.kerberos.principal", None)
+    keytab = spark_conf.get("spark.kerberos.keytab", None)
+    return Login(principal, keytab).credentials if principal and keytab else None
+
+
+def _check_keytab(principal: str, keytab: str, krb5_config: str | None) -> Login:
     path = Path(keytab)
     if not path.is_file():
         raise KerberosError(f"keytab={keytab} does not exist. Pass the path of your keytab "
@@ -98,7 +117,7 @@ def _check_keytab(principal: str, keytab: str) -> Login:
             f"keytab={keytab} does not hold principal={principal}; it holds "
             f"{', '.join(sorted(held)) or 'no key at all'}. Pass the principal it holds, or "
             "a keytab with this principal's keys.")
-    login = Login(principal=principal, keytab=str(path))
+    login = Login(principal=principal, keytab=str(path), krb5_config=krb5_config)
     # The KDC must know and accept it: fail here, not in a Java stack after submitting.
     credentials = login.credentials
     assert credentials is not None

@@ -3,19 +3,44 @@
 Runs on the gateway, in the driver's process: it reads the Hadoop configuration,
 finds Java and asks the ResourceManager (over REST) whether it answers, whether the
 queue exists and whether any NodeManager could ever hold one executor, so that a
-request YARN cannot run fails in seconds, naming the fix, instead of waiting.
+request YARN cannot run fails in seconds, naming the fix, instead of waiting. On a
+secure cluster it checks the user's Kerberos login first (:mod:`zoo_ray.kerberos`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ExecutorsNotStartedError, QueueNotFoundError
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
 from .host import find_java_home
+from .kerberos import Login, check_login, secure
 from .yarn import ResourceManager
 from .yarn_request import YarnRequest
 
-__all__ = ["preflight"]
+__all__ = ["Gateway", "preflight"]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """What :func:`preflight` found on the gateway.
+
+    Parameters
+    ----------
+    conf : HadoopConf
+        The gateway's Hadoop configuration.
+    java_home : Path
+        The JDK Spark's JVM runs on.
+    rm : ResourceManager
+        The cluster's ResourceManager, asked as the user.
+    login : Login, optional
+        The user's Kerberos login; None on a cluster without Kerberos.
+    """
+
+    conf: HadoopConf
+    java_home: Path
+    rm: ResourceManager
+    login: Login | None
 
 
 def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
@@ -37,23 +62,21 @@ def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
         )
 
 
-def preflight(request: YarnRequest) -> tuple[HadoopConf, Path, ResourceManager]:
-    """Check the gateway and the cluster before submitting: conf, Java, RM, queue, capacity.
-
-    Returns
-    -------
-    tuple of (HadoopConf, Path, ResourceManager)
-        The gateway's Hadoop configuration, ``JAVA_HOME`` and the ResourceManager.
+def preflight(request: YarnRequest) -> Gateway:
+    """Check the gateway and the cluster before submitting: conf, Java, the Kerberos
+    login (on a secure cluster), RM, queue, capacity.
 
     Raises
     ------
-    HadoopConfError, JavaNotFoundError, ResourceManagerError, QueueNotFoundError,
-    ExecutorsNotStartedError
+    HadoopConfError, JavaNotFoundError, KerberosError, ResourceManagerError,
+    QueueNotFoundError, ExecutorsNotStartedError
         The gateway or the cluster cannot run the request; each names the fix.
     """
     hconf = HadoopConf(hadoop_conf_dir(request.hadoop_conf))
     java_home = find_java_home()
+    login = check_login(request.principal, request.keytab) if secure(hconf) else None
     rm = ResourceManager.from_conf(hconf)
+    rm.credentials = login.credentials if login else None
     rm.cluster_info()
     if request.queue is not None:
         queues = rm.leaf_queues()
@@ -63,4 +86,4 @@ def preflight(request: YarnRequest) -> tuple[HadoopConf, Path, ResourceManager]:
                 f"{', '.join(queues)}. Pass one of them as queue=."
             )
     _check_fits(rm, request.container_mb, request.executor_cores)
-    return hconf, java_home, rm
+    return Gateway(hconf, java_home, rm, login)

@@ -20,6 +20,7 @@ from .driver_guard import disconnect, refuse_drivers, watch_driver_calls
 from .errors import RayNodeStartError, ZooRayError
 from .healing import EventLog, NodeKeeper
 from .host import wait_until
+from .kerberos import driver_credentials
 from .losses import ExecutorLoss, LossWatch
 from .memory import RAY_MEMORY_CONF, format_mib, parse_memory
 from .nodes import ClusterNodes, RunningCluster
@@ -67,6 +68,8 @@ class Recovery:
         self._refused_address: str | None = None
         self._loss_watch: LossWatch | None = None
         self._keeper: NodeKeeper | None = None
+        # Read while the SparkContext runs: it is asked for when Spark has ended.
+        self._credentials = driver_credentials(sc.getConf())
 
     def start(self, cluster: RunningCluster) -> None:
         """Watch the executors and keep a node in each (not in local mode, whose one
@@ -187,7 +190,8 @@ class Recovery:
         app_id = self.nodes.app_id
         diagnostics = "the SparkContext stopped"
         try:
-            report = ResourceManager.of_driver(timeout=5.0).app(app_id)
+            rm = ResourceManager.of_driver(5.0, self._credentials)
+            report = rm.app(app_id)
             diagnostics = (f"YARN: {report.get('finalStatus', '?')}, "
                            f"{report.get('diagnostics') or 'no diagnostics'}")
         except (ZooRayError, OSError, KeyError) as exc:

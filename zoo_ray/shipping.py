@@ -29,8 +29,8 @@ from .envs import (
 from .filesystem import ClusterFileSystem
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
 from .host import find_java_home
+from .preflight import Gateway
 from .spark_settings import driver_host, spark_settings
-from .yarn import ResourceManager
 from .yarn_request import YarnRequest
 
 __all__ = ["ship_application", "ship_environment"]
@@ -95,15 +95,14 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
             "bytes": archive.stat().st_size, "remote": remote}
 
 
-def ship_application(request: YarnRequest, hconf: HadoopConf, java_home: Path,
-                     rm: ResourceManager) -> Any:
+def ship_application(request: YarnRequest, gateway: Gateway) -> Any:
     """Start Spark's JVM and upload what the cluster lacks; return the SparkConf to start with.
 
     Parameters
     ----------
     request : YarnRequest
         What to ship, and the Spark properties (:func:`~zoo_ray.spark_settings.spark_settings`).
-    hconf, java_home, rm
+    gateway : Gateway
         What :func:`~zoo_ray.preflight.preflight` found.
 
     Returns
@@ -113,7 +112,8 @@ def ship_application(request: YarnRequest, hconf: HadoopConf, java_home: Path,
     """
     from pyspark import SparkConf
 
-    _jvm_environment(hconf, java_home, request.hadoop_user_name)
+    hconf = gateway.conf
+    _jvm_environment(hconf, gateway.java_home, request.hadoop_user_name)
     import pyspark
 
     spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
@@ -125,7 +125,8 @@ def ship_application(request: YarnRequest, hconf: HadoopConf, java_home: Path,
                   if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
-    spark_conf = SparkConf().setAll(list(spark_settings(request, driver_host(rm)).items()))
+    settings = spark_settings(request, driver_host(gateway.rm), gateway.login)
+    spark_conf = SparkConf().setAll(list(settings.items()))
     fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
     # A JVM that was already running (started for `zoo-ray pack`, say) keeps its own setting.
     if spark_internals.jvm_env("PYSPARK_ARCHIVES_PATH") == shipped_libs:

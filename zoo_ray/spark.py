@@ -150,8 +150,8 @@ def init_spark_on_yarn(
         logger.warning("A SparkContext is already running (%s); returning it unchanged. "
                        "Call sc.stop() first to start another.", active.applicationId)
         return active
-    hconf, java_home, rm = preflight(request)
-    spark_conf = ship_application(request, hconf, java_home, rm)
+    gateway = preflight(request)
+    spark_conf = ship_application(request, gateway)
     sizing = request.sizing
     logger.info(
         "Executors: %d x %d vcores, heap %s + overhead %s (%s user/Spark default + %s for Ray)"
@@ -161,7 +161,7 @@ def init_spark_on_yarn(
         format_mib(sizing.ray) if sizing.ray else "0m", request.container_mb, request.env.kind,
         request.env.location,
     )
-    return _with_log_level(start_and_wait(request, spark_conf, rm), spark_log_level)
+    return _with_log_level(start_and_wait(request, spark_conf, gateway.rm), spark_log_level)
 
 
 def _with_log_level(sc: Any, level: str | None) -> Any:

@@ -11,22 +11,30 @@ import ipaddress
 from .applications import APP_TAG
 from .envs import ENV_ALIAS
 from .host import node_ip
+from .kerberos import Login
 from .memory import RAY_MEMORY_CONF, format_mib
 from .yarn import ResourceManager
 from .yarn_request import YarnRequest, as_list
 
 __all__ = ["EXECUTOR_PYTHON", "driver_host", "spark_settings"]
 
+#: Where Spark takes each of its JVMs' options (client mode: the driver is this process's).
+_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.yarn.am.extraJavaOptions",
+                 "spark.executor.extraJavaOptions")
+
 #: Executors run the shipped environment's interpreter, unpacked under this alias.
 EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 
 
-def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict[str, str]:
+def spark_settings(request: YarnRequest, driver_host: str | None = None,
+                   login: Login | None = None) -> dict[str, str]:
     """The Spark properties of the application, before shipping adds the cluster's URIs.
 
-    A pure function of the request and the gateway's address facing the cluster
-    (``driver_host``): the user's ``conf`` wins over zoo_ray's choices, except
-    ``spark.executor.memoryOverhead``, to which Ray's share is added.
+    A pure function of the request, the gateway's address facing the cluster
+    (``driver_host``) and the user's Kerberos ``login`` on a secure cluster: the user's
+    ``conf`` wins over zoo_ray's choices, except ``spark.executor.memoryOverhead``, to
+    which Ray's share is added, and the JVM options a login needs, which go before the
+    user's own.
     """
     sizing = request.sizing
     settings: dict[str, str] = {
@@ -57,8 +65,14 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None) -> dict
     if request.principal and request.keytab:
         settings.update({"spark.kerberos.principal": request.principal,
                          "spark.kerberos.keytab": request.keytab})
+    if login and not login.keytab:
+        # Spark renews delegation tokens from the ticket cache while its ticket lasts.
+        settings["spark.kerberos.renewal.credentials"] = "ccache"
     settings.update({k: v for k, v in request.user_conf.items()
                      if k != "spark.executor.memoryOverhead"})
+    java_options = login.java_options if login else []
+    for key in _JAVA_OPTIONS if java_options else ():
+        settings[key] = " ".join([*java_options, request.user_conf.get(key, "")]).strip()
     settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
     # zoo_ray's tags join the user's (tags=, or spark.yarn.tags in conf), never give way:
     # the start-up watch, Ctrl-C's cleanup, status and stop find the application by them.

@@ -18,6 +18,7 @@ from . import spark_internals
 from .display import ClusterView, NodeRow
 from .driver_guard import node_table, object_store_used
 from .errors import ZooRayError
+from .kerberos import driver_credentials
 from .nodes import GATEWAY, RunningCluster
 from .protocol import NodeInfo
 from .yarn import ResourceManager
@@ -104,7 +105,7 @@ def _application(sc: Any, app_id: str, is_local: bool) -> tuple[str, str | None,
     if is_local:
         return "local", None, sc.uiWebUrl
     try:
-        rm = ResourceManager.of_driver(timeout=3.0)
+        rm = ResourceManager.of_driver(3.0, driver_credentials(sc.getConf()))
         state = rm.app(app_id)["state"]
     except (ZooRayError, OSError, KeyError) as exc:
         logger.debug("no application state for the display: %s", exc)

@@ -62,11 +62,14 @@ class ResourceManager:
         return cls(address)
 
     @classmethod
-    def of_driver(cls, timeout: float) -> ResourceManager:
+    def of_driver(cls, timeout: float, credentials: Credentials | None = None,
+                  ) -> ResourceManager:
         """The ResourceManager of the driver's Hadoop configuration (``HADOOP_CONF_DIR``),
-        asked with ``timeout`` seconds per request."""
+        asked with ``timeout`` seconds per request, as ``credentials`` (by default the
+        process's Kerberos ticket, if the cluster wants one)."""
         rm = cls.from_conf(os.environ.get("HADOOP_CONF_DIR", ""))
         rm.timeout = timeout
+        rm.credentials = credentials
         return rm
 
     def __repr__(self) -> str:

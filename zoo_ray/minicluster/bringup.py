@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.request import OpenerDirector
 
 import psutil
 
 from ..errors import DaemonStartError, PortInUseError, ZooRayError
 from ..host import port_free, tail, wait_until
-from ..spnego import hadoop_opener
 from ..yarn import ResourceManager
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, daemon_env, java_argv
+from .kdc import Kdc, check_tools
 from .native_io import native_library_dir
 from .netns import Network, launcher
+from .security import HOSTNAME, Security, prepare, secure_overrides
 from .spec import MiniClusterSpec
 from .state import StateFile
 
@@ -35,13 +38,19 @@ def start_daemons(state_file: StateFile, spec: MiniClusterSpec, state: dict[str,
     """Network (if isolated), ports, configuration, then every daemon, recorded as it goes."""
     if network:
         network.create()
-    host = network.gateway_ip if network else HOST
+    host = network.gateway_ip if network else (HOSTNAME if spec.kerberos else HOST)
     state["ports"] = ports = plan_ports(spec, host)
     state_file.write(state)
     _check_ports_free(ports, host)
+    secure: dict[str, dict[str, str]] | None = None
+    options: list[str] = []
+    if spec.kerberos:
+        security, tls = _start_realm(state_file, state, java_home)
+        secure = {**secure_overrides(security), **tls}
+        options = security.java_options
     confs = render(spec, state_file.dir, ports, host,
-                   [h.ip for h in network.hosts] if network else None)
-    _format_namenode(state_file.dir, spec, java_home, jars, confs["client"])
+                   [h.ip for h in network.hosts] if network else None, secure)
+    _format_namenode(state_file.dir, spec, java_home, jars, confs["server"], options)
     # Only the NodeManagers: they set the mode of every file they localize.
     native = native_library_dir(java_home) if spec.native_io else None
     for name, kind, conf in _daemon_plan(spec, confs):
@@ -50,7 +59,7 @@ def start_daemons(state_file: StateFile, spec: MiniClusterSpec, state: dict[str,
         argv = java_argv(
             java_home, conf, jars, MAIN_CLASSES[kind], spec.heap_mb[kind],
             log_dir=state_file.dir / "logs", log_name=name, tmp_dir=tmp_dir,
-            library_dir=native if kind == "nodemanager" else None,
+            library_dir=native if kind == "nodemanager" else None, options=options,
         )
         if network and kind == "nodemanager":
             argv = launcher(network.hosts[int(name.removeprefix(kind))]) + argv
@@ -60,10 +69,27 @@ def start_daemons(state_file: StateFile, spec: MiniClusterSpec, state: dict[str,
         state_file.write(state)
 
 
+def _start_realm(state_file: StateFile, state: dict[str, Any], java_home: Path,
+                 ) -> tuple[Security, dict[str, dict[str, str]]]:
+    """A new realm for this start, its KDC recorded first among the daemons (so it stops
+    last), its principals, keytabs and TLS material; the ``ssl-*.xml`` properties."""
+    check_tools()
+    for stale in ("kdc", "security"):
+        shutil.rmtree(state_file.dir / stale, ignore_errors=True)
+    kdc = Kdc(state_file.dir / "kdc")
+    realm = kdc.create()
+    state["daemons"].append(kdc.start(realm).to_dict())
+    state_file.write(state)
+    security, tls = prepare(state_file.dir, java_home, realm)
+    state["security"] = security.to_dict()
+    state_file.write(state)
+    return security, tls
+
+
 def _daemon_plan(spec: MiniClusterSpec, confs: dict[str, Path]) -> list[tuple]:
     plan = [
-        ("namenode", "namenode", confs["client"]),
-        ("datanode", "datanode", confs["client"]),
+        ("namenode", "namenode", confs["server"]),
+        ("datanode", "datanode", confs["server"]),
         ("resourcemanager", "resourcemanager", confs["client"]),
     ]
     plan += [
@@ -74,13 +100,14 @@ def _daemon_plan(spec: MiniClusterSpec, confs: dict[str, Path]) -> list[tuple]:
 
 
 def _format_namenode(cluster_dir: Path, spec: MiniClusterSpec, java_home: Path, jars: Path,
-                     conf: Path) -> None:
+                     conf: Path, options: list[str]) -> None:
     if (cluster_dir / "hdfs" / "name" / "current" / "VERSION").exists():
         return
     argv = java_argv(
         java_home, conf, jars, MAIN_CLASSES["namenode"], spec.heap_mb["namenode"],
         log_dir=cluster_dir / "logs", log_name="namenode-format",
         args=["-format", "-nonInteractive", "-force", "-clusterId", "zoo-ray-local"],
+        options=options,
     )
     result = subprocess.run(
         argv, capture_output=True, text=True, env=daemon_env(java_home, conf),
@@ -95,7 +122,7 @@ def _format_namenode(cluster_dir: Path, spec: MiniClusterSpec, java_home: Path, 
 
 
 def wait_ready(state_file: StateFile, namenode_web: str, rm: ResourceManager, nodemanagers: int,
-               timeout: float) -> None:
+               timeout: float, opener: OpenerDirector) -> None:
     """Return once HDFS and YARN are ready (see :func:`_not_ready`).
 
     Raises
@@ -113,7 +140,7 @@ def wait_ready(state_file: StateFile, namenode_web: str, rm: ResourceManager, no
                     f"{daemon.name} exited while the local Hadoop was starting. Its logs are "
                     f"{daemon.log} and {daemon.out}; last lines:\n{daemon.log_tail()}"
                 )
-        waiting_for = _not_ready(namenode_web, rm, nodemanagers)
+        waiting_for = _not_ready(namenode_web, rm, nodemanagers, opener)
         return waiting_for is None
 
     if wait_until(ready, timeout):
@@ -125,11 +152,12 @@ def wait_ready(state_file: StateFile, namenode_web: str, rm: ResourceManager, no
     )
 
 
-def _not_ready(namenode_web: str, rm: ResourceManager, nodemanagers: int) -> str | None:
+def _not_ready(namenode_web: str, rm: ResourceManager, nodemanagers: int,
+               opener: OpenerDirector) -> str | None:
     """What is not ready yet, or None when HDFS and YARN both are."""
     try:
-        fs = _jmx(namenode_web, "Hadoop:service=NameNode,name=FSNamesystemState")
-        info = _jmx(namenode_web, "Hadoop:service=NameNode,name=NameNodeInfo")
+        fs = _jmx(opener, namenode_web, "Hadoop:service=NameNode,name=FSNamesystemState")
+        info = _jmx(opener, namenode_web, "Hadoop:service=NameNode,name=NameNodeInfo")
     except OSError:
         return "the NameNode's web server"
     if not fs or fs.get("NumLiveDataNodes", 0) < 1:
@@ -157,8 +185,8 @@ def spawn_watchdog(owner_pid: int, cluster_dir: Path) -> Daemon:
     return Daemon.start("watchdog", argv, cluster_dir / "logs", dict(os.environ), Path("/"))
 
 
-def _jmx(web: str, query: str) -> dict[str, Any]:
-    with hadoop_opener().open(f"{web}/jmx?qry={query}", timeout=5) as response:
+def _jmx(opener: OpenerDirector, web: str, query: str) -> dict[str, Any]:
+    with opener.open(f"{web}/jmx?qry={query}", timeout=5) as response:
         beans = json.loads(response.read()).get("beans") or [{}]
     return beans[0]
 

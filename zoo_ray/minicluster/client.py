@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import MiniClusterStateError, ZooRayError
 from .daemons import daemon_env, java_argv
+from .security import Security
 from .state import StateFile
 
 __all__ = ["run_client"]
@@ -17,22 +18,12 @@ __all__ = ["run_client"]
 _CLIENT_HEAP_MB = 256
 
 
-def _client_argv(state_file: StateFile, conf_dir: Path, main_class: str,
-                 args: list[str]) -> list[str]:
-    state = state_file.read() or {}
-    if not state.get("daemons"):
-        raise MiniClusterStateError(
-            f"The local Hadoop in {state_file.dir} is not running; run `zoo-ray minicluster up`."
-        )
-    return java_argv(
-        Path(state["java_home"]), conf_dir, Path(state["jars"]), main_class,
-        _CLIENT_HEAP_MB, args=args,
-    )
-
-
 def run_client(state_file: StateFile, conf_dir: Path, main_class: str, args: list[str],
-               timeout: float) -> str:
+               timeout: float, principal: str | None = None) -> str:
     """Run Hadoop's command-line class ``main_class`` with ``args``; its standard output.
+
+    On a secure cluster the client acts as ``principal`` (default: the realm's user),
+    with a ticket of its own.
 
     Raises
     ------
@@ -41,11 +32,25 @@ def run_client(state_file: StateFile, conf_dir: Path, main_class: str, args: lis
     ZooRayError
         The command failed (with its error output).
     """
-    argv = _client_argv(state_file, conf_dir, main_class, args)
-    java_home = Path(argv[0]).parent.parent
+    state = state_file.read() or {}
+    if not state.get("daemons"):
+        raise MiniClusterStateError(
+            f"The local Hadoop in {state_file.dir} is not running; run `zoo-ray minicluster up`."
+        )
+    java_home = Path(state["java_home"])
+    env = daemon_env(java_home, conf_dir)
+    options: list[str] = []
+    if state.get("security"):
+        security = Security.from_dict(state["security"])
+        ccache = state_file.dir / "security" / ("krb5cc" if principal is None else
+                                                f"krb5cc-{principal.split('/')[0]}")
+        env = security.client_env(env, ccache, principal)
+        options = security.java_options
+    argv = java_argv(java_home, conf_dir, Path(state["jars"]), main_class, _CLIENT_HEAP_MB,
+                     args=args, options=options)
     result = subprocess.run(
         argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
-        env=daemon_env(java_home, conf_dir),
+        env=env,
     )
     if result.returncode != 0:
         raise ZooRayError(

@@ -17,16 +17,19 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.request import OpenerDirector
 
 from ..cache import cache_root
 from ..errors import MiniClusterStateError, ZooRayError
 from ..host import find_java_home, wait_until
+from ..spnego import Credentials, hadoop_opener
 from ..yarn import FINAL_STATES, ResourceManager
 from .artifacts import hadoop_jars
 from .bringup import spawn_watchdog, start_daemons, wait_ready
 from .client import run_client
 from .config import HOST
 from .netns import GATEWAY_NAME, Network, check_capability
+from .security import HOSTNAME, Security
 from .spec import MiniClusterSpec
 from .state import StateFile
 from .teardown import stop_all
@@ -95,11 +98,32 @@ class MiniCluster:
         return Network.from_dict(state["network"]) if state.get("network") else None
 
     @property
+    def security(self) -> Security | None:
+        """What clients of the running (or last started) secure cluster need, or None."""
+        state = self._state.read() or {}
+        return Security.from_dict(state["security"]) if state.get("security") else None
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The identity this object's own calls present to a secure cluster: the realm's
+        user, from its keytab, in a ticket cache of the cluster's (never the caller's).
+        The realm joins this process's ``KRB5_CONFIG`` (see
+        :meth:`~zoo_ray.minicluster.kdc.Realm.make_known`)."""
+        security = self.security
+        if security is None:
+            return None
+        security.realm.make_known()
+        return Credentials(f"FILE:{self.dir / 'security' / 'krb5cc'}", security.user_keytab)
+
+    @property
     def host(self) -> str:
-        """The address of HDFS and the ResourceManager: 127.0.0.1, or the gateway's bridge
-        address with isolated hosts."""
+        """The address of HDFS and the ResourceManager: 127.0.0.1, the gateway's bridge
+        address with isolated hosts, or ``localhost`` on a secure cluster (its principals
+        name the host)."""
         network = self.network
-        return network.gateway_ip if network else HOST
+        if network:
+            return network.gateway_ip
+        return HOSTNAME if self.security else HOST
 
     @property
     def hadoop_conf_dir(self) -> Path:
@@ -113,12 +137,19 @@ class MiniCluster:
 
     @property
     def resource_manager(self) -> ResourceManager:
-        """A REST client of the cluster's ResourceManager."""
-        return ResourceManager(f"{self.host}:{self.ports['rm_web']}")
+        """A REST client of the cluster's ResourceManager (as :attr:`credentials`)."""
+        return ResourceManager(f"{self.host}:{self.ports['rm_web']}",
+                               credentials=self.credentials)
 
     @property
     def namenode_web(self) -> str:
-        return f"http://{self.host}:{self.ports['nn_http']}"
+        """The NameNode's web endpoint (HTTPS on a secure cluster)."""
+        scheme = "https" if self.security else "http"
+        return f"{scheme}://{self.host}:{self.ports['nn_http']}"
+
+    def _opener(self) -> OpenerDirector:
+        security = self.security
+        return hadoop_opener(self.credentials, security.ca_file if security else None)
 
     @property
     def started(self) -> bool:
@@ -181,6 +212,9 @@ class MiniCluster:
                     state["watchdog"] = spawn_watchdog(owner_pid, self.dir).to_dict()
                     self._state.write(state)
                 self._wait_ready(timeout)
+                security = self.security
+                if security:
+                    self._lay_out_hdfs(security)
             except BaseException:
                 self._stop_all()
                 raise
@@ -190,6 +224,15 @@ class MiniCluster:
                 self.hadoop_conf_dir,
             )
             return self
+
+    def _lay_out_hdfs(self, security: Security) -> None:
+        """What a secure cluster's admins make for users, as HDFS's superuser: ``/tmp``
+        open to all (YARN aggregates logs under it), and the user's home."""
+        home = f"/user/{security.user.split('@')[0]}"
+        for args in (["-mkdir", "-p", "/tmp/logs", home], ["-chmod", "1777", "/tmp", "/tmp/logs"],
+                     ["-chown", security.user.split("@")[0], home]):
+            run_client(self._state, self.hadoop_conf_dir, "org.apache.hadoop.fs.FsShell",
+                       args, 120.0, principal=security.superuser)
 
     def _planned_network(self) -> Network | None:
         if not self.spec.isolated_hosts:
@@ -225,7 +268,7 @@ class MiniCluster:
 
     def _wait_ready(self, timeout: float) -> None:
         wait_ready(self._state, self.namenode_web, self.resource_manager, self.spec.nodemanagers,
-                   timeout)
+                   timeout, self._opener())
 
     def down(self) -> None:
         """Stop every daemon this directory's state records, and their containers.
@@ -265,6 +308,13 @@ class MiniCluster:
         report["default_fs"] = self.default_fs
         report["resourcemanager"] = f"http://{self.resource_manager.webapp_address}"
         report["namenode"] = self.namenode_web
+        security = self.security
+        if security:
+            report["kerberos"] = {
+                "realm": security.realm.name, "krb5_config": str(security.realm.krb5_conf),
+                "user": security.user, "keytab": security.user_keytab,
+                "kinit": security.kinit_command(),
+            }
         network = self.network
         if network:
             report["gateway"] = {"hostname": GATEWAY_NAME, "ip": network.gateway_ip,

@@ -7,6 +7,7 @@ runs the configuration we document. Runs on the machine that starts the local Ha
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..hadoop_conf import HadoopConf
@@ -168,28 +169,59 @@ def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str)
     }
 
 
+def _https_addresses(ports: dict[str, int], host: str) -> dict:
+    # HTTPS_ONLY: the web ports serve TLS; the plain HTTP endpoints get no fixed port.
+    return {"hdfs-site.xml": {
+        "dfs.namenode.https-address": f"{host}:{ports['nn_http']}",
+        "dfs.namenode.http-address": f"{host}:0",
+        "dfs.datanode.https.address": f"{host}:{ports['dn_http']}",
+        "dfs.datanode.http.address": f"{host}:0",
+    }}
+
+
 def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: str = HOST,
-           nm_hosts: list[str] | None = None) -> dict[str, Path]:
+           nm_hosts: list[str] | None = None,
+           secure: dict[str, dict[str, str]] | None = None) -> dict[str, Path]:
     """Write the configuration directories of every daemon under ``root``.
 
     ``gateway`` is the address of HDFS and the ResourceManager, ``nm_hosts`` the
-    address of each NodeManager (default: all on ``gateway``).
+    address of each NodeManager (default: all on ``gateway``). ``secure`` holds a
+    secure cluster's keys, file by file, ``ssl-server.xml`` among them.
 
     Returns
     -------
     dict
-        ``{"client": <conf dir for clients and NN/DN/RM>, "nm0": ..., "nm1": ...}``.
+        ``{"client": <conf dir for clients and the ResourceManager>, "server": <for the
+        NameNode and DataNode>, "nm0": ..., "nm1": ...}``. Only a secure cluster's server
+        directory differs from the client's: it holds ``ssl-server.xml`` (mode 0600), the
+        keystore's passwords, which stay out of the directory users hand to Spark (Spark
+        uploads that directory with every application).
     """
     conf = HadoopConf(template_dir())
     conf.set(_common_overrides(spec, root, ports, gateway))
     if spec.preemption:
         conf.set({"yarn-site.xml": _PREEMPTION})
+    server_only: dict[str, dict[str, str]] = {}
+    # HadoopConf reads only the site files: the TLS files are set again in every directory.
+    tls: dict[str, dict[str, str]] = {}
+    if secure:
+        server_only = {name: props for name, props in secure.items() if name == "ssl-server.xml"}
+        tls = {name: props for name, props in secure.items() if name == "ssl-client.xml"}
+        conf.set({name: props for name, props in secure.items() if name not in server_only})
+        conf.set(_https_addresses(ports, gateway))
     dirs = {"client": conf.write(root / "conf")}
     (dirs["client"] / "log4j.properties").write_text(_LOG4J)
+    dirs["server"] = dirs["client"]
+    if server_only:
+        server = HadoopConf(dirs["client"])
+        server.set({**server_only, **tls})
+        dirs["server"] = server.write(root / "server-conf")
+        os.chmod(dirs["server"] / "ssl-server.xml", 0o600)
+        (dirs["server"] / "log4j.properties").write_text(_LOG4J)
     for i in range(spec.nodemanagers):
         nm_conf = HadoopConf(dirs["client"])
         nm_host = nm_hosts[i] if nm_hosts else gateway
-        nm_conf.set(_nodemanager_overrides(root, ports, i, nm_host))
+        nm_conf.set({**_nodemanager_overrides(root, ports, i, nm_host), **tls})
         if spec.enforce_memory:
             nm_conf.set({"yarn-site.xml": _ENFORCE_MEMORY})
         nm_dir = nm_conf.write(root / f"nm{i}" / "conf")

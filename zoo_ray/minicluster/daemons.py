@@ -50,12 +50,14 @@ def java_argv(
     args: list[str] | None = None,
     tmp_dir: Path | None = None,
     library_dir: Path | None = None,
+    options: list[str] | None = None,
 ) -> list[str]:
     """The argv that runs a Hadoop main class like the ``hadoop``/``yarn`` scripts would.
 
     Without ``log_dir`` the JVM logs warnings to stderr (for command-line tools).
     ``tmp_dir`` (an existing directory) replaces ``/tmp`` as the JVM's temp dir.
-    ``library_dir`` holds the ``libhadoop.so`` the JVM loads.
+    ``library_dir`` holds the ``libhadoop.so`` the JVM loads; ``options`` are more JVM
+    options (a secure cluster's Kerberos profile).
     """
     logger_spec = "INFO,RFA" if log_dir else "WARN,console"
     argv = [
@@ -73,6 +75,7 @@ def java_argv(
         argv.append(f"-Djava.io.tmpdir={tmp_dir}")
     if library_dir:
         argv.append(f"-Djava.library.path={library_dir}")
+    argv += options or []
     if log_dir:
         argv += [
             f"-Dhadoop.log.dir={log_dir}",

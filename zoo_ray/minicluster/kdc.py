@@ -125,6 +125,14 @@ class Realm:
         env["KRB5_KDC_PROFILE"] = str(Path(self.dir) / "kdc.conf")
         return env
 
+    def make_known(self) -> None:
+        """Let this process's Kerberos library find the realm: its ``krb5.conf`` joins
+        ``KRB5_CONFIG`` (after the files already there, whose defaults keep winning; MIT
+        merges the list), as a gateway's ``/etc/krb5.conf`` names its realms. Idempotent."""
+        files = [f for f in os.environ.get("KRB5_CONFIG", "").split(":") if f]
+        if str(self.krb5_conf) not in files:
+            os.environ["KRB5_CONFIG"] = ":".join([*files, str(self.krb5_conf)])
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this record."""
         return asdict(self)

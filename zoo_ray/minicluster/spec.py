@@ -63,6 +63,13 @@ class MiniClusterSpec:
         install Hadoop's. Without it a NodeManager runs one ``chmod`` process per file it
         localizes, and a shipped Python environment takes minutes to localize instead of
         seconds. Without gcc the NodeManagers run without it, with a warning.
+    kerberos : bool
+        Secure the cluster as production clusters are: a KDC of its own (MIT Kerberos),
+        Kerberos on every RPC, SPNEGO on every web UI and REST API, a secured DataNode,
+        queue ACLs (:mod:`zoo_ray.minicluster.security`). ``status`` names the realm's
+        ``KRB5_CONFIG`` and the user's ``kinit``. Needs MIT Kerberos's tools and
+        ``native_io`` (secure log aggregation refuses to run without Hadoop's native
+        library); not with ``isolated_hosts`` yet.
     """
 
     nodemanagers: int = 2
@@ -75,6 +82,7 @@ class MiniClusterSpec:
     enforce_memory: bool = False
     preemption: bool = False
     native_io: bool = True
+    kerberos: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
@@ -95,6 +103,14 @@ class MiniClusterSpec:
                 f"base_port={self.base_port} is outside 1024-65000; pick another, or leave it "
                 "unset to let the kernel choose free ports"
             )
+        if self.kerberos and self.isolated_hosts:
+            raise InvalidArgumentError(
+                "kerberos=True with isolated_hosts=True is not supported yet (each host would "
+                "need principals of its own); use one of them")
+        if self.kerberos and not self.native_io:
+            raise InvalidArgumentError(
+                "kerberos=True needs native_io=True: a secure NodeManager's log aggregation "
+                "refuses to run without Hadoop's native library")
         self.heap_mb = {**_default_heaps(), **self.heap_mb}
 
     def to_dict(self) -> dict[str, Any]:

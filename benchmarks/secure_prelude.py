@@ -1,0 +1,84 @@
+"""The prelude on a secure local Hadoop against an open one: same machine, one run.
+
+    python benchmarks/secure_prelude.py
+
+Starts an open and a Kerberized local Hadoop (one NodeManager each, one after the other)
+and on each runs a user's program twice in a Python of its own: ``init_spark_on_yarn`` plus
+``RayContext.init()``, timed apart, then stops. The first run of each pays for the
+NodeManager's first localization of the shipped environment; the second is what a user
+pays every day. The secure program logs in from the user's ticket cache (``kinit``).
+Prints the figures and the secure/open ratios, with the commit and the machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_PROGRAM = """
+import json, sys, time
+started = time.monotonic()
+from zoo_ray import RayContext, init_spark_on_yarn
+sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
+                        executor_memory="512m", driver_memory="512m",
+                        extra_executor_memory_for_ray="1g", executor_timeout=900)
+spark_s = time.monotonic() - started
+ray_ctx = RayContext(sc=sc, object_store_memory="128m")
+ray_ctx.init()
+print(json.dumps({"init_spark_on_yarn_s": spark_s,
+                  "ray_context_init_s": time.monotonic() - started - spark_s}), flush=True)
+ray_ctx.stop()
+sc.stop()
+"""
+
+
+def _run_program(cluster, env: dict[str, str]) -> dict[str, float]:
+    result = subprocess.run([sys.executable, "-c", _PROGRAM, str(cluster.hadoop_conf_dir)],
+                            capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit(f"the program failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _measure(kerberos: bool, root: Path) -> dict[str, float]:
+    from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+    from zoo_ray.minicluster.kdc import Kdc
+
+    spec = MiniClusterSpec(nodemanagers=1, nm_memory_mb=4096, nm_vcores=4, kerberos=kerberos)
+    figures: dict[str, float] = {}
+    started = time.monotonic()
+    with MiniCluster(root / ("secure" if kerberos else "open"), spec=spec) as cluster:
+        figures["cluster_up_s"] = time.monotonic() - started
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
+        security = cluster.security
+        if security:
+            ccache = root / "user-krb5cc"
+            env.update(KRB5_CONFIG=str(security.realm.krb5_conf), KRB5CCNAME=f"FILE:{ccache}")
+            Kdc.kinit(security.realm, security.user, Path(security.user_keytab), ccache)
+        for label in ("first", "warm"):
+            for name, value in _run_program(cluster, env).items():
+                figures[f"{label}_{name}"] = value
+    return figures
+
+
+def main() -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent).stdout.strip()
+    print(f"# commit {commit}, {platform.node()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}")
+    with tempfile.TemporaryDirectory(prefix="zoo-ray-secure-bench-") as tmp:
+        open_figures = _measure(False, Path(tmp))
+        secure_figures = _measure(True, Path(tmp))
+    for name, value in open_figures.items():
+        secure = secure_figures[name]
+        print(f"{name}\topen {value:.1f}\tsecure {secure:.1f}\tratio {secure / value:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The secure local Hadoop (``MiniClusterSpec(kerberos=True)``): a KDC of its own, Kerberos on
+every RPC, SPNEGO on every web endpoint; and zoo_ray's REST client on it, as a user logs in."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+from xml.etree import ElementTree
+
+import psutil
+import pytest
+from tests.e2e.helpers import start_driver, wait_app_end
+from tests.fresh import env_without_ray
+from tests.kerberos import kinit, needs_krb5
+
+from zoo_ray import init_spark_on_yarn, spark_internals
+from zoo_ray.errors import KerberosError
+from zoo_ray.host import port_free
+from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster.daemons import daemon_env, java_argv
+from zoo_ray.spnego import hadoop_opener
+from zoo_ray.yarn import ResourceManager
+
+pytestmark = needs_krb5
+
+SPEC = MiniClusterSpec(nodemanagers=1, nm_memory_mb=4096, nm_vcores=4, kerberos=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(own_cluster: MiniCluster) -> MiniCluster:
+    """Replaces the session's cluster for every test in this module."""
+    return own_cluster
+
+
+@pytest.fixture
+def user_env(cluster, monkeypatch, tmp_path):
+    """This process as a user on the gateway: the realm's KRB5_CONFIG, an empty ticket cache
+    of its own (``kinit`` fills it), zoo_ray's openers made afresh."""
+    security = cluster.security
+    monkeypatch.setenv("KRB5_CONFIG", str(security.realm.krb5_conf))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'krb5cc'}")
+    monkeypatch.delenv("KRB5_CLIENT_KTNAME", raising=False)
+    hadoop_opener.cache_clear()
+    yield tmp_path / "krb5cc"
+    hadoop_opener.cache_clear()
+
+
+def _user_kinit(cluster: MiniCluster, ccache: Path) -> None:
+    security = cluster.security
+    password = Path(security.password_file).read_text()
+    result = kinit(security.realm, ccache, security.user, password=password)
+    assert result.returncode == 0, result.stderr
+
+
+def _fs_as(cluster: MiniCluster, ccache: Path, *args: str) -> subprocess.CompletedProcess:
+    """``hadoop fs`` as the holder of ``ccache``, as a user's shell would run it."""
+    state = json.loads((cluster.dir / "state.json").read_text())
+    security = cluster.security
+    argv = java_argv(Path(state["java_home"]), cluster.hadoop_conf_dir, Path(state["jars"]),
+                     "org.apache.hadoop.fs.FsShell", 256, args=list(args),
+                     options=security.java_options)
+    env = security.realm.env(daemon_env(Path(state["java_home"]), cluster.hadoop_conf_dir))
+    env["KRB5CCNAME"] = f"FILE:{ccache}"
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_status_names_the_realm_and_the_kinit_and_secrets_are_private(cluster):
+    report = cluster.status()
+    kerberos = report["kerberos"]
+    security = cluster.security
+    assert kerberos["realm"] == "ZOO.LOCAL"
+    assert kerberos["user"] == f"{psutil.Process().username()}@ZOO.LOCAL"
+    assert Path(kerberos["krb5_config"]).is_file()
+    assert kerberos["kinit"].startswith(f"KRB5_CONFIG={kerberos['krb5_config']} kinit ")
+    assert "krb5kdc" in report["daemons"]
+    private = [security.user_keytab, security.password_file, security.http_secret,
+               *security.keytabs.values(), cluster.dir / "server-conf" / "ssl-server.xml"]
+    assert {str(p): stat.S_IMODE(os.stat(p).st_mode) for p in private} == {
+        str(p): 0o600 for p in private}
+    # The keystores' passwords stay out of the directory users hand to Spark.
+    assert not (cluster.hadoop_conf_dir / "ssl-server.xml").exists()
+    ssl_server = ElementTree.parse(cluster.dir / "server-conf" / "ssl-server.xml").getroot()
+    secrets = [Path(security.password_file).read_text().strip(),
+               *{p.findtext("value") for p in ssl_server.iter("property")
+                 if "password" in p.findtext("name")}]
+    assert len(secrets) == 3 and not [s for s in secrets if s in json.dumps(report)]
+
+
+def test_hdfs_wants_a_ticket_and_takes_the_user_s(cluster, user_env):
+    refused = _fs_as(cluster, user_env, "-ls", "/")
+    assert refused.returncode != 0
+    assert "Client cannot authenticate via:[TOKEN, KERBEROS]" in refused.stderr
+    _user_kinit(cluster, user_env)
+    home = f"/user/{psutil.Process().username()}"  # made by `up`, as a cluster's admins do
+    made = _fs_as(cluster, user_env, "-mkdir", "-p", f"{home}/secure-check")
+    assert made.returncode == 0, made.stderr
+    listed = _fs_as(cluster, user_env, "-ls", home)
+    assert "secure-check" in listed.stdout, listed.stderr
+
+
+def test_every_web_endpoint_wants_spnego_and_zoo_ray_s_client_answers(cluster, user_env):
+    rm_url = f"http://{cluster.resource_manager.webapp_address}/ws/v1/cluster/info"
+    with pytest.raises(urllib.error.HTTPError) as plain:
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(rm_url, timeout=10)
+    assert plain.value.code == 401
+
+    rm = ResourceManager(cluster.resource_manager.webapp_address)  # as the user's process
+    with pytest.raises(KerberosError, match="no Kerberos ticket: run `kinit"):
+        rm.nodes()
+    _user_kinit(cluster, user_env)
+    assert [n["state"] for n in rm.nodes()] == ["RUNNING"]
+    assert "zoo_ray" not in json.dumps(rm.apps())
+
+    # HDFS's web endpoints are HTTPS only (with the cluster's certificate) and SPNEGO too.
+    jmx = f"{cluster.namenode_web}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo"
+    assert jmx.startswith("https://localhost:")
+    with hadoop_opener(None, cluster.security.ca_file).open(jmx, timeout=10) as response:
+        assert json.loads(response.read())["beans"][0]["Safemode"] == ""
+
+
+@pytest.mark.parametrize("login, error", [
+    ({}, "no Kerberos ticket: run `kinit"),
+    ({"principal": "nobody@ZOO.LOCAL"}, "does not hold principal=nobody@ZOO.LOCAL"),
+    ({"principal": "USER", "keytab": "/nonexistent/user.keytab"}, "does not exist"),
+])
+def test_a_bad_login_is_a_typed_error_before_anything_reaches_yarn(cluster, user_env, login,
+                                                                   error):
+    security = cluster.security
+    if "principal" in login:
+        login = {"keytab": security.user_keytab, **login}
+        login["principal"] = login["principal"].replace("USER", security.user)
+    before = len(cluster.resource_manager.apps())
+    with pytest.raises(KerberosError, match=re.escape(error)):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
+                           executor_cores=1, executor_memory="512m", **login)
+    assert len(cluster.resource_manager.apps()) == before
+    assert spark_internals.active_context() is None
+
+
+#: A user's program on the gateway: the three lines, Ray tasks, the data path both ways.
+_PROGRAM = textwrap.dedent("""
+    import json, sys
+    import ray
+    from zoo_ray import RayContext, init_spark_on_yarn
+    from zoo_ray.data import from_spark, to_spark
+    login = json.loads(sys.argv[2])
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g", executor_timeout=600, **login)
+    ray_ctx = RayContext(sc=sc, object_store_memory="128m")
+    ray_ctx.init()
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    from pyspark.sql import SparkSession
+    spark = SparkSession(sc)
+    ds = from_spark(spark.range(1000))
+    back = to_spark(ds.map(lambda row: {"id": row["id"] * 2}), spark)
+    print(json.dumps({"app": sc.applicationId,
+                      "squares": ray.get([square.remote(i) for i in range(4)]),
+                      "rows": ds.count(), "sum": back.groupBy().sum("id").first()[0],
+                      "conf": {k: v for k, v in sc.getConf().getAll() if "kerberos" in k
+                               or "extraJavaOptions" in k}}), flush=True)
+    ray_ctx.stop()
+    sc.stop()
+""")
+
+
+@pytest.mark.parametrize("login", ["ticket cache", "keytab"])
+def test_zoo_ray_runs_for_a_user_logged_in_either_way(cluster, user_env, login, tmp_path):
+    security = cluster.security
+    user = psutil.Process().username()
+    env = env_without_ray()
+    env.update(KRB5_CONFIG=str(security.realm.krb5_conf), KRB5CCNAME=f"FILE:{user_env}",
+               HADOOP_CONF_DIR=str(cluster.hadoop_conf_dir))
+    if login == "ticket cache":
+        _user_kinit(cluster, user_env)
+        arguments = {}
+    else:
+        arguments = {"principal": security.user, "keytab": security.user_keytab}
+    log = tmp_path / "driver.log"
+    driver, report = start_driver(_PROGRAM, [str(cluster.hadoop_conf_dir),
+                                             json.dumps(arguments)], log, env)
+    try:
+        assert driver.wait(300) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert report["squares"] == [0, 1, 4, 9]
+    assert (report["rows"], report["sum"]) == (1000, 999 * 1000)
+    krb5 = f"-Djava.security.krb5.conf={security.realm.krb5_conf}"
+    # Java reads no KRB5_CONFIG: every JVM of the application was told the realm's file.
+    for jvm in ("driver", "executor", "yarn.am"):
+        assert krb5 in report["conf"][f"spark.{jvm}.extraJavaOptions"].split()
+    if login == "keytab":
+        assert report["conf"]["spark.kerberos.keytab"] == security.user_keytab
+        assert not user_env.exists(), "a keytab login leaves the user's ticket cache alone"
+    else:
+        assert report["conf"]["spark.kerberos.renewal.credentials"] == "ccache"
+    wait_app_end(cluster, report["app"])
+    app = cluster.resource_manager.app(report["app"])
+    assert app["user"] == user and app["finalStatus"] == "SUCCEEDED"
+    # The keytab never went to HDFS: nothing in the application's staging files names it.
+    staged = cluster.fs("-ls", "-R", f"/user/{user}")
+    assert Path(security.user_keytab).name not in staged
+
+
+def test_down_leaves_no_process_and_no_port(cluster):
+    # Last in the module: it stops the module's cluster (the fixture's down is then a no-op).
+    pids = [d["pid"] for d in cluster.status()["daemons"].values()]
+    ports = list(cluster.ports.values())
+    assert len(pids) == 5  # the KDC and four Hadoop daemons
+    result = subprocess.run([sys.executable, "-m", "zoo_ray.cli", "minicluster", "down",
+                             "--dir", str(cluster.dir)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [p for p in pids if psutil.pid_exists(p)
+            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE] == []
+    assert [p for p in ports if not port_free("127.0.0.1", p)] == []
