@@ -32,6 +32,14 @@ def test_a_bad_conf_pair_is_one_line_naming_the_form(capsys, tmp_path):
     assert err.count("\n") == 1 and "KEY=VALUE" in err
 
 
+def test_submit_passes_the_kerberos_login_to_init_spark_on_yarn(capsys, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("")
+    # Checked with init_spark_on_yarn's arguments, before anything starts.
+    assert main(["submit", "--principal", "alice@EXAMPLE.COM", str(script)]) == 2
+    assert "principal= and keytab= together" in capsys.readouterr().err
+
+
 def test_env_options_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exited:
         _parser().parse_args(["submit", "--conda-name", "a", "--env-prefix", "/b", "x.py"])

@@ -82,7 +82,7 @@ def _submit(args: argparse.Namespace) -> int:
         object_store_memory=args.object_store_memory, conda_name=args.conda_name,
         env_prefix=args.env_prefix, penv_archive=args.archive, queue=args.queue,
         extra_python_lib=[p for value in args.py_files for p in value.split(",") if p],
-        conf=_conf_pairs(args.conf),
+        conf=_conf_pairs(args.conf), principal=args.principal, keytab=args.keytab,
     )
     return submit(args.script, args.args, options)
 
@@ -160,6 +160,9 @@ def _add_submit(sub: Any) -> None:
                         help="object store of each executor's Ray node")
     _add_env_options(submit, archive=True)
     submit.add_argument("--queue", help="YARN queue")
+    submit.add_argument("--principal", help="Kerberos principal to log in as, with --keytab "
+                                            "(default: the ticket cache kinit wrote)")
+    submit.add_argument("--keytab", help="the keytab of --principal (stays on this machine)")
     submit.add_argument("--py-files", action="append", default=[],
                         help="comma-separated .py/.zip/.egg files for the executors")
     submit.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",

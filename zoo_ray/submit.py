@@ -50,6 +50,8 @@ class SubmitOptions:
     queue: str | None = None
     extra_python_lib: list[str] = field(default_factory=list)
     conf: dict[str, str] = field(default_factory=dict)
+    principal: str | None = None
+    keytab: str | None = None
 
 
 def _check_script(script: str) -> Path:
@@ -89,7 +91,8 @@ def submit(script: str, args: list[str], options: SubmitOptions) -> int:
         executor_memory=options.executor_memory, driver_memory=options.driver_memory,
         extra_executor_memory_for_ray=options.extra_executor_memory_for_ray,
         extra_python_lib=options.extra_python_lib, conf=options.conf, queue=options.queue,
-        app_name=f"zoo-ray submit {path.name}",
+        app_name=f"zoo-ray submit {path.name}", principal=options.principal,
+        keytab=options.keytab,
     )
     try:
         ray_ctx = RayContext(sc, object_store_memory=options.object_store_memory)
