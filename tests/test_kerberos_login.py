@@ -105,6 +105,18 @@ def test_krb5_config_pointing_nowhere_is_named(gateway, monkeypatch, tmp_path):
         kerberos.check_login(None, None)
 
 
-def test_keytab_principals_reads_every_entry(realm):
+def test_keytab_principals_reads_every_entry(realm, tmp_path):
     assert kerberos.keytab_principals(realm[1] / "two.keytab") == {
         "svc/localhost@ZOO.LOCAL", "bob@ZOO.LOCAL"}
+    # MIT ends the entries at a size of 0 (it writes one before appending), and skips holes.
+    padded = tmp_path / "padded.keytab"
+    data = (realm[1] / "bob.keytab").read_bytes()
+    padded.write_bytes(data[:2] + (-8).to_bytes(4, "big", signed=True) + bytes(8) + data[2:]
+                       + bytes(8))
+    assert kerberos.keytab_principals(padded) == {"bob@ZOO.LOCAL"}
+
+
+def test_a_multi_file_krb5_config_is_refused_for_the_jvms(monkeypatch, tmp_path):
+    monkeypatch.setenv("KRB5_CONFIG", f"{tmp_path}/a.conf:{tmp_path}/b.conf")
+    with pytest.raises(KerberosError, match="lists several files"):
+        kerberos.check_login(None, None)

@@ -28,6 +28,9 @@ def secure_server(tmp_path_factory):
     http_keytab = Kdc.add_service(realm, "HTTP/localhost")
     user = Kdc.add_user(realm, "alice", _PASSWORD)
     user_keytab = Kdc.export_keytab(realm, user, root / "alice.keytab")
+    # A keytab whose first principal is not alice's.
+    Kdc.add_service(realm, "svc/localhost", root / "two.keytab")
+    Kdc.export_keytab(realm, user, root / "two.keytab")
     env = realm.env()
     env["KRB5_KTNAME"] = f"FILE:{http_keytab}"
     server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("spnego_server.py"))],
@@ -141,3 +144,21 @@ def test_explicit_credentials_work_whatever_the_process_has(secure_server, as_us
         assert response.read().decode() == f"negotiated {user}"
     assert ccache.exists() and not as_user.exists()
     assert spnego.credential_lifetime(credentials) > 3600
+
+
+def test_the_principal_asked_for_is_the_one_presented_from_a_keytab_of_several(
+        secure_server, as_user, tmp_path):
+    _, user, keytab, url = secure_server
+    two = keytab.parent / "two.keytab"
+    for principal, expected in ((user, user), (None, "svc/localhost@ZOO.LOCAL")):
+        credentials = spnego.Credentials(f"FILE:{tmp_path / str(principal)}", str(two),
+                                         principal)
+        with spnego.hadoop_opener(credentials).open(url, timeout=10) as response:
+            assert response.read().decode() == f"negotiated {expected}"
+
+
+def test_a_refused_keytab_login_names_the_keytab_not_kinit(secure_server, as_user, tmp_path):
+    _, _, keytab, url = secure_server
+    credentials = spnego.Credentials(f"FILE:{tmp_path / 'cc'}", str(keytab), "nobody@ZOO.LOCAL")
+    with pytest.raises(KerberosError, match=r"as nobody@ZOO.LOCAL from keytab .*klist -kt"):
+        spnego.hadoop_opener(credentials).open(url, timeout=10)

@@ -21,7 +21,8 @@ from .errors import KerberosError
 from .hadoop_conf import HadoopConf
 from .spnego import INDEFINITE, Credentials, credential_lifetime, verify_login
 
-__all__ = ["Login", "check_login", "driver_credentials", "keytab_principals", "secure"]
+__all__ = ["Login", "check_login", "driver_credentials", "keytab_principals",
+           "krb5_java_options", "secure"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Login:
     def java_options(self) -> list[str]:
         """The JVM options Spark's processes need for this login: Java reads no
         ``KRB5_CONFIG``, so a realm named there is passed as ``java.security.krb5.conf``."""
-        return [f"-Djava.security.krb5.conf={self.krb5_config}"] if self.krb5_config else []
+        return krb5_java_options(self.krb5_config)
 
     @property
     def credentials(self) -> Credentials | None:
@@ -61,7 +62,12 @@ class Login:
         # One cache per login: a cache holding another principal's ticket would be used
         # as it is.
         return Credentials(f"MEMORY:zoo-ray-{digest(str(self.principal), self.keytab)}",
-                           self.keytab)
+                           self.keytab, self.principal)
+
+
+def krb5_java_options(krb5_conf: str | os.PathLike[str] | None) -> list[str]:
+    """The JVM option naming a realm's ``krb5.conf`` (none for ``/etc/krb5.conf``)."""
+    return [f"-Djava.security.krb5.conf={krb5_conf}"] if krb5_conf else []
 
 
 def secure(conf: HadoopConf) -> bool:
@@ -78,8 +84,13 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
         ``KRB5_CONFIG`` names no file; the keytab is missing, unreadable, does not hold
         ``principal``, or the KDC refuses it; no ticket, or an expired one.
     """
-    krb5_config = os.environ.get("KRB5_CONFIG")
-    if krb5_config and not all(Path(p).is_file() for p in krb5_config.split(":")):
+    krb5_config = os.environ.get("KRB5_CONFIG") or None
+    if krb5_config and ":" in krb5_config:
+        raise KerberosError(
+            f"KRB5_CONFIG={krb5_config} lists several files, and Spark's JVMs take one "
+            "(-Djava.security.krb5.conf). Point KRB5_CONFIG at one file that names your "
+            "realm.")
+    if krb5_config and not Path(krb5_config).is_file():
         raise KerberosError(
             f"KRB5_CONFIG={krb5_config} names no file. Point it at your realm's krb5.conf "
             "(or unset it to use /etc/krb5.conf).")
@@ -147,6 +158,10 @@ def keytab_principals(path: Path) -> set[str]:
         while offset + 4 <= len(data):
             (size,) = struct.unpack_from(">i", data, offset)
             offset += 4
+            if size == 0:  # MIT's end of entries (it writes one before appending)
+                break
+            if size == -2**31:
+                raise struct.error("an entry of size INT32_MIN")
             if size < 0:  # a deleted entry's hole
                 offset += -size
                 continue

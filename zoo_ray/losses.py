@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import spark_internals
+from .kerberos import driver_credentials
 from .protocol import ContainerMemory
-from .spnego import hadoop_opener
+from .spnego import Credentials, hadoop_opener
 
 __all__ = ["ExecutorLoss", "LossWatch", "explain", "parse_loss", "read_memory_sample",
            "served_sample"]
@@ -120,9 +121,11 @@ def explain(loss: ExecutorLoss, sizes: dict[str, str]) -> str:
     )
 
 
-def read_memory_sample(log_urls: dict[str, str]) -> ContainerMemory | None:
+def read_memory_sample(log_urls: dict[str, str],
+                       credentials: Credentials | None = None) -> ContainerMemory | None:
     """The RayManager's last memory sample of a lost executor's container, through the
-    NodeManager that served its logs (``log_urls`` as Spark keeps them); None when the
+    NodeManager that served its logs (``log_urls`` as Spark keeps them), as
+    ``credentials`` on a secure cluster (default: the process's ticket); None when the
     file or the NodeManager cannot be reached (one request, bounded in time)."""
     url = next(iter(log_urls.values()), "")
     parts, container = urlsplit(url), _CONTAINER.search(url)
@@ -132,7 +135,7 @@ def read_memory_sample(log_urls: dict[str, str]) -> ContainerMemory | None:
     api = (f"{parts.scheme}://{parts.netloc}/ws/v1/node/containerlogs/{container.group(1)}/"
            f"{ContainerMemory.FILE}")
     try:
-        with hadoop_opener().open(api, timeout=_FETCH_TIMEOUT_S) as response:
+        with hadoop_opener(credentials).open(api, timeout=_FETCH_TIMEOUT_S) as response:
             return served_sample(response.read(64 * 1024).decode("utf-8", "replace"))
     except Exception as exc:  # best effort: any failure (HTTP, TLS, 401, a bad file) is no figure
         logger.info("No memory sample of the lost container at %s: %s", api, exc)
@@ -147,11 +150,12 @@ def served_sample(text: str) -> ContainerMemory:
     return ContainerMemory.from_json(text[start:end])
 
 
-def _with_sample(loss: ExecutorLoss, log_urls: dict[str, str]) -> ExecutorLoss:
+def _with_sample(loss: ExecutorLoss, log_urls: dict[str, str],
+                 credentials: Credentials | None) -> ExecutorLoss:
     """``loss`` with the RayManager's figure, when YARN's did not reach the driver."""
     if not loss.killed_for_memory or loss.memory_used or not loss.container:
         return loss
-    sample = read_memory_sample(log_urls)
+    sample = read_memory_sample(log_urls, credentials)
     if sample is None:
         return loss
     return replace(loss, memory_used=f"{sample.rss_bytes / 2**20:.0f} MB",
@@ -174,6 +178,8 @@ class LossWatch:
         self.sc = sc
         self.containers = containers
         self.sizes = sizes
+        # A keytab login's identity for the NodeManagers' REST API (None: the ticket cache).
+        self._credentials = driver_credentials(sc.getConf())
         try:
             self._seen = {removed.executor_id for removed in self._removed()}
         except Exception as exc:  # the SparkContext is stopping: nothing to watch
@@ -213,7 +219,7 @@ class LossWatch:
                                   self.containers.get(lost.executor_id, ""),
                                   self.sizes.get("container"))
                 # Outside _lock: this may ask a NodeManager (a few seconds at most).
-                loss = _with_sample(loss, lost.log_urls)
+                loss = _with_sample(loss, lost.log_urls, self._credentials)
                 with self._lock:
                     self._losses.append(loss)
                 logger.warning("%s", explain(loss, self.sizes))

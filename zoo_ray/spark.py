@@ -132,6 +132,10 @@ def init_spark_on_yarn(
     HadoopConfError, JavaNotFoundError, ResourceManagerError, QueueNotFoundError,
     ExecutorsNotStartedError
         The gateway or the cluster cannot run the application.
+    KerberosError, KerberosUnavailableError
+        On a secure cluster: no ticket, an expired one, a keytab that does not hold
+        ``principal``, a principal the KDC refuses, ``KRB5_CONFIG`` naming no file, or no
+        Kerberos library (``docs/secure-clusters.md``).
     Each names the fix in its message; nothing is left running.
     """
     renamed = translate("init_spark_on_yarn", zoo_names, YARN_NAMES,

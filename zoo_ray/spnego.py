@@ -57,10 +57,13 @@ class Credentials:
         The ticket cache to use, such as ``FILE:/path/krb5cc``.
     client_keytab : str, optional
         A keytab from which Kerberos gets (and renews) the ticket in ``ccache``.
+    principal : str, optional
+        Whose keys to use (a keytab may hold several; by default its first).
     """
 
     ccache: str
     client_keytab: str | None = None
+    principal: str | None = None
 
 
 class _KeyValue(ctypes.Structure):
@@ -97,6 +100,15 @@ def _gss() -> ctypes.CDLL:
         ctypes.c_void_p, buffer, voidp, buffer, u32p, u32p]
     lib.gss_acquire_cred.argtypes = [u32p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p,
                                      ctypes.c_int, voidp, ctypes.c_void_p, u32p]
+    for function in ("gss_import_name", "gss_init_sec_context", "gss_acquire_cred",
+                     "gss_acquire_cred_from", "gss_inquire_cred", "gss_display_status",
+                     "gss_release_buffer", "gss_release_name", "gss_release_cred",
+                     "gss_delete_sec_context"):
+        if not hasattr(lib, function):
+            raise KerberosUnavailableError(
+                f"{path} has no {function} (MIT Kerberos 1.11 or later has it). Install MIT "
+                "Kerberos's client: apt-get install krb5-user (RHEL: krb5-workstation).")
+        getattr(lib, function).restype = ctypes.c_uint32  # OM_uint32 status codes
     lib.gss_acquire_cred_from.argtypes = [u32p, ctypes.c_void_p, ctypes.c_uint32,
                                           ctypes.c_void_p, ctypes.c_int,
                                           ctypes.POINTER(_KeyValueSet), voidp, ctypes.c_void_p,
@@ -127,7 +139,16 @@ def _status_text(lib: ctypes.CDLL, major: int, minor: int) -> str:
     return ": ".join(texts)
 
 
-def _credential_error(major: int, detail: str, what: str) -> KerberosError:
+def _credential_error(major: int, detail: str, what: str,
+                      credentials: Credentials | None = None) -> KerberosError:
+    if credentials is not None and credentials.client_keytab:
+        # A keytab login has no ticket to lack: whatever failed, the KDC or the keytab did.
+        who = credentials.principal or "the keytab's principal"
+        return KerberosError(
+            f"Kerberos failed to {what} as {who} from keytab {credentials.client_keytab}: "
+            f"{detail}. Check the principals it holds (`klist -kt "
+            f"{credentials.client_keytab}`) and that KRB5_CONFIG (or /etc/krb5.conf) names "
+            "the realm's KDC.")
     routine = major & _ROUTINE_ERROR_MASK
     keytab = ("or pass principal= and keytab= to init_spark_on_yarn (--principal and --keytab "
               "to zoo-ray)")
@@ -143,10 +164,22 @@ def _credential_error(major: int, detail: str, what: str) -> KerberosError:
 
 
 def service_host(url: str) -> str:
-    """The host in ``HTTP/<host>@REALM`` for ``url``: its canonical name, as Hadoop's
-    daemons register their principals with ``_HOST`` (``127.0.0.1`` becomes
-    ``localhost``, an address its host's name), and as browsers and Hadoop's own client
-    ask for it."""
+    """The host in ``HTTP/<host>@REALM`` for ``url``.
+
+    Its canonical name, as Hadoop's daemons register their principals with ``_HOST``
+    (``127.0.0.1`` becomes ``localhost``, an address its host's name), and as browsers
+    and Hadoop's own client ask for it.
+
+    Parameters
+    ----------
+    url : str
+        The daemon's URL.
+
+    Returns
+    -------
+    str
+        The lower-case host name (the URL's own host when no lookup answers).
+    """
     host = urllib.parse.urlsplit(url).hostname or "localhost"
     try:
         return socket.gethostbyaddr(socket.gethostbyname(host))[0].lower()
@@ -164,6 +197,17 @@ def _oid(der: bytes) -> tuple[_Oid, ctypes.Array]:
     return _Oid(len(der), ctypes.cast(holder, ctypes.c_void_p)), holder
 
 
+def _import_name(lib: ctypes.CDLL, text: str, name_type: bytes) -> ctypes.c_void_p:
+    minor, name = ctypes.c_uint32(), ctypes.c_void_p()
+    buffer, _text = _bytes_buffer(text.encode())
+    type_oid, _type = _oid(name_type)
+    major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(buffer),
+                                ctypes.byref(type_oid), ctypes.byref(name))
+    if major:
+        raise KerberosError(f"Cannot name {text}: {_status_text(lib, major, minor.value)}")
+    return name
+
+
 def _acquire(lib: ctypes.CDLL, credentials: Credentials | None) -> ctypes.c_void_p:
     """An initiator credential: the process's default, or ``credentials``'s store."""
     minor, handle = ctypes.c_uint32(), ctypes.c_void_p()
@@ -176,12 +220,18 @@ def _acquire(lib: ctypes.CDLL, credentials: Credentials | None) -> ctypes.c_void
             pairs.append((b"client_keytab", credentials.client_keytab.encode()))
         elements = (_KeyValue * len(pairs))(*[_KeyValue(k, v) for k, v in pairs])
         store = _KeyValueSet(len(pairs), elements)
-        major = lib.gss_acquire_cred_from(ctypes.byref(minor), None, 0, None, _INITIATE,
-                                          ctypes.byref(store), ctypes.byref(handle), None,
-                                          None)
+        desired = (_import_name(lib, credentials.principal, _NT_KRB5_PRINCIPAL)
+                   if credentials.principal else ctypes.c_void_p())
+        try:
+            major = lib.gss_acquire_cred_from(ctypes.byref(minor), desired, 0, None, _INITIATE,
+                                              ctypes.byref(store), ctypes.byref(handle), None,
+                                              None)
+        finally:
+            if desired:
+                lib.gss_release_name(ctypes.byref(ctypes.c_uint32()), ctypes.byref(desired))
     if major:
         raise _credential_error(major, _status_text(lib, major, minor.value),
-                                "find your credential")
+                                "find your credential", credentials)
     return handle
 
 
@@ -191,26 +241,22 @@ def _first_token(name_text: str, name_type: bytes, mechanism: bytes,
     (or reuses) the user's ticket and a ticket for the service from the KDC."""
     lib = _gss()
     minor = ctypes.c_uint32()
-    name_buffer, _name_bytes = _bytes_buffer(name_text.encode())
-    type_oid, _type_bytes = _oid(name_type)
     mech, _mech_bytes = _oid(mechanism)
-    name = ctypes.c_void_p()
-    major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(name_buffer),
-                                ctypes.byref(type_oid), ctypes.byref(name))
-    if major:
-        raise KerberosError(f"Cannot name {name_text}: {_status_text(lib, major, minor.value)}")
     credential = _acquire(lib, credentials) if credentials else ctypes.c_void_p()
-    context, token = ctypes.c_void_p(), _Buffer()
+    name, context, token = ctypes.c_void_p(), ctypes.c_void_p(), _Buffer()
     try:
+        name = _import_name(lib, name_text, name_type)
         major = lib.gss_init_sec_context(
             ctypes.byref(minor), credential, ctypes.byref(context), name, ctypes.byref(mech),
             _MUTUAL_AND_REPLAY, 0, None, None, None, ctypes.byref(token), None, None)
         if major not in (0, _CONTINUE_NEEDED):
-            raise _credential_error(major, _status_text(lib, major, minor.value), what)
+            raise _credential_error(major, _status_text(lib, major, minor.value), what,
+                                    credentials)
         return ctypes.string_at(token.value, token.length)
     finally:
         lib.gss_release_buffer(ctypes.byref(minor), ctypes.byref(token))
-        lib.gss_release_name(ctypes.byref(minor), ctypes.byref(name))
+        if name:
+            lib.gss_release_name(ctypes.byref(minor), ctypes.byref(name))
         if credential:
             lib.gss_release_cred(ctypes.byref(minor), ctypes.byref(credential))
         if context:
@@ -270,7 +316,7 @@ def credential_lifetime(credentials: Credentials | None = None) -> int:
                                      None, None)
         if major:
             raise _credential_error(major, _status_text(lib, major, minor.value),
-                                    "read your credential")
+                                    "read your credential", credentials)
         return int(left.value)
     finally:
         lib.gss_release_cred(ctypes.byref(minor), ctypes.byref(credential))
@@ -310,6 +356,11 @@ def hadoop_opener(credentials: Credentials | None = None,
         Whose identity SPNEGO presents; by default the process's.
     cafile : str, optional
         A certificate (PEM) HTTPS endpoints are checked against, besides the system's.
+
+    Returns
+    -------
+    urllib.request.OpenerDirector
+        One per argument pair, shared by the process's calls (it holds their cookies).
     """
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.ProxyHandler({}),

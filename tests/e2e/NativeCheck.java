@@ -8,6 +8,7 @@ import java.util.zip.CRC32C;
 import java.util.zip.Checksum;
 import org.apache.hadoop.fs.ChecksumException;
 import org.apache.hadoop.io.nativeio.NativeIO;
+import org.apache.hadoop.io.nativeio.NativeIOException;
 import org.apache.hadoop.util.DataChecksum;
 import org.apache.hadoop.util.NativeCodeLoader;
 
@@ -51,8 +52,19 @@ public class NativeCheck {
       NativeIO.POSIX.chmod(file.getPath(), 0640);
       System.out.println("chmod " + PosixFilePermissions.toString(
           Files.getPosixFilePermissions(file.toPath())));
-      System.out.println("owner " + NativeIO.POSIX.getFstat(
-          new java.io.FileInputStream(file).getFD()).getOwner());
+      NativeIO.POSIX.Stat stat = NativeIO.POSIX.getFstat(
+          new java.io.FileInputStream(file).getFD());
+      System.out.println("owner " + stat.getOwner());
+      // The constants Java leaves at -1 for the library to set, and the errors Hadoop matches.
+      System.out.println("O_CREAT " + NativeIO.POSIX.O_CREAT + " regular "
+          + ((stat.getMode() & NativeIO.POSIX.Stat.S_IFMT) == NativeIO.POSIX.Stat.S_IFREG));
+      try {
+        NativeIO.POSIX.open(file.getPath(),
+            NativeIO.POSIX.O_WRONLY | NativeIO.POSIX.O_CREAT | NativeIO.POSIX.O_EXCL, 0600);
+        System.out.println("exclusive open missed");
+      } catch (NativeIOException e) {
+        System.out.println("exclusive open " + e.getErrno());
+      }
     } finally {
       file.delete();
     }

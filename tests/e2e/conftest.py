@@ -316,7 +316,9 @@ def _module_cluster(tmp_path_factory: pytest.TempPathFactory, name: str,
     and pyspark.zip) is restored on the way out, so later modules run on the session's."""
     from zoo_ray import spark_internals
 
-    saved = {k: os.environ.get(k) for k in ("HADOOP_CONF_DIR", "PYSPARK_ARCHIVES_PATH")}
+    # KRB5_CONFIG: a secure cluster's realm joins the process (Realm.make_known).
+    saved = {k: os.environ.get(k)
+             for k in ("HADOOP_CONF_DIR", "PYSPARK_ARCHIVES_PATH", "KRB5_CONFIG")}
     spark_internals.stop_jvm()
     try:
         with MiniCluster(tmp_path_factory.mktemp(name), spec=spec) as running:

@@ -2,6 +2,7 @@
 classes in a JVM of the test's, and in the NodeManagers of the session's local Hadoop."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def test_the_library_loads_and_its_checksums_chmod_and_stat_agree_with_java():
         "CRC32C chunks 196 wrong 0", f"CRC32C corruption at {corrupt_chunk}",
         "chmod rw-r-----",
         f"owner {psutil.Process().username()}",
+        f"O_CREAT {os.O_CREAT} regular true",
+        "exclusive open EEXIST",
     ]
     # Without it Hadoop has no native I/O, which is what made localization slow.
     without = _check(None)

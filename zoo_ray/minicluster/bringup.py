@@ -23,7 +23,7 @@ from ..host import port_free, tail, wait_until
 from ..yarn import ResourceManager
 from .config import HOST, plan_ports, render
 from .daemons import MAIN_CLASSES, Daemon, daemon_env, java_argv
-from .kdc import Kdc, check_tools
+from .kdc import Kdc
 from .native_io import native_library_dir
 from .netns import Network, launcher
 from .security import HOSTNAME, Security, prepare, secure_overrides
@@ -73,7 +73,6 @@ def _start_realm(state_file: StateFile, state: dict[str, Any], java_home: Path,
                  ) -> tuple[Security, dict[str, dict[str, str]]]:
     """A new realm for this start, its KDC recorded first among the daemons (so it stops
     last), its principals, keytabs and TLS material; the ``ssl-*.xml`` properties."""
-    check_tools()
     for stale in ("kdc", "security"):
         shutil.rmtree(state_file.dir / stale, ignore_errors=True)
     kdc = Kdc(state_file.dir / "kdc")

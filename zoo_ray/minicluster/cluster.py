@@ -32,7 +32,7 @@ from .netns import GATEWAY_NAME, Network, check_capability
 from .security import HOSTNAME, Security
 from .spec import MiniClusterSpec
 from .state import StateFile
-from .teardown import stop_all
+from .teardown import stop_all, stop_watchdog
 
 __all__ = ["MiniCluster", "default_dir"]
 
@@ -190,12 +190,18 @@ class MiniCluster:
             namespaces (not root, no iproute2).
         DaemonStartError
             A daemon died or the cluster did not become ready within ``timeout``.
+        KerberosError, KerberosUnavailableError
+            ``spec.kerberos`` is set and MIT Kerberos is missing, or its realm, keytabs or
+            certificate could not be made.
         """
         if self.spec.isolated_hosts:
             check_capability()
         with self._state.lock():
             if self._reuse_running():
                 return self
+            # A run whose daemons all died may have left its watchdog, which would stop
+            # this cluster when that run's owner ends.
+            stop_watchdog((self._state.read() or {}).get("watchdog"))
             started = time.monotonic()
             java_home = find_java_home()
             jars = hadoop_jars(self.spec.hadoop_version)

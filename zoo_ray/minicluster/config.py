@@ -215,6 +215,8 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
     if server_only:
         server = HadoopConf(dirs["client"])
         server.set({**server_only, **tls})
+        # The directory is private before the passwords are written into it.
+        (root / "server-conf").mkdir(mode=0o700, exist_ok=True)
         dirs["server"] = server.write(root / "server-conf")
         os.chmod(dirs["server"] / "ssl-server.xml", 0o600)
         (dirs["server"] / "log4j.properties").write_text(_LOG4J)

@@ -13,6 +13,7 @@
  * Anything else stays unlinked: Hadoop catches UnsatisfiedLinkError for its optional calls, and
  * a NodeManager makes no others (group names come from ShellBasedUnixGroupsMapping).
  */
+#define _GNU_SOURCE /* strerrorname_np, SYNC_FILE_RANGE_* */
 #include <jni.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,11 +28,34 @@
 #define PKG(name) Java_org_apache_hadoop_io_nativeio_NativeIO_##name
 #define POSIX(name) Java_org_apache_hadoop_io_nativeio_NativeIO_00024POSIX_##name
 
+/* Hadoop's own library throws NativeIOException(message, Errno): callers match on the errno
+ * (EEXIST becomes AlreadyExistsException, for one). */
 static void throw_io(JNIEnv *env, int err, const char *what) {
+  if ((*env)->ExceptionCheck(env)) return;
   char msg[512];
-  snprintf(msg, sizeof msg, "%s: %s (errno %d)", what, strerror(err), err);
-  jclass c = (*env)->FindClass(env, "java/io/IOException");
-  if (c) (*env)->ThrowNew(env, c, msg);
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  jclass errno_class = (*env)->FindClass(env, "org/apache/hadoop/io/nativeio/Errno");
+  jclass exc_class = (*env)->FindClass(env, "org/apache/hadoop/io/nativeio/NativeIOException");
+  if (!errno_class || !exc_class) return;
+  const char *name = strerrorname_np(err);
+  jobject value = NULL;
+  jmethodID value_of = (*env)->GetStaticMethodID(env, errno_class, "valueOf",
+      "(Ljava/lang/String;)Lorg/apache/hadoop/io/nativeio/Errno;");
+  jstring jname = name ? (*env)->NewStringUTF(env, name) : NULL;
+  if (value_of && jname) value = (*env)->CallStaticObjectMethod(env, errno_class, value_of, jname);
+  if ((*env)->ExceptionCheck(env) || !value) {  /* an errno Hadoop's enum does not name */
+    (*env)->ExceptionClear(env);
+    jfieldID unknown = (*env)->GetStaticFieldID(env, errno_class, "UNKNOWN",
+                                                "Lorg/apache/hadoop/io/nativeio/Errno;");
+    value = unknown ? (*env)->GetStaticObjectField(env, errno_class, unknown) : NULL;
+  }
+  jmethodID ctor = (*env)->GetMethodID(env, exc_class, "<init>",
+      "(Ljava/lang/String;Lorg/apache/hadoop/io/nativeio/Errno;)V");
+  jstring jmsg = (*env)->NewStringUTF(env, msg);
+  if (ctor && jmsg && value) {
+    jobject e = (*env)->NewObject(env, exc_class, ctor, jmsg, value);
+    if (e) (*env)->Throw(env, (jthrowable)e);
+  }
 }
 
 static jfieldID fd_field(JNIEnv *env) {
@@ -48,7 +72,40 @@ static jobject new_stat(JNIEnv *env, const struct stat *s) {
 }
 
 JNIEXPORT void JNICALL PKG(initNative)(JNIEnv *env, jclass c, jboolean workaround) {}
-JNIEXPORT void JNICALL POSIX(initNativePosix)(JNIEnv *env, jclass c, jboolean workaround) {}
+static void set_int(JNIEnv *env, jclass c, const char *field, int value) {
+  jfieldID id = (*env)->GetStaticFieldID(env, c, field, "I");
+  if (id) (*env)->SetStaticIntField(env, c, id, value);
+  else (*env)->ExceptionClear(env);  /* a field another Hadoop release lacks */
+}
+
+/* NativeIO$POSIX and its Stat class set their O_*, POSIX_FADV_* and S_* constants to -1 and
+ * leave it to the native library to set the platform's values (Hadoop's consts_init). */
+JNIEXPORT void JNICALL POSIX(initNativePosix)(JNIEnv *env, jclass c, jboolean workaround) {
+  static const struct { const char *name; int value; } posix[] = {
+    {"O_RDONLY", O_RDONLY}, {"O_WRONLY", O_WRONLY}, {"O_RDWR", O_RDWR}, {"O_CREAT", O_CREAT},
+    {"O_EXCL", O_EXCL}, {"O_NOCTTY", O_NOCTTY}, {"O_TRUNC", O_TRUNC}, {"O_APPEND", O_APPEND},
+    {"O_NONBLOCK", O_NONBLOCK}, {"O_SYNC", O_SYNC},
+    {"POSIX_FADV_NORMAL", POSIX_FADV_NORMAL}, {"POSIX_FADV_RANDOM", POSIX_FADV_RANDOM},
+    {"POSIX_FADV_SEQUENTIAL", POSIX_FADV_SEQUENTIAL},
+    {"POSIX_FADV_WILLNEED", POSIX_FADV_WILLNEED}, {"POSIX_FADV_DONTNEED", POSIX_FADV_DONTNEED},
+    {"POSIX_FADV_NOREUSE", POSIX_FADV_NOREUSE},
+    {"SYNC_FILE_RANGE_WAIT_BEFORE", SYNC_FILE_RANGE_WAIT_BEFORE},
+    {"SYNC_FILE_RANGE_WRITE", SYNC_FILE_RANGE_WRITE},
+    {"SYNC_FILE_RANGE_WAIT_AFTER", SYNC_FILE_RANGE_WAIT_AFTER},
+  };
+  static const struct { const char *name; int value; } stat_bits[] = {
+    {"S_IFMT", S_IFMT}, {"S_IFIFO", S_IFIFO}, {"S_IFCHR", S_IFCHR}, {"S_IFDIR", S_IFDIR},
+    {"S_IFBLK", S_IFBLK}, {"S_IFREG", S_IFREG}, {"S_IFLNK", S_IFLNK}, {"S_IFSOCK", S_IFSOCK},
+    {"S_ISUID", S_ISUID}, {"S_ISGID", S_ISGID}, {"S_ISVTX", S_ISVTX}, {"S_IRUSR", S_IRUSR},
+    {"S_IWUSR", S_IWUSR}, {"S_IXUSR", S_IXUSR},
+  };
+  for (size_t i = 0; i < sizeof posix / sizeof posix[0]; i++)
+    set_int(env, c, posix[i].name, posix[i].value);
+  jclass stat_class = (*env)->FindClass(env, "org/apache/hadoop/io/nativeio/NativeIO$POSIX$Stat");
+  if (!stat_class) { (*env)->ExceptionClear(env); return; }
+  for (size_t i = 0; i < sizeof stat_bits / sizeof stat_bits[0]; i++)
+    set_int(env, stat_class, stat_bits[i].name, stat_bits[i].value);
+}
 
 JNIEXPORT jobject JNICALL POSIX(fstat)(JNIEnv *env, jclass c, jobject fdo) {
   jfieldID f = fd_field(env);
@@ -71,7 +128,7 @@ JNIEXPORT jobject JNICALL POSIX(stat)(JNIEnv *env, jclass c, jstring jpath) {
 JNIEXPORT jobject JNICALL POSIX(open)(JNIEnv *env, jclass c, jstring jpath, jint flags, jint mode) {
   const char *path = (*env)->GetStringUTFChars(env, jpath, NULL);
   if (!path) return NULL;
-  /* Hadoop's NativeIO.POSIX O_* constants are Linux's values. */
+  /* flags are Linux's O_* values: initNativePosix gave Java the platform's constants. */
   int fd = open(path, flags, mode), err = errno;
   (*env)->ReleaseStringUTFChars(env, jpath, path);
   if (fd < 0) { throw_io(env, err, "open"); return NULL; }
@@ -128,18 +185,6 @@ JNIEXPORT jstring JNICALL POSIX(getGroupName)(JNIEnv *env, jclass c, jint gid) {
 }
 
 /* ---- NativeIO: rename/link (Hadoop calls these whenever NativeIO is available) ---- */
-static void throw_nio(JNIEnv *env, int err, const char *what) {
-  char msg[512];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  jclass c = (*env)->FindClass(env, "org/apache/hadoop/io/nativeio/NativeIOException");
-  jmethodID ctor = c ? (*env)->GetMethodID(env, c, "<init>", "(Ljava/lang/String;I)V") : NULL;
-  jstring s = (*env)->NewStringUTF(env, msg);
-  if (ctor && s) {
-    jobject e = (*env)->NewObject(env, c, ctor, s, (jint)err);
-    if (e) (*env)->Throw(env, (jthrowable)e);
-  }
-}
-
 static void two_paths(JNIEnv *env, jstring a, jstring b, int (*fn)(const char *, const char *),
                       const char *what) {
   const char *pa = (*env)->GetStringUTFChars(env, a, NULL);
@@ -148,7 +193,7 @@ static void two_paths(JNIEnv *env, jstring a, jstring b, int (*fn)(const char *,
   if (pa && pb) { rc = fn(pa, pb); err = errno; }
   if (pb) (*env)->ReleaseStringUTFChars(env, b, pb);
   if (pa) (*env)->ReleaseStringUTFChars(env, a, pa);
-  if (rc != 0 && !(*env)->ExceptionCheck(env)) throw_nio(env, err, what);
+  if (rc != 0 && !(*env)->ExceptionCheck(env)) throw_io(env, err, what);
 }
 
 JNIEXPORT void JNICALL PKG(renameTo0)(JNIEnv *env, jclass c, jstring src, jstring dst) {
@@ -160,7 +205,6 @@ JNIEXPORT void JNICALL PKG(link0)(JNIEnv *env, jclass c, jstring src, jstring ds
 
 /* ---- NativeCrc32: used for every HDFS read/write once libhadoop is loaded ---- */
 static unsigned int crc_table[2][256];
-static int crc_ready;
 
 static void crc_init(void) {
   const unsigned int poly[2] = {0xEDB88320u /* CRC32 (zlib) */, 0x82F63B78u /* CRC32C */};
@@ -170,7 +214,11 @@ static void crc_init(void) {
       for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ poly[t] : c >> 1;
       crc_table[t][i] = c;
     }
-  crc_ready = 1;
+}
+
+JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
+  crc_init();  /* once, before any thread can compute a checksum */
+  return JNI_VERSION_1_6;
 }
 
 static unsigned int crc(int t, const unsigned char *p, long n) {
@@ -183,7 +231,6 @@ static unsigned int crc(int t, const unsigned char *p, long n) {
 static int chunked(JNIEnv *env, int bytes_per_sum, int type, unsigned char *sums,
                    const unsigned char *data, long len, jstring file, jlong base_pos,
                    jboolean verify) {
-  if (!crc_ready) crc_init();
   if (type != 1 && type != 2) {
     jclass c = (*env)->FindClass(env, "java/lang/IllegalArgumentException");
     if (c) (*env)->ThrowNew(env, c, "unsupported checksum type");
@@ -220,6 +267,19 @@ static int chunked(JNIEnv *env, int bytes_per_sum, int type, unsigned char *sums
 
 #define CRC(name) Java_org_apache_hadoop_util_NativeCrc32_##name
 
+/* Whether the chunks of data[data_off, data_off + data_len) and their sums fit the buffers;
+ * throws IllegalArgumentException and returns 0 when not. */
+static int fits(JNIEnv *env, jlong sums_size, jint sums_off, jlong data_size, jint data_off,
+                jint data_len, jint bps) {
+  jlong chunks = bps > 0 ? ((jlong)data_len + bps - 1) / bps : 0;
+  if (sums_off >= 0 && data_off >= 0 && data_len >= 0 && bps > 0 &&
+      (jlong)data_off + data_len <= data_size && sums_off + 4 * chunks <= sums_size)
+    return 1;
+  jclass e = (*env)->FindClass(env, "java/lang/IllegalArgumentException");
+  if (e) (*env)->ThrowNew(env, e, "checksum offsets or lengths outside their buffers");
+  return 0;
+}
+
 JNIEXPORT void JNICALL CRC(nativeComputeChunkedSums)(JNIEnv *env, jclass c, jint bps, jint type,
     jobject sums, jint sums_off, jobject data, jint data_off, jint data_len, jstring file,
     jlong base_pos, jboolean verify) {
@@ -230,6 +290,9 @@ JNIEXPORT void JNICALL CRC(nativeComputeChunkedSums)(JNIEnv *env, jclass c, jint
     if (e) (*env)->ThrowNew(env, e, "NativeCrc32 needs direct buffers");
     return;
   }
+  if (!fits(env, (*env)->GetDirectBufferCapacity(env, sums), sums_off,
+            (*env)->GetDirectBufferCapacity(env, data), data_off, data_len, bps))
+    return;
   chunked(env, bps, type, s + sums_off, d + data_off, data_len, file, base_pos, verify);
 }
 
@@ -244,11 +307,13 @@ JNIEXPORT void JNICALL CRC(nativeComputeChunkedSumsByteArray)(JNIEnv *env, jclas
     jint type, jbyteArray sums, jint sums_off, jbyteArray data, jint data_off, jint data_len,
     jstring file, jlong base_pos, jboolean verify) {
   /* Copies, not critical sections: the exception path calls back into the JVM. */
-  jsize ns = (*env)->GetArrayLength(env, sums);
+  if (!fits(env, (*env)->GetArrayLength(env, sums), sums_off,
+            (*env)->GetArrayLength(env, data), data_off, data_len, bps))
+    return;
   jbyte *s = (*env)->GetByteArrayElements(env, sums, NULL);
   jbyte *d = s ? (*env)->GetByteArrayElements(env, data, NULL) : NULL;
   int rc = -1;
-  if (s && d && sums_off >= 0 && sums_off <= ns)
+  if (s && d)
     rc = chunked(env, bps, type, (unsigned char *)s + sums_off,
                  (unsigned char *)d + data_off, data_len, file, base_pos, verify);
   if (d) (*env)->ReleaseByteArrayElements(env, data, d, JNI_ABORT);

@@ -112,6 +112,7 @@ class Realm:
 
     @property
     def keytab_dir(self) -> Path:
+        """Where the realm keeps the keytabs of principals added without one."""
         return Path(self.dir) / "keytabs"
 
     def principal(self, name: str) -> str:
@@ -126,12 +127,22 @@ class Realm:
         return env
 
     def make_known(self) -> None:
-        """Let this process's Kerberos library find the realm: its ``krb5.conf`` joins
-        ``KRB5_CONFIG`` (after the files already there, whose defaults keep winning; MIT
-        merges the list), as a gateway's ``/etc/krb5.conf`` names its realms. Idempotent."""
-        files = [f for f in os.environ.get("KRB5_CONFIG", "").split(":") if f]
-        if str(self.krb5_conf) not in files:
-            os.environ["KRB5_CONFIG"] = ":".join([*files, str(self.krb5_conf)])
+        """Let this process's Kerberos library find the realm: ``KRB5_CONFIG`` names its
+        ``krb5.conf`` (set if unset), as a gateway's ``/etc/krb5.conf`` names its realm.
+
+        Raises
+        ------
+        KerberosError
+            ``KRB5_CONFIG`` names another file: this process is set up for another realm.
+        """
+        current = os.environ.get("KRB5_CONFIG")
+        if not current:
+            os.environ["KRB5_CONFIG"] = str(self.krb5_conf)
+        elif current != str(self.krb5_conf):
+            raise KerberosError(
+                f"KRB5_CONFIG={current} is another realm's configuration, and the local "
+                f"Hadoop's realm {self.name} is in {self.krb5_conf}. Set "
+                f"KRB5_CONFIG={self.krb5_conf} (or unset it) in this process.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this record."""
@@ -239,8 +250,28 @@ class Kdc:
 
     @staticmethod
     def add_service(realm: Realm, principal: str, keytab: Path | None = None) -> Path:
-        """A principal with a random key (``nn/localhost``), added to ``keytab`` (0600;
-        default: a keytab of its own in the realm's directory)."""
+        """A principal with a random key (``nn/localhost``), added to ``keytab``.
+
+        Parameters
+        ----------
+        realm : Realm
+            The realm (its KDC's database is written; the KDC need not run).
+        principal : str
+            The principal, with or without ``@REALM``.
+        keytab : Path, optional
+            The keytab (0600) to add its keys to; by default one of its own in the
+            realm's directory.
+
+        Returns
+        -------
+        Path
+            The keytab.
+
+        Raises
+        ------
+        KerberosError
+            The principal exists already, or kadmin failed (its message attached).
+        """
         full = realm.principal(principal)
         _run(realm, ["kadmin.local", "-r", realm.name, "-q", f"addprinc -randkey {full}"])
         return Kdc.export_keytab(realm, full, keytab or realm.keytab_dir / _keytab_name(full))
@@ -249,7 +280,19 @@ class Kdc:
     def add_user(realm: Realm, name: str, password: str) -> str:
         """A user principal with a password (typed twice on stdin, as a person would).
 
-        Returns the full principal name.
+        Parameters
+        ----------
+        realm : Realm
+            The realm.
+        name : str
+            The user, with or without ``@REALM``.
+        password : str
+            Its password (never on a command line).
+
+        Returns
+        -------
+        str
+            The full principal name.
         """
         full = realm.principal(name)
         _run(realm, ["kadmin.local", "-r", realm.name, "-q", f"addprinc {full}"],
@@ -259,26 +302,58 @@ class Kdc:
     @staticmethod
     def export_keytab(realm: Realm, principal: str, keytab: Path) -> Path:
         """Add ``principal``'s current keys to ``keytab`` (0600) without changing them, so
-        its password (for a user) and the keytabs it is already in keep working."""
+        its password (for a user) and the keytabs it is already in keep working.
+
+        Parameters
+        ----------
+        realm : Realm
+            The realm.
+        principal : str
+            The principal, with or without ``@REALM``.
+        keytab : Path
+            The keytab to create or add to.
+
+        Returns
+        -------
+        Path
+            ``keytab``.
+        """
         keytab.parent.mkdir(parents=True, exist_ok=True)
-        old = os.umask(0o077)
-        try:
-            _run(realm, ["kadmin.local", "-r", realm.name, "-q",
-                         f"ktadd -norandkey -k {keytab} {realm.principal(principal)}"])
-        finally:
-            os.umask(old)
+        # kadmin's own parser takes a quoted path (a directory name may hold spaces).
+        _run(realm, ["kadmin.local", "-r", realm.name, "-q",
+                     f'ktadd -norandkey -k "{keytab}" {realm.principal(principal)}'])
         os.chmod(keytab, 0o600)
         return keytab
 
-
     @staticmethod
     def kinit(realm: Realm, principal: str, keytab: Path, ccache: Path) -> None:
-        """Put a fresh ticket of ``principal``, from ``keytab``, into the cache ``ccache``."""
+        """Put a fresh ticket of ``principal``, from ``keytab``, into the cache ``ccache``.
+
+        Parameters
+        ----------
+        realm : Realm
+            The realm whose KDC issues it.
+        principal : str
+            Who logs in.
+        keytab : Path
+            Its keytab.
+        ccache : Path
+            The ticket cache file (written 0600).
+
+        Raises
+        ------
+        KerberosError
+            kinit failed (its message attached) or could not run.
+        """
         env = realm.env()
         env["KRB5CCNAME"] = f"FILE:{ccache}"
-        result = subprocess.run([_which("kinit") or "kinit", "-kt", str(keytab),
-                                 realm.principal(principal)],
-                                capture_output=True, text=True, env=env, timeout=60)
+        try:
+            result = subprocess.run([_which("kinit") or "kinit", "-kt", str(keytab),
+                                     realm.principal(principal)],
+                                    capture_output=True, text=True, env=env, timeout=60,
+                                    umask=0o077)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KerberosError(f"kinit failed to run: {exc}. Install krb5-user.") from None
         if result.returncode != 0:
             raise KerberosError(f"kinit -kt {keytab} {principal} failed: "
                                 f"{result.stderr.strip()}")
@@ -290,8 +365,13 @@ def _keytab_name(principal: str) -> str:
 
 def _run(realm: Realm, argv: list[str], stdin: str = "") -> str:
     tool = _which(argv[0]) or argv[0]
-    result = subprocess.run([tool, *argv[1:]], input=stdin, capture_output=True, text=True,
-                            env=realm.env(), timeout=60)
+    try:
+        # umask 077: the keytabs kadmin writes are born private.
+        result = subprocess.run([tool, *argv[1:]], input=stdin, capture_output=True,
+                                text=True, env=realm.env(), timeout=60, umask=0o077)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KerberosError(f"{argv[0]} failed to run for the realm in {realm.dir}: {exc}. "
+                            "Check MIT Kerberos's installation.") from None
     # kadmin.local exits 0 after a failed query and says so on stderr, where it also notes
     # that a new principal has no password policy (not a failure).
     problems = [line for line in result.stderr.splitlines()

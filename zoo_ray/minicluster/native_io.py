@@ -47,7 +47,12 @@ def native_library_dir(java_home: Path) -> Path | None:
             "environment take minutes. Install gcc and a JDK with its headers to avoid it.",
             "no gcc or cc on PATH" if not compiler else f"no {include / 'jni.h'}")
         return None
-    source = _SOURCE.read_bytes()
+    try:
+        source = _SOURCE.read_bytes()
+    except OSError as exc:
+        logger.warning("No source for Hadoop's native library (%s); reinstall zoo_ray. The "
+                       "NodeManagers run without it and localize archives more slowly.", exc)
+        return None
     target = cache_root() / "native" / digest(source, str(java_home.resolve()))
 
     def build(staging: Path) -> None:
@@ -59,7 +64,7 @@ def native_library_dir(java_home: Path) -> Path | None:
     try:
         if build_once(target, build):
             logger.info("Built Hadoop's native library for the NodeManagers in %s", target)
-    except subprocess.SubprocessError as exc:
+    except (subprocess.SubprocessError, OSError) as exc:
         # The compiler's first errors say what is wrong; the rest follow from them.
         first = "\n".join((getattr(exc, "stderr", None) or "").splitlines()[:20])
         logger.warning("Building Hadoop's native library with %s failed; the NodeManagers run "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KerberosError
+from ..kerberos import krb5_java_options
 from .kdc import Kdc, Realm
 
 __all__ = ["HOSTNAME", "Security", "prepare", "secure_overrides"]
@@ -71,7 +72,7 @@ class Security:
     def java_options(self) -> list[str]:
         """JVM options every process of the cluster (daemons, clients) starts with: Java
         reads no ``KRB5_CONFIG``, and would fall back to ``/etc/krb5.conf``."""
-        return [f"-Djava.security.krb5.conf={self.realm.krb5_conf}"]
+        return krb5_java_options(self.realm.krb5_conf)
 
     @property
     def superuser(self) -> str:
@@ -157,20 +158,24 @@ def _tls(tls: Path, java_home: Path) -> tuple[dict[str, str], dict[str, str], Pa
          "-keypass:env", "ZR_KEY_PASSWORD"],
         ["-exportcert", "-rfc", "-alias", HOSTNAME, "-keystore", str(keystore),
          "-storepass:env", "ZR_KEY_PASSWORD", "-file", str(ca_file)],
-        ["-importcert", "-noprompt", "-alias", HOSTNAME, "-file", str(ca_file),
-         "-storetype", "PKCS12", "-keystore", str(truststore),
-         "-storepass:env", "ZR_TRUST_PASSWORD"],
+        # A truststore of public certificates, neither encrypted nor MACed (as Java's own
+        # cacerts): clients load it with no password.
+        ["-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE",
+         "-J-Dkeystore.pkcs12.macAlgorithm=NONE", "-importcert", "-noprompt",
+         "-alias", HOSTNAME, "-file", str(ca_file), "-storetype", "PKCS12",
+         "-keystore", str(truststore), "-storepass:env", "ZR_TRUST_PASSWORD"],
     ]
-    old = os.umask(0o077)
-    try:
-        for step in steps:
+    for step in steps:
+        try:
+            # umask 077: the keystores are born private.
             result = subprocess.run([keytool, *step], env=env, capture_output=True, text=True,
-                                    timeout=120)
-            if result.returncode != 0:
-                raise KerberosError(f"keytool {step[0]} failed making the local Hadoop's TLS "
-                                    f"certificate: {result.stderr or result.stdout}")
-    finally:
-        os.umask(old)
+                                    timeout=120, umask=0o077)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KerberosError(f"keytool failed to run ({exc}); the local Hadoop's TLS "
+                                f"certificate needs {java_home}'s keytool.") from None
+        if result.returncode != 0:
+            raise KerberosError(f"keytool {' '.join(step[:3])} failed making the local "
+                                f"Hadoop's TLS certificate: {result.stderr or result.stdout}")
     os.chmod(ca_file, 0o644)  # a certificate is public
     server = {
         "ssl.server.keystore.type": "pkcs12",
@@ -181,10 +186,11 @@ def _tls(tls: Path, java_home: Path) -> tuple[dict[str, str], dict[str, str], Pa
         "ssl.server.truststore.location": str(truststore),
         "ssl.server.truststore.password": trust_password,
     }
+    # No password in the clients' file: it goes where Spark uploads HADOOP_CONF_DIR, and a
+    # truststore holds only the public certificate (Hadoop loads it without one).
     client = {
         "ssl.client.truststore.type": "pkcs12",
         "ssl.client.truststore.location": str(truststore),
-        "ssl.client.truststore.password": trust_password,
     }
     return server, client, ca_file
 

@@ -19,7 +19,7 @@ from .daemons import Daemon
 from .netns import Network
 from .state import StateFile
 
-__all__ = ["stop_all", "stray_processes"]
+__all__ = ["stop_all", "stop_watchdog", "stray_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,17 @@ def stop_all(state_file: StateFile) -> None:
     state["daemons"] = []
     watchdog = state.pop("watchdog", None)
     state_file.write(state)
-    if watchdog and watchdog["pid"] != os.getpid():
-        Daemon.from_dict(watchdog).stop(grace=5.0)
+    stop_watchdog(watchdog)
     # Links of Ray nodes in containers that were killed point into deleted directories.
     sweep()
     logger.info("Local Hadoop in %s is down", state_file.dir)
+
+
+def stop_watchdog(record: dict | None) -> None:
+    """Stop the watchdog ``record`` names (a :class:`Daemon` dict), unless it is this
+    process (the watchdog stopping the cluster itself) or gone."""
+    if record and record["pid"] != os.getpid():
+        Daemon.from_dict(record).stop(grace=5.0)
 
 
 def stray_processes(cluster_dir: Path) -> list[psutil.Process]:
