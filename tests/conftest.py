@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,39 @@ def pytest_collection_modifyitems(items):
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
     items[:] = sorted(items, key=phase)
+
+
+#: Seconds spent per tier (setup, call and teardown of its tests), for the run's summary.
+TIER_SECONDS = pytest.StashKey[dict]()
+
+
+def tier(keywords: Any) -> str:
+    """The tier of a test, from its marks: unit, smoke, faults, slow, or the other e2e."""
+    if "e2e" not in keywords:
+        return "unit"
+    return next((name for name in ("smoke", "faults", "slow") if name in keywords), "e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[TIER_SECONDS] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    seconds = item.config.stash[TIER_SECONDS]
+    name = tier(item.keywords)
+    seconds[name] = seconds.get(name, 0.0) + report.duration
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """How long each tier took (``-m`` selects tiers: see PHASES above and the README)."""
+    seconds = config.stash.get(TIER_SECONDS, {})
+    if seconds:
+        terminalreporter.write_sep("-", "time per tier")
+        terminalreporter.write_line(", ".join(
+            f"{name} {value:.0f} s" for name, value in sorted(seconds.items())))
 
 
 @pytest.fixture(scope="session", autouse=True)
