@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -120,3 +121,38 @@ def test_a_failed_start_nobody_waits_for_leaves_no_ray_process(tmp_path):
     ours = [p for p in psutil.process_iter(["cmdline"])
             if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert ours == [], [p.info["cmdline"][:4] for p in ours]
+
+
+#: A stand-in for one of a Ray node's processes: notes its name when told to stop.
+_FAKE_RAY_PROCESS = """#!/bin/sh
+trap 'echo "$(basename "$0")" >> "$STOP_LOG"; exit 0' TERM
+while true; do sleep 0.05; done
+"""
+
+_KILL_ALL = """
+import subprocess, sys
+from pathlib import Path
+from zoo_ray.manager import RayManager
+from zoo_ray.protocol import NodeSpec
+
+fakes = Path(sys.argv[1])
+for name in ("gcs_server", "dashboard", "raylet"):
+    subprocess.Popen([str(fakes / name)])
+RayManager(NodeSpec.from_json(sys.stdin.read())).kill_node(grace=10)
+"""
+
+
+def test_a_node_stops_as_ray_stop_stops_it_the_raylet_first_and_the_gcs_last(tmp_path):
+    # Signalled together, a real raylet waits 10 s for its agents to answer, and the
+    # autoscaler's monitor for the GCS; the order makes a node stop in under a second.
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    for name in ("gcs_server", "dashboard", "raylet"):
+        (fakes / name).write_text(_FAKE_RAY_PROCESS)
+        (fakes / name).chmod(0o755)
+    log = tmp_path / "stopped"
+    proc = subprocess.run([sys.executable, "-c", _KILL_ALL, str(fakes)],
+                          input=_spec(tmp_path).to_json(), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "STOP_LOG": str(log)})
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split() == ["raylet", "dashboard", "gcs_server"]

@@ -11,7 +11,8 @@ imports this very zoo_ray from the zip that init_spark_on_yarn ships.
   task per executor and those start a RayManager each.
 - :func:`join_cluster`: one plain task in an executor Spark added in place of a
   lost one (:mod:`zoo_ray.healing`); starts a worker node there that joins the head.
-- :func:`stop_manager`: one task per slot; stops this executor's manager.
+- :func:`stop_manager`: a barrier task per slot; stops this executor's manager, the
+  workers' before the head's.
 
 A RayManager these tasks start outlives them: the task returns once its node is
 up, so Ray holds no task slot.
@@ -224,17 +225,34 @@ def join_cluster(plan: StartPlan, partition: Iterable[str]) -> Iterator[NodeOutc
 
 
 def stop_manager(app_id: str, grace: float, _partition: Iterable[object]) -> Iterator[NodeOutcome]:
-    """SIGTERM this executor's manager; SIGKILL it and its whole tree if it hangs."""
+    """A barrier task: SIGTERM this executor's manager, the workers' before the head's;
+    SIGKILL it and its whole tree if it hangs.
+
+    The order is ``ray stop``'s on one node, across the cluster: a raylet stopped after
+    its GCS waits for the GCS until it is killed (``grace``), one stopped before it
+    exits in under a second.
+    """
+    from pyspark import BarrierTaskContext
+
     state = running_manager(app_id)
+    head = state is not None and state.role == "head"
+    outcome = None if head else _stop_manager(state, grace)
+    BarrierTaskContext.get().barrier()
+    if head:
+        outcome = _stop_manager(state, grace)
+    if outcome is not None:
+        yield outcome
+
+
+def _stop_manager(state: ManagerState | None, grace: float) -> NodeOutcome | None:
     if state is None:
-        return
+        return None
     try:
         manager = psutil.Process(state.pid)
         tree = manager.children(recursive=True)
     except psutil.NoSuchProcess:
-        return
+        return None
     if terminate([manager], grace=grace):
         terminate(tree)
-        yield NodeOutcome("killed", container_id())
-    else:
-        yield NodeOutcome("stopped", container_id())
+        return NodeOutcome("killed", container_id())
+    return NodeOutcome("stopped", container_id())

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "become_subreaper", "env_var", "find_java_home", "free_ports", "kill_descendants", "node_ip",
-    "port_free", "reap_children",
+    "port_free", "reap_children", "stop_ray_node",
     "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
 
@@ -161,6 +161,34 @@ def kill_descendants(grace: float = 5.0, rounds: int = 3) -> None:
             return
         terminate(descendants, grace)
         reap_children()
+
+
+#: The rounds of :func:`stop_ray_node`: which processes each stops, by name.
+_RAY_STOP_ORDER = (lambda name: name == "raylet", lambda name: name != "gcs_server")
+
+
+def stop_ray_node(grace: float = 5.0) -> None:
+    """Stop every process below this one as ``ray stop`` stops a Ray node: the raylet,
+    then the rest but the GCS, then everything left (see :func:`kill_descendants`).
+
+    Signalled all at once, the raylet waits 10 s for its agents, and the autoscaler's
+    monitor for the GCS; in this order a node stops in under a second.
+    """
+    import psutil
+
+    def name(proc: psutil.Process) -> str:
+        try:
+            return proc.name()
+        except psutil.Error:
+            return ""
+
+    for wanted in _RAY_STOP_ORDER:
+        try:
+            procs = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        terminate([p for p in procs if wanted(name(p))], grace)
+    kill_descendants(grace)
 
 
 def reap_children() -> None:

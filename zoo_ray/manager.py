@@ -40,8 +40,8 @@ import psutil
 from .host import (
     become_subreaper,
     free_ports,
-    kill_descendants,
     node_ip,
+    stop_ray_node,
     tail,
     tree_rss,
     wait_until,
@@ -323,10 +323,10 @@ class RayManager:
                                  f" see {log}")
 
     def kill_node(self, grace: float = 5.0) -> None:
-        """SIGTERM every process below this manager, SIGKILL what is left after ``grace``
-        (also a worker the raylet started as it died: one that outlived us would make its
-        session's directories where our link to the temp dir was)."""
-        kill_descendants(grace)
+        """Stop every process below this manager (see :func:`~zoo_ray.host.stop_ray_node`),
+        also a worker the raylet started as it died: one that outlived us would make its
+        session's directories where our link to the temp dir was."""
+        stop_ray_node(grace)
 
     def _check_watched(self) -> None:
         """Raise NodeStartError if the process this node serves is gone: nobody waits for

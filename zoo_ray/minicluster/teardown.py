@@ -40,7 +40,7 @@ def stop_all(state_file: StateFile) -> None:
     if network:
         # The ports lived on the bridge's address, which goes with the bridge.
         network.destroy()
-    else:
+    elif daemons:  # without daemons (a port taken by another process) none is ours
         _wait_ports_free(state["ports"], HOST, timeout=30.0)
     state["daemons"] = []
     watchdog = state.pop("watchdog", None)
