@@ -67,6 +67,8 @@ def test_settings_are_a_pure_function_of_the_request():
     assert settings["spark.kerberos.keytab"] == "/etc/zoo.keytab"
     assert settings["spark.sql.shuffle.partitions"] == "7"
     assert settings["spark.python.daemon.module"] == "zoo_ray.executor_daemon"
+    # The SparkContext does not wait for executors: executor_timeout is the one wait.
+    assert settings["spark.scheduler.minRegisteredResourcesRatio"] == "0"
     assert request.container_mb == 1024 + 3584
 
 

@@ -50,6 +50,10 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
         "spark.ui.showConsoleProgress": "false",
         # Keeps processes that tasks start (RayManagers) in the executor's process tree.
         "spark.python.daemon.module": "zoo_ray.executor_daemon",
+        # zoo_ray waits for every executor itself, for executor_timeout, and says why
+        # when YARN gives fewer. Spark's own wait first (80 % of them, or 30 s) made a
+        # start YARN cannot satisfy last 30 s longer than executor_timeout.
+        "spark.scheduler.minRegisteredResourcesRatio": "0",
     }
     if driver_host:
         # Executors reach the driver on the interface that faces the cluster, not on

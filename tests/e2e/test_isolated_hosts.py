@@ -493,9 +493,9 @@ def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_
         os.kill(nodemanager, signal.SIGKILL)
         # YARN learns of a lost NodeManager only after its liveness expiry (10 min by
         # default); until then nothing stops the container, and its Ray node runs on.
-        time.sleep(20)
+        time.sleep(5)
         on_victim = _ray_in_namespaces(cluster).get(victim.hostname, [])
-        print(f"20 s after kill -9 of {victim.hostname}'s NodeManager, its Ray processes: "
+        print(f"5 s after kill -9 of {victim.hostname}'s NodeManager, its Ray processes: "
               f"{sorted(on_victim)}")
         assert "raylet" in on_victim
         driver.stdin.close()  # the program ends: Spark and Ray stop
