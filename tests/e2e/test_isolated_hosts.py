@@ -235,7 +235,8 @@ def test_a_node_or_driver_without_the_token_is_refused_from_another_host(
     argv = [sys.executable, *_JOIN_WITHOUT_TOKEN[who]]
     argv += [ray_ctx.address] if who == "driver" else [f"--address={ray_ctx.address}",
                                                        f"--temp-dir={tmp_path / 'ray'}"]
-    clean_env = env_without_ray()
+    # The intruder tries 3 times, not Ray's 20 (a second apart): each try is refused alike.
+    clean_env = {**env_without_ray(), "RAY_gcs_server_port_wait_time_s": "3"}
     proc = subprocess.Popen(["ip", "netns", "exec", other.netns, *argv], env=clean_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, cwd=tmp_path)
