@@ -123,11 +123,18 @@ def test_a_failed_start_nobody_waits_for_leaves_no_ray_process(tmp_path):
     assert ours == [], [p.info["cmdline"][:4] for p in ours]
 
 
-#: A stand-in for one of a Ray node's processes: notes its name when told to stop.
+#: A stand-in for one of a Ray node's processes: notes when it is told to stop and when,
+#: a moment later, it has (a real raylet takes that moment to end its workers).
 _FAKE_RAY_PROCESS = """#!/bin/sh
-trap 'echo "$(basename "$0")" >> "$STOP_LOG"; exit 0' TERM
+now() { python3 -c 'import time; print(time.time())'; }
+trap 'echo "term $(basename "$0") $(now)" >> "$STOP_LOG"; sleep 0.3;
+      echo "exit $(basename "$0") $(now)" >> "$STOP_LOG"; exit 0' TERM
 while true; do sleep 0.05; done
 """
+
+#: What the manager runs below it: ``ray start --block`` (kept for the last round, as its
+#: own SIGTERM handler stops the GCS) and the node's processes.
+_FAKES = ("ray-start", "gcs_server", "dashboard", "raylet")
 
 _KILL_ALL = """
 import subprocess, sys
@@ -136,9 +143,11 @@ from zoo_ray.manager import RayManager
 from zoo_ray.protocol import NodeSpec
 
 fakes = Path(sys.argv[1])
+manager = RayManager(NodeSpec.from_json(sys.stdin.read()))
+manager.proc = subprocess.Popen([str(fakes / "ray-start")])
 for name in ("gcs_server", "dashboard", "raylet"):
     subprocess.Popen([str(fakes / name)])
-RayManager(NodeSpec.from_json(sys.stdin.read())).kill_node(grace=10)
+manager.kill_node(grace=30)
 """
 
 
@@ -147,12 +156,17 @@ def test_a_node_stops_as_ray_stop_stops_it_the_raylet_first_and_the_gcs_last(tmp
     # autoscaler's monitor for the GCS; the order makes a node stop in under a second.
     fakes = tmp_path / "fakes"
     fakes.mkdir()
-    for name in ("gcs_server", "dashboard", "raylet"):
+    for name in _FAKES:
         (fakes / name).write_text(_FAKE_RAY_PROCESS)
         (fakes / name).chmod(0o755)
     log = tmp_path / "stopped"
     proc = subprocess.run([sys.executable, "-c", _KILL_ALL, str(fakes)],
                           input=_spec(tmp_path).to_json(), capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "STOP_LOG": str(log)})
+                          timeout=120, env={**os.environ, "STOP_LOG": str(log)})
     assert proc.returncode == 0, proc.stderr
-    assert log.read_text().split() == ["raylet", "dashboard", "gcs_server"]
+    when = {(event, name): float(at) for event, name, at in
+            (line.split() for line in log.read_text().splitlines())}
+    assert len(when) == 2 * len(_FAKES), when
+    # Each round is told to stop only once the one before it has.
+    assert when["exit", "raylet"] < when["term", "dashboard"]
+    assert when["exit", "dashboard"] < min(when["term", "gcs_server"], when["term", "ray-start"])

@@ -236,10 +236,17 @@ def stop_manager(app_id: str, grace: float, _partition: Iterable[object]) -> Ite
 
     state = running_manager(app_id)
     head = state is not None and state.role == "head"
-    outcome = None if head else _stop_manager(state, grace)
+    outcome, failed = None, None
+    if not head:
+        try:
+            outcome = _stop_manager(state, grace)
+        except Exception as exc:  # the head still stops: a failed task would retry the stage
+            failed = exc
     BarrierTaskContext.get().barrier()
     if head:
         outcome = _stop_manager(state, grace)
+    if failed is not None:
+        raise failed
     if outcome is not None:
         yield outcome
 

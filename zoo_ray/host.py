@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from threading import Event
@@ -163,18 +163,25 @@ def kill_descendants(grace: float = 5.0, rounds: int = 3) -> None:
         reap_children()
 
 
-#: The rounds of :func:`stop_ray_node`: which processes each stops, by name.
-_RAY_STOP_ORDER = (lambda name: name == "raylet", lambda name: name != "gcs_server")
-
-
-def stop_ray_node(grace: float = 5.0) -> None:
-    """Stop every process below this one as ``ray stop`` stops a Ray node: the raylet,
-    then the rest but the GCS, then everything left (see :func:`kill_descendants`).
+def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
+    """Stop every process below this one as ``ray stop`` stops a Ray node: the raylet
+    first, then the rest but the GCS, then everything left (see :func:`kill_descendants`).
 
     Signalled all at once, the raylet waits 10 s for its agents, and the autoscaler's
     monitor for the GCS; in this order a node stops in under a second.
+
+    Parameters
+    ----------
+    grace : float
+        Seconds each of the three rounds waits before SIGKILL, split as ``ray stop`` splits
+        its grace period; at most about ``3.3 * grace`` in all.
+    last : iterable of int
+        Processes kept for the last round with the GCS: ``ray start --block``, whose own
+        SIGTERM handler would stop the GCS at once.
     """
     import psutil
+
+    keep = set(last)
 
     def name(proc: psutil.Process) -> str:
         try:
@@ -182,13 +189,15 @@ def stop_ray_node(grace: float = 5.0) -> None:
         except psutil.Error:
             return ""
 
-    for wanted in _RAY_STOP_ORDER:
+    rounds = (lambda p: name(p) == "raylet",
+              lambda p: p.pid not in keep and name(p) != "gcs_server")
+    for wanted in rounds:
         try:
             procs = psutil.Process().children(recursive=True)
         except psutil.Error:
             return
-        terminate([p for p in procs if wanted(name(p))], grace)
-    kill_descendants(grace)
+        terminate([p for p in procs if wanted(p)], grace / 3)
+    kill_descendants(grace / 3)
 
 
 def reap_children() -> None:

@@ -326,7 +326,7 @@ class RayManager:
         """Stop every process below this manager (see :func:`~zoo_ray.host.stop_ray_node`),
         also a worker the raylet started as it died: one that outlived us would make its
         session's directories where our link to the temp dir was."""
-        stop_ray_node(grace)
+        stop_ray_node(grace, last=[self.proc.pid] if self.proc is not None else [])
 
     def _check_watched(self) -> None:
         """Raise NodeStartError if the process this node serves is gone: nobody waits for

@@ -433,7 +433,8 @@ class ClusterNodes:
             return
         stopped = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(
             partial(stop_manager, self.app_id, _STOP_GRACE_S)).collect()
-        stuck = [o.container for o in stopped if o.status != "stopped"]
+        # Every slot of an executor reports on its one manager.
+        stuck = sorted({o.container for o in stopped if o.status != "stopped"})
         if stuck:
             logger.warning("Ray nodes in %s did not stop in time and were killed", stuck)
 

@@ -1,7 +1,7 @@
 """Watching a YARN application come up while Spark's client blocks the driver.
 
 Runs on the gateway, in a thread of the driver's process, while ``SparkContext(...)``
-waits for YARN to start the ApplicationMaster and the executors. Spark says
+waits for YARN to start the ApplicationMaster, and zoo_ray then for the executors. Spark says
 nothing during that wait (a first run on a cluster can take minutes while the
 NodeManagers localise the environment and Spark's jars) and never gives up on an
 application the scheduler leaves in ACCEPTED. The watcher finds the application by
