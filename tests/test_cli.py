@@ -103,3 +103,12 @@ def test_an_app_record_round_trips_and_is_removed(tmp_path, monkeypatch):
     AppRecord.remove(record.app_id)
     AppRecord.remove(record.app_id)  # idempotent
     assert AppRecord.read(record.app_id) is None
+
+
+def test_token_lifetimes_without_kerberos_are_one_line_naming_the_fix(capsys, tmp_path):
+    # Refused by the spec before anything starts.
+    assert main(["minicluster", "up", "--dir", str(tmp_path), "--token-max-lifetime",
+                 "300"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "set kerberos=True" in err
+    assert not (tmp_path / "state.json").exists()

@@ -89,3 +89,27 @@ def test_the_resourcemanager_preempts_only_when_asked(tmp_path, preemption):
     policies = conf.get("yarn.resourcemanager.scheduler.monitor.policies") or ""
     assert policies.endswith(".ProportionalCapacityPreemptionPolicy") == preemption
     assert MiniClusterSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_delegation_tokens_last_as_long_as_the_spec_says(tmp_path):
+    spec = MiniClusterSpec(nodemanagers=1, kerberos=True, token_renew_interval_s=60,
+                           token_max_lifetime_s=300)
+    conf = HadoopConf(render(spec, tmp_path, plan_ports(spec))["client"])
+    for prefix in ("dfs.namenode", "yarn.resourcemanager"):
+        assert conf.get(f"{prefix}.delegation.token.renew-interval") == "60000"
+        assert conf.get(f"{prefix}.delegation.token.max-lifetime") == "300000"
+    assert MiniClusterSpec.from_dict(spec.to_dict()) == spec
+    default = MiniClusterSpec(nodemanagers=1, kerberos=True)
+    conf = HadoopConf(render(default, tmp_path / "default", plan_ports(default))["client"])
+    assert conf.get("dfs.namenode.delegation.token.max-lifetime") is None  # Hadoop's 7 days
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"token_max_lifetime_s": 300}, "set kerberos=True"),
+    ({"kerberos": True, "token_renew_interval_s": 5}, ">= 10"),
+    ({"kerberos": True, "token_renew_interval_s": 600, "token_max_lifetime_s": 300},
+     "cannot be renewed past its lifetime"),
+])
+def test_impossible_token_lifetimes_are_refused_naming_the_fix(kwargs, match):
+    with pytest.raises(ZooRayError, match=match):
+        MiniClusterSpec(nodemanagers=1, **kwargs)

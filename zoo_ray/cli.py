@@ -27,6 +27,8 @@ def _minicluster_up(args: argparse.Namespace) -> int:
         isolated_hosts=args.isolated_hosts,
         preemption=args.preemption,
         kerberos=args.kerberos,
+        token_renew_interval_s=args.token_renew_interval,
+        token_max_lifetime_s=args.token_max_lifetime,
     )
     cluster = _cluster(args, spec).up(timeout=args.timeout)
     print(f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}")
@@ -247,6 +249,12 @@ def _add_minicluster(sub: Any) -> None:
                     help="secure it: a KDC of its own, Kerberos on every RPC, SPNEGO on every "
                          "web endpoint (needs MIT Kerberos: krb5-kdc krb5-admin-server "
                          "krb5-user)")
+    up.add_argument("--token-renew-interval", type=int, default=None, metavar="SECONDS",
+                    help="with --kerberos: how long delegation tokens last before they must "
+                         "be renewed (default: Hadoop's, one day)")
+    up.add_argument("--token-max-lifetime", type=int, default=None, metavar="SECONDS",
+                    help="with --kerberos: how long delegation tokens can be renewed for "
+                         "(default: Hadoop's, seven days)")
     up.set_defaults(func=_minicluster_up)
     status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)",
                                  **_examples("zoo-ray minicluster status"))

@@ -147,6 +147,18 @@ _PREEMPTION = {
 }
 
 
+def _token_lifetimes(spec: MiniClusterSpec) -> dict[str, dict[str, str]]:
+    """HDFS's and YARN's delegation token renew interval and lifetime, where the spec sets them."""
+    keys = {"token_renew_interval_s": "renew-interval", "token_max_lifetime_s": "max-lifetime"}
+    hdfs, yarn = {}, {}
+    for field, suffix in keys.items():
+        seconds = getattr(spec, field)
+        if seconds is not None:
+            hdfs[f"dfs.namenode.delegation.token.{suffix}"] = str(seconds * 1000)
+            yarn[f"yarn.resourcemanager.delegation.token.{suffix}"] = str(seconds * 1000)
+    return {"hdfs-site.xml": hdfs, "yarn-site.xml": yarn}
+
+
 def _nodemanager_overrides(root: Path, ports: dict[str, int], i: int, host: str) -> dict:
     nm_dir = root / f"nm{i}"
     return {
@@ -201,6 +213,7 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
     conf.set(_common_overrides(spec, root, ports, gateway))
     if spec.preemption:
         conf.set({"yarn-site.xml": _PREEMPTION})
+    conf.set(_token_lifetimes(spec))
     server_only: dict[str, dict[str, str]] = {}
     # HadoopConf reads only the site files: the TLS files are set again in every directory.
     tls: dict[str, dict[str, str]] = {}

@@ -12,6 +12,9 @@ from .artifacts import HADOOP_VERSION
 
 __all__ = ["MiniClusterSpec"]
 
+#: HDFS's shortest delegation token renew interval and lifetime, in seconds.
+_MIN_TOKEN_S = 10
+
 
 def _default_heaps() -> dict[str, int]:
     # Small heaps: a 2-core, few-GB box must hold these daemons plus Spark and Ray.
@@ -70,6 +73,11 @@ class MiniClusterSpec:
         ``KRB5_CONFIG`` and the user's ``kinit``. Needs MIT Kerberos's tools and
         ``native_io`` (secure log aggregation refuses to run without Hadoop's native
         library); not with ``isolated_hosts`` yet.
+    token_renew_interval_s, token_max_lifetime_s : int, optional
+        With ``kerberos``: how long HDFS's and YARN's delegation tokens last before they
+        must be renewed, and how long they can be renewed for (Hadoop's defaults: one day
+        and seven days). Minutes instead show, in a test, what a job that outlives its
+        tokens meets. At least 10 s (HDFS's floor); the renew interval at most the lifetime.
     """
 
     nodemanagers: int = 2
@@ -83,6 +91,8 @@ class MiniClusterSpec:
     preemption: bool = False
     native_io: bool = True
     kerberos: bool = False
+    token_renew_interval_s: int | None = None
+    token_max_lifetime_s: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
@@ -111,7 +121,27 @@ class MiniClusterSpec:
             raise InvalidArgumentError(
                 "kerberos=True needs native_io=True: a secure NodeManager's log aggregation "
                 "refuses to run without Hadoop's native library")
+        self._check_token_lifetimes()
         self.heap_mb = {**_default_heaps(), **self.heap_mb}
+
+    def _check_token_lifetimes(self) -> None:
+        given = {name: getattr(self, name) for name in
+                 ("token_renew_interval_s", "token_max_lifetime_s")
+                 if getattr(self, name) is not None}
+        if given and not self.kerberos:
+            raise InvalidArgumentError(
+                f"{', '.join(given)}: only a secure cluster has delegation tokens; set "
+                "kerberos=True (`zoo-ray minicluster up --kerberos`), or leave them unset")
+        for name, seconds in given.items():
+            if not isinstance(seconds, int) or seconds < _MIN_TOKEN_S:
+                raise InvalidArgumentError(
+                    f"{name}={seconds!r}: use a whole number of seconds >= {_MIN_TOKEN_S} "
+                    "(HDFS refuses shorter delegation tokens)")
+        renew, lifetime = self.token_renew_interval_s, self.token_max_lifetime_s
+        if renew is not None and lifetime is not None and renew > lifetime:
+            raise InvalidArgumentError(
+                f"token_renew_interval_s={renew} is longer than token_max_lifetime_s="
+                f"{lifetime}: a token cannot be renewed past its lifetime; shorten the first")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this spec."""
