@@ -168,7 +168,8 @@ def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
     first, then the rest but the GCS, then everything left (see :func:`kill_descendants`).
 
     Signalled all at once, the raylet waits 10 s for its agents, and the autoscaler's
-    monitor for the GCS; in this order a node stops in under a second.
+    monitor for the GCS; in this order a node's processes stop in seconds (figures in the
+    docs' benchmarks page).
 
     Parameters
     ----------
