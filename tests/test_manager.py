@@ -129,15 +129,17 @@ _FAKE_RAY_PROCESS = """#!/bin/sh
 now() { python3 -c 'import time; print(time.time())'; }
 trap 'echo "term $(basename "$0") $(now)" >> "$STOP_LOG"; sleep 0.3;
       echo "exit $(basename "$0") $(now)" >> "$STOP_LOG"; exit 0' TERM
+echo "ready $(basename "$0") $(now)" >> "$STOP_LOG"
 while true; do sleep 0.05; done
 """
 
-#: What the manager runs below it: ``ray start --block`` (kept for the last round, as its
-#: own SIGTERM handler stops the GCS) and the node's processes.
+#: What the manager runs below it: ``ray start --block`` (signalled after the node's other
+#: processes and before the GCS, as its own SIGTERM handler asks the GCS to drain the node)
+#: and the node's processes.
 _FAKES = ("ray-start", "gcs_server", "dashboard", "raylet")
 
 _KILL_ALL = """
-import subprocess, sys
+import os, subprocess, sys, time
 from pathlib import Path
 from zoo_ray.manager import RayManager
 from zoo_ray.protocol import NodeSpec
@@ -147,13 +149,19 @@ manager = RayManager(NodeSpec.from_json(sys.stdin.read()))
 manager.proc = subprocess.Popen([str(fakes / "ray-start")])
 for name in ("gcs_server", "dashboard", "raylet"):
     subprocess.Popen([str(fakes / name)])
+log = Path(os.environ["STOP_LOG"])
+for _ in range(300):  # until each has set its trap (bounded: 30 s)
+    if log.exists() and log.read_text().count("ready ") == 4:
+        break
+    time.sleep(0.1)
 manager.kill_node(grace=30)
 """
 
 
 def test_a_node_stops_as_ray_stop_stops_it_the_raylet_first_and_the_gcs_last(tmp_path):
     # Signalled together, a real raylet waits 10 s for its agents to answer, and the
-    # autoscaler's monitor for the GCS; the order makes a node stop in under a second.
+    # autoscaler's monitor for the GCS, and `ray start` for the GCS to drain its node; the
+    # order makes a node stop in seconds.
     fakes = tmp_path / "fakes"
     fakes.mkdir()
     for name in _FAKES:
@@ -165,8 +173,9 @@ def test_a_node_stops_as_ray_stop_stops_it_the_raylet_first_and_the_gcs_last(tmp
                           timeout=120, env={**os.environ, "STOP_LOG": str(log)})
     assert proc.returncode == 0, proc.stderr
     when = {(event, name): float(at) for event, name, at in
-            (line.split() for line in log.read_text().splitlines())}
+            (line.split() for line in log.read_text().splitlines()) if event != "ready"}
     assert len(when) == 2 * len(_FAKES), when
     # Each round is told to stop only once the one before it has.
     assert when["exit", "raylet"] < when["term", "dashboard"]
-    assert when["exit", "dashboard"] < min(when["term", "gcs_server"], when["term", "ray-start"])
+    assert when["exit", "dashboard"] < when["term", "ray-start"]
+    assert when["exit", "ray-start"] < when["term", "gcs_server"]

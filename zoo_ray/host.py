@@ -165,7 +165,8 @@ def kill_descendants(grace: float = 5.0, rounds: int = 3) -> None:
 
 def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
     """Stop every process below this one as ``ray stop`` stops a Ray node: the raylet
-    first, then the rest but the GCS, then everything left (see :func:`kill_descendants`).
+    first, then the rest but the GCS and ``last``, then ``last``, then everything left
+    (see :func:`kill_descendants`).
 
     Signalled all at once, the raylet waits 10 s for its agents, and the autoscaler's
     monitor for the GCS; in this order a node's processes stop in seconds (figures in the
@@ -174,11 +175,12 @@ def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
     Parameters
     ----------
     grace : float
-        Seconds each of the three rounds waits before SIGKILL, split as ``ray stop`` splits
-        its grace period; at most about ``3.3 * grace`` in all.
+        Seconds the four rounds wait before SIGKILL, ``grace / 4`` each: about ``grace``
+        at most in all.
     last : iterable of int
-        Processes kept for the last round with the GCS: ``ray start --block``, whose own
-        SIGTERM handler would stop the GCS at once.
+        Processes signalled after the others but before the GCS: ``ray start --block``,
+        whose own SIGTERM handler first asks the GCS to drain its node (and waits for an
+        answer that never comes once the GCS is gone).
     """
     import psutil
 
@@ -191,14 +193,15 @@ def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
             return ""
 
     rounds = (lambda p: name(p) == "raylet",
-              lambda p: p.pid not in keep and name(p) != "gcs_server")
+              lambda p: p.pid not in keep and name(p) != "gcs_server",
+              lambda p: p.pid in keep)
     for wanted in rounds:
         try:
             procs = psutil.Process().children(recursive=True)
         except psutil.Error:
             return
-        terminate([p for p in procs if wanted(p)], grace / 3)
-    kill_descendants(grace / 3)
+        terminate([p for p in procs if wanted(p)], grace / 4)
+    kill_descendants(grace / 4)
 
 
 def reap_children() -> None:
