@@ -30,10 +30,13 @@ E2E_TIMEOUT_S = 900
 #:    their own (CLI, notebooks, drivers in subprocesses) or none; the shared application
 #:    is stopped before the first of them (YARN's room and the CPU are theirs);
 #: 5. tests that start a SparkContext of their own in this process (PySpark allows one);
-#: 6. modules with a local Hadoop of their own (``own_cluster``): last, one at a time.
+#: 6. modules with a local Hadoop of their own (``own_cluster``): one at a time, modules
+#:    of an equal spec on the same one;
+#: 7. tests that stop such a local Hadoop (``own_cluster_to_stop``): after every test on it.
 #:
 #: The first matching rule below wins; within a phase, tests keep their file order.
 PHASES = (
+    (7, {"own_cluster_to_stop"}),
     (6, {"own_cluster"}),
     (5, {"no_shared_spark", "module_sc", "spark_on_yarn"}),
     (3, {"breakable_ray_ctx"}),

@@ -8,7 +8,8 @@ seconds), not on an application of their own. Tests that
 start a SparkContext in this process (one per process is all PySpark allows) first stop
 the shared one (``no_shared_spark``); a module whose application must differ (Spark's
 settings under test, an application that dies) starts its own (``module_sc``); a module
-that needs another kind of Hadoop starts its own (``own_cluster``).
+that needs another kind of Hadoop starts its own (``own_cluster``), which the next modules
+of the same kind share.
 
 The order of the tests follows from that, and ``tests/conftest.py`` makes it so: see
 :data:`PHASES` there.
@@ -18,13 +19,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.e2e import helpers, scenarios
-from tests.e2e.helpers import SESSION_SPEC, SHARED_OBJECT_STORE, SHARED_SPARK_ARGS
+from tests.e2e.helpers import SESSION_SPEC, SHARED_OBJECT_STORE, SHARED_SPARK_ARGS, keytab_login
 
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
@@ -262,7 +263,7 @@ def module_sc(cluster: MiniCluster, request: pytest.FixtureRequest) -> Iterator[
     release_shared()
     # On a module's own local Hadoop this is the first application (see SharedCluster).
     sc = init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir),
-                            **{"executor_timeout": FIRST_APP_TIMEOUT_S,
+                            **{"executor_timeout": FIRST_APP_TIMEOUT_S, **keytab_login(cluster),
                                **request.module.SPARK_ARGS})
     yield sc
     sc.stop()
@@ -293,16 +294,66 @@ def module_spark(module_sc: Any) -> Any:
 
 
 # ------------------------------------------------------ a module's own Hadoop
+class OwnClusters:
+    """The local Hadoop of the modules that need another kind than the session's (their
+    ``SPEC``): one at a time, kept from one module to the next that asks for an equal
+    spec (a start and a cold first application less), stopped when a module asks for
+    another spec, a test is done stopping it, or the session ends."""
+
+    def __init__(self, factory: pytest.TempPathFactory, config: pytest.Config) -> None:
+        self._factory = factory
+        self._config = config
+        self._running: tuple[str, MiniClusterSpec, MiniCluster, ExitStack] | None = None
+
+    def get(self, name: str, spec: MiniClusterSpec) -> MiniCluster:
+        """The running local Hadoop of ``spec``, started (as ``name``) if it does not run."""
+        if self._running is not None and self._running[1] == spec:
+            return self._running[2]
+        self.close()
+        stack = ExitStack()
+        running = stack.enter_context(_module_cluster(self._factory, name, spec))
+        self._running = (name, spec, running, stack)
+        return running
+
+    def close(self) -> None:
+        """Stop the running one, if any (idempotent)."""
+        if self._running is None:
+            return
+        name, _, running, stack = self._running
+        self._running = None
+        with stack:
+            _count_applications(self._config, name, running)
+
+
+@pytest.fixture(scope="session")
+def own_clusters(tmp_path_factory: pytest.TempPathFactory,
+                 request: pytest.FixtureRequest) -> Iterator[OwnClusters]:
+    """The keeper of the modules' own local Hadoops; at the session's end none runs."""
+    keeper = OwnClusters(tmp_path_factory, request.config)
+    yield keeper
+    keeper.close()
+
+
 @pytest.fixture(scope="module")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory,
-                request: pytest.FixtureRequest) -> Iterator[MiniCluster]:
-    """The test module's own local Hadoop (its ``SPEC``), beside the session's. A module
-    that uses it overrides ``cluster`` with it."""
-    name = request.module.__name__.rsplit(".", 1)[-1]
+def own_cluster(own_clusters: OwnClusters, request: pytest.FixtureRequest) -> MiniCluster:
+    """The test module's own local Hadoop (its ``SPEC``), beside the session's; shared with
+    the next modules of an equal ``SPEC``. A module that uses it overrides ``cluster`` with
+    it."""
+    from zoo_ray import spark_internals
+
     release_shared()
-    with _module_cluster(tmp_path_factory, name, request.module.SPEC) as running:
-        yield running
-        _count_applications(request.config, name, running)
+    # Each module's in-process Spark starts afresh, also on a Hadoop an earlier module used.
+    spark_internals.stop_jvm()
+    return own_clusters.get(request.module.__name__.rsplit(".", 1)[-1], request.module.SPEC)
+
+
+@pytest.fixture
+def own_cluster_to_stop(own_cluster: MiniCluster, own_clusters: OwnClusters
+                        ) -> Iterator[MiniCluster]:
+    """The module's own local Hadoop for a test that stops it: that test runs after every
+    test of every module on it (tests/conftest.py), and the keeper lets it go after."""
+    yield own_cluster
+    own_clusters.close()
 
 
 @contextmanager

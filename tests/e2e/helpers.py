@@ -33,6 +33,25 @@ SHARED_SPARK_ARGS = dict(num_executors=3, executor_cores=2, executor_memory="1g"
                          driver_memory="1g", extra_executor_memory_for_ray="2g")
 SHARED_OBJECT_STORE = "1g"
 
+#: The secure local Hadoop, shared by the modules that need Kerberos
+#: (test_secure_cluster) and one that takes containers back (test_yarn_takes_executors):
+#: one local Hadoop and one cold first application for both, and YARN's memory kill and
+#: preemption proven on Kerberos. NodeManagers that kill containers over their memory (the
+#: suite's other clusters do not, as Hadoop without cgroups does not by default), and a
+#: ResourceManager that preempts. 2 x 3072 MB, so a host holds one executor of 1920 MB and
+#: not two.
+SECURE_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=3072, nm_vcores=8,
+                              enforce_memory=True, preemption=True, kerberos=True)
+
+
+def keytab_login(cluster: Any) -> dict[str, str]:
+    """``init_spark_on_yarn``'s login for the user of a secure local Hadoop, by keytab
+    (nothing for one without Kerberos)."""
+    security = cluster.security
+    if security is None:
+        return {}
+    return {"principal": security.user, "keytab": str(security.user_keytab)}
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> float:
     """Poll ``predicate`` every half second; return the seconds it took to hold, or fail

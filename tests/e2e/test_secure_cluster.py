@@ -16,21 +16,22 @@ from xml.etree import ElementTree
 
 import psutil
 import pytest
-from tests.e2e.helpers import start_driver, wait_app_end
+from tests.e2e.helpers import SECURE_SPEC, start_driver, wait_app_end
 from tests.fresh import env_without_ray
 from tests.kerberos import kinit, needs_krb5
 
 from zoo_ray import init_spark_on_yarn, spark_internals
 from zoo_ray.errors import KerberosError
 from zoo_ray.host import port_free
-from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster import MiniCluster
 from zoo_ray.minicluster.daemons import daemon_env, java_argv
 from zoo_ray.spnego import hadoop_opener
 from zoo_ray.yarn import ResourceManager
 
 pytestmark = needs_krb5
 
-SPEC = MiniClusterSpec(nodemanagers=1, nm_memory_mb=4096, nm_vcores=4, kerberos=True)
+#: Shared with test_yarn_takes_executors, which runs on it after this module.
+SPEC = SECURE_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_every_web_endpoint_wants_spnego_and_zoo_ray_s_client_answers(cluster, u
     with pytest.raises(KerberosError, match="no Kerberos ticket: run `kinit"):
         rm.nodes()
     _user_kinit(cluster, user_env)
-    assert [n["state"] for n in rm.nodes()] == ["RUNNING"]
+    assert [n["state"] for n in rm.nodes()] == ["RUNNING"] * SPEC.nodemanagers
     assert "zoo_ray" not in json.dumps(rm.apps())
 
     # HDFS's web endpoints are HTTPS only (with the cluster's certificate) and SPNEGO too.
@@ -215,11 +216,13 @@ def test_zoo_ray_runs_for_a_user_logged_in_either_way(cluster, user_env, login, 
     assert Path(security.user_keytab).name not in staged
 
 
-def test_down_leaves_no_process_and_no_port(cluster):
-    # Last in the module: it stops the module's cluster (the fixture's down is then a no-op).
+def test_down_leaves_no_process_and_no_port(own_cluster_to_stop):
+    # After every test on this local Hadoop (test_yarn_takes_executors's too).
+    cluster = own_cluster_to_stop
     pids = [d["pid"] for d in cluster.status()["daemons"].values()]
     ports = list(cluster.ports.values())
-    assert len(pids) == 5  # the KDC and four Hadoop daemons
+    # The KDC, the NameNode, the DataNode, the ResourceManager and the NodeManagers.
+    assert len(pids) == 4 + SPEC.nodemanagers
     result = subprocess.run([sys.executable, "-m", "zoo_ray.cli", "minicluster", "down",
                              "--dir", str(cluster.dir)], capture_output=True, text=True,
                             timeout=120)

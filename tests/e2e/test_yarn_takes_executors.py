@@ -1,10 +1,13 @@
-"""YARN takes an executor's container away, as shared clusters do:
+"""YARN takes an executor's container away, as shared clusters do, on the secure local
+Hadoop (Kerberos; the module's application logs in with the user's keytab):
 - for memory (the local Hadoop checks physical memory): the driver says which executor,
-  the limit, the usage and which parameter to raise;
+  the limit, the usage (from the NodeManager's REST API, behind SPNEGO) and which
+  parameter to raise;
 - for another queue (preemption): a lost executor, whose replacement gets a Ray node
   once YARN gives the container back."""
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 
@@ -13,7 +16,9 @@ import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tests.e2e.helpers import (
+    SECURE_SPEC,
     executor_nodes,
+    keytab_login,
     ray_processes,
     start_driver,
     wait_app_end,
@@ -22,18 +27,14 @@ from tests.e2e.helpers import (
 
 from zoo_ray.errors import ClusterLostError
 from zoo_ray.host import tree_rss
-from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster import MiniCluster
 
 pytestmark = pytest.mark.faults
 
-#: For this module only: NodeManagers that kill containers over their memory (the suite's
-#: other clusters do not, as Hadoop without cgroups does not by default), and a
-#: ResourceManager that preempts. 2 x 3072 MB, so a host holds one executor (1920 MB) and
-#: not two: queue batch is guaranteed 30 % (1843 MB), the module's application in it holds
-#: 4736 MB (its ApplicationMaster's 896, two executors), and what is left holds another
-#: ApplicationMaster but no executor for queue default.
-SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=3072, nm_vcores=8, enforce_memory=True,
-                       preemption=True)
+#: Shared with test_secure_cluster. Queue batch is guaranteed 30 % (1843 MB), the module's
+#: application in it holds 4736 MB (its ApplicationMaster's 896, two executors), and what
+#: is left holds another ApplicationMaster but no executor for queue default.
+SPEC = SECURE_SPEC
 
 SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
                   driver_memory="512m", extra_executor_memory_for_ray="1g", queue="batch")
@@ -111,7 +112,7 @@ _OTHER_QUEUE = textwrap.dedent("""
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
                             extra_executor_memory_for_ray="1g", queue="default",
-                            executor_timeout=240)
+                            executor_timeout=240, **json.loads(sys.argv[2]))
     print(json.dumps({"app": sc.applicationId}), flush=True)
     time.sleep(900)
 """)
@@ -133,7 +134,8 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
     families = {n["container"]: [psutil.Process(n["pid"]), *ray_processes(n["pid"])]
                 for n in ray_ctx.nodes if psutil.pid_exists(n["pid"])}
     asked = time.monotonic()
-    other, info = start_driver(_OTHER_QUEUE, [str(cluster.hadoop_conf_dir)],
+    other, info = start_driver(_OTHER_QUEUE, [str(cluster.hadoop_conf_dir),
+                                              json.dumps(keytab_login(cluster))],
                                 tmp_path / "other.err")
     try:
         wait_until(lambda: len(ray_ctx.lost_executors()) > lost_before, 120, "a preempted executor")
