@@ -17,8 +17,10 @@ The order of the tests follows from that, and ``tests/conftest.py`` makes it so:
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -291,6 +293,38 @@ def module_spark(module_sc: Any) -> Any:
     from pyspark.sql import SparkSession
 
     return SparkSession(module_sc)
+
+
+# ------------------------------------------------- programs started ahead
+@pytest.fixture(scope="module")
+def ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, Future[Any]]]:
+    """The independent programs a module's tests check, all started together when the first
+    of those tests runs, each in a directory of its own: while one waits for YARN, the others
+    use the CPU. The module's ``AHEAD`` maps a test's name (with its parameters) to its
+    program, a callable taking the module's local Hadoop and that directory; only the
+    selected tests' programs run. At the module's end every program has ended, also one a
+    test did not get to end (a process the program returns is killed)."""
+    selected = {item.name for item in request.session.items if item.module is request.module}
+    jobs = {name: job for name, job in request.module.AHEAD.items() if name in selected}
+    cluster = request.getfixturevalue("cluster")
+    release_shared()
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="ahead") as pool:
+        futures = {name: pool.submit(job, cluster, tmp_path_factory.mktemp(name[:30]))
+                   for name, job in jobs.items()}
+        yield futures
+    for future in futures.values():
+        result = future.result() if future.exception() is None else None
+        for part in result if isinstance(result, tuple) else (result,):
+            if isinstance(part, subprocess.Popen) and part.poll() is None:
+                part.kill()
+                part.wait()
+
+
+@pytest.fixture
+def ahead_result(ahead: dict[str, Future[Any]], request: pytest.FixtureRequest) -> Any:
+    """What this test's program (see ``ahead``) returned; its exception if it raised."""
+    return ahead[request.node.name].result()
 
 
 # ------------------------------------------------------ a module's own Hadoop

@@ -166,3 +166,15 @@ def wait_app_end(cluster: Any, app_id: str, timeout: float = 120) -> None:
     """Wait for a YARN application to reach a final state (its containers then free)."""
     wait_until(lambda: cluster.resource_manager.app(app_id)["state"] in FINAL_STATES, timeout,
                f"{app_id} to end")
+
+
+def run_notebook(notebook: Any, cwd: Path, env: dict[str, str]) -> float:
+    """Execute ``notebook`` (an nbformat node, filled with its outputs) cell by cell in a
+    real Jupyter kernel started in ``cwd`` with exactly ``env``; return the seconds it took.
+    A failing cell raises CellExecutionError, naming the cell and its traceback."""
+    from nbclient import NotebookClient
+
+    started = time.monotonic()
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(cwd)}}).execute(env=env)
+    return time.monotonic() - started

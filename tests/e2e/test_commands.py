@@ -1,5 +1,6 @@
 """The ``zoo-ray`` commands a user runs on the gateway, end to end on the local Hadoop:
-submit (exit code, Ctrl-C), status, stop and pack."""
+submit (exit code, Ctrl-C), status, stop and pack. The three applications the tests check
+start at once (``ahead``), as three users' would."""
 from __future__ import annotations
 
 import json
@@ -52,17 +53,22 @@ _WAITER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def cli_env(cluster, monkeypatch):
+def _cli_env(cluster):
     env = env_without_ray()
     env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
     return env
 
 
-def _default_sigint():
-    """A job started in the background of a shell (as CI may run us) ignores SIGINT, and
-    so would its children: give the CLI the terminal's default, as a user's shell does."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+@pytest.fixture
+def cli_env(cluster):
+    return _cli_env(cluster)
+
+
+#: A job started in the background of a shell (as CI may run us) ignores SIGINT, and so
+#: would its children: the CLI gets the terminal's default, as under a user's shell.
+_WITH_DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; "
+                        "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])"]
 
 
 def _run(args, env, timeout=600):
@@ -70,19 +76,34 @@ def _run(args, env, timeout=600):
                           timeout=timeout)
 
 
-def _start_waiter(tmp_path, env):
-    script = tmp_path / "waiter.py"
+def _submit(cluster, tmp):
+    script = tmp / "job.py"
+    script.write_text(_SCRIPT)
+    out = tmp / "out.json"
+    return _run(["submit", *SIZE, str(script), str(out), "3"], _cli_env(cluster)), out
+
+
+def _start_waiter(cluster, tmp):
+    """``zoo-ray submit`` of a script that waits: the CLI, its application, and ``tmp``
+    (where its stderr goes)."""
+    script = tmp / "waiter.py"
     script.write_text(_WAITER)
-    with open(tmp_path / "submit.err", "w") as err:
-        proc = subprocess.Popen([*ZOO_RAY, "submit", *SIZE, str(script)], env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True,
-                                preexec_fn=_default_sigint)
+    with open(tmp / "submit.err", "w") as err:
+        proc = subprocess.Popen([*_WITH_DEFAULT_SIGINT, *ZOO_RAY, "submit", *SIZE, str(script)],
+                                env=_cli_env(cluster), stdout=subprocess.PIPE, stderr=err,
+                                text=True)
     line = proc.stdout.readline()
     if not line.startswith("{"):
         proc.kill()
         proc.wait()
-        raise AssertionError((tmp_path / "submit.err").read_text()[-3000:])
-    return proc, json.loads(line)["app"]
+        raise AssertionError((tmp / "submit.err").read_text()[-3000:])
+    return proc, json.loads(line)["app"], tmp
+
+
+AHEAD = {"test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code": _submit,
+         "test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it":
+             _start_waiter,
+         "test_stop_kills_the_application_and_its_ray_nodes": _start_waiter}
 
 
 def _ray_pids(app_id):
@@ -111,12 +132,8 @@ def _all_gone(pids, timeout=60):
     return False
 
 
-def test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code(cluster, cli_env,
-                                                                     tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(_SCRIPT)
-    out = tmp_path / "out.json"
-    result = _run(["submit", *SIZE, str(script), str(out), "3"], cli_env)
+def test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code(cluster, ahead_result):
+    result, out = ahead_result
     assert result.returncode == 3, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["argv"] == [str(out), "3"]
@@ -130,8 +147,8 @@ def test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code(cluster, cl
 
 
 def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
-        cluster, cli_env, tmp_path):
-    proc, app_id = _start_waiter(tmp_path, cli_env)
+        cluster, cli_env, ahead_result):
+    proc, app_id, tmp_path = ahead_result
     try:
         pids = _ray_pids(app_id)
         status = _run(["status"], cli_env, timeout=60)
@@ -158,8 +175,8 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
     assert "interrupted" in (tmp_path / "submit.err").read_text()
 
 
-def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, tmp_path):
-    proc, app_id = _start_waiter(tmp_path, cli_env)
+def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, ahead_result):
+    proc, app_id, _ = ahead_result
     try:
         pids = _ray_pids(app_id)
         result = _run(["stop", app_id], cli_env, timeout=120)

@@ -1,14 +1,33 @@
 """The notebooks in ``notebooks/``, executed cell by cell by a real Jupyter kernel on the
-local Hadoop, with their settings taken from the environment as on a real gateway."""
+local Hadoop, with their settings taken from the environment as on a real gateway. They
+run at once (``ahead``), each its own application, as several users' would."""
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.fresh import ray_keys
+from tests.e2e.helpers import run_notebook
+from tests.fresh import env_without_ray
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+
+
+def _run(path: Path, cluster: Any, tmp: Path) -> tuple[Any, float]:
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    # The kernel gets this environment: no Ray session of the test process leaks in.
+    env = {**env_without_ray(), "HADOOP_CONF_DIR": str(cluster.hadoop_conf_dir)}
+    seconds = run_notebook(notebook, tmp, env)
+    # Kept with the test's temp files: what a user would see, to render and look at.
+    nbformat.write(notebook, tmp / path.name)
+    return notebook, seconds
+
+
+AHEAD = {f"test_notebook_runs_end_to_end[{path.stem}]": partial(_run, path)
+         for path in NOTEBOOKS}
 
 
 def test_there_are_notebooks_to_run():
@@ -17,23 +36,10 @@ def test_there_are_notebooks_to_run():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
-def test_notebook_runs_end_to_end(path, cluster, tmp_path, monkeypatch, capsys):
-    import nbformat
-    from nbclient import NotebookClient
-
-    # The kernel inherits this environment: no Ray session of the test process leaks in.
-    for key in ray_keys():
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HADOOP_CONF_DIR", str(cluster.hadoop_conf_dir))
-    notebook = nbformat.read(path, as_version=4)
-    started = time.monotonic()
-    # A failing cell raises CellExecutionError, naming the cell and its traceback.
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+def test_notebook_runs_end_to_end(path, ahead_result, capsys):
+    notebook, seconds = ahead_result
     with capsys.disabled():
-        print(f"\n{path.name}: {time.monotonic() - started:.1f}s")
-    # Kept with the test's temp files: what a user would see, to render and look at.
-    nbformat.write(notebook, tmp_path / path.name)
+        print(f"\n{path.name}: {seconds:.1f}s (the notebooks run at once)")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]

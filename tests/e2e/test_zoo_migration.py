@@ -1,13 +1,17 @@
-"""Analytics Zoo programs with only their imports changed: `import ray` first, then the prelude."""
+"""Analytics Zoo programs with only their imports changed: `import ray` first, then the prelude.
+The three programs run at once (``ahead``), as three users' would."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.fresh import env_without_ray, ray_keys
+from tests.e2e.helpers import run_notebook
+from tests.fresh import env_without_ray
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
 _ZOO_PROGRAM = textwrap.dedent("""
@@ -79,12 +83,15 @@ _RAY_KEYS = {"address", "gcs_address", "node_id", "node_ip_address", "object_sto
              "raylet_socket_name", "session_dir", "webui_url"}
 
 
-def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(cluster, tmp_path):
+def _run_zoo_program(cluster: Any, tmp: Path) -> subprocess.CompletedProcess[str]:
     fresh_env = {k: v for k, v in env_without_ray().items()
                  if k != "PYSPARK_ARCHIVES_PATH"}
-    result = subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
-                            capture_output=True, text=True, timeout=900, env=fresh_env,
-                            cwd=tmp_path)
+    return subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
+                          capture_output=True, text=True, timeout=900, env=fresh_env, cwd=tmp)
+
+
+def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(ahead_result):
+    result = ahead_result
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stderr[-4000:]
     report = json.loads(lines[0][len("REPORT "):])
@@ -138,10 +145,15 @@ _ZOO_LOCAL_PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
-    fresh_env = env_without_ray()
+def _run_local_program(_cluster: Any, tmp: Path
+                       ) -> tuple[subprocess.CompletedProcess[str], Path]:
     result = subprocess.run([sys.executable, "-c", _ZOO_LOCAL_PROGRAM], capture_output=True,
-                            text=True, timeout=600, env=fresh_env, cwd=tmp_path)
+                            text=True, timeout=600, env=env_without_ray(), cwd=tmp)
+    return result, tmp
+
+
+def test_a_zoo_program_in_local_mode_runs_and_re_inits(ahead_result):
+    result, cwd = ahead_result
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stderr[-4000:]
     report = json.loads(lines[0][len("REPORT "):])
@@ -150,7 +162,7 @@ def test_a_zoo_program_in_local_mode_runs_and_re_inits(tmp_path):
     assert report["log_level"] == "ERROR"
     assert report["squares"] == [i * i for i in range(8)] and report["reinit_square"] == 49
     assert report["left"] == []
-    assert not (tmp_path / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"
+    assert not (cwd / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"
 
 
 _NOTEBOOK = [
@@ -168,17 +180,22 @@ _NOTEBOOK = [
 ]
 
 
-@pytest.mark.slow
-def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(cluster, tmp_path,
-                                                                       monkeypatch):
+def _run_notebook(cluster: Any, tmp: Path) -> Any:
     import nbformat
-    from nbclient import NotebookClient
 
-    for key in ray_keys():
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HADOOP_CONF_DIR", str(cluster.hadoop_conf_dir))
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _NOTEBOOK])
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    run_notebook(notebook, tmp, {**env_without_ray(),
+                                 "HADOOP_CONF_DIR": str(cluster.hadoop_conf_dir)})
+    return notebook
+
+
+AHEAD = {"test_a_zoo_program_importing_ray_first_runs_with_ray_address_info": _run_zoo_program,
+         "test_a_zoo_program_in_local_mode_runs_and_re_inits": _run_local_program,
+         "test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel": _run_notebook}
+
+
+@pytest.mark.slow
+def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(ahead_result):
+    notebook = ahead_result
     assert all(cell.outputs == [] or all(o.output_type != "error" for o in cell.outputs)
                for cell in notebook.cells)
