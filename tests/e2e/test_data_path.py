@@ -173,21 +173,33 @@ def test_a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_ho
         sc, ray_ctx)
 
 
-def test_conversions_work_while_other_spark_jobs_hold_executor_slots(spark, sc, ray_ctx):
-    def busy(_):
-        time.sleep(20)
+def test_conversions_work_while_other_spark_jobs_hold_executor_slots(spark, sc, ray_ctx,
+                                                                    tmp_path):
+    # The executors share this host's file system: the busy tasks say when they hold their
+    # slots and hold them until the conversions are done (at most 120 s).
+    done = tmp_path / "done"
+
+    def busy(index, _):
+        (tmp_path / f"busy-{index}").touch()
+        for _ in range(1200):
+            if done.exists():
+                break
+            time.sleep(0.1)
         return [1]
 
-    other = threading.Thread(target=lambda: sc.parallelize(range(2), 2).mapPartitions(busy)
-                             .collect())
+    other = threading.Thread(target=lambda: sc.parallelize(range(2), 2)
+                             .mapPartitionsWithIndex(busy).collect())
     other.start()
-    time.sleep(3)
     try:
+        wait_until(lambda: len(list(tmp_path.glob("busy-*"))) == 2, 60,
+                   "two Spark tasks holding executor slots")
         df = spark.range(0, 300_000, numPartitions=6).selectExpr("id", "id % 7 AS k")
         back = data.to_spark(data.from_spark(df))
         assert back.count() == 300_000
         assert back.groupBy().sum("k").first()[0] == df.groupBy().sum("k").first()[0]
+        assert not done.exists() and other.is_alive(), "the slots were held throughout"
     finally:
+        done.touch()
         other.join()
 
 
