@@ -39,9 +39,11 @@ SHARED_OBJECT_STORE = "1g"
 #: preemption proven on Kerberos. NodeManagers that kill containers over their memory (the
 #: suite's other clusters do not, as Hadoop without cgroups does not by default), and a
 #: ResourceManager that preempts. 2 x 3072 MB, so a host holds one executor of 1920 MB and
-#: not two.
+#: not two. Delegation tokens that live a minute (renewed every 20 s), not a week, so that
+#: an application of the suite outlives its first ones.
 SECURE_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=3072, nm_vcores=8,
-                              enforce_memory=True, preemption=True, kerberos=True)
+                              enforce_memory=True, preemption=True, kerberos=True,
+                              token_renew_interval_s=20, token_max_lifetime_s=60)
 
 
 def keytab_login(cluster: Any) -> dict[str, str]:

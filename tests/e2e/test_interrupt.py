@@ -1,5 +1,6 @@
 """Ctrl-C in a notebook cell during init_spark_on_yarn or RayContext.init leaves nothing
-half-started, and the same interpreter (the kernel) starts cleanly on the retry."""
+half-started, and the same interpreter (the kernel) starts cleanly on the retry. The two
+drivers run at once (``ahead``), as two users' would."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.fresh import env_without_ray
@@ -104,15 +108,26 @@ def _wait_final(rm, name, timeout=90):
     raise AssertionError(f"applications named {name} still running: {rm.apps()}")
 
 
-@pytest.mark.faults
-@pytest.mark.parametrize("stage", ["spark", "ray"])
-def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster, tmp_path):
-    env = env_without_ray()
-    log = tmp_path / "driver.err"
+def _run_driver(stage: str, cluster: Any, tmp: Path
+                ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    log = tmp / "driver.err"
     with open(log, "w") as err:
         result = subprocess.run([sys.executable, "-c", _DRIVER, stage,
-                                 str(cluster.hadoop_conf_dir)], env=env, stdout=subprocess.PIPE,
-                                stderr=err, text=True, timeout=600)
+                                 str(cluster.hadoop_conf_dir)], env=env_without_ray(),
+                                stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    return result, log
+
+
+STAGES = ["spark", "ray"]
+AHEAD = {f"test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works[{stage}]":
+         partial(_run_driver, stage) for stage in STAGES}
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("stage", STAGES)
+def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster,
+                                                                    ahead_result):
+    result, log = ahead_result
     assert result.returncode == 0, log.read_text()[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["interrupted"], "the interrupt reached the stage under test"

@@ -145,14 +145,18 @@ def test_a_bad_login_is_a_typed_error_before_anything_reaches_yarn(cluster, user
     assert spark_internals.active_context() is None
 
 
-#: A user's program on the gateway: the three lines, Ray tasks, the data path both ways.
+#: A user's program on the gateway: the three lines, Ray tasks, the data path both ways, a
+#: second RayContext. Two executors, one on each NodeManager (a host holds one): the first
+#: program puts the environment into both NodeManagers' caches for the programs after it.
 _PROGRAM = textwrap.dedent("""
-    import json, sys
+    import json, logging, sys
     import ray
     from zoo_ray import RayContext, init_spark_on_yarn
     from zoo_ray.data import from_spark, to_spark
     login = json.loads(sys.argv[2])
-    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
+    logging.basicConfig()
+    logging.getLogger("zoo_ray").setLevel(logging.INFO)  # what it shipped, and how
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
                             extra_executor_memory_for_ray="1g", executor_timeout=600, **login)
     ray_ctx = RayContext(sc=sc, object_store_memory="128m")
@@ -166,14 +170,22 @@ _PROGRAM = textwrap.dedent("""
     spark = SparkSession(sc)
     ds = from_spark(spark.range(1000))
     back = to_spark(ds.map(lambda row: {"id": row["id"] * 2}), spark)
-    print(json.dumps({"app": sc.applicationId,
-                      "squares": ray.get([square.remote(i) for i in range(4)]),
-                      "rows": ds.count(), "sum": back.groupBy().sum("id").first()[0],
-                      "conf": {k: v for k, v in sc.getConf().getAll() if "kerberos" in k
-                               or "extraJavaOptions" in k}}), flush=True)
+    report = {"app": sc.applicationId,
+              "squares": ray.get([square.remote(i) for i in range(4)]),
+              "rows": ds.count(), "sum": back.groupBy().sum("id").first()[0],
+              "conf": {k: v for k, v in sc.getConf().getAll() if "kerberos" in k
+                       or "extraJavaOptions" in k}}
     ray_ctx.stop()
+    again = RayContext(sc=sc, object_store_memory="128m")
+    again.init()
+    report["again"] = ray.get(square.remote(5))
+    again.stop()
+    print(json.dumps(report), flush=True)
     sc.stop()
 """)
+
+#: The environment archives this module's programs found on HDFS or put there.
+_SHIPPED: set[str] = set()
 
 
 @pytest.mark.parametrize("login", ["ticket cache", "keytab"])
@@ -197,8 +209,15 @@ def test_zoo_ray_runs_for_a_user_logged_in_either_way(cluster, user_env, login, 
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    assert report["squares"] == [0, 1, 4, 9]
+    assert report["squares"] == [0, 1, 4, 9] and report["again"] == 25
     assert (report["rows"], report["sum"]) == (1000, 999 * 1000)
+    # Pack once: what a program of this module uploaded, the next one reuses.
+    text = log.read_text()
+    uploaded = re.findall(r"Uploading \S+ \(\d+ bytes\) to (hdfs://\S+/envs/\S+)", text)
+    reused = re.findall(r"Reusing (hdfs://\S+/envs/\S+) on the cluster", text)
+    assert len(uploaded + reused) == 1, (uploaded, reused)
+    assert not set(uploaded) & _SHIPPED, "an archive on HDFS was uploaded again"
+    _SHIPPED.update(uploaded + reused)
     krb5 = f"-Djava.security.krb5.conf={security.realm.krb5_conf}"
     # Java reads no KRB5_CONFIG: every JVM of the application was told the realm's file.
     for jvm in ("driver", "executor", "yarn.am"):

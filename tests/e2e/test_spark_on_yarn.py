@@ -162,7 +162,7 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     with pytest.raises(ExecutorsNotStartedError, match="(?s)started \\d of 12 executors.*killed"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
                            num_executors=12, executor_cores=1, executor_memory="3g",
-                           executor_timeout=20)
+                           executor_timeout=10)
     assert SparkContext._active_spark_context is None
     last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
     assert last["state"] == "KILLED"
@@ -178,11 +178,11 @@ def test_an_application_yarn_never_schedules_is_killed_with_the_queue_named(
     with pytest.raises(ExecutorsNotStartedError,
                        match=r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue="):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
-                           queue="tiny", executor_timeout=20, **SMALL)
+                           queue="tiny", executor_timeout=10, **SMALL)
     assert SparkContext._active_spark_context is None
     last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
     assert last["queue"] in ("tiny", "root.tiny") and last["state"] == "KILLED"
-    assert "not scheduled within 20s" in last["diagnostics"]
+    assert "not scheduled within 10s" in last["diagnostics"]
     assert any("is ACCEPTED" in r.getMessage() for r in caplog.records)
 
 

@@ -4,12 +4,14 @@ Hadoop (Kerberos; the module's application logs in with the user's keytab):
   the limit, the usage (from the NodeManager's REST API, behind SPNEGO) and which
   parameter to raise;
 - for another queue (preemption): a lost executor, whose replacement gets a Ray node
-  once YARN gives the container back."""
+  once YARN gives the container back;
+and the application outlives its first delegation tokens (they live a minute here)."""
 from __future__ import annotations
 
 import json
 import textwrap
 import time
+from xml.etree import ElementTree
 
 import psutil
 import pytest
@@ -25,9 +27,11 @@ from tests.e2e.helpers import (
     wait_until,
 )
 
+from zoo_ray import data
 from zoo_ray.errors import ClusterLostError
 from zoo_ray.host import tree_rss
 from zoo_ray.minicluster import MiniCluster
+from zoo_ray.spnego import hadoop_opener
 
 pytestmark = pytest.mark.faults
 
@@ -146,6 +150,9 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
         assert kinds[0] in ("lost", "head lost"), kinds
         _, alive = psutil.wait_procs(families[loss.container], timeout=30)
         assert alive == [], f"left by the preempted container: {alive}"
+        # The replacement's container starts once the other application ends: after every
+        # token the module's application was given at its start is dead.
+        time.sleep(max(0.0, _first_tokens_dead(ray_ctx) - time.time()))
     finally:
         other.kill()
         other.wait()
@@ -159,3 +166,34 @@ def test_a_container_preempted_for_another_queue_is_lost_and_its_replacement_joi
     kinds = [e.kind for e in ray_ctx.events()[seen:]]
     assert kinds in (["lost", "joined"], ["head lost", "rebuilt", "joined"]), kinds
     assert loss.container not in {info.container for info in ray_ctx.executor_nodes().values()}
+
+
+def _first_tokens_dead(ray_ctx) -> float:
+    """When (epoch seconds) every delegation token the module's application got at its
+    start is dead: no HDFS or YARN token outlives the max lifetime from its issue."""
+    return ray_ctx.sc.startTime / 1000 + SPEC.token_max_lifetime_s + 5
+
+
+def test_the_application_outlives_its_first_delegation_tokens(ray_ctx, module_sc, module_spark,
+                                                              cluster, tmp_path):
+    # The NameNode's own configuration says how long its tokens live.
+    opener = hadoop_opener(cluster.credentials, cluster.security.ca_file)
+    with opener.open(f"{cluster.namenode_web}/conf", timeout=30) as response:
+        conf = ElementTree.fromstring(response.read())
+    lifetime_ms = next(int(p.findtext("value")) for p in conf.iter("property")
+                       if p.findtext("name") == "dfs.namenode.delegation.token.max-lifetime")
+    assert lifetime_ms == SPEC.token_max_lifetime_s * 1000
+    # Only the tokens Spark fetched since with the keytab work from here on (and the
+    # preemption test's replacement executor started after this point too).
+    time.sleep(max(0.0, _first_tokens_dead(ray_ctx) - time.time()))
+    print(f"the application is {time.time() - module_sc.startTime / 1000:.0f}s old; its "
+          f"first tokens lived {lifetime_ms / 1000:.0f}s at most")
+    # Spark's tasks write and read HDFS with the executors' tokens.
+    frame = module_spark.range(0, 10_000, numPartitions=4).selectExpr("id", "id * 2 AS twice")
+    path = f"outlives-tokens-{tmp_path.name}"
+    frame.write.parquet(path)
+    assert module_spark.read.parquet(path).groupBy().sum("twice").first()[0] == 9_999 * 10_000
+    # zoo_ray.data both ways, on every executor's node (the replacement's among them).
+    back = data.to_spark(data.from_spark(frame).map(lambda row: {"id": row["id"] + 1}))
+    assert back.groupBy().sum("id").first()[0] == 10_000 * 10_001 // 2
+    assert len(ray_ctx.executor_nodes()) == SPARK_ARGS["num_executors"]
