@@ -154,6 +154,8 @@ for _ in range(300):  # until each has set its trap (bounded: 30 s)
     if log.exists() and log.read_text().count("ready ") == 4:
         break
     time.sleep(0.1)
+else:
+    sys.exit("the fake Ray processes did not start within 30 s")
 manager.kill_node(grace=30)
 """
 

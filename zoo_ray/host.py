@@ -175,8 +175,8 @@ def stop_ray_node(grace: float = 5.0, last: Iterable[int] = ()) -> None:
     Parameters
     ----------
     grace : float
-        Seconds the four rounds wait before SIGKILL, ``grace / 4`` each: about ``grace``
-        at most in all.
+        Each round waits up to ``grace / 4`` for SIGTERM to work, then SIGKILLs: about
+        ``grace`` in all when the processes obey SIGTERM, at most about ``3 * grace``.
     last : iterable of int
         Processes signalled after the others but before the GCS: ``ray start --block``,
         whose own SIGTERM handler first asks the GCS to drain its node (and waits for an

@@ -17,7 +17,7 @@ The order of the tests follows from that, and ``tests/conftest.py`` makes it so:
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -297,34 +297,28 @@ def module_spark(module_sc: Any) -> Any:
 
 # ------------------------------------------------- programs started ahead
 @pytest.fixture(scope="module")
-def ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[dict[str, Future[Any]]]:
+def ahead(cluster: MiniCluster, request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
     """The independent programs a module's tests check, all started together when the first
     of those tests runs, each in a directory of its own: while one waits for YARN, the others
     use the CPU. The module's ``AHEAD`` maps a test's name (with its parameters) to its
-    program, a callable taking the module's local Hadoop and that directory; only the
-    selected tests' programs run. At the module's end every program has ended, also one a
-    test did not get to end (a process the program returns is killed)."""
+    program, a callable taking the module's local Hadoop, that directory and an ExitStack
+    for what must end with the module (a program left running: see ``helpers.end_program``);
+    only the selected tests' programs run. At the module's end every program has ended."""
     selected = {item.name for item in request.session.items if item.module is request.module}
     jobs = {name: job for name, job in request.module.AHEAD.items() if name in selected}
-    cluster = request.getfixturevalue("cluster")
     release_shared()
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="ahead") as pool:
-        futures = {name: pool.submit(job, cluster, tmp_path_factory.mktemp(name[:30]))
-                   for name, job in jobs.items()}
-        yield futures
-    for future in futures.values():
-        result = future.result() if future.exception() is None else None
-        for part in result if isinstance(result, tuple) else (result,):
-            if isinstance(part, subprocess.Popen) and part.poll() is None:
-                part.kill()
-                part.wait()
+    with ExitStack() as cleanup, ThreadPoolExecutor(max_workers=max(1, len(jobs)),
+                                                    thread_name_prefix="ahead") as pool:
+        # The pool is left first: every program has returned before the cleanup runs.
+        yield {name: pool.submit(job, cluster, tmp_path_factory.mktemp(_dir_name(name)),
+                                 cleanup) for name, job in jobs.items()}
 
 
-@pytest.fixture
-def ahead_result(ahead: dict[str, Future[Any]], request: pytest.FixtureRequest) -> Any:
-    """What this test's program (see ``ahead``) returned; its exception if it raised."""
-    return ahead[request.node.name].result()
+def _dir_name(test_name: str) -> str:
+    """A test's name (parameters kept: they tell programs apart) as a directory name."""
+    return re.sub(r"\W+", "_", test_name)[-40:]
+
 
 
 # ------------------------------------------------------ a module's own Hadoop
@@ -349,14 +343,21 @@ class OwnClusters:
         self._running = (name, spec, running, stack)
         return running
 
+    def count_applications(self) -> None:
+        """Note how many applications ran on the running one (see ``_count_applications``)."""
+        if self._running is not None:
+            name, _, running, _ = self._running
+            _count_applications(self._config, name, running)
+
     def close(self) -> None:
         """Stop the running one, if any (idempotent)."""
         if self._running is None:
             return
-        name, _, running, stack = self._running
+        _, _, running, stack = self._running
+        if running.running:
+            self.count_applications()
         self._running = None
-        with stack:
-            _count_applications(self._config, name, running)
+        stack.close()
 
 
 @pytest.fixture(scope="session")
@@ -386,6 +387,7 @@ def own_cluster_to_stop(own_cluster: MiniCluster, own_clusters: OwnClusters
                         ) -> Iterator[MiniCluster]:
     """The module's own local Hadoop for a test that stops it: that test runs after every
     test of every module on it (tests/conftest.py), and the keeper lets it go after."""
+    own_clusters.count_applications()  # while its ResourceManager still answers
     yield own_cluster
     own_clusters.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -180,3 +181,24 @@ def run_notebook(notebook: Any, cwd: Path, env: dict[str, str]) -> float:
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute(env=env)
     return time.monotonic() - started
+
+
+def program_env(cluster: Any) -> dict[str, str]:
+    """The environment of a user's program on ``cluster``'s gateway: this process's, without
+    its Ray session (:func:`tests.fresh.env_without_ray`), with ``HADOOP_CONF_DIR``."""
+    from tests.fresh import env_without_ray
+
+    return {**env_without_ray(), "HADOOP_CONF_DIR": str(cluster.hadoop_conf_dir)}
+
+
+def end_program(proc: subprocess.Popen[str]) -> None:
+    """End a program a test did not get to end as a user would, with Ctrl-C (it cleans up
+    its application), and kill it if it is still there two minutes later."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -12,7 +12,7 @@ import time
 
 import psutil
 import pytest
-from tests.fresh import env_without_ray
+from tests.e2e.helpers import end_program, program_env
 
 from zoo_ray.applications import AppRecord
 from zoo_ray.yarn import FINAL_STATES
@@ -49,23 +49,19 @@ _WAITER = textwrap.dedent("""
     ray.init()
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
     print(json.dumps({"app": SparkContext._active_spark_context.applicationId}), flush=True)
-    time.sleep(900)
+    while True:  # started with the module's first test: as long as the tests take
+        time.sleep(60)
 """)
-
-
-def _cli_env(cluster):
-    env = env_without_ray()
-    env["HADOOP_CONF_DIR"] = str(cluster.hadoop_conf_dir)
-    return env
 
 
 @pytest.fixture
 def cli_env(cluster):
-    return _cli_env(cluster)
+    return program_env(cluster)
 
 
 #: A job started in the background of a shell (as CI may run us) ignores SIGINT, and so
-#: would its children: the CLI gets the terminal's default, as under a user's shell.
+#: would its children: the CLI gets the terminal's default, as under a user's shell. An exec
+#: wrapper, not preexec_fn, which is unsafe in a process with threads (``ahead``'s).
 _WITH_DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; "
                         "signal.signal(signal.SIGINT, signal.SIG_DFL); "
                         "os.execv(sys.argv[1], sys.argv[1:])"]
@@ -76,22 +72,23 @@ def _run(args, env, timeout=600):
                           timeout=timeout)
 
 
-def _submit(cluster, tmp):
+def _submit(cluster, tmp, _cleanup):
     script = tmp / "job.py"
     script.write_text(_SCRIPT)
     out = tmp / "out.json"
-    return _run(["submit", *SIZE, str(script), str(out), "3"], _cli_env(cluster)), out
+    return _run(["submit", *SIZE, str(script), str(out), "3"], program_env(cluster)), out
 
 
-def _start_waiter(cluster, tmp):
+def _start_waiter(cluster, tmp, cleanup):
     """``zoo-ray submit`` of a script that waits: the CLI, its application, and ``tmp``
-    (where its stderr goes)."""
+    (where its stderr goes). The CLI ends with the module at the latest."""
     script = tmp / "waiter.py"
     script.write_text(_WAITER)
     with open(tmp / "submit.err", "w") as err:
         proc = subprocess.Popen([*_WITH_DEFAULT_SIGINT, *ZOO_RAY, "submit", *SIZE, str(script)],
-                                env=_cli_env(cluster), stdout=subprocess.PIPE, stderr=err,
+                                env=program_env(cluster), stdout=subprocess.PIPE, stderr=err,
                                 text=True)
+    cleanup.callback(end_program, proc)
     line = proc.stdout.readline()
     if not line.startswith("{"):
         proc.kill()
@@ -188,12 +185,7 @@ def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, ahead_re
         listed = json.loads(_run(["status"], cli_env, timeout=60).stdout)
         assert app_id not in [a["id"] for a in listed]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_program(proc)
 
 
 def test_stop_leaves_an_application_zoo_ray_did_not_start_alone(cluster, cli_env,

@@ -197,7 +197,7 @@ def test_conversions_work_while_other_spark_jobs_hold_executor_slots(spark, sc, 
         back = data.to_spark(data.from_spark(df))
         assert back.count() == 300_000
         assert back.groupBy().sum("k").first()[0] == df.groupBy().sum("k").first()[0]
-        assert not done.exists() and other.is_alive(), "the slots were held throughout"
+        assert other.is_alive(), "the slots were held throughout"
     finally:
         done.touch()
         other.join()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def _wait_final(rm, name, timeout=90):
     raise AssertionError(f"applications named {name} still running: {rm.apps()}")
 
 
-def _run_driver(stage: str, cluster: Any, tmp: Path
+def _run_driver(stage: str, cluster: Any, tmp: Path, _cleanup: ExitStack
                 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     log = tmp / "driver.err"
     with open(log, "w") as err:

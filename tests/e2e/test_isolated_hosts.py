@@ -386,7 +386,7 @@ def test_a_worker_host_cut_off_for_60s_is_whole_again_and_nothing_hangs(cluster,
     # started again by its manager, maybe just after the link is back (a check under way
     # then ends within its 10 s). Whole it must stay, 15 s after the link came back.
     time.sleep(max(0.0, 15 - (time.monotonic() - back)))
-    wait_until(whole, 180, "every executor's node answering, 15 s later")
+    assert whole(), "every executor's node answering, 15 s after the link came back"
     kept = set(ray_ctx.executor_nodes()) == before
     print(f"a worker host cut off for {back - cut:.0f}s: whole again {again:.1f}s after its "
           f"link came back; its raylet {'kept' if kept else 'restarted by its manager'}; "

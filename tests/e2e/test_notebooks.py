@@ -3,24 +3,22 @@ local Hadoop, with their settings taken from the environment as on a real gatewa
 run at once (``ahead``), each its own application, as several users' would."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.helpers import run_notebook
-from tests.fresh import env_without_ray
+from tests.e2e.helpers import program_env, run_notebook
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
 
-def _run(path: Path, cluster: Any, tmp: Path) -> tuple[Any, float]:
+def _run(path: Path, cluster: Any, tmp: Path, _cleanup: ExitStack) -> tuple[Any, float]:
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
-    # The kernel gets this environment: no Ray session of the test process leaks in.
-    env = {**env_without_ray(), "HADOOP_CONF_DIR": str(cluster.hadoop_conf_dir)}
-    seconds = run_notebook(notebook, tmp, env)
+    seconds = run_notebook(notebook, tmp, program_env(cluster))
     # Kept with the test's temp files: what a user would see, to render and look at.
     nbformat.write(notebook, tmp / path.name)
     return notebook, seconds

@@ -162,7 +162,7 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     with pytest.raises(ExecutorsNotStartedError, match="(?s)started \\d of 12 executors.*killed"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
                            num_executors=12, executor_cores=1, executor_memory="3g",
-                           executor_timeout=10)
+                           executor_timeout=20)
     assert SparkContext._active_spark_context is None
     last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
     assert last["state"] == "KILLED"
@@ -174,7 +174,9 @@ def test_an_application_yarn_never_schedules_is_killed_with_the_queue_named(
     from pyspark import SparkContext
 
     caplog.set_level(logging.INFO, logger="zoo_ray.startup")
-    # "tiny" cannot hold an ApplicationMaster: Spark's client alone would wait forever.
+    # "tiny" cannot hold an ApplicationMaster: Spark's client alone would wait forever. (10 s:
+    # it stays ACCEPTED whatever the load, unlike an application whose ApplicationMaster
+    # must start within the timeout.)
     with pytest.raises(ExecutorsNotStartedError,
                        match=r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue="):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),

@@ -6,11 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.helpers import run_notebook
+from tests.e2e.helpers import program_env, run_notebook
 from tests.fresh import env_without_ray
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
@@ -83,7 +84,8 @@ _RAY_KEYS = {"address", "gcs_address", "node_id", "node_ip_address", "object_sto
              "raylet_socket_name", "session_dir", "webui_url"}
 
 
-def _run_zoo_program(cluster: Any, tmp: Path) -> subprocess.CompletedProcess[str]:
+def _run_zoo_program(cluster: Any, tmp: Path, _cleanup: ExitStack
+                     ) -> subprocess.CompletedProcess[str]:
     fresh_env = {k: v for k, v in env_without_ray().items()
                  if k != "PYSPARK_ARCHIVES_PATH"}
     return subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
@@ -145,7 +147,7 @@ _ZOO_LOCAL_PROGRAM = textwrap.dedent("""
 """)
 
 
-def _run_local_program(_cluster: Any, tmp: Path
+def _run_local_program(_cluster: Any, tmp: Path, _cleanup: ExitStack
                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
     result = subprocess.run([sys.executable, "-c", _ZOO_LOCAL_PROGRAM], capture_output=True,
                             text=True, timeout=600, env=env_without_ray(), cwd=tmp)
@@ -180,12 +182,11 @@ _NOTEBOOK = [
 ]
 
 
-def _run_notebook(cluster: Any, tmp: Path) -> Any:
+def _run_notebook(cluster: Any, tmp: Path, _cleanup: ExitStack) -> Any:
     import nbformat
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _NOTEBOOK])
-    run_notebook(notebook, tmp, {**env_without_ray(),
-                                 "HADOOP_CONF_DIR": str(cluster.hadoop_conf_dir)})
+    run_notebook(notebook, tmp, program_env(cluster))
     return notebook
 
 
