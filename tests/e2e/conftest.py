@@ -320,6 +320,11 @@ def _dir_name(test_name: str) -> str:
     return re.sub(r"\W+", "_", test_name)[-40:]
 
 
+@pytest.fixture
+def ahead_result(ahead: dict[str, Future[Any]], request: pytest.FixtureRequest) -> Any:
+    """What this test's program (see ``ahead``) returned; its exception if it raised."""
+    return ahead[request.node.name].result()
+
 
 # ------------------------------------------------------ a module's own Hadoop
 class OwnClusters:
