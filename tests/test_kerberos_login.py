@@ -56,6 +56,8 @@ def test_a_ticket_cache_login_is_checked_and_its_lifetime_told(realm, gateway, c
         login = kerberos.check_login(None, None)
     assert login.keytab is None and 9 * 3600 < login.seconds_left <= 10 * 3600
     assert "kinit -R" in caplog.text and "principal= and keytab=" in caplog.text
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + login.seconds_left))
+    assert f"valid until {until}" in caplog.text
     assert login.credentials is None
 
 

@@ -92,7 +92,8 @@ def _submit(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from .shipping import ship_environment
 
-    entry = ship_environment(args.hadoop_conf, args.conda_name, args.env_prefix, args.cache_dir)
+    entry = ship_environment(args.hadoop_conf, args.conda_name, args.env_prefix, args.cache_dir,
+                             args.principal, args.keytab)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -137,6 +138,12 @@ def _add_hadoop_conf(parser: argparse.ArgumentParser) -> None:
                                               "(default: $HADOOP_CONF_DIR)")
 
 
+def _add_login(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--principal", help="Kerberos principal to log in as, with --keytab "
+                                            "(default: the ticket cache kinit wrote)")
+    parser.add_argument("--keytab", help="the keytab of --principal (stays on this machine)")
+
+
 def _add_submit(sub: Any) -> None:
     submit = sub.add_parser(
         "submit", help="run an unchanged Ray script on YARN",
@@ -162,9 +169,7 @@ def _add_submit(sub: Any) -> None:
                         help="object store of each executor's Ray node")
     _add_env_options(submit, archive=True)
     submit.add_argument("--queue", help="YARN queue")
-    submit.add_argument("--principal", help="Kerberos principal to log in as, with --keytab "
-                                            "(default: the ticket cache kinit wrote)")
-    submit.add_argument("--keytab", help="the keytab of --principal (stays on this machine)")
+    _add_login(submit)
     submit.add_argument("--py-files", action="append", default=[],
                         help="comma-separated .py/.zip/.egg files for the executors")
     submit.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
@@ -187,6 +192,7 @@ def _add_applications(sub: Any) -> None:
     _add_env_options(pack, archive=False)
     pack.add_argument("--cache-dir", help="cache directory on the cluster "
                                           "(default: /user/<you>/.zoo_ray/cache)")
+    _add_login(pack)
     pack.set_defaults(func=_pack)
 
     status = sub.add_parser(

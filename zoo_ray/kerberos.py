@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,11 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
         return _check_keytab(principal, keytab, krb5_config)
     seconds = credential_lifetime()
     if seconds != INDEFINITE:
-        logger.info("Kerberos ticket valid for %d h %02d min more; renew it with `kinit -R` "
-                    "(or kinit again) before then, or pass principal= and keytab= for jobs "
-                    "that run longer.", seconds // 3600, seconds % 3600 // 60)
+        until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(time.time() + seconds))
+        logger.info("Kerberos ticket valid until %s (%d h %02d min %02d s more); renew it "
+                    "with `kinit -R` (or kinit again) before then, or pass principal= and "
+                    "keytab= for jobs that run longer.", until, seconds // 3600,
+                    seconds % 3600 // 60, seconds % 60)
     return Login(seconds_left=None if seconds == INDEFINITE else seconds,
                  krb5_config=krb5_config)
 

@@ -29,8 +29,9 @@ from .envs import (
 from .filesystem import ClusterFileSystem
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
 from .host import find_java_home
+from .kerberos import check_login, secure
 from .preflight import Gateway
-from .spark_settings import driver_host, spark_settings
+from .spark_settings import driver_host, login_settings, spark_settings
 from .yarn_request import YarnRequest
 
 __all__ = ["ship_application", "ship_environment"]
@@ -64,7 +65,8 @@ def _remote_root(hconf: HadoopConf, hadoop_user_name: str | None, cache_dir: str
 
 
 def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = None,
-                     env_prefix: str | None = None, cache_dir: str | None = None
+                     env_prefix: str | None = None, cache_dir: str | None = None,
+                     principal: str | None = None, keytab: str | None = None
                      ) -> dict[str, Any]:
     """Pack an environment (or reuse its pack) and upload it unless the cluster has it.
 
@@ -73,7 +75,7 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
 
     Parameters
     ----------
-    hadoop_conf, conda_name, env_prefix, cache_dir
+    hadoop_conf, conda_name, env_prefix, cache_dir, principal, keytab
         As for :func:`~zoo_ray.spark.init_spark_on_yarn`; with neither ``conda_name`` nor
         ``env_prefix``, the environment running this Python.
 
@@ -82,14 +84,23 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
     dict
         The cache entry: ``kind``, ``prefix``, the local ``archive``, its ``bytes``,
         and the ``remote`` URI on the cluster.
+
+    Raises
+    ------
+    KerberosError
+        On a secure cluster: the login is not usable (see
+        :func:`~zoo_ray.kerberos.check_login`).
     """
     from pyspark import SparkConf
 
     env = find_env(conda_name, env_prefix, None)
     hconf = HadoopConf(hadoop_conf_dir(hadoop_conf))
+    login = check_login(principal, keytab) if secure(hconf) else None
     _jvm_environment(hconf, find_java_home(), None)
     remote_root = _remote_root(hconf, None, cache_dir)
-    fs = ClusterFileSystem(spark_internals.launch_jvm(SparkConf()), hconf.conf_dir)
+    # The JVM that writes to HDFS logs in as Spark's driver would.
+    conf = SparkConf().setAll(list(login_settings(login).items()) if login else [])
+    fs = ClusterFileSystem(spark_internals.launch_jvm(conf), hconf.conf_dir)
     remote, archive = ship_env(env, fs, remote_root)
     return {"kind": env.kind, "prefix": env.location, "archive": str(archive),
             "bytes": archive.stat().st_size, "remote": remote}

@@ -16,7 +16,7 @@ from .memory import RAY_MEMORY_CONF, format_mib
 from .yarn import ResourceManager
 from .yarn_request import YarnRequest, as_list
 
-__all__ = ["EXECUTOR_PYTHON", "driver_host", "spark_settings"]
+__all__ = ["EXECUTOR_PYTHON", "driver_host", "login_settings", "spark_settings"]
 
 #: Where Spark takes each of its JVMs' options (client mode: the driver is this process's).
 _JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.yarn.am.extraJavaOptions",
@@ -69,20 +69,33 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
     if request.principal and request.keytab:
         settings.update({"spark.kerberos.principal": request.principal,
                          "spark.kerberos.keytab": request.keytab})
-    if login and not login.keytab:
-        # Spark renews delegation tokens from the ticket cache while its ticket lasts.
-        settings["spark.kerberos.renewal.credentials"] = "ccache"
+    for_login = login_settings(login) if login else {}
+    settings.update({k: v for k, v in for_login.items() if k not in _JAVA_OPTIONS})
     settings.update({k: v for k, v in request.user_conf.items()
                      if k != "spark.executor.memoryOverhead"})
-    java_options = login.java_options if login else []
-    for key in _JAVA_OPTIONS if java_options else ():
-        settings[key] = " ".join([*java_options, request.user_conf.get(key, "")]).strip()
+    for key in _JAVA_OPTIONS:
+        if key in for_login:
+            settings[key] = " ".join([for_login[key], request.user_conf.get(key, "")]).strip()
     settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
     # zoo_ray's tags join the user's (tags=, or spark.yarn.tags in conf), never give way:
     # the start-up watch, Ctrl-C's cleanup, status and stop find the application by them.
     user_tags = as_list(request.user_conf.get("spark.yarn.tags"))
     tags = dict.fromkeys([APP_TAG, request.launch_tag, *request.tags, *user_tags])
     settings["spark.yarn.tags"] = ",".join(tags)
+    return settings
+
+
+def login_settings(login: Login) -> dict[str, str]:
+    """The Spark properties of a Kerberos ``login``: the keytab Spark logs in from, or
+    that it renews its delegation tokens from the ticket cache (while its ticket lasts);
+    and the options that name the realm to each of its JVMs."""
+    if login.keytab:
+        settings = {"spark.kerberos.principal": str(login.principal),
+                    "spark.kerberos.keytab": login.keytab}
+    else:
+        settings = {"spark.kerberos.renewal.credentials": "ccache"}
+    if login.java_options:
+        settings.update(dict.fromkeys(_JAVA_OPTIONS, " ".join(login.java_options)))
     return settings
 
 
