@@ -13,13 +13,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from zoo_ray.applications import AppRecord
 from zoo_ray.minicluster import MiniClusterSpec
 from zoo_ray.yarn import FINAL_STATES
+
+#: The notebooks users start from (``notebooks/``).
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 #: The session cluster: two NodeManagers, each declaring more than this box has, so the
 #: shared application and a second driver's application fit side by side; and less than
@@ -183,6 +188,14 @@ def run_notebook(notebook: Any, cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
+def notebook_problems(notebook: Any) -> list[Any]:
+    """What says a notebook :func:`run_notebook` ran did not run whole: its code cells
+    that did not run, and its error outputs ([] for a notebook that ran)."""
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    return ([c.source for c in code if not c.execution_count]
+            + [o for c in code for o in c.outputs if o.output_type == "error"])
+
+
 def program_env(cluster: Any) -> dict[str, str]:
     """The environment of a user's program on ``cluster``'s gateway: this process's, without
     its Ray session (:func:`tests.fresh.env_without_ray`), with ``HADOOP_CONF_DIR``."""
@@ -202,3 +215,65 @@ def end_program(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+#: The ``zoo-ray`` command, as this process's Python runs it.
+ZOO_RAY = [sys.executable, "-m", "zoo_ray.cli"]
+
+#: ``zoo-ray submit``'s sizes for a small application: two executors of 1920 MB.
+SUBMIT_SIZE = ["--num-executors", "2", "--executor-cores", "1", "--executor-memory", "512m",
+               "--driver-memory", "512m", "--extra-executor-memory-for-ray", "1g",
+               "--object-store-memory", "128m"]
+
+#: A job started in the background of a shell (as CI may run us) ignores SIGINT, and so
+#: would its children: the CLI gets the terminal's default, as under a user's shell. An exec
+#: wrapper, not preexec_fn, which is unsafe in a process with threads (``ahead``'s).
+_WITH_DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; "
+                        "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
+def zoo_ray_cli(args: list[str], env: dict[str, str],
+                timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``zoo-ray ARGS`` as a user's shell would, to its end."""
+    return subprocess.run([*ZOO_RAY, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def submit_in_background(script: Path, env: dict[str, str], err: Path,
+                         cleanup: ExitStack) -> tuple[subprocess.Popen[str], dict]:
+    """``zoo-ray submit`` (:data:`SUBMIT_SIZE`) of a script that prints one JSON line, then
+    runs on: the CLI and that line. Its stderr goes to ``err``; it ends with ``cleanup`` at
+    the latest."""
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([*_WITH_DEFAULT_SIGINT, *ZOO_RAY, "submit", *SUBMIT_SIZE,
+                                 str(script)], env=env, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True)
+    cleanup.callback(end_program, proc)
+    line = proc.stdout.readline()
+    if not line.startswith("{"):
+        proc.kill()
+        proc.wait()
+        raise AssertionError(err.read_text()[-3000:])
+    return proc, json.loads(line)
+
+
+def ray_pids(app_id: str) -> list[int]:
+    """The managers of a running application's Ray nodes (from its record, as ``zoo-ray
+    status`` reads it) and every process below them."""
+    record = AppRecord.read(app_id)
+    assert record is not None, "a running RayContext records its cluster for status and stop"
+    managers = [n["pid"] for n in record.nodes] + [record.gateway_manager_pid]
+    below = [c.pid for m in managers for c in psutil.Process(m).children(recursive=True)]
+    assert len(below) >= len(managers), "each manager runs its Ray node below it"
+    return managers + below
+
+
+def all_gone(pids: list[int], timeout: float = 60) -> bool:
+    """Whether every process of ``pids`` has ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(running(p) for p in pids):
+            return True
+        time.sleep(0.5)
+    return False

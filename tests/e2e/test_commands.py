@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import textwrap
-import time
 
-import psutil
 import pytest
-from tests.e2e.helpers import end_program, program_env
+from tests.e2e.helpers import (
+    SUBMIT_SIZE,
+    all_gone,
+    end_program,
+    program_env,
+    ray_pids,
+    submit_in_background,
+    zoo_ray_cli,
+)
 
 from zoo_ray.applications import AppRecord
 from zoo_ray.yarn import FINAL_STATES
-
-ZOO_RAY = [sys.executable, "-m", "zoo_ray.cli"]
-SIZE = ["--num-executors", "2", "--executor-cores", "1", "--executor-memory", "512m",
-        "--driver-memory", "512m", "--extra-executor-memory-for-ray", "1g",
-        "--object-store-memory", "128m"]
 
 #: An ordinary Ray script: nothing of zoo_ray in it.
 _SCRIPT = textwrap.dedent("""
@@ -59,24 +59,12 @@ def cli_env(cluster):
     return program_env(cluster)
 
 
-#: A job started in the background of a shell (as CI may run us) ignores SIGINT, and so
-#: would its children: the CLI gets the terminal's default, as under a user's shell. An exec
-#: wrapper, not preexec_fn, which is unsafe in a process with threads (``ahead``'s).
-_WITH_DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; "
-                        "signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                        "os.execv(sys.argv[1], sys.argv[1:])"]
-
-
-def _run(args, env, timeout=600):
-    return subprocess.run([*ZOO_RAY, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def _submit(cluster, tmp, _cleanup):
     script = tmp / "job.py"
     script.write_text(_SCRIPT)
     out = tmp / "out.json"
-    return _run(["submit", *SIZE, str(script), str(out), "3"], program_env(cluster)), out
+    return zoo_ray_cli(["submit", *SUBMIT_SIZE, str(script), str(out), "3"],
+                       program_env(cluster)), out
 
 
 def _start_waiter(cluster, tmp, cleanup):
@@ -84,49 +72,15 @@ def _start_waiter(cluster, tmp, cleanup):
     (where its stderr goes). The CLI ends with the module at the latest."""
     script = tmp / "waiter.py"
     script.write_text(_WAITER)
-    with open(tmp / "submit.err", "w") as err:
-        proc = subprocess.Popen([*_WITH_DEFAULT_SIGINT, *ZOO_RAY, "submit", *SIZE, str(script)],
-                                env=program_env(cluster), stdout=subprocess.PIPE, stderr=err,
-                                text=True)
-    cleanup.callback(end_program, proc)
-    line = proc.stdout.readline()
-    if not line.startswith("{"):
-        proc.kill()
-        proc.wait()
-        raise AssertionError((tmp / "submit.err").read_text()[-3000:])
-    return proc, json.loads(line)["app"], tmp
+    proc, line = submit_in_background(script, program_env(cluster), tmp / "submit.err",
+                                      cleanup)
+    return proc, line["app"], tmp
 
 
 AHEAD = {"test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code": _submit,
          "test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it":
              _start_waiter,
          "test_stop_kills_the_application_and_its_ray_nodes": _start_waiter}
-
-
-def _ray_pids(app_id):
-    """The managers of the application's Ray nodes and every process below them."""
-    record = AppRecord.read(app_id)
-    assert record is not None, "a running RayContext records its cluster for status and stop"
-    managers = [n["pid"] for n in record.nodes] + [record.gateway_manager_pid]
-    below = [c.pid for m in managers for c in psutil.Process(m).children(recursive=True)]
-    assert len(below) >= len(managers), "each manager runs its Ray node below it"
-    return managers + below
-
-
-def _running(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _all_gone(pids, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(_running(p) for p in pids):
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_submit_runs_an_unchanged_ray_script_and_exits_with_its_code(cluster, ahead_result):
@@ -147,8 +101,8 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
         cluster, cli_env, ahead_result):
     proc, app_id, tmp_path = ahead_result
     try:
-        pids = _ray_pids(app_id)
-        status = _run(["status"], cli_env, timeout=60)
+        pids = ray_pids(app_id)
+        status = zoo_ray_cli(["status"], cli_env, timeout=60)
         assert status.returncode == 0, status.stderr
         report = {a["id"]: a for a in json.loads(status.stdout)}[app_id]
         assert report["state"] == "RUNNING"
@@ -158,7 +112,7 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
         assert sorted(n["role"] for n in ray_nodes) == ["head", "worker"]
         executors = {c["container"] for c in report["containers"] if c["role"] == "executor"}
         assert {n["container"] for n in ray_nodes} == executors
-        one = _run(["status", app_id], cli_env, timeout=60)
+        one = zoo_ray_cli(["status", app_id], cli_env, timeout=60)
         assert [a["id"] for a in json.loads(one.stdout)] == [app_id]
 
         proc.send_signal(signal.SIGINT)
@@ -167,7 +121,7 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert _all_gone(pids), "Ctrl-C leaves no Ray process"
+    assert all_gone(pids), "Ctrl-C leaves no Ray process"
     assert cluster.resource_manager.app(app_id)["state"] in FINAL_STATES
     assert "interrupted" in (tmp_path / "submit.err").read_text()
 
@@ -175,14 +129,14 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
 def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, ahead_result):
     proc, app_id, _ = ahead_result
     try:
-        pids = _ray_pids(app_id)
-        result = _run(["stop", app_id], cli_env, timeout=120)
+        pids = ray_pids(app_id)
+        result = zoo_ray_cli(["stop", app_id], cli_env, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{app_id}: KILLED"
         assert cluster.resource_manager.app(app_id)["state"] == "KILLED"
-        assert _all_gone(pids), "the executors' and the gateway's Ray nodes are gone"
+        assert all_gone(pids), "the executors' and the gateway's Ray nodes are gone"
         assert AppRecord.read(app_id) is None
-        listed = json.loads(_run(["status"], cli_env, timeout=60).stdout)
+        listed = json.loads(zoo_ray_cli(["status"], cli_env, timeout=60).stdout)
         assert app_id not in [a["id"] for a in listed]
     finally:
         end_program(proc)
@@ -191,30 +145,30 @@ def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, ahead_re
 def test_stop_leaves_an_application_zoo_ray_did_not_start_alone(cluster, cli_env,
                                                                  spark_on_yarn):
     with spark_on_yarn() as sc:
-        result = _run(["stop", sc.applicationId], cli_env, timeout=60)
+        result = zoo_ray_cli(["stop", sc.applicationId], cli_env, timeout=60)
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and "yarn application -kill" in result.stderr
         assert cluster.resource_manager.app(sc.applicationId)["state"] == "RUNNING"
 
 
 def test_pack_packs_and_uploads_once(cluster, cli_env):
-    first = _run(["pack"], cli_env, timeout=900)
+    first = zoo_ray_cli(["pack"], cli_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     entry = json.loads(first.stdout)
     assert entry["kind"] == "venv" and entry["prefix"] == sys.prefix
     assert entry["bytes"] > 10 * 2**20 and entry["remote"].endswith(".tar.gz")
     assert entry["remote"].startswith("hdfs://")
-    again = _run(["pack"], cli_env, timeout=900)
+    again = zoo_ray_cli(["pack"], cli_env, timeout=900)
     assert json.loads(again.stdout) == entry
     assert "Reusing" in again.stderr and "Uploading" not in again.stderr
 
 
 def test_errors_are_one_line_with_the_fix(cli_env, tmp_path):
-    missing = _run(["submit", str(tmp_path / "nope.py")], cli_env, timeout=60)
+    missing = zoo_ray_cli(["submit", str(tmp_path / "nope.py")], cli_env, timeout=60)
     assert missing.returncode == 2
     assert missing.stderr.startswith("zoo-ray: error: No script") and "Traceback" not in (
         missing.stderr)
     no_conf = {k: v for k, v in cli_env.items() if k != "HADOOP_CONF_DIR"}
-    status = _run(["status"], no_conf, timeout=60)
+    status = zoo_ray_cli(["status"], no_conf, timeout=60)
     assert status.returncode == 2 and "HADOOP_CONF_DIR" in status.stderr
     assert "Traceback" not in status.stderr

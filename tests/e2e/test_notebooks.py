@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.helpers import program_env, run_notebook
+from tests.e2e.helpers import NOTEBOOK_DIR, notebook_problems, program_env, run_notebook
 
-NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 def _run(path: Path, cluster: Any, tmp: Path, _cleanup: ExitStack) -> tuple[Any, float]:
@@ -38,7 +38,4 @@ def test_notebook_runs_end_to_end(path, ahead_result, capsys):
     notebook, seconds = ahead_result
     with capsys.disabled():
         print(f"\n{path.name}: {seconds:.1f}s (the notebooks run at once)")
-    code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert all(c.execution_count for c in code), "every code cell ran"
-    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert errors == []
+    assert notebook_problems(notebook) == []

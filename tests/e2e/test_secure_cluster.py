@@ -11,13 +11,26 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from xml.etree import ElementTree
 
 import psutil
 import pytest
-from tests.e2e.helpers import SECURE_SPEC, keytab_login, start_driver, wait_app_end
-from tests.fresh import env_without_ray
+from tests.e2e.helpers import (
+    NOTEBOOK_DIR,
+    SECURE_SPEC,
+    all_gone,
+    keytab_login,
+    notebook_problems,
+    program_env,
+    ray_pids,
+    run_notebook,
+    start_driver,
+    submit_in_background,
+    wait_app_end,
+    zoo_ray_cli,
+)
 from tests.kerberos import kinit, needs_krb5
 
 from zoo_ray import init_spark_on_yarn, spark_internals
@@ -145,97 +158,165 @@ def test_a_bad_login_is_a_typed_error_before_anything_reaches_yarn(cluster, user
     assert spark_internals.active_context() is None
 
 
-#: A user's program on the gateway: the three lines, Ray tasks, the data path both ways, and
-#: with a keytab a second RayContext. Two executors, one on each NodeManager (a host holds
-#: one): the first program puts the environment into both NodeManagers' caches.
-_PROGRAM = textwrap.dedent("""
-    import json, logging, sys
+#: What a user's program does once Spark and Ray run (``sc`` the SparkContext): Ray tasks,
+#: the data path both ways, and what Spark was told about the login, in ``report``.
+_WORK = textwrap.dedent("""
+    import json, logging, sys, time
     import ray
-    from zoo_ray import RayContext, init_spark_on_yarn
+    from pyspark.sql import SparkSession
     from zoo_ray.data import from_spark, to_spark
-    login = json.loads(sys.argv[2])
-    logging.basicConfig()
-    logging.getLogger("zoo_ray").setLevel(logging.INFO)  # what it shipped, and how
-    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
-                            executor_memory="512m", driver_memory="512m",
-                            extra_executor_memory_for_ray="1g", executor_timeout=600, **login)
-    ray_ctx = RayContext(sc=sc, object_store_memory="128m")
-    ray_ctx.init()
 
     @ray.remote
     def square(x):
         return x * x
 
-    from pyspark.sql import SparkSession
-    spark = SparkSession(sc)
-    ds = from_spark(spark.range(1000))
-    back = to_spark(ds.map(lambda row: {"id": row["id"] * 2}), spark)
-    report = {"app": sc.applicationId,
-              "squares": ray.get([square.remote(i) for i in range(4)]),
-              "rows": ds.count(), "sum": back.groupBy().sum("id").first()[0],
-              "conf": {k: v for k, v in sc.getConf().getAll() if "kerberos" in k
-                       or "extraJavaOptions" in k}}
+    def work(sc):
+        spark = SparkSession(sc)
+        ds = from_spark(spark.range(1000))
+        back = to_spark(ds.map(lambda row: {"id": row["id"] * 2}), spark)
+        return {"app": sc.applicationId,
+                "squares": ray.get([square.remote(i) for i in range(4)]),
+                "rows": ds.count(), "sum": back.groupBy().sum("id").first()[0],
+                "conf": {k: v for k, v in sc.getConf().getAll() if "kerberos" in k
+                         or "extraJavaOptions" in k}}
+""")
+
+#: A user's program with a keytab: the three lines, the work, and a second RayContext on
+#: the same application (the tokens are the application's). Two executors, one on each
+#: NodeManager (a host holds one).
+_PROGRAM = _WORK + textwrap.dedent("""
+    from zoo_ray import RayContext, init_spark_on_yarn
+    logging.basicConfig()
+    logging.getLogger("zoo_ray").setLevel(logging.INFO)  # what it shipped, and how
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=2, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="1g", **json.loads(sys.argv[2]))
+    ray_ctx = RayContext(sc=sc, object_store_memory="128m")
+    ray_ctx.init()
+    report = work(sc)
     ray_ctx.stop()
-    if "keytab" in login:  # a second RayContext, once: the tokens are the application's
-        again = RayContext(sc=sc, object_store_memory="128m")
-        again.init()
-        report["again"] = ray.get(square.remote(5))
-        again.stop()
+    again = RayContext(sc=sc, object_store_memory="128m")
+    again.init()
+    report["again"] = ray.get(square.remote(5))
+    again.stop()
     print(json.dumps(report), flush=True)
     sc.stop()
+""")
+
+#: A Ray script a user logged in with ``kinit`` hands to ``zoo-ray submit``: the work, its
+#: report, then on until stopped.
+_SUBMITTED = _WORK + textwrap.dedent("""
+    from pyspark import SparkContext
+    ray.init()
+    print(json.dumps(work(SparkContext._active_spark_context)), flush=True)
+    while True:
+        time.sleep(60)
 """)
 
 #: The environment archives this module's programs found on HDFS or put there.
 _SHIPPED: set[str] = set()
 
 
-@pytest.mark.parametrize("login", ["ticket cache", "keytab"])
-def test_zoo_ray_runs_for_a_user_logged_in_either_way(cluster, user_env, login, tmp_path):
-    security = cluster.security
-    user = psutil.Process().username()
-    env = env_without_ray()
-    env.update(KRB5_CONFIG=str(security.realm.krb5_conf), KRB5CCNAME=f"FILE:{user_env}",
-               HADOOP_CONF_DIR=str(cluster.hadoop_conf_dir))
-    if login == "ticket cache":
-        _user_kinit(cluster, user_env)
-        arguments = {}
+def _user_program_env(cluster: MiniCluster, ccache: Path) -> dict[str, str]:
+    """The environment of a user's program on the gateway, logged in with ``ccache``."""
+    env = program_env(cluster)
+    env.update(KRB5_CONFIG=str(cluster.security.realm.krb5_conf), KRB5CCNAME=f"FILE:{ccache}")
+    return env
+
+
+def _check_program(cluster: MiniCluster, report: dict, log: str, login: str) -> None:
+    """What both logins' programs must show: Ray and the data path ran, the environment
+    was packed once for the module, every JVM was told the realm, and how Spark logs in."""
+    assert report["squares"] == [0, 1, 4, 9]
+    assert (report["rows"], report["sum"]) == (1000, 999 * 1000)
+    uploaded = re.findall(r"Uploading \S+ \(\d+ bytes\) to (hdfs://\S+/envs/\S+)", log)
+    reused = re.findall(r"Reusing (hdfs://\S+/envs/\S+) on the cluster", log)
+    assert len(uploaded + reused) == 1, (uploaded, reused)
+    if _SHIPPED:  # an earlier program of the module put it there
+        assert not uploaded and set(reused) <= _SHIPPED, (uploaded, reused, _SHIPPED)
+    _SHIPPED.update(uploaded + reused)
+    krb5 = f"-Djava.security.krb5.conf={cluster.security.realm.krb5_conf}"
+    # Java reads no KRB5_CONFIG: every JVM of the application was told the realm's file.
+    for jvm in ("driver", "executor", "yarn.am"):
+        assert krb5 in report["conf"][f"spark.{jvm}.extraJavaOptions"].split()
+    if login == "keytab":
+        assert report["conf"]["spark.kerberos.keytab"] == cluster.security.user_keytab
     else:
-        arguments = keytab_login(cluster)
+        assert report["conf"]["spark.kerberos.renewal.credentials"] == "ccache"
+    # The keytab never went to HDFS: nothing in the application's staging files names it.
+    staged = cluster.fs("-ls", "-R", f"/user/{psutil.Process().username()}")
+    assert Path(cluster.security.user_keytab).name not in staged
+
+
+def test_a_user_after_kinit_submits_and_status_stop_logs_and_pack_work(cluster, user_env,
+                                                                         tmp_path):
+    """The ``zoo-ray`` commands as a user logged in with ``kinit`` runs them: each REST call
+    (status, stop) and HDFS (pack) with the user's ticket."""
+    _user_kinit(cluster, user_env)
+    env = _user_program_env(cluster, user_env)
+    script, err = tmp_path / "secure_job.py", tmp_path / "submit.err"
+    script.write_text(_SUBMITTED)
+    with ExitStack() as cleanup:
+        proc, report = submit_in_background(script, env, err, cleanup)
+        app_id = report["app"]
+        pids = ray_pids(app_id)
+        status = zoo_ray_cli(["status", app_id], env, timeout=60)
+        assert status.returncode == 0, status.stderr
+        [shown] = json.loads(status.stdout)
+        assert (shown["state"], shown["user"]) == ("RUNNING", psutil.Process().username())
+        executors = {c["container"] for c in shown["containers"] if c["role"] == "executor"}
+        assert len(executors) == 2
+        assert {n["container"] for n in shown["ray"]["nodes"]} == executors
+        stopped = zoo_ray_cli(["stop", app_id], env, timeout=120)
+        assert stopped.stdout.strip() == f"{app_id}: KILLED", stopped.stderr
+        assert all_gone(pids), "the executors' and the gateway's Ray nodes are gone"
+    _check_program(cluster, report, err.read_text(), "ticket cache")
+
+    logs = zoo_ray_cli(["logs", "--dir", str(cluster.dir), app_id], env, timeout=300)
+    assert logs.returncode == 0, logs.stderr[-3000:]
+    # Aggregated to the secure HDFS: each executor's, its Ray node's manager log with it.
+    assert all(container in logs.stdout for container in executors)
+    assert re.findall(r"^LogType:ray_manager\.log$", logs.stdout, re.M) == [
+        "LogType:ray_manager.log"] * 2
+
+    packed = zoo_ray_cli(["pack"], env, timeout=600)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    assert json.loads(packed.stdout)["remote"] in _SHIPPED
+    assert "Reusing" in packed.stderr and "Uploading" not in packed.stderr
+
+    no_ticket = zoo_ray_cli(["status"], {**env, "KRB5CCNAME": f"FILE:{tmp_path / 'none'}"},
+                            timeout=60)
+    assert no_ticket.returncode == 2 and "run `kinit" in no_ticket.stderr
+    assert no_ticket.stderr.count("\n") == 1, no_ticket.stderr
+
+
+def test_a_program_with_a_keytab_runs_two_ray_contexts(cluster, user_env, tmp_path):
     log = tmp_path / "driver.log"
+    env = _user_program_env(cluster, user_env)
     driver, report = start_driver(_PROGRAM, [str(cluster.hadoop_conf_dir),
-                                             json.dumps(arguments)], log, env)
+                                             json.dumps(keytab_login(cluster))], log, env)
     try:
         assert driver.wait(300) == 0, log.read_text()[-3000:]
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    assert report["squares"] == [0, 1, 4, 9]
-    assert report.get("again") == (25 if login == "keytab" else None)
-    assert (report["rows"], report["sum"]) == (1000, 999 * 1000)
-    # Pack once: what a program of this module uploaded, the next one reuses.
-    text = log.read_text()
-    uploaded = re.findall(r"Uploading \S+ \(\d+ bytes\) to (hdfs://\S+/envs/\S+)", text)
-    reused = re.findall(r"Reusing (hdfs://\S+/envs/\S+) on the cluster", text)
-    assert len(uploaded + reused) == 1, (uploaded, reused)
-    if _SHIPPED:  # an earlier program of the module put it there
-        assert not uploaded and set(reused) <= _SHIPPED, (uploaded, reused, _SHIPPED)
-    _SHIPPED.update(uploaded + reused)
-    krb5 = f"-Djava.security.krb5.conf={security.realm.krb5_conf}"
-    # Java reads no KRB5_CONFIG: every JVM of the application was told the realm's file.
-    for jvm in ("driver", "executor", "yarn.am"):
-        assert krb5 in report["conf"][f"spark.{jvm}.extraJavaOptions"].split()
-    if login == "keytab":
-        assert report["conf"]["spark.kerberos.keytab"] == security.user_keytab
-        assert not user_env.exists(), "a keytab login leaves the user's ticket cache alone"
-    else:
-        assert report["conf"]["spark.kerberos.renewal.credentials"] == "ccache"
+    assert report["again"] == 25
+    _check_program(cluster, report, log.read_text(), "keytab")
+    assert not user_env.exists(), "a keytab login leaves the user's ticket cache alone"
     wait_app_end(cluster, report["app"])
     app = cluster.resource_manager.app(report["app"])
-    assert app["user"] == user and app["finalStatus"] == "SUCCEEDED"
-    # The keytab never went to HDFS: nothing in the application's staging files names it.
-    staged = cluster.fs("-ls", "-R", f"/user/{user}")
-    assert Path(security.user_keytab).name not in staged
+    assert app["user"] == psutil.Process().username() and app["finalStatus"] == "SUCCEEDED"
+
+
+def test_the_quickstart_notebook_runs_after_kinit(cluster, user_env, tmp_path):
+    import nbformat
+
+    _user_kinit(cluster, user_env)
+    notebook = nbformat.read(NOTEBOOK_DIR / "01_quickstart.ipynb", as_version=4)
+    run_notebook(notebook, tmp_path, _user_program_env(cluster, user_env))
+    nbformat.write(notebook, tmp_path / "01_quickstart.ipynb")  # to look at
+    assert notebook_problems(notebook) == []
 
 
 def test_down_leaves_no_process_and_no_port(own_cluster_to_stop):
