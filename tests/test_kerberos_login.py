@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from tests.kerberos import kinit, needs_krb5, started_realm
 from zoo_ray import kerberos, spnego
 from zoo_ray.errors import KerberosError
 from zoo_ray.hadoop_conf import HadoopConf
+from zoo_ray.login_watch import LoginWatch
 from zoo_ray.minicluster import kdc as kdc_module
 from zoo_ray.minicluster.kdc import Kdc
 
@@ -122,3 +124,55 @@ def test_a_multi_file_krb5_config_is_refused_for_the_jvms(monkeypatch, tmp_path)
     monkeypatch.setenv("KRB5_CONFIG", f"{tmp_path}/a.conf:{tmp_path}/b.conf")
     with pytest.raises(KerberosError, match="lists several files"):
         kerberos.check_login(None, None)
+
+
+@needs_krb5
+def test_the_watch_says_once_that_a_ticket_ended_unrenewed(realm, gateway, caplog):
+    assert kinit(realm[0], gateway, "-l", "3s", "-r", "3s", "bob",
+                 password=_PASSWORD + "\n").returncode == 0
+    login = kerberos.check_login(None, None)
+    with caplog.at_level("ERROR", logger="zoo_ray.login_watch"):
+        watch = LoginWatch(login.seconds_left, lambda: True).start()
+        deadline = time.monotonic() + 30
+        while not watch.expired and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert watch.expired
+    [record] = caplog.records
+    assert "was not renewed" in record.message and "principal= and keytab=" in record.message
+
+
+@needs_krb5
+def test_the_watch_follows_a_renewed_ticket_and_ends_with_its_application(realm, gateway,
+                                                                         caplog):
+    assert kinit(realm[0], gateway, "-l", "3s", "-r", "1h", "bob",
+                 password=_PASSWORD + "\n").returncode == 0
+    login = kerberos.check_login(None, None)
+    running = threading.Event()
+    running.set()
+    with caplog.at_level("ERROR", logger="zoo_ray.login_watch"):
+        watch = LoginWatch(login.seconds_left, running.is_set).start()
+        # As Hadoop's login in Spark's driver does: `kinit -R` before the ticket ends, for
+        # longer than the watch's first look (at 3 + 2 s).
+        for _ in range(5):
+            time.sleep(1.5)
+            assert kinit(realm[0], gateway, "-R").returncode == 0
+        assert not watch.expired and watch._thread.is_alive()
+        running.clear()  # the application ended: the watch ends at its next look
+        watch._thread.join(timeout=15)
+    assert not watch._thread.is_alive() and not watch.expired and caplog.records == []
+
+
+def test_a_spark_job_refused_an_expired_token_is_a_kerberos_error():
+    refused = RuntimeError(
+        "Job aborted due to stage failure: ... org.apache.hadoop.ipc.RemoteException("
+        "org.apache.hadoop.security.token.SecretManager$InvalidToken): Token  has expired, "
+        "current time: 2026-12-06 17:11:48,449+0000 expected renewal time: ...")
+    with pytest.raises(KerberosError, match="from_spark failed: HDFS refused") as error:
+        with kerberos.tokens_checked("from_spark"):
+            raise refused
+    assert error.value.__cause__ is refused and "keytab=" in str(error.value)
+    other = RuntimeError("Job aborted: java.lang.OutOfMemoryError")
+    with pytest.raises(RuntimeError) as kept:
+        with kerberos.tokens_checked("from_spark"):
+            raise other
+    assert kept.value is other

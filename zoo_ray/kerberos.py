@@ -13,6 +13,8 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,12 @@ from .hadoop_conf import HadoopConf
 from .spnego import INDEFINITE, Credentials, credential_lifetime, verify_login
 
 __all__ = ["Login", "check_login", "driver_credentials", "keytab_principals",
-           "krb5_java_options", "secure"]
+           "krb5_java_options", "secure", "tokens_checked"]
 
 logger = logging.getLogger(__name__)
+
+#: What HDFS says of a delegation token that ended (its renewal date or its lifetime).
+_EXPIRED_TOKEN = ("has expired", "is expired", "can't be found in cache")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,30 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
                     seconds % 3600 // 60, seconds % 60)
     return Login(seconds_left=None if seconds == INDEFINITE else seconds,
                  krb5_config=krb5_config)
+
+
+@contextmanager
+def tokens_checked(what: str) -> Iterator[None]:
+    """Run a Spark job of zoo_ray's (``what``): a failure because HDFS refused an expired
+    delegation token becomes a KerberosError naming the fix, not a Java stack.
+
+    Raises
+    ------
+    KerberosError
+        The job failed on an expired token (chained to Spark's error).
+    """
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        if "InvalidToken" not in text or not any(sign in text for sign in _EXPIRED_TOKEN):
+            raise
+        raise KerberosError(
+            f"{what} failed: HDFS refused the application's delegation token, which has "
+            "expired. Spark renews tokens from a keytab, or from the ticket cache while its "
+            "ticket lasts: start the application again with principal= and keytab= "
+            "(zoo-ray submit --principal --keytab), or after `kinit` with a renewable ticket."
+        ) from exc
 
 
 def driver_credentials(spark_conf: Any) -> Credentials | None:

@@ -21,6 +21,7 @@ from typing import Any
 from . import spark_internals
 from .compat import LOCAL_NAMES, YARN_NAMES, translate
 from .host import env_var
+from .login_watch import LoginWatch
 from .memory import format_mib
 from .preflight import preflight
 from .shipping import ship_application
@@ -165,7 +166,11 @@ def init_spark_on_yarn(
         format_mib(sizing.ray) if sizing.ray else "0m", request.container_mb, request.env.kind,
         request.env.location,
     )
-    return _with_log_level(start_and_wait(request, spark_conf, gateway.rm), spark_log_level)
+    sc = start_and_wait(request, spark_conf, gateway.rm)
+    if gateway.login is not None and gateway.login.seconds_left is not None:
+        LoginWatch(gateway.login.seconds_left,
+                   lambda: not spark_internals.is_stopped(sc)).start()
+    return _with_log_level(sc, spark_log_level)
 
 
 def _with_log_level(sc: Any, level: str | None) -> Any:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from .conversion import containers, remove_spools, running_context, tasks_by_node
 from .errors import RayContextError, UnsupportedColumnError
 from .executor_data import SPOOLED_BLOCK_SCHEMA, spool_arrow_partition, spool_rdd_partition
+from .kerberos import tokens_checked
 from .memory import parse_memory
 from .protocol import SpooledBlock
 
@@ -102,6 +103,8 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
         A column whose type Arrow cannot carry; names the column.
     BlocksLostError
         An executor was lost during the conversion.
+    KerberosError
+        The DataFrame reads HDFS, which refused the application's expired tokens.
     """
     import ray
 
@@ -113,7 +116,8 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     max_bytes = parse_memory(block_size, "block_size")
     conversion = f"from-spark-{uuid.uuid4().hex}"
     try:
-        spooled = _spool_dataframe(df, conversion, max_bytes)
+        with tokens_checked("from_spark"):  # the DataFrame may read HDFS
+            spooled = _spool_dataframe(df, conversion, max_bytes)
         refs = _load(load_tables, spooled, containers(ctx.executor_nodes()))
     finally:
         remove_spools(ctx, conversion)
@@ -206,14 +210,17 @@ def from_rdd(rdd: Any) -> RayPartitions:
         No RayContext is running.
     BlocksLostError
         An executor was lost during the conversion.
+    KerberosError
+        The RDD reads HDFS, which refused the application's expired tokens.
     """
     from .ray_tasks import load_pickles
 
     ctx = running_context("from_rdd")
     conversion = f"from-rdd-{uuid.uuid4().hex}"
     try:
-        spooled: list[SpooledBlock] = rdd.mapPartitionsWithIndex(
-            partial(spool_rdd_partition, conversion)).collect()
+        with tokens_checked("from_rdd"):  # the RDD may read HDFS
+            spooled: list[SpooledBlock] = rdd.mapPartitionsWithIndex(
+                partial(spool_rdd_partition, conversion)).collect()
         nodes = containers(ctx.executor_nodes())
         refs = _load(load_pickles, spooled, nodes)
     finally:
