@@ -40,6 +40,13 @@ def test_submit_passes_the_kerberos_login_to_init_spark_on_yarn(capsys, tmp_path
     assert "principal= and keytab= together" in capsys.readouterr().err
 
 
+def test_pack_takes_a_whole_keytab_login_or_none(capsys):
+    # Checked first: no configuration read, no JVM started.
+    assert main(["pack", "--keytab", "/home/alice/alice.keytab"]) == 2
+    err = capsys.readouterr().err
+    assert "principal= and keytab= together" in err and err.count("\n") == 1
+
+
 def test_env_options_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exited:
         _parser().parse_args(["submit", "--conda-name", "a", "--env-prefix", "/b", "x.py"])

@@ -1,9 +1,17 @@
 """The pre-flight check of a user's Kerberos login, against a real KDC (no Hadoop)."""
 from __future__ import annotations
 
+import os
+import select
+import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from tests.kerberos import kinit, needs_krb5, started_realm
@@ -58,7 +66,7 @@ def test_a_ticket_cache_login_is_checked_and_its_lifetime_told(realm, gateway, c
         login = kerberos.check_login(None, None)
     assert login.keytab is None and 9 * 3600 < login.seconds_left <= 10 * 3600
     assert "kinit -R" in caplog.text and "principal= and keytab=" in caplog.text
-    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + login.seconds_left))
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(login.ends_at))
     assert f"valid until {until}" in caplog.text
     assert login.credentials is None
 
@@ -87,6 +95,60 @@ def test_a_keytab_login_is_checked_against_the_keytab_and_the_kdc(realm, gateway
     (root / "not.keytab").write_text("principal=bob\n")
     with pytest.raises(KerberosError, match="is not a Kerberos keytab"):
         kerberos.check_login("bob", str(root / "not.keytab"))
+
+
+@contextmanager
+def _stopped_after(watch: LoginWatch) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        watch.stop()
+
+
+def _check_as_another_user(principal: str, keytab: Path) -> str:
+    """check_login's error in a child of this process that runs as ``nobody`` (the suite
+    runs as root, who reads every file): "" if it raised none."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # only os calls and check_login here; the child never returns to pytest
+        message = ""
+        try:
+            os.close(read)
+            os.environ.pop("KRB5_CONFIG", None)  # the realm's file is in root's temp dir
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            kerberos.check_login(principal, str(keytab))
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(write, message.encode())
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read) as answer:
+            if not select.select([answer], [], [], 60)[0]:
+                os.kill(child, signal.SIGKILL)
+                raise AssertionError("the check as another user did not answer in 60 s")
+            return answer.read()
+    finally:
+        os.waitpid(child, 0)
+
+
+@needs_krb5
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_keytab_this_user_cannot_read_is_named_with_the_fix(realm):
+    shared = Path(tempfile.mkdtemp(prefix="zoo-ray-keytab-", dir="/tmp"))  # open to nobody
+    try:
+        shared.chmod(0o755)  # the directory is open; the keytab, root's, is not
+        keytab = shared / "bob.keytab"
+        shutil.copy(realm[1] / "bob.keytab", keytab)
+        keytab.chmod(0o600)
+        message = _check_as_another_user("bob@ZOO.LOCAL", keytab)
+    finally:
+        shutil.rmtree(shared)
+    assert message.startswith("KerberosError: ") and "is not readable by this user" in message
+    assert f"chmod 600 {keytab}" in message
 
 
 @needs_krb5
@@ -131,11 +193,15 @@ def test_the_watch_says_once_that_a_ticket_ended_unrenewed(realm, gateway, caplo
     assert kinit(realm[0], gateway, "-l", "3s", "-r", "3s", "bob",
                  password=_PASSWORD + "\n").returncode == 0
     login = kerberos.check_login(None, None)
-    with caplog.at_level("ERROR", logger="zoo_ray.login_watch"):
-        watch = LoginWatch(login.seconds_left, lambda: True).start()
-        deadline = time.monotonic() + 30
-        while not watch.expired and time.monotonic() < deadline:
-            time.sleep(0.2)
+    watch = LoginWatch(login.ends_at, lambda: True)
+    try:
+        with caplog.at_level("ERROR", logger="zoo_ray.login_watch"):
+            watch.start()
+            deadline = time.monotonic() + 30
+            while not watch.expired and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        watch.stop()
     assert watch.expired
     [record] = caplog.records
     assert "was not renewed" in record.message and "principal= and keytab=" in record.message
@@ -149,8 +215,9 @@ def test_the_watch_follows_a_renewed_ticket_and_ends_with_its_application(realm,
     login = kerberos.check_login(None, None)
     running = threading.Event()
     running.set()
-    with caplog.at_level("ERROR", logger="zoo_ray.login_watch"):
-        watch = LoginWatch(login.seconds_left, running.is_set).start()
+    watch = LoginWatch(login.ends_at, running.is_set)
+    with caplog.at_level("ERROR", logger="zoo_ray.login_watch"), _stopped_after(watch):
+        watch.start()
         # As Hadoop's login in Spark's driver does: `kinit -R` before the ticket ends, for
         # longer than the watch's first look (at 3 + 2 s).
         for _ in range(5):

@@ -44,6 +44,8 @@ class Login:
     seconds_left : int, optional
         How long the ticket cache's ticket stays valid; None with a keytab, from which
         a new ticket can always be had.
+    ends_at : float, optional
+        When it ends (seconds since the epoch), as ``seconds_left`` counted from the check.
     krb5_config : str, optional
         The ``KRB5_CONFIG`` the login was checked with (None: ``/etc/krb5.conf``).
     """
@@ -52,6 +54,7 @@ class Login:
     keytab: str | None = None
     seconds_left: int | None = None
     krb5_config: str | None = None
+    ends_at: float | None = None
 
     @property
     def java_options(self) -> list[str]:
@@ -103,20 +106,26 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
     if keytab and principal:
         return _check_keytab(principal, keytab, krb5_config)
     seconds = credential_lifetime()
-    if seconds != INDEFINITE:
-        until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(time.time() + seconds))
+    ends_at = None if seconds == INDEFINITE else time.time() + seconds
+    if ends_at is not None:
+        until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ends_at))
         logger.info("Kerberos ticket valid until %s (%d h %02d min %02d s more); renew it "
                     "with `kinit -R` (or kinit again) before then, or pass principal= and "
                     "keytab= for jobs that run longer.", until, seconds // 3600,
                     seconds % 3600 // 60, seconds % 60)
     return Login(seconds_left=None if seconds == INDEFINITE else seconds,
-                 krb5_config=krb5_config)
+                 krb5_config=krb5_config, ends_at=ends_at)
 
 
 @contextmanager
 def tokens_checked(what: str) -> Iterator[None]:
-    """Run a Spark job of zoo_ray's (``what``): a failure because HDFS refused an expired
-    delegation token becomes a KerberosError naming the fix, not a Java stack.
+    """Run a Spark job of zoo_ray's: a failure because HDFS refused an expired delegation
+    token becomes a KerberosError naming the fix, not a Java stack.
+
+    Parameters
+    ----------
+    what : str
+        The zoo_ray call the job belongs to, for the message.
 
     Raises
     ------

@@ -24,8 +24,11 @@ logger = logging.getLogger(__name__)
 
 #: After the ticket's end, so that a renewal made just before it is seen.
 _GRACE_S = 2.0
-#: A ticket renewed (every ten hours, for a week) comes back a few dozen times; bounded.
-_MAX_CHECKS = 10_000
+#: A ticket comes back once per renewal: a ten-hour one renewed for a week, 17 times; a
+#: one-minute one, 10,080 times. Bounded all the same.
+_MAX_CHECKS = 100_000
+#: A second look before saying it expired: a cache is empty while `kinit -R` rewrites it.
+_AGAIN_S = 5.0
 
 
 class LoginWatch:
@@ -33,14 +36,15 @@ class LoginWatch:
 
     Parameters
     ----------
-    seconds_left : int
-        How long the ticket is valid from now (:attr:`zoo_ray.kerberos.Login.seconds_left`).
+    ends_at : float
+        When the ticket ends, in seconds since the epoch
+        (:attr:`zoo_ray.kerberos.Login.ends_at`).
     running : callable
         Whether the application still runs; the watch ends when it does not.
     """
 
-    def __init__(self, seconds_left: int, running: Callable[[], bool]) -> None:
-        self._first_wait = float(seconds_left)
+    def __init__(self, ends_at: float, running: Callable[[], bool]) -> None:
+        self._ends_at = ends_at
         self._running = running
         self._stop = threading.Event()
         self._expired = threading.Event()
@@ -53,7 +57,13 @@ class LoginWatch:
         return self._expired.is_set()
 
     def start(self) -> LoginWatch:
-        """Start watching; returns the watch."""
+        """Start watching.
+
+        Returns
+        -------
+        LoginWatch
+            This watch.
+        """
         self._thread.start()
         return self
 
@@ -62,14 +72,13 @@ class LoginWatch:
         self._stop.set()
 
     def _watch(self) -> None:
-        wait = self._first_wait
+        wait = max(0.0, self._ends_at - time.time())
         for _ in range(_MAX_CHECKS):
             if self._stop.wait(wait + _GRACE_S) or not self._running():
                 return
             try:
-                wait = max(1.0, float(credential_lifetime()))
+                wait = max(1.0, float(_lifetime_seen_twice(self._stop)))
             except KerberosError as exc:
-                self._expired.set()
                 logger.error(
                     "Your Kerberos ticket expired (seen at %s) and was not renewed (it was not "
                     "renewable, or its renewable life is over): Spark can fetch no new "
@@ -78,4 +87,16 @@ class LoginWatch:
                     "after `kinit` with a renewable ticket (`kinit -r 7d`), or with "
                     "principal= and keytab= (zoo-ray submit --principal --keytab). %s",
                     time.strftime("%Y-%m-%d %H:%M:%S %Z"), exc)
+                self._expired.set()  # after the log: whoever sees it set finds the message
                 return
+
+
+def _lifetime_seen_twice(stop: threading.Event) -> int:
+    """The ticket's seconds left; a KerberosError only if a second look, a few seconds
+    later, finds no valid ticket either."""
+    try:
+        return credential_lifetime()
+    except KerberosError:
+        if stop.wait(_AGAIN_S):
+            return 0
+        return credential_lifetime()

@@ -32,7 +32,7 @@ from .host import find_java_home
 from .kerberos import check_login, secure
 from .preflight import Gateway
 from .spark_settings import driver_host, login_settings, spark_settings
-from .yarn_request import YarnRequest
+from .yarn_request import YarnRequest, check_login_pair
 
 __all__ = ["ship_application", "ship_environment"]
 
@@ -87,12 +87,15 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
 
     Raises
     ------
+    InvalidArgumentError
+        ``principal`` without ``keytab``, or the reverse.
     KerberosError
         On a secure cluster: the login is not usable (see
         :func:`~zoo_ray.kerberos.check_login`).
     """
     from pyspark import SparkConf
 
+    check_login_pair(principal, keytab)
     env = find_env(conda_name, env_prefix, None)
     hconf = HadoopConf(hadoop_conf_dir(hadoop_conf))
     login = check_login(principal, keytab) if secure(hconf) else None

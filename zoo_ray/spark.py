@@ -167,9 +167,8 @@ def init_spark_on_yarn(
         request.env.location,
     )
     sc = start_and_wait(request, spark_conf, gateway.rm)
-    if gateway.login is not None and gateway.login.seconds_left is not None:
-        LoginWatch(gateway.login.seconds_left,
-                   lambda: not spark_internals.is_stopped(sc)).start()
+    if gateway.login is not None and gateway.login.ends_at is not None:
+        LoginWatch(gateway.login.ends_at, lambda: not spark_internals.is_stopped(sc)).start()
     return _with_log_level(sc, spark_log_level)
 
 

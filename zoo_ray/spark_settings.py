@@ -1,8 +1,9 @@
 """The Spark properties of an application on YARN, from the checked request.
 
 Runs on the gateway, in the driver's process, and starts nothing:
-:func:`spark_settings` is a pure function of the :class:`~zoo_ray.yarn_request.YarnRequest`
-and of the gateway's address facing the cluster (:func:`driver_host`).
+:func:`spark_settings` is a pure function of the :class:`~zoo_ray.yarn_request.YarnRequest`,
+of the gateway's address facing the cluster (:func:`driver_host`) and of the user's
+Kerberos login (:func:`login_settings`, also what ``zoo-ray pack``'s JVM is given).
 """
 from __future__ import annotations
 
@@ -86,11 +87,22 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
 
 
 def login_settings(login: Login) -> dict[str, str]:
-    """The Spark properties of a Kerberos ``login``: the keytab Spark logs in from, or
-    that it renews its delegation tokens from the ticket cache (while its ticket lasts);
-    and the options that name the realm to each of its JVMs."""
-    if login.keytab:
-        settings = {"spark.kerberos.principal": str(login.principal),
+    """The Spark properties of a Kerberos login.
+
+    Parameters
+    ----------
+    login : Login
+        As :func:`~zoo_ray.kerberos.check_login` found it.
+
+    Returns
+    -------
+    dict
+        The keytab Spark logs in from, or that it renews its delegation tokens from the
+        ticket cache (while its ticket lasts); and the options that name the realm to
+        each of its JVMs.
+    """
+    if login.keytab and login.principal:
+        settings = {"spark.kerberos.principal": login.principal,
                     "spark.kerberos.keytab": login.keytab}
     else:
         settings = {"spark.kerberos.renewal.credentials": "ccache"}

@@ -18,7 +18,7 @@ from .errors import InvalidArgumentError
 from .memory import ExecutorMemory, parse_memory
 from .memory import executor_memory as size_executor
 
-__all__ = ["YarnRequest", "as_list", "check_arguments", "positive_int"]
+__all__ = ["YarnRequest", "as_list", "check_arguments", "check_login_pair", "positive_int"]
 
 _Names = Union[str, Sequence[str], None]
 
@@ -72,6 +72,19 @@ class YarnRequest:
         return -(-self.sizing.container // 2**20)
 
 
+def check_login_pair(principal: str | None, keytab: str | None) -> None:
+    """Check that a keytab login names both its principal and its keytab, or neither.
+
+    Raises
+    ------
+    InvalidArgumentError
+        One without the other.
+    """
+    if bool(principal) != bool(keytab):
+        raise InvalidArgumentError("Pass principal= and keytab= together (or neither, to use "
+                                   "the ticket cache from `kinit`).")
+
+
 def check_arguments(
     hadoop_conf: str | None, conda_name: str | None, num_executors: int, executor_cores: int,
     executor_memory: str, driver_memory: str, driver_cores: int,
@@ -99,9 +112,7 @@ def check_arguments(
         A bad argument, naming the fix.
     """
     user_conf = dict(conf or {})
-    if bool(principal) != bool(keytab):
-        raise InvalidArgumentError("Pass principal= and keytab= together (or neither, to use "
-                                   "the ticket cache from `kinit`).")
+    check_login_pair(principal, keytab)
     return YarnRequest(
         hadoop_conf=hadoop_conf,
         num_executors=positive_int(num_executors, "num_executors"),
