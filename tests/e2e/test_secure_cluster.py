@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from tests.e2e.helpers import (
     NOTEBOOK_DIR,
     SECURE_SPEC,
     all_gone,
+    end_program,
     keytab_login,
     notebook_problems,
     program_env,
@@ -203,12 +205,19 @@ _PROGRAM = _WORK + textwrap.dedent("""
     sc.stop()
 """)
 
-#: A Ray script a user logged in with ``kinit`` hands to ``zoo-ray submit``: the work, its
-#: report, then on until stopped.
+#: A Ray script a user logged in with ``kinit`` hands to ``zoo-ray submit``: the work and its
+#: report; once the application's first tokens are dead (a minute here), Spark's tasks
+#: write and read HDFS with the tokens Spark fetched from the ticket cache since, and say
+#: so; then on until stopped.
 _SUBMITTED = _WORK + textwrap.dedent("""
     from pyspark import SparkContext
     ray.init()
-    print(json.dumps(work(SparkContext._active_spark_context)), flush=True)
+    sc = SparkContext._active_spark_context
+    print(json.dumps(work(sc)), flush=True)
+    time.sleep(max(0.0, sc.startTime / 1000 + 75 - time.time()))
+    spark = SparkSession(sc)
+    spark.range(100).write.mode("overwrite").parquet("later.parquet")
+    print(json.dumps({"later": spark.read.parquet("later.parquet").count()}), flush=True)
     while True:
         time.sleep(60)
 """)
@@ -259,6 +268,8 @@ def test_a_user_after_kinit_submits_and_status_stop_logs_and_pack_work(cluster, 
     with ExitStack() as cleanup:
         proc, report = submit_in_background(script, env, err, cleanup)
         app_id = report["app"]
+        later = proc.stdout.readline()
+        assert json.loads(later or "{}").get("later") == 100, err.read_text()[-3000:]
         pids = ray_pids(app_id)
         status = zoo_ray_cli(["status", app_id], env, timeout=60)
         assert status.returncode == 0, status.stderr
@@ -309,14 +320,97 @@ def test_a_program_with_a_keytab_runs_two_ray_contexts(cluster, user_env, tmp_pa
     assert app["user"] == psutil.Process().username() and app["finalStatus"] == "SUCCEEDED"
 
 
-def test_the_quickstart_notebook_runs_after_kinit(cluster, user_env, tmp_path):
+#: The life of a ticket that cannot be renewed (``kinit -l -r``), in seconds.
+_TICKET_S = 60
+
+#: A program whose ticket ends unrenewed (at argv[3], a time). It lists an HDFS file
+#: (argv[2]) while the ticket lasts and says when; once the application's tokens are dead
+#: it reads the file with from_spark: the watch's error, then from_spark's KerberosError.
+#: Spark fetches tokens while the ticket lasts, and unrenewed they end 20 s later (the
+#: cluster's renew interval); the first ones, renewed by YARN, live 60 s.
+_EXPIRING = textwrap.dedent("""
+    import json, logging, sys, time
+    from pyspark.sql import SparkSession
+    from zoo_ray import RayContext, init_spark_on_yarn
+    from zoo_ray.data import from_spark
+    from zoo_ray.errors import KerberosError
+    logging.basicConfig()
+    sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
+                            executor_memory="512m", driver_memory="512m",
+                            extra_executor_memory_for_ray="640m")
+    df = SparkSession(sc).read.text(sys.argv[2])
+    print(json.dumps({"listed": time.time()}), flush=True)
+    ray_ctx = RayContext(sc=sc, object_store_memory="128m")
+    ray_ctx.init()
+    dead = max(float(sys.argv[3]) + 25, sc.startTime / 1000 + 70)
+    time.sleep(max(0.0, dead - time.time()))
+    report = {}
+    try:
+        report["rows"] = from_spark(df).count()
+    except KerberosError as exc:
+        report["error"] = str(exc)
+    ray_ctx.stop()
+    sc.stop()
+    print(json.dumps(report), flush=True)
+""")
+
+
+def _expiring_ticket(cluster, tmp, cleanup):
+    """The program above, after `kinit` for a ticket of :data:`_TICKET_S` that cannot be
+    renewed. It needs the environment in the NodeManagers' caches (the module's first
+    program put it there): a cold start would outlast the ticket."""
+    security, ccache = cluster.security, tmp / "krb5cc"
+    password = Path(security.password_file).read_text()
+    logged_in = time.time()
+    result = kinit(security.realm, ccache, "-l", f"{_TICKET_S}s", "-r", f"{_TICKET_S}s",
+                   security.user, password=password)
+    assert result.returncode == 0, result.stderr
+    lines = tmp / "lines.txt"
+    lines.write_text("".join(f"{i}\n" for i in range(100)))
+    hdfs_file = f"/user/{psutil.Process().username()}/expiring.txt"
+    put = _fs_as(cluster, ccache, "-put", "-f", str(lines), hdfs_file)
+    assert put.returncode == 0, put.stderr
+    log = tmp / "driver.log"
+    driver, listed = start_driver(_EXPIRING, [str(cluster.hadoop_conf_dir), hdfs_file,
+                                              str(logged_in + _TICKET_S)], log,
+                                  _user_program_env(cluster, ccache))
+    cleanup.callback(end_program, driver)
+    report = json.loads(driver.stdout.readline() or "{}")
+    assert driver.wait(120) == 0, log.read_text()[-3000:]
+    return {**listed, **report}, log.read_text(), logged_in
+
+
+def _quickstart(cluster, tmp, _cleanup):
     import nbformat
 
-    _user_kinit(cluster, user_env)
+    ccache = tmp / "krb5cc"
+    _user_kinit(cluster, ccache)
     notebook = nbformat.read(NOTEBOOK_DIR / "01_quickstart.ipynb", as_version=4)
-    run_notebook(notebook, tmp_path, _user_program_env(cluster, user_env))
-    nbformat.write(notebook, tmp_path / "01_quickstart.ipynb")  # to look at
-    assert notebook_problems(notebook) == []
+    env = _user_program_env(cluster, ccache)
+    # Beside _EXPIRING, on two hosts of 3072 MB: two AMs of 896 MB and two executors of
+    # 1536 MB fit however YARN places them.
+    env.update(ZOO_RAY_NUM_EXECUTORS="1", ZOO_RAY_EXTRA_MEMORY_FOR_RAY="640m",
+               ZOO_RAY_OBJECT_STORE_MEMORY="128m")
+    run_notebook(notebook, tmp, env)
+    nbformat.write(notebook, tmp / "01_quickstart.ipynb")  # to look at
+    return notebook
+
+
+#: Run at once (see _quickstart for their room).
+AHEAD = {"test_the_quickstart_notebook_runs_after_kinit": _quickstart,
+         "test_a_ticket_that_ends_unrenewed_is_told_and_from_spark_says_so": _expiring_ticket}
+
+
+def test_the_quickstart_notebook_runs_after_kinit(ahead_result):
+    assert notebook_problems(ahead_result) == []
+
+
+def test_a_ticket_that_ends_unrenewed_is_told_and_from_spark_says_so(ahead_result):
+    report, log, logged_in = ahead_result
+    assert report["listed"] < logged_in + _TICKET_S, "listed in the ticket's life"
+    assert "Your Kerberos ticket expired" in log and "was not renewed" in log, log[-3000:]
+    assert "from_spark failed: HDFS refused the application's delegation token" in report.get(
+        "error", ""), report
 
 
 def test_down_leaves_no_process_and_no_port(own_cluster_to_stop):
