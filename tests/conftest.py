@@ -122,3 +122,19 @@ def ray_temp_root():
     else:
         os.environ["RAY_TMPDIR"] = saved
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_box_drivers():
+    """The tests' Spark drivers (this process's and those of the programs the tests start)
+    get the JVM options the local Hadoop gives its own JVMs: Spark's launcher adds
+    ``SPARK_SUBMIT_OPTS`` to the driver's command line. A driver's CPU, mostly spent
+    starting up, halves on a 2-core box (see :data:`SMALL_BOX_JVM`)."""
+    from zoo_ray.minicluster.daemons import SMALL_BOX_JVM
+
+    saved = os.environ.get("SPARK_SUBMIT_OPTS")
+    if saved is None:
+        os.environ["SPARK_SUBMIT_OPTS"] = " ".join(SMALL_BOX_JVM)
+    yield
+    if saved is None:
+        os.environ.pop("SPARK_SUBMIT_OPTS", None)

@@ -22,6 +22,7 @@ from zoo_ray.errors import (
     PortInUseError,
 )
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster.daemons import SMALL_BOX_JVM
 from zoo_ray.minicluster.teardown import stray_processes
 from zoo_ray.yarn import FINAL_STATES
 
@@ -89,6 +90,10 @@ def test_spark_application_on_yarn_uses_both_nodemanagers_and_hdfs(cluster, spar
         assert len(executor_nodes) == 2
         assert len(set(executor_nodes.values())) == 2, executor_nodes
         assert {cid for cid, _ in seen} == set(executor_nodes)
+        # The NodeManagers give every container's JVM the local Hadoop's small-box options.
+        jvm_options = sc.parallelize(range(4), 4).map(
+            lambda _: os.environ.get("JAVA_TOOL_OPTIONS")).collect()
+        assert set(jvm_options) == {" ".join(SMALL_BOX_JVM)}
 
         counts = (
             sc.textFile(f"{cluster.default_fs}{hdfs_dir}/words.txt")
@@ -222,6 +227,7 @@ def test_missing_maven_without_cached_jars_is_a_clear_error(tmp_path, monkeypatc
 _OWNER_SCRIPT = """
 import sys, time
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
+from zoo_ray.minicluster.daemons import SMALL_BOX_JVM
 with MiniCluster(sys.argv[1], spec=MiniClusterSpec(nodemanagers=1, nm_memory_mb=2048)) as c:
     print("ready", flush=True)
     time.sleep(900)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..hadoop_conf import HadoopConf
 from ..host import free_ports
+from .daemons import SMALL_BOX_JVM
 from .spec import MiniClusterSpec
 
 __all__ = ["HOST", "template_dir", "plan_ports", "render"]
@@ -115,6 +116,10 @@ def _common_overrides(spec: MiniClusterSpec, root: Path, ports: dict[str, int],
             "yarn.resourcemanager.system-metrics-publisher.enabled": "false",
             "yarn.nodemanager.remote-app-log-dir": "/tmp/logs",
             "yarn.log-aggregation-enable": "true",
+            # Every container's JVM (Spark's ApplicationMaster and executors) as small as
+            # the daemons: see SMALL_BOX_JVM.
+            "yarn.nodemanager.admin-env": ("MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,"
+                                           f"JAVA_TOOL_OPTIONS={' '.join(SMALL_BOX_JVM)}"),
             # Not /tmp/hadoop-yarn-<user>, which would outlive the local Hadoop.
             "yarn.node-attribute.fs-store.root-dir": (root / "yarn" / "node-attribute").as_uri(),
         },
