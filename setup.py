@@ -40,8 +40,8 @@ setup(
     # release's warnings must not fail an unchanged tree, and docs/templates overrides one
     # template of mkdocstrings-python 2.0.11.
     extras_require={"notebook": ["ipywidgets"],
-                    "test": ["pytest", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1",
-                             "nbclient", "nbformat", "ipykernel", "ipywidgets",
+                    "test": ["pytest", "pytest-timeout", "pytest-xdist", "ruff==0.17.6",
+                             "mypy==2.4.1", "nbclient", "nbformat", "ipykernel", "ipywidgets",
                              "py-rattler==0.28.0", "py-rattler-build==0.73.0"],
                     "docs": ["mkdocs==1.6.1", "mkdocstrings[python]==1.0.8",
                              "mkdocstrings-python==2.0.11", "mkdocs-autorefs==1.4.5",

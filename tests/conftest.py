@@ -35,6 +35,14 @@ E2E_TIMEOUT_S = 900
 #: 7. tests that stop such a local Hadoop (``own_cluster_to_stop``): after every test on it.
 #:
 #: The first matching rule below wins; within a phase, tests keep their file order.
+#:
+#: The run has two pytest workers (pytest-xdist's ``-n 2`` in ``addopts``, pyproject.toml;
+#: ``-n 0`` runs every test in one process). The modules of :data:`BESIDE` run in the
+#: second, in their own order, while the first runs every other test in the order above:
+#: a local Hadoop of their own that leaves the CPU idle a third of the time (waits for a
+#: cut-off host, a killed NodeManager) beside the session's. Each worker is a process of
+#: its own, so PySpark's one SparkContext per process and the environment variables a
+#: cluster sets stay apart.
 PHASES = (
     (7, {"own_cluster_to_stop"}),
     (6, {"own_cluster"}),
@@ -44,6 +52,24 @@ PHASES = (
     (2, {"ray_ctx", "sc", "spark", "shared"}),
 )
 STANDALONE_PHASE = 4
+
+#: The test modules that run beside the others, in the second worker.
+BESIDE = frozenset({"test_isolated_hosts.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scheduler for this suite: two units of work, the modules of :data:`BESIDE`
+    and the rest, each sent whole to one worker, which runs it in the collection's order
+    (the order of :data:`PHASES`)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoStreams(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return "beside" if module in BESIDE else "main"
+
+    return TwoStreams(config, log)
 
 
 def _is_e2e(item: pytest.Item) -> bool:
@@ -86,17 +112,20 @@ def tier(keywords: Any) -> str:
     return next((name for name in ("smoke", "faults", "slow") if name in keywords), "e2e")
 
 
+_CONFIG: list[pytest.Config] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[TIER_SECONDS] = {}
+    _CONFIG[:] = [config]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
-    report = yield
-    seconds = item.config.stash[TIER_SECONDS]
-    name = tier(item.keywords)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each report's seconds to its tier; in the process that prints the summary
+    (xdist's controller gets every worker's reports here)."""
+    seconds = _CONFIG[0].stash[TIER_SECONDS]
+    name = tier(report.keywords)
     seconds[name] = seconds.get(name, 0.0) + report.duration
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -13,7 +13,7 @@ TESTS = Path(__file__).resolve().parent
 def test_every_test_s_fixtures_exist():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--setup-plan", "-q", "-p", "no:cacheprovider",
-         "--durations=0", str(TESTS)],
+         "-n", "0", "--durations=0", str(TESTS)],
         capture_output=True, text=True, timeout=120, cwd=TESTS.parent, stdin=subprocess.DEVNULL,
     )
     missing = [line for line in result.stdout.splitlines() if "not found" in line]

@@ -465,13 +465,21 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
 
 
 LEFTOVERS = pytest.StashKey[list]()
+#: The summary's lines that the xdist workers sent the controller.
+WORKER_SUMMARIES = pytest.StashKey[list]()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Nothing the tests started may outlive the run: once every fixture is torn down,
     end what still runs below this process (by PID; Spark's JVM, which PySpark keeps
     until Python exits, aside) and name it in the summary, where it shows a teardown
-    that leaks."""
+    that leaks. xdist's controller runs no test: its children are the workers."""
+    if _is_xdist_controller(session.config):
+        return
     import psutil
     from pyspark import SparkContext
 
@@ -480,7 +488,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     try:
         left = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
     except psutil.Error:
-        return
+        left = []
     named = []
     for proc in left:
         try:
@@ -495,24 +503,39 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except psutil.Error:
             pass
     session.config.stash[LEFTOVERS] = named
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["zoo_ray_summary"] = _summary(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller: keep what a worker that is done had to say for the summary."""
+    lines = getattr(node, "workeroutput", {}).get("zoo_ray_summary", [])
+    node.config.stash.setdefault(WORKER_SUMMARIES, []).extend(lines)
+
+
+def _summary(config: pytest.Config) -> list[tuple[str, str]]:
+    """(section, line) pairs: what the run started and what it left running."""
+    apps = config.stash.get(APPLICATIONS, {})
+    starts = config.stash.get(SHARED_STARTS, {})
+    lines = [("processes the tests left running (ended now)", line)
+             for line in config.stash.get(LEFTOVERS, [])]
+    if apps:
+        lines.append(("clusters", "YARN applications per local Hadoop: "
+                      + ", ".join(f"{name} {n}" for name, n in apps.items())))
+    if starts:
+        lines.append(("clusters", "shared cluster, started in this process: "
+                      + ", ".join(f"{what} {n}" for what, n in starts.items())))
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """What the run started: YARN applications per local Hadoop, shared contexts."""
-    apps = config.stash.get(APPLICATIONS, {})
-    starts = config.stash.get(SHARED_STARTS, {})
-    left = config.stash.get(LEFTOVERS, [])
-    if left:
-        terminalreporter.write_sep("-", "processes the tests left running (ended now)")
-        for line in left:
+    """What the run started: YARN applications per local Hadoop, shared contexts; and what
+    it left running."""
+    lines = (config.stash.get(WORKER_SUMMARIES, []) if _is_xdist_controller(config)
+             else _summary(config))
+    for section in dict.fromkeys(section for section, _ in lines):
+        terminalreporter.write_sep("-", section)
+        for line in (text for where, text in lines if where == section):
             terminalreporter.write_line(line)
-    if apps or starts:
-        terminalreporter.write_sep("-", "clusters")
-        if apps:
-            terminalreporter.write_line(
-                "YARN applications per local Hadoop: "
-                + ", ".join(f"{name} {n}" for name, n in apps.items()))
-        if starts:
-            terminalreporter.write_line(
-                "shared cluster, started in this process: "
-                + ", ".join(f"{what} {n}" for what, n in starts.items()))

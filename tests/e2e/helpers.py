@@ -96,13 +96,19 @@ def running(pid: int) -> bool:
         return False
 
 
-def zoo_ray_processes() -> list[psutil.Process]:
-    """Every RayManager, raylet and GCS on this host."""
+def zoo_ray_processes(app_id: str) -> list[psutil.Process]:
+    """Every RayManager, raylet and GCS of YARN application ``app_id``: in its containers
+    and, for the gateway's node, below this process. Not every one on the host: the other
+    pytest worker's applications run theirs at the same time."""
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    in_app = app_id.removeprefix("application_")
     found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
+    for proc in psutil.process_iter(["name", "cmdline", "environ"]):
         if proc.info["name"] in ("raylet", "gcs_server") or \
                 "zoo_ray.manager" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
+            container = (proc.info["environ"] or {}).get("CONTAINER_ID", "")
+            if proc.pid in mine or in_app in container:
+                found.append(proc)
     return found
 
 

@@ -54,7 +54,12 @@ def test_one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc):
     scenarios.one_ray_node_per_executor_with_the_head_in_an_executor(ray_ctx, sc)
 
 
-def test_ray_managers_stay_in_the_executor_process_tree(ray_ctx):
+def test_ray_managers_stay_in_the_executor_process_tree(ray_ctx, sc):
+    # Every executor's manager and raylet, the head's GCS, the gateway's manager and raylet:
+    # what the checks that a cluster has gone away count.
+    counted = [process_name(p) for p in zoo_ray_processes(sc.applicationId)]
+    assert sorted(counted).count("raylet") == EXECUTORS + 1, counted
+    assert counted.count("gcs_server") == 1, counted
     for node in ray_ctx.address_info["nodes"]:
         manager = psutil.Process(node["pid"])
         executor = [p for p in manager.parents()
@@ -342,7 +347,7 @@ def test_stop_removes_every_ray_process_and_init_starts_afresh(breakable_ray_ctx
 def test_a_node_that_cannot_start_fails_init_naming_its_executor_and_leaves_nothing(
         no_ray_context):
     sc = no_ray_context
-    assert zoo_ray_processes() == []
+    assert zoo_ray_processes(sc.applicationId) == []
     bad = RayContext(sc, object_store_memory="128m", extra_params={"no-such-flag": "1"})
     started = time.monotonic()
     with pytest.raises(RayNodeStartError) as failure:
@@ -352,5 +357,5 @@ def test_a_node_that_cannot_start_fails_init_naming_its_executor_and_leaves_noth
     assert "container_" in message
     assert "No such option" in message and "no-such-flag" in message  # the tail of its log
     assert not bad.initialized
-    wait_until(lambda: zoo_ray_processes() == [], 60, "no Ray process left")
+    wait_until(lambda: zoo_ray_processes(sc.applicationId) == [], 60, "no Ray process left")
     assert sc.parallelize(range(4), 2).sum() == 6
