@@ -1,6 +1,7 @@
 """Analytics Zoo's spellings: each renamed one warns and works, each refused one says why."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -109,7 +110,6 @@ def test_zoo_import_paths_give_zoo_rays_names_with_a_warning(module, name):
 
 
 @pytest.mark.parametrize("key, says", [
-    ("temp-dir", "YARN container directory"), ("temp_dir", "YARN container directory"),
     ("--num-cpus", "ray_node_cpu_cores"), ("object_store_memory", "object_store_memory"),
     ("port", "picks every node's address and ports"),
     ("dashboard-port", "picks every node's address and ports"),
@@ -121,3 +121,27 @@ def test_extra_params_zoo_ray_sets_itself_are_refused_naming_the_replacement(
         RayContext(StubSparkContext(), extra_params={key: "x"})
     ctx = RayContext(StubSparkContext(), extra_params={"resources": '{"ssd": 1}'})
     assert ctx.options.extra_params == {"resources": '{"ssd": 1}'}
+
+
+@pytest.mark.parametrize("key", ["temp-dir", "temp_dir", "--temp-dir"])
+def test_zoo_s_temp_dir_in_extra_params_is_the_nodes_root(key, no_active_context, tmp_path):
+    ctx = RayContext(StubSparkContext(), extra_params={key: str(tmp_path), "resources": "{}"})
+    assert (ctx.options.temp_root, ctx.options.spill_root) == (str(tmp_path), None)
+    assert ctx.options.extra_params == {"resources": "{}"}
+    spec = ctx.options.base_spec("application_1_0001", "t" * 43)
+    assert (spec.temp_root, spec.spill_root) == (str(tmp_path), None)
+    spill = RayContext(StubSparkContext(), temp_dir=str(tmp_path),
+                       extra_params={"object-spilling-directory": "/spill"}).options
+    assert (spill.temp_root, spill.spill_root, spill.extra_params) == (str(tmp_path), "/spill", {})
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"temp_dir": "relative/dir"}, "temp_dir='relative/dir' must be an absolute path"),
+    ({"extra_params": {"temp-dir": "tmp/hello"}}, "temp_dir='tmp/hello' must be an absolute"),
+    ({"extra_params": {"object-spilling-directory": "spill"}},
+     "object-spilling-directory='spill' must be an absolute path"),
+    ({"temp_dir": "/a", "extra_params": {"temp-dir": "/b"}}, "differ; pass one of them"),
+])
+def test_a_root_that_cannot_be_one_is_refused_naming_the_fix(kwargs, says, no_active_context):
+    with pytest.raises(InvalidArgumentError, match=re.escape(says)):
+        RayContext(StubSparkContext(), **kwargs)

@@ -137,3 +137,23 @@ def test_a_sweep_that_fails_is_logged_not_raised(tmp, monkeypatch, caplog):
     monkeypatch.setattr(leftovers, "_sweep_work_dirs", refused)
     assert leftovers.sweep() == [dead]  # the other steps still ran
     assert "could not sweep" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_dead_managers_directory_under_a_root_goes_with_its_link(tmp, dead_pid, sleeper):
+    root = tmp / "root"
+    nodes = {}
+    for name, pid, host in (("dead", dead_pid, socket.gethostname()),
+                            ("alive", sleeper, socket.gethostname()),
+                            ("elsewhere", dead_pid, "another-host")):
+        path = root / f"zoo-ray-application_1_0001-container_{name}"
+        (path / STATE_DIR).mkdir(parents=True)
+        ManagerState(pid=pid, app_id="application_1_0001", role="worker",
+                     temp_dir="/tmp/x", host=host).write(path)
+        nodes[name] = path
+    starting = root / "zoo-ray-application_1_0001-container_starting"  # no state yet
+    starting.mkdir()
+    link = leftovers.node_temp_link(nodes["dead"])
+    link.symlink_to(nodes["dead"].resolve())
+    assert sorted(leftovers.sweep()) == [], "a root is swept only where it is known"
+    assert sorted(leftovers.sweep(roots=[str(root)])) == sorted([nodes["dead"], link])
+    assert sorted(root.iterdir()) == sorted([nodes["alive"], nodes["elsewhere"], starting])

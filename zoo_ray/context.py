@@ -58,7 +58,8 @@ class RayContext(ZooAttributes):
     env : dict, optional
         Extra environment variables for the Ray processes.
     extra_params : dict, optional
-        Extra ``ray start`` flags, e.g. ``{"resources": '{"ssd": 1}'}``.
+        Extra ``ray start`` flags, e.g. ``{"resources": '{"ssd": 1}'}``. ``temp-dir`` and
+        ``object-spilling-directory`` (Analytics Zoo's way) are roots as for ``temp_dir``.
     include_webui : bool
         Serve Ray's dashboard from the head (bound to the head's address). The name
         is Analytics Zoo's; zoo_ray calls the thing the dashboard everywhere else
@@ -75,6 +76,11 @@ class RayContext(ZooAttributes):
         Object store of the Ray node on the gateway, which the driver attaches to.
         The gateway is a shared machine: this bounds what Ray takes there (without
         it Ray would take 30 % of the gateway's RAM). Must fit in its free ``/dev/shm``.
+    temp_dir : str, optional
+        A directory (absolute path) on every host, the gateway's too, for the nodes' Ray
+        session files and spilled objects, instead of the YARN container directories:
+        each node gets ``zoo-ray-<application>-<container>`` in it, which ``stop()``
+        removes. A node whose host lacks it, or cannot write to it, fails ``init()``.
     **zoo_names
         Analytics Zoo's arguments with no meaning here (``redis_port``, ``password``,
         ...) raise an InvalidArgumentError saying what replaces them (docs: migration).
@@ -104,6 +110,7 @@ class RayContext(ZooAttributes):
         init_timeout: float = 180.0,
         max_restarts: int = 5,
         driver_object_store_memory: str = "256m",
+        temp_dir: str | None = None,
         **zoo_names: Any,
     ) -> None:
         translate("RayContext", zoo_names, RAY_CONTEXT_NAMES, {})
@@ -114,7 +121,8 @@ class RayContext(ZooAttributes):
             num_ray_nodes=num_ray_nodes, ray_node_cpu_cores=ray_node_cpu_cores, env=env,
             extra_params=extra_params, include_webui=include_webui,
             system_config=system_config, verbose=verbose, init_timeout=init_timeout,
-            max_restarts=max_restarts, driver_object_store_memory=driver_object_store_memory)
+            max_restarts=max_restarts, driver_object_store_memory=driver_object_store_memory,
+            temp_dir=temp_dir)
         # "new" -> "starting" -> "running" -> "stopped" (-> "starting" again on init()).
         self._state = "new"
         self._app_id = ""
@@ -182,7 +190,8 @@ class RayContext(ZooAttributes):
         started = time.monotonic()
         RayContext._active = self
         self._app_id = self.sc.applicationId
-        sweep()
+        sweep(roots=[root for root in (self.options.temp_root, self.options.spill_root)
+                     if root])
         token = secrets.token_urlsafe(32)
         write_driver_token(token)
         self._state = "starting"

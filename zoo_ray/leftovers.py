@@ -13,6 +13,9 @@ Hadoop's ``down``. The entries:
   that driver is dead.
 - ``<tmp>/zoo-ray-driver-<pid>@<host>-*``: a driver's work dir (its gateway node's state
   and logs). Removed once that driver is dead and its gateway's manager has exited.
+- ``<root>/zoo-ray-<application>-<container>``: a node's directories under a user's root
+  (:mod:`zoo_ray.node_dirs`), swept where a root is known (the managers and RayContexts
+  given one). Removed once the manager recorded in it, on this host, is dead.
 
 Only this user's entries are touched, a driver's only on its own host (a temp dir may be
 shared between hosts), and never one of a live process. A sweep never fails its caller.
@@ -25,6 +28,8 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -73,8 +78,13 @@ def driver_work_dir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"{_WORK_DIR_PREFIX}{driver_tag()}-")
 
 
-def sweep() -> list[Path]:
+def sweep(roots: Iterable[str] = ()) -> list[Path]:
     """Remove this user's entries that killed zoo_ray processes left on this host.
+
+    Parameters
+    ----------
+    roots : iterable of str
+        Users' roots for nodes' directories to sweep as well.
 
     Returns
     -------
@@ -83,16 +93,24 @@ def sweep() -> list[Path]:
         vanished meanwhile) is skipped; a sweep that fails is logged, never raised.
     """
     removed: list[Path] = []
-    # Links after work dirs: a gateway node's link pointed into one.
-    for step in (_sweep_work_dirs, _sweep_tokens, _sweep_links):
+    # Links after work dirs and roots: a node's link pointed into one.
+    steps = [_sweep_work_dirs, _sweep_tokens] + [
+        partial(_sweep_root, Path(root)) for root in roots] + [_sweep_links]
+    for step in steps:
         try:
             removed += step()
         except OSError as exc:
-            logger.warning("could not sweep %s: %s", step.__name__.removeprefix("_sweep_"), exc)
+            logger.warning("could not sweep %s: %s", _step_name(step), exc)
     if removed:
         logger.info("removed %d entries left by killed zoo_ray processes: %s", len(removed),
                     ", ".join(map(str, removed)))
     return removed
+
+
+def _step_name(step: Callable[[], list[Path]]) -> str:
+    if isinstance(step, partial):
+        return " ".join(map(str, step.args))
+    return step.__name__.removeprefix("_sweep_")
 
 
 def _ours(path: Path) -> bool:
@@ -126,6 +144,19 @@ def _sweep_tokens() -> list[Path]:
         if pid is not None and not psutil.pid_exists(pid):
             path.unlink(missing_ok=True)
             removed.append(path)
+    return removed
+
+
+def _sweep_root(root: Path) -> list[Path]:
+    removed = []
+    host = socket.gethostname()
+    for path in root.glob("zoo-ray-*"):
+        # A directory without a state is one whose manager is still starting.
+        state = ManagerState.read(path) if _ours(path) else None
+        if state is None or state.host != host or psutil.pid_exists(state.pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 

@@ -48,6 +48,7 @@ from .host import (
     write_private,
 )
 from .leftovers import node_temp_link, sweep
+from .node_dirs import NodeDirs
 from .protocol import (
     STATE_DIR,
     WORK_DIR_ENV,
@@ -95,8 +96,9 @@ class RayManager:
         self.state = Path(spec.work_dir) / STATE_DIR
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.token_path = self.state / "auth_token"
-        self.ray_dir = self.state / "ray"
-        self.ray_dir.mkdir(exist_ok=True)
+        #: Its Ray temp and spill dirs: in the container, or under the user's roots.
+        self.dirs = NodeDirs.for_spec(spec, self.state)
+        self.ray_dir = self.dirs.ray_dir
         #: The head's GCS tables, on disk: a head restarted in place recovers the cluster.
         self.gcs_store = self.state / "gcs"
         self.temp_dir = node_temp_link(self.ray_dir)
@@ -163,7 +165,7 @@ class RayManager:
             sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
             f"--node-ip-address={ip}", f"--num-cpus={spec.num_cpus}",
             f"--temp-dir={self.temp_dir}",
-            f"--object-spilling-directory={self.state / 'spill'}",
+            f"--object-spilling-directory={self.dirs.spill_dir}",
             f"--dashboard-agent-listen-port={ports['agent_http']}",
             f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
             f"--metrics-export-port={ports['metrics']}",
@@ -203,8 +205,10 @@ class RayManager:
             The node did not come up (after retries).
         """
         write_private(self.token_path, self.spec.token)
-        ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role,
-                     temp_dir=str(self.temp_dir)).write(self.spec.work_dir)
+        state = ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role,
+                             temp_dir=str(self.temp_dir), host=socket.gethostname())
+        state.write(self.spec.work_dir)
+        self.dirs.record(state)
         if self.spec.role == "worker":
             self.wait_for_head()
         # Another process may grab a port between our choice and Ray's bind: try again
@@ -411,6 +415,7 @@ class RayManager:
         state file."""
         self.kill_node()
         self.copy_ray_logs()
+        self.dirs.remove()
         shutil.rmtree(self.gcs_store, ignore_errors=True)
         if self.temp_dir.is_symlink():
             self.temp_dir.unlink()
@@ -444,11 +449,11 @@ def main() -> int:
     logging.basicConfig(stream=log, level=logging.INFO,
                         format="%(asctime)s %(levelname)s ray_manager: %(message)s")
     become_subreaper()
-    sweep()
+    sweep(roots=[root for root in (spec.temp_root, spec.spill_root) if root])
     manager = RayManager(spec)
     signal.signal(signal.SIGTERM, manager.stop)
     signal.signal(signal.SIGINT, manager.stop)
-    refused = manager.check_shm()
+    refused = manager.check_shm() or manager.dirs.prepare()
     if refused is not None:
         _answer(answer, "ERROR", refused)
         return 1

@@ -59,13 +59,22 @@ def raise_failures(failures: list[NodeFailure]) -> None:
     Raises
     ------
     RayContextError
-        A node's object store did not fit in its ``/dev/shm`` (names the setting to lower).
+        A node's object store did not fit in its ``/dev/shm`` (names the setting to lower),
+        or a user's root for its directories is missing or not writable on its host.
     RayNodeStartError
         Any other failure, every node named with its log's tail.
     """
     if not failures:
         return
     for failure in failures:
+        if failure.kind == "dirs":
+            where = "the gateway" if failure.container == GATEWAY else (
+                f"executor {failure.container}")
+            raise RayContextError(
+                f"The Ray node of {where} cannot start: {failure.message}. Create that "
+                "directory, writable by that user, on every host the executors run on and "
+                "on the gateway, or pass another temp_dir (or none, for the containers' "
+                "directories); everything started was stopped.")
         if failure.kind == "shm":
             setting, where = (("driver_object_store_memory", "the gateway")
                               if failure.container == GATEWAY

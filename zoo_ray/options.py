@@ -20,16 +20,13 @@ from .memory import (
     parse_memory,
     worker_memory,
 )
+from .node_dirs import ROOT_FLAGS
 from .protocol import NodeSpec
 
 __all__ = ["RayOptions"]
 
 #: `ray start` flags zoo_ray sets itself, and what to use instead.
 _OWN_FLAGS = {
-    "temp-dir": "zoo_ray keeps each node's temp dir in its YARN container directory, on the "
-                "NodeManager's local disks, and YARN removes it with the container",
-    "object-spilling-directory": "spilled objects go to the container directory, like the "
-                                 "temp dir",
     "num-cpus": "pass ray_node_cpu_cores",
     "object-store-memory": "pass object_store_memory",
     "include-dashboard": "pass include_webui",
@@ -39,16 +36,42 @@ _PLACED = ("zoo_ray places the head and picks every node's address and ports, so
            "applications share hosts")
 
 
+def _flag(key: Any) -> str:
+    return str(key).lstrip("-").replace("_", "-")
+
+
 def _check_extra_params(extra_params: dict[str, Any]) -> dict[str, Any]:
-    """Refuse ``ray start`` flags zoo_ray sets itself; each error names what to use instead."""
+    """Refuse ``ray start`` flags zoo_ray sets itself; each error names what to use instead.
+    The roots of the nodes' directories are taken out (see :func:`_roots`)."""
     for key in extra_params:
-        flag = str(key).lstrip("-").replace("_", "-")
+        flag = _flag(key)
         if flag in _OWN_FLAGS or flag in ("head", "block", "address", "node-ip-address") or (
                 flag.endswith("port") or flag.endswith("ports")):
             why = _OWN_FLAGS.get(flag, _PLACED)
             raise InvalidArgumentError(
                 f"extra_params={{{key!r}: ...}}: {why}. Drop it from extra_params.")
-    return dict(extra_params)
+    return {key: value for key, value in extra_params.items() if _flag(key) not in ROOT_FLAGS}
+
+
+def _roots(extra_params: dict[str, Any], temp_dir: str | None) -> dict[str, str]:
+    """The user's roots for the nodes' directories, by NodeSpec field: ``temp_dir``, or
+    ``extra_params``' ``temp-dir`` and ``object-spilling-directory`` (Ray's and Analytics
+    Zoo's spelling); each an absolute path, the two temp dirs the same if both given."""
+    given = {ROOT_FLAGS[_flag(key)]: value for key, value in extra_params.items()
+             if _flag(key) in ROOT_FLAGS}
+    if temp_dir is not None:
+        if given.get("temp_root", temp_dir) != temp_dir:
+            raise InvalidArgumentError(
+                f"temp_dir={temp_dir!r} and extra_params' temp-dir={given['temp_root']!r} "
+                "differ; pass one of them.")
+        given["temp_root"] = temp_dir
+    for field, value in given.items():
+        if not isinstance(value, (str, os.PathLike)) or not os.path.isabs(value):
+            name = "temp_dir" if field == "temp_root" else "object-spilling-directory"
+            raise InvalidArgumentError(
+                f"{name}={value!r} must be an absolute path, one that exists on every host "
+                "the executors run on, like \"/data/ray\".")
+    return {field: os.fspath(value) for field, value in given.items()}
 
 
 def _local_cores(master: str) -> int:
@@ -93,6 +116,9 @@ class RayOptions:
     worker_memory: int | None
     env: dict[str, str]
     extra_params: dict[str, Any]
+    #: The user's roots for the nodes' Ray temp dirs and spill dirs (None: the containers').
+    temp_root: str | None
+    spill_root: str | None
     include_webui: bool
     system_config: dict[str, Any] | None
     verbose: bool
@@ -115,6 +141,7 @@ class RayOptions:
         init_timeout: float,
         max_restarts: int,
         driver_object_store_memory: str,
+        temp_dir: str | None = None,
     ) -> RayOptions:
         """Check RayContext's arguments against a SparkContext's configuration.
 
@@ -124,7 +151,7 @@ class RayOptions:
             The running SparkContext's configuration (``sc.getConf()``).
         object_store_memory, num_ray_nodes, ray_node_cpu_cores, env, extra_params, \
 include_webui, system_config, verbose, init_timeout, max_restarts, \
-driver_object_store_memory
+driver_object_store_memory, temp_dir
             As :class:`~zoo_ray.context.RayContext` takes them.
 
         Raises
@@ -150,12 +177,14 @@ driver_object_store_memory
         if store is not None and ray_memory is not None:
             check_object_store_fits(store, int(ray_memory))
             node_memory = worker_memory(store, int(ray_memory))
+        roots = _roots(extra_params or {}, temp_dir)
         return cls(
             is_local=is_local, executors=executors, executor_cores=cores,
             num_ray_nodes=_check_num_ray_nodes(num_ray_nodes, executors),
             ray_node_cpu_cores=ray_node_cpu_cores or cores, object_store_memory=store,
             driver_object_store_memory=driver_store, worker_memory=node_memory,
             env=dict(env or {}), extra_params=_check_extra_params(extra_params or {}),
+            temp_root=roots.get("temp_root"), spill_root=roots.get("spill_root"),
             include_webui=include_webui, system_config=system_config, verbose=verbose,
             init_timeout=init_timeout, max_restarts=max_restarts)
 
@@ -185,6 +214,7 @@ driver_object_store_memory
             work_dir="", log_dir="", object_store_memory=self.object_store_memory,
             memory=self.worker_memory, include_dashboard=self.include_webui,
             system_config=self.system_config, extra_params=self.extra_params, env=self.env,
+            temp_root=self.temp_root, spill_root=self.spill_root,
             max_restarts=self.max_restarts, ready_timeout=self.init_timeout,
         )
 

@@ -90,6 +90,10 @@ class NodeSpec(_Message):
     system_config: dict[str, Any] | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: The user's roots for the node's Ray temp dir and its spill dir (see
+    #: :mod:`zoo_ray.node_dirs`); None: the container's directory.
+    temp_root: str | None = None
+    spill_root: str | None = None
     watch_pid: int | None = None
     max_restarts: int = 5
     ready_timeout: float = 90.0
@@ -139,7 +143,8 @@ class SpooledBlock:
 
 @dataclass
 class NodeFailure(_Message):
-    """Why a node did not come up. ``kind``: "shm", "start", "died" or "timeout"."""
+    """Why a node did not come up. ``kind``: "shm", "dirs" (a user's root for its
+    directories is missing or not writable), "start", "died" or "timeout"."""
 
     kind: str
     message: str
@@ -186,6 +191,8 @@ class ManagerState(_Message):
     role: str
     #: The node's Ray temp dir, which tells it apart from other raylets on the machine.
     temp_dir: str
+    #: The manager's host: a root for node directories may be shared between hosts.
+    host: str = ""
 
     @staticmethod
     def path(work_dir: str | os.PathLike[str]) -> Path:

@@ -3,6 +3,7 @@ The three programs run at once (``ahead``), as three users' would."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.helpers import program_env, run_notebook
+from tests.e2e.helpers import program_env, run_notebook, wait_until, zoo_ray_processes
 from tests.fresh import env_without_ray
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
@@ -46,12 +47,18 @@ _ZOO_PROGRAM = textwrap.dedent("""
         report["connected_error"] = str(exc)
     ray.shutdown()
 
+    # Zoo's own YARN program: a temp-dir root of the site's choice, and a proxy.
+    root = sys.argv[2]
     ray_ctx = RayContext(sc=sc, object_store_memory="128m",
                          env={"http_proxy": "http://proxy.invalid:3128",
                               "https_proxy": "http://proxy.invalid:3128", "ZOO_VAR": "set"},
-                         extra_params={"resources": '{"zoo": 2}'})
+                         extra_params={"resources": '{"zoo": 2}', "temp-dir": root + "/"})
     info = ray_ctx.init()
     report["keys"] = sorted(info)
+    report["app_id"] = sc.applicationId
+    report["under_root"] = sorted(os.listdir(root))
+    report["temp_dirs"] = [os.path.realpath(n["temp_dir"])
+                           for n in info["nodes"] + [info["gateway_node"]]]
 
     @ray.remote(num_cpus=0, resources={"zoo": 1})
     def environment():
@@ -64,12 +71,14 @@ _ZOO_PROGRAM = textwrap.dedent("""
     @ray.remote(num_cpus=1)
     class Host:
         def where(self):
-            return socket.gethostname(), ray.get_runtime_context().get_node_id()
+            return (socket.gethostname(), ray.get_runtime_context().get_node_id(),
+                    ray.util.get_node_ip_address(), os.environ.get("http_proxy"))
 
     hosts = [Host.remote() for _ in range(2)]
     report["actors"] = ray.get([h.where.remote() for h in hosts])
     report["sum"] = float(np.sum(ray.get([ray.put(np.ones(10)) for _ in range(3)])))
     ray_ctx.stop()
+    report["after_stop"] = os.listdir(root)
 
     again = RayContext(sc=sc, object_store_memory="128m")
     report["reinit_keys"] = sorted(again.init())
@@ -88,7 +97,10 @@ def _run_zoo_program(cluster: Any, tmp: Path, _cleanup: ExitStack
                      ) -> subprocess.CompletedProcess[str]:
     fresh_env = {k: v for k, v in env_without_ray().items()
                  if k != "PYSPARK_ARCHIVES_PATH"}
-    return subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir)],
+    root = tmp / "hello"
+    root.mkdir()
+    return subprocess.run([sys.executable, "-c", _ZOO_PROGRAM, str(cluster.hadoop_conf_dir),
+                           str(root)],
                           capture_output=True, text=True, timeout=900, env=fresh_env, cwd=tmp)
 
 
@@ -105,7 +117,18 @@ def test_a_zoo_program_importing_ray_first_runs_with_ray_address_info(ahead_resu
     assert _RAY_KEYS <= set(report["keys"])
     assert {"nodes", "gateway_node", "node_ids"} <= set(report["keys"])
     assert report["gcs_address"] == report["address"]
-    assert len({node for _, node in report["actors"]}) == 2, "one actor per executor's node"
+    assert len({node for _, node, _, _ in report["actors"]}) == 2, "one actor per executor's node"
+    for hostname, _, ip, proxy in report["actors"]:
+        assert hostname == socket.gethostname() and ip
+        assert proxy == "http://proxy.invalid:3128"
+    # Every node's Ray files under the program's temp-dir root while it ran, gone after stop().
+    root = {str(Path(d).parent) for d in report["temp_dirs"]}
+    assert len(root) == 1 and Path(root.pop()).name == "hello"
+    assert len(report["under_root"]) == 3, report["under_root"]  # two executors, the gateway
+    assert all(n.startswith(f"zoo-ray-{report['app_id']}-") for n in report["under_root"])
+    assert sorted(Path(d).name for d in report["temp_dirs"]) == report["under_root"]
+    assert report["after_stop"] == []
+    wait_until(lambda: zoo_ray_processes(report["app_id"]) == [], 60, "no Ray process left")
     assert report["sum"] == 30.0
     assert _RAY_KEYS <= set(report["reinit_keys"])
     assert report["reinit_nodes"] == 3  # two executors and the gateway

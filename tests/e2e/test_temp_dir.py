@@ -1,0 +1,72 @@
+"""A user's root for the nodes' Ray temp and spill dirs (``RayContext(temp_dir=...)``,
+Analytics Zoo's ``extra_params={"temp-dir": ...}``), on the shared application before
+its RayContext starts (``no_ray_context``)."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from tests.e2e import scenarios
+from tests.e2e.helpers import SHARED_SPARK_ARGS, wait_until, zoo_ray_processes
+
+from zoo_ray import RayContext
+from zoo_ray.errors import RayContextError
+
+EXECUTORS = SHARED_SPARK_ARGS["num_executors"]
+
+
+def _node_dir(node: dict) -> Path:
+    """Where a node's short temp-dir link points."""
+    return Path(os.path.realpath(node["temp_dir"]))
+
+
+def test_nodes_keep_their_files_under_the_root_a_restarted_one_too_and_stop_removes_them(
+        no_ray_context, tmp_path):
+    sc = no_ray_context
+    root = tmp_path / "hello"
+    root.mkdir()
+    ctx = RayContext(sc, object_store_memory="128m", extra_params={"temp-dir": f"{root}/"})
+    try:
+        info = ctx.init()
+        nodes = info["nodes"] + [info["gateway_node"]]
+        app = sc.applicationId
+        assert sorted(_node_dir(n) for n in nodes) == sorted(root.iterdir())
+        for node in nodes:
+            name = _node_dir(node).name
+            assert name.startswith(f"zoo-ray-{app}-"), name
+            assert name.endswith(node["container"] or f"@{socket.gethostname()}"), name
+            assert list(_node_dir(node).glob("session_2*")), "Ray's session is under the root"
+        worker = info["nodes"][1]
+        worker_dir = _node_dir(worker)
+        killed_at = time.time()
+        scenarios.a_killed_raylet_is_restarted_and_its_node_reregisters(ctx, EXECUTORS)
+        # The new node registered its object store under the worker's link (the scenario
+        # checks that), and the link still leads into the same directory under the root.
+        assert _node_dir(worker) == worker_dir
+        sockets = list(worker_dir.glob("session_2*/sockets/plasma_store"))
+        assert sockets and max(p.stat().st_ctime for p in sockets) > killed_at, sockets
+        assert (worker_dir / "spill").is_dir()
+    finally:
+        ctx.stop()
+    assert list(root.iterdir()) == [], "stop() removes every node's directory"
+    wait_until(lambda: zoo_ray_processes(sc.applicationId) == [], 60, "no Ray process left")
+
+
+def test_a_root_the_hosts_lack_fails_init_at_once_naming_it_and_leaves_nothing(
+        no_ray_context, tmp_path):
+    sc = no_ray_context
+    missing = tmp_path / "no-such-root"
+    ctx = RayContext(sc, object_store_memory="128m", temp_dir=str(missing))
+    started = time.monotonic()
+    with pytest.raises(RayContextError, match="does not exist") as failure:
+        ctx.init()
+    print(f"init failed after {time.monotonic() - started:.1f}s")
+    message = str(failure.value)
+    assert str(missing) in message and socket.gethostname() in message
+    assert "temp_dir" in message, "the message names the fix"
+    assert not ctx.initialized and not missing.exists()
+    wait_until(lambda: zoo_ray_processes(sc.applicationId) == [], 60, "no Ray process left")
+    assert sc.parallelize(range(4), 2).sum() == 6
