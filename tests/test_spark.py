@@ -99,7 +99,7 @@ def test_a_kerberos_login_adds_what_spark_s_jvms_need_before_the_user_s_options(
 
     java = "-Dmine=1"
     request = _request(conf={"spark.executor.extraJavaOptions": java})
-    by_cache = spark_settings(request, None, Login(seconds_left=3600,
+    by_cache = spark_settings(request, None, Login(ends_at=3600.0,
                                                    krb5_config="/realm/krb5.conf"))
     krb5 = "-Djava.security.krb5.conf=/realm/krb5.conf"
     assert by_cache["spark.executor.extraJavaOptions"] == f"{krb5} {java}"

@@ -41,18 +41,15 @@ class Login:
     ----------
     principal, keytab : str, optional
         The keytab login (``principal=``/``keytab=``); both None for a ticket cache.
-    seconds_left : int, optional
-        How long the ticket cache's ticket stays valid; None with a keytab, from which
-        a new ticket can always be had.
     ends_at : float, optional
-        When it ends (seconds since the epoch), as ``seconds_left`` counted from the check.
+        When the ticket cache's ticket ends (seconds since the epoch); None with a keytab,
+        from which a new ticket can always be had.
     krb5_config : str, optional
         The ``KRB5_CONFIG`` the login was checked with (None: ``/etc/krb5.conf``).
     """
 
     principal: str | None = None
     keytab: str | None = None
-    seconds_left: int | None = None
     krb5_config: str | None = None
     ends_at: float | None = None
 
@@ -113,8 +110,7 @@ def check_login(principal: str | None, keytab: str | None) -> Login:
                     "with `kinit -R` (or kinit again) before then, or pass principal= and "
                     "keytab= for jobs that run longer.", until, seconds // 3600,
                     seconds % 3600 // 60, seconds % 60)
-    return Login(seconds_left=None if seconds == INDEFINITE else seconds,
-                 krb5_config=krb5_config, ends_at=ends_at)
+    return Login(krb5_config=krb5_config, ends_at=ends_at)
 
 
 @contextmanager
