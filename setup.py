@@ -40,7 +40,7 @@ setup(
     # release's warnings must not fail an unchanged tree, and docs/templates overrides one
     # template of mkdocstrings-python 2.0.11.
     extras_require={"notebook": ["ipywidgets"],
-                    "test": ["pytest", "pytest-timeout", "pytest-xdist", "ruff==0.17.6",
+                    "test": ["pytest", "pytest-timeout", "pytest-xdist==3.8.0", "ruff==0.17.6",
                              "mypy==2.4.1", "nbclient", "nbformat", "ipykernel", "ipywidgets",
                              "py-rattler==0.28.0", "py-rattler-build==0.73.0"],
                     "docs": ["mkdocs==1.6.1", "mkdocstrings[python]==1.0.8",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.summary import SUMMARY_LINES, WORKER_SUMMARY
 
 #: End-to-end tests start real daemons; none may hang a CI run.
 E2E_TIMEOUT_S = 900
@@ -61,7 +62,10 @@ BESIDE = frozenset({"test_isolated_hosts.py"})
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's scheduler for this suite: two units of work, the modules of :data:`BESIDE`
     and the rest, each sent whole to one worker, which runs it in the collection's order
-    (the order of :data:`PHASES`)."""
+    (the order of :data:`PHASES`). A ``--dist`` of the user's other than xdist's default
+    is left to xdist. ``_split_scope`` is xdist's (pinned in setup.py) to override."""
+    if config.getoption("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class TwoStreams(LoadScopeScheduling):
@@ -128,13 +132,30 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     seconds[name] = seconds.get(name, 0.0) + report.duration
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller: keep a worker's summary (once per worker: after Ctrl-C the hook
+    comes twice)."""
+    lines = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY)
+    if lines:
+        node.config.stash.setdefault(SUMMARY_LINES, {})[node.gateway.id] = lines
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """How long each tier took (``-m`` selects tiers: see PHASES above and the README)."""
+    """How long each tier took, summed over the workers (``-m`` selects tiers: see PHASES
+    above and the README); what each worker's end-to-end tests started and left."""
     seconds = config.stash.get(TIER_SECONDS, {})
     if seconds:
-        terminalreporter.write_sep("-", "time per tier")
+        terminalreporter.write_sep("-", "time per tier (summed over the workers)")
         terminalreporter.write_line(", ".join(
             f"{name} {value:.0f} s" for name, value in sorted(seconds.items())))
+    summaries = config.stash.get(SUMMARY_LINES, {})
+    lines = [(section, f"{worker}: {text}" if worker else text)
+             for worker, pairs in sorted(summaries.items()) for section, text in pairs]
+    for section in dict.fromkeys(section for section, _ in lines):
+        terminalreporter.write_sep("-", section)
+        for line in (text for where, text in lines if where == section):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", autouse=True)

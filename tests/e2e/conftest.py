@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from tests.e2e import helpers, scenarios
 from tests.e2e.helpers import SESSION_SPEC, SHARED_OBJECT_STORE, SHARED_SPARK_ARGS, keytab_login
+from tests.summary import SUMMARY_LINES, WORKER_SUMMARY, is_xdist_controller
 
 from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
@@ -454,6 +455,9 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
         # ConcurrentModificationException when the ApplicationMaster registers while the
         # UI attaches its handlers, seen under load); these tests need no UI.
         .set("spark.ui.enabled", "false")
+        # The local Hadoop is on loopback; left to itself Spark would advertise the newest
+        # interface's address, which may be a bridge of the isolated hosts beside us.
+        .set("spark.driver.host", "127.0.0.1")
     )
     for key, value in conf.items():
         spark_conf.set(key, value)
@@ -465,20 +469,15 @@ def _spark_on_yarn(cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch, **conf
 
 
 LEFTOVERS = pytest.StashKey[list]()
-#: The summary's lines that the xdist workers sent the controller.
-WORKER_SUMMARIES = pytest.StashKey[list]()
-
-
-def _is_xdist_controller(config: pytest.Config) -> bool:
-    return config.pluginmanager.has_plugin("dsession")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Nothing the tests started may outlive the run: once every fixture is torn down,
     end what still runs below this process (by PID; Spark's JVM, which PySpark keeps
     until Python exits, aside) and name it in the summary, where it shows a teardown
-    that leaks. xdist's controller runs no test: its children are the workers."""
-    if _is_xdist_controller(session.config):
+    that leaks. xdist's controller runs no test (its children are the workers): each
+    worker sends its summary there (tests/conftest.py prints it)."""
+    if is_xdist_controller(session.config):
         return
     import psutil
     from pyspark import SparkContext
@@ -503,16 +502,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except psutil.Error:
             pass
     session.config.stash[LEFTOVERS] = named
+    lines = _summary(session.config)
     worker_output = getattr(session.config, "workeroutput", None)
     if worker_output is not None:
-        worker_output["zoo_ray_summary"] = _summary(session.config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist's controller: keep what a worker that is done had to say for the summary."""
-    lines = getattr(node, "workeroutput", {}).get("zoo_ray_summary", [])
-    node.config.stash.setdefault(WORKER_SUMMARIES, []).extend(lines)
+        worker_output[WORKER_SUMMARY] = lines
+    else:
+        session.config.stash[SUMMARY_LINES] = {"": lines}
 
 
 def _summary(config: pytest.Config) -> list[tuple[str, str]]:
@@ -525,17 +520,6 @@ def _summary(config: pytest.Config) -> list[tuple[str, str]]:
         lines.append(("clusters", "YARN applications per local Hadoop: "
                       + ", ".join(f"{name} {n}" for name, n in apps.items())))
     if starts:
-        lines.append(("clusters", "shared cluster, started in this process: "
+        lines.append(("clusters", "shared cluster, started in its worker: "
                       + ", ".join(f"{what} {n}" for what, n in starts.items())))
     return lines
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """What the run started: YARN applications per local Hadoop, shared contexts; and what
-    it left running."""
-    lines = (config.stash.get(WORKER_SUMMARIES, []) if _is_xdist_controller(config)
-             else _summary(config))
-    for section in dict.fromkeys(section for section, _ in lines):
-        terminalreporter.write_sep("-", section)
-        for line in (text for where, text in lines if where == section):
-            terminalreporter.write_line(line)

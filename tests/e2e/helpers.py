@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,6 +23,7 @@ import psutil
 
 from zoo_ray.applications import AppRecord
 from zoo_ray.minicluster import MiniClusterSpec
+from zoo_ray.protocol import WORK_DIR_ENV, ManagerState
 from zoo_ray.yarn import FINAL_STATES
 
 #: The notebooks users start from (``notebooks/``).
@@ -98,17 +101,26 @@ def running(pid: int) -> bool:
 
 def zoo_ray_processes(app_id: str) -> list[psutil.Process]:
     """Every RayManager, raylet and GCS of YARN application ``app_id``: in its containers
-    and, for the gateway's node, below this process. Not every one on the host: the other
-    pytest worker's applications run theirs at the same time."""
-    mine = {p.pid for p in psutil.Process().children(recursive=True)}
-    in_app = app_id.removeprefix("application_")
+    (their ``CONTAINER_ID``) and on the gateway (the gateway's manager, from its state in
+    the driver's work dir; its Ray processes, from the work dir their manager gave them).
+    Not every one on the host: the other pytest worker's applications, and the other
+    programs of this one, run theirs at the same time."""
+    in_app = re.compile(rf"container_(e\d+_)?{re.escape(app_id.removeprefix('application_'))}_")
+    gateway_managers = {state.pid for path in Path(tempfile.gettempdir()).glob("zoo-ray-driver-*")
+                        if (state := ManagerState.read(path)) and state.app_id == app_id}
+
+    def ours(proc: psutil.Process) -> bool:
+        env = proc.info["environ"] or {}
+        work_dir = env.get(WORK_DIR_ENV)
+        state = ManagerState.read(work_dir) if work_dir else None
+        return bool(in_app.match(env.get("CONTAINER_ID", ""))) or proc.pid in gateway_managers \
+            or (state is not None and state.app_id == app_id)
+
     found = []
     for proc in psutil.process_iter(["name", "cmdline", "environ"]):
-        if proc.info["name"] in ("raylet", "gcs_server") or \
-                "zoo_ray.manager" in " ".join(proc.info["cmdline"] or []):
-            container = (proc.info["environ"] or {}).get("CONTAINER_ID", "")
-            if proc.pid in mine or in_app in container:
-                found.append(proc)
+        if (proc.info["name"] in ("raylet", "gcs_server")
+                or "zoo_ray.manager" in " ".join(proc.info["cmdline"] or [])) and ours(proc):
+            found.append(proc)
     return found
 
 

@@ -29,7 +29,6 @@ MAIN_CLASSES = {
     "nodemanager": "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
 }
 
-# Hadoop reaches into JDK internals; Java 17 refuses unless the packages are opened.
 #: The JVM options of every JVM on the local Hadoop (its daemons and command-line tools,
 #: and through the NodeManagers' ``admin-env`` every container's: Spark's ApplicationMaster
 #: and executors). They live minutes to hours on a small box and spend most of their CPU
@@ -38,6 +37,7 @@ MAIN_CLASSES = {
 #: serial collector keeps each JVM to a few threads.
 SMALL_BOX_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
+# Hadoop reaches into JDK internals; Java 17 refuses unless the packages are opened.
 _JAVA17_OPENS = (
     "java.base/java.lang", "java.base/java.lang.reflect", "java.base/java.lang.invoke",
     "java.base/java.io", "java.base/java.net", "java.base/java.nio", "java.base/java.util",
