@@ -39,11 +39,12 @@ E2E_TIMEOUT_S = 900
 #:
 #: The run has two pytest workers (pytest-xdist's ``-n 2`` in ``addopts``, pyproject.toml;
 #: ``-n 0`` runs every test in one process). The modules of :data:`BESIDE` run in the
-#: second, in their own order, while the first runs every other test in the order above:
-#: a local Hadoop of their own that leaves the CPU idle a third of the time (waits for a
-#: cut-off host, a killed NodeManager) beside the session's. Each worker is a process of
-#: its own, so PySpark's one SparkContext per process and the environment variables a
-#: cluster sets stay apart.
+#: second, in their own order (phases 6 and 7), while the first runs every other test in
+#: the order above: the modules with a local Hadoop of their own beside those on the
+#: session's. They leave the CPU idle a third of their time (a host cut off for a minute, a
+#: killed NodeManager, delegation tokens let expire), and so do the first worker's first
+#: phases. Each worker is a process of its own, so PySpark's one SparkContext per process
+#: and the environment variables a cluster sets (a secure one's KRB5_CONFIG) stay apart.
 PHASES = (
     (7, {"own_cluster_to_stop"}),
     (6, {"own_cluster"}),
@@ -54,8 +55,10 @@ PHASES = (
 )
 STANDALONE_PHASE = 4
 
-#: The test modules that run beside the others, in the second worker.
-BESIDE = frozenset({"test_isolated_hosts.py"})
+#: The test modules that run beside the others, in the second worker: every module with a
+#: local Hadoop of its own (``own_cluster``).
+BESIDE = frozenset({"test_isolated_hosts.py", "test_secure_cluster.py",
+                    "test_yarn_takes_executors.py"})
 
 
 @pytest.hookimpl(optionalhook=True)
