@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from zoo_ray import leftovers
-from zoo_ray.protocol import STATE_DIR, ManagerState
+from zoo_ray.protocol import STATE_DIR, ManagerState, NodeDirsRecord
 
 
 @pytest.fixture()
@@ -139,21 +139,20 @@ def test_a_sweep_that_fails_is_logged_not_raised(tmp, monkeypatch, caplog):
     assert "could not sweep" in caplog.text and "Permission denied" in caplog.text
 
 
-def test_a_dead_managers_directory_under_a_root_goes_with_its_link(tmp, dead_pid, sleeper):
-    root = tmp / "root"
+def test_a_dead_managers_directories_under_a_root_go_with_its_link(tmp, dead_pid, sleeper):
     nodes = {}
     for name, pid, host in (("dead", dead_pid, socket.gethostname()),
                             ("alive", sleeper, socket.gethostname()),
                             ("elsewhere", dead_pid, "another-host")):
-        path = root / f"zoo-ray-application_1_0001-container_{name}"
-        (path / STATE_DIR).mkdir(parents=True)
-        ManagerState(pid=pid, app_id="application_1_0001", role="worker",
-                     temp_dir="/tmp/x", host=host).write(path)
-        nodes[name] = path
-    starting = root / "zoo-ray-application_1_0001-container_starting"  # no state yet
-    starting.mkdir()
-    link = leftovers.node_temp_link(nodes["dead"])
-    link.symlink_to(nodes["dead"].resolve())
-    assert sorted(leftovers.sweep()) == [], "a root is swept only where it is known"
-    assert sorted(leftovers.sweep(roots=[str(root)])) == sorted([nodes["dead"], link])
-    assert sorted(root.iterdir()) == sorted([nodes["alive"], nodes["elsewhere"], starting])
+        path = tmp / "root" / f"zoo-ray-application_1_0001-container_{name}"
+        spill = tmp / "spill" / path.name
+        for directory in (path, spill):
+            (directory / STATE_DIR).mkdir(parents=True)
+        record = NodeDirsRecord(pid=pid, host=host, dirs=[str(path), str(spill)])
+        record.path(path).write_text(record.to_json())
+        leftovers.node_temp_link(path).symlink_to(path)
+        nodes[name] = (path, spill, leftovers.node_temp_link(path))
+    dead = nodes.pop("dead")
+    assert sorted(leftovers.sweep()) == sorted(dead)
+    assert not any(p.exists() or p.is_symlink() for p in dead)
+    assert all(p.exists() for kept in nodes.values() for p in kept)

@@ -7,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
+from zoo_ray import leftovers
 from zoo_ray.node_dirs import NodeDirs, node_dir_name
-from zoo_ray.protocol import STATE_DIR, ManagerState, NodeSpec
+from zoo_ray.protocol import STATE_DIR, NodeDirsRecord, NodeSpec
 
 
 def _spec(tmp_path, **overrides):
@@ -50,19 +52,31 @@ def test_under_a_root_each_node_has_a_directory_named_for_its_application_and_co
     assert both.rooted == (root / name, spill / name)
     assert both.prepare() is None
     assert oct((root / name).stat().st_mode & 0o777) == "0o700"
-    both.record(ManagerState(pid=os.getpid(), app_id="application_1_0001", role="worker",
-                             temp_dir="/tmp/x", host=socket.gethostname()))
-    assert ManagerState.read(root / name).pid == os.getpid()
-    assert ManagerState.read(spill / name).host == socket.gethostname()
+    for path in both.rooted:  # the record the sweep finds through the node's link
+        record = NodeDirsRecord.read(path)
+        assert (record.pid, record.host) == (os.getpid(), socket.gethostname())
+        assert record.dirs == [str(root / name), str(spill / name)]
     both.remove()
     both.remove()  # idempotent
     assert list(root.iterdir()) == [] and list(spill.iterdir()) == []
 
 
+def test_a_directory_someone_else_made_under_the_root_is_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    spec = _spec(tmp_path, temp_root=str(root))
+    (root / node_dir_name(spec.app_id)).symlink_to(tmp_path)
+    failure = NodeDirs.for_spec(spec, tmp_path / "container" / STATE_DIR).prepare()
+    assert failure is not None and failure.kind == "dirs"
+    assert "is not a directory" in failure.message
+
+
 def test_the_gateway_s_node_is_named_for_its_driver(tmp_path, monkeypatch):
     monkeypatch.delenv("CONTAINER_ID")
-    assert node_dir_name("application_1_0001") == (
-        f"zoo-ray-application_1_0001-driver-{os.getpid()}@{socket.gethostname()}")
+    # The gateway's manager watches its driver: the directory is named for the driver.
+    spec = _spec(tmp_path, temp_root=str(tmp_path), watch_pid=4242)
+    assert NodeDirs.for_spec(spec, tmp_path).ray_dir.name == (
+        f"zoo-ray-application_1_0001-driver-4242@{socket.gethostname()}")
 
 
 def test_a_missing_root_is_a_failure_naming_it_and_the_host(tmp_path):
@@ -88,3 +102,33 @@ def test_the_manager_answers_a_missing_root_before_starting_ray(tmp_path):
     answer = json.loads(payload)
     assert answer["kind"] == "dirs" and "temp-dir" in answer["message"]
     assert "started ray node" not in (tmp_path / "logs" / "ray_manager.log").read_text()
+
+
+def test_a_killed_manager_s_directory_under_a_root_is_swept_through_its_link(tmp_path):
+    """A worker whose head never answers waits with its directory made and linked; killed
+    with SIGKILL, it leaves both; any later sweep on the host removes them."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "logs").mkdir()
+    spec = _spec(tmp_path, temp_root=str(root), head_address="127.0.0.1:9", ready_timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "zoo_ray.manager"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "CONTAINER_ID": "container_1_0001_01_000002"})
+    try:
+        proc.stdin.write(spec.to_json() + "\n")
+        proc.stdin.close()
+        node = root / "zoo-ray-application_1_0001-container_1_0001_01_000002"
+        link = leftovers.node_temp_link(node)
+        for _ in range(300):  # bounded: 30 s
+            if link.is_symlink() and NodeDirsRecord.read(node) is not None:
+                break
+            time.sleep(0.1)
+        assert link.is_symlink() and NodeDirsRecord.read(link).pid == proc.pid
+        leftovers.sweep()
+        assert node.is_dir() and link.is_symlink(), "a live manager's directory stays"
+    finally:
+        proc.kill()
+        proc.wait()
+    removed = leftovers.sweep()
+    assert node in removed and link in removed
+    assert not node.exists() and not link.is_symlink()

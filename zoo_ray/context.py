@@ -190,8 +190,8 @@ class RayContext(ZooAttributes):
         started = time.monotonic()
         RayContext._active = self
         self._app_id = self.sc.applicationId
-        sweep(roots=[root for root in (self.options.temp_root, self.options.spill_root)
-                     if root])
+        self.options.check_roots_here()
+        sweep()
         token = secrets.token_urlsafe(32)
         write_driver_token(token)
         self._state = "starting"

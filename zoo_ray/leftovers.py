@@ -14,8 +14,8 @@ Hadoop's ``down``. The entries:
 - ``<tmp>/zoo-ray-driver-<pid>@<host>-*``: a driver's work dir (its gateway node's state
   and logs). Removed once that driver is dead and its gateway's manager has exited.
 - ``<root>/zoo-ray-<application>-<container>``: a node's directories under a user's root
-  (:mod:`zoo_ray.node_dirs`), swept where a root is known (the managers and RayContexts
-  given one). Removed once the manager recorded in it, on this host, is dead.
+  (:mod:`zoo_ray.node_dirs`), found through the node's link above. Removed, with the link,
+  once the manager recorded in them (on this host) is dead.
 
 Only this user's entries are touched, a driver's only on its own host (a temp dir may be
 shared between hosts), and never one of a live process. A sweep never fails its caller.
@@ -28,14 +28,12 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 
 import psutil
 
 from .cache import digest
-from .protocol import ManagerState
+from .protocol import ManagerState, NodeDirsRecord
 
 __all__ = ["driver_tag", "driver_token_dir", "driver_work_dir", "node_temp_link", "sweep"]
 
@@ -78,13 +76,8 @@ def driver_work_dir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"{_WORK_DIR_PREFIX}{driver_tag()}-")
 
 
-def sweep(roots: Iterable[str] = ()) -> list[Path]:
+def sweep() -> list[Path]:
     """Remove this user's entries that killed zoo_ray processes left on this host.
-
-    Parameters
-    ----------
-    roots : iterable of str
-        Users' roots for nodes' directories to sweep as well.
 
     Returns
     -------
@@ -93,24 +86,16 @@ def sweep(roots: Iterable[str] = ()) -> list[Path]:
         vanished meanwhile) is skipped; a sweep that fails is logged, never raised.
     """
     removed: list[Path] = []
-    # Links after work dirs and roots: a node's link pointed into one.
-    steps = [_sweep_work_dirs, _sweep_tokens] + [
-        partial(_sweep_root, Path(root)) for root in roots] + [_sweep_links]
-    for step in steps:
+    # Links after work dirs: a gateway node's link pointed into one.
+    for step in (_sweep_work_dirs, _sweep_tokens, _sweep_links):
         try:
             removed += step()
         except OSError as exc:
-            logger.warning("could not sweep %s: %s", _step_name(step), exc)
+            logger.warning("could not sweep %s: %s", step.__name__.removeprefix("_sweep_"), exc)
     if removed:
         logger.info("removed %d entries left by killed zoo_ray processes: %s", len(removed),
                     ", ".join(map(str, removed)))
     return removed
-
-
-def _step_name(step: Callable[[], list[Path]]) -> str:
-    if isinstance(step, partial):
-        return " ".join(map(str, step.args))
-    return step.__name__.removeprefix("_sweep_")
 
 
 def _ours(path: Path) -> bool:
@@ -147,17 +132,13 @@ def _sweep_tokens() -> list[Path]:
     return removed
 
 
-def _sweep_root(root: Path) -> list[Path]:
-    removed = []
-    host = socket.gethostname()
-    for path in root.glob("zoo-ray-*"):
-        # A directory without a state is one whose manager is still starting.
-        state = ManagerState.read(path) if _ours(path) else None
-        if state is None or state.host != host or psutil.pid_exists(state.pid):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+def _dead_node_dirs(link: Path) -> list[Path]:
+    """The directories under a root that ``link`` leads to, if their manager (on this host)
+    is dead; [] otherwise (a container's directory has no record: YARN removes it)."""
+    record = NodeDirsRecord.read(link)
+    if record is None or record.host != socket.gethostname() or psutil.pid_exists(record.pid):
+        return []
+    return [Path(path) for path in record.dirs]
 
 
 def _dangling(link: Path) -> bool:
@@ -175,7 +156,12 @@ def _sweep_links() -> list[Path]:
     removed = []
     for path in _LINK_ROOT.glob("zoo-ray-*"):
         # Ours first: another user's link points into a directory we may not read.
-        if _LINK.fullmatch(path.name) and _ours(path) and _dangling(path):
+        if not (_LINK.fullmatch(path.name) and _ours(path)):
+            continue
+        dead = _dead_node_dirs(path)
+        for directory in dead:
+            shutil.rmtree(directory, ignore_errors=True)
+        if dead or _dangling(path):
             path.unlink(missing_ok=True)
-            removed.append(path)
+            removed += [*dead, path]
     return removed

@@ -205,10 +205,11 @@ class RayManager:
             The node did not come up (after retries).
         """
         write_private(self.token_path, self.spec.token)
-        state = ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role,
-                             temp_dir=str(self.temp_dir), host=socket.gethostname())
-        state.write(self.spec.work_dir)
-        self.dirs.record(state)
+        ManagerState(pid=os.getpid(), app_id=self.spec.app_id, role=self.spec.role,
+                     temp_dir=str(self.temp_dir)).write(self.spec.work_dir)
+        # The link first: it is how the sweep finds a directory under a root if we are
+        # killed, also while a worker waits for its head.
+        self._link_temp_dir()
         if self.spec.role == "worker":
             self.wait_for_head()
         # Another process may grab a port between our choice and Ray's bind: try again
@@ -414,7 +415,10 @@ class RayManager:
         """Stop every Ray process, keep the logs, remove the token, the GCS's tables and the
         state file."""
         self.kill_node()
-        self.copy_ray_logs()
+        try:
+            self.copy_ray_logs()
+        except OSError as exc:  # a full log disk must not keep what follows from going
+            logger.warning("could not copy Ray's logs: %s", exc)
         self.dirs.remove()
         shutil.rmtree(self.gcs_store, ignore_errors=True)
         if self.temp_dir.is_symlink():
@@ -449,7 +453,7 @@ def main() -> int:
     logging.basicConfig(stream=log, level=logging.INFO,
                         format="%(asctime)s %(levelname)s ray_manager: %(message)s")
     become_subreaper()
-    sweep(roots=[root for root in (spec.temp_root, spec.spill_root) if root])
+    sweep()
     manager = RayManager(spec)
     signal.signal(signal.SIGTERM, manager.stop)
     signal.signal(signal.SIGINT, manager.stop)

@@ -1,41 +1,56 @@
 """Where a Ray node keeps its files: its Ray temp dir (sessions, logs, sockets) and its spill dir.
 
-Runs in the RayManager, on an executor or on the gateway. By default both live in the
-YARN container's directory (the manager's work dir), on the NodeManager's local disks, and
-YARN removes them with the container. A user's root (``RayContext(temp_dir=ROOT)``, or
-Analytics Zoo's ``extra_params={"temp-dir": ROOT}``; ``"object-spilling-directory"`` for
-the spill dir alone) puts them on a disk of the site's choice instead, in a directory of
-their own per application and container, ``zoo-ray-<application>-<container>`` (the
-gateway's node: ``zoo-ray-<application>-driver-<pid>@<host>``), so that nodes and
+Used by the RayManager (on an executor or on the gateway) for its node, and by the driver
+to check its arguments and the gateway's roots before anything starts. By default both
+live in the YARN container's directory (the manager's work dir), on the NodeManager's
+local disks, and YARN removes them with the container. A user's root
+(``RayContext(temp_dir=ROOT)``, or Analytics Zoo's ``extra_params={"temp-dir": ROOT}``;
+``"object-spilling-directory"`` for the spill dir alone) puts them on a disk of the site's
+choice instead, in a directory of their own per application and container,
+``zoo-ray-<application>-<container>`` (the gateway's node:
+``zoo-ray-<application>-driver-<pid>@<host>``, for the driver's PID), so that nodes and
 applications sharing a host and a root never meet. Ray's sockets keep their short path
 (:func:`~zoo_ray.leftovers.node_temp_link`).
 
 YARN does not remove what is under a root, so zoo_ray does: the manager when it stops, and
-:func:`~zoo_ray.leftovers.sweep` what a manager killed with SIGKILL left (each directory
-holds its manager's :class:`~zoo_ray.protocol.ManagerState`, with its PID and host).
+:func:`~zoo_ray.leftovers.sweep` what a manager killed with SIGKILL left. Each such
+directory holds a :class:`~zoo_ray.protocol.NodeDirsRecord` (its manager's PID and host,
+and every directory to remove), and the node's short link in ``/tmp`` leads to it, so any
+zoo_ray process on the host finds it, whatever root it was given.
 """
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from .leftovers import driver_tag
-from .protocol import STATE_DIR, ManagerState, NodeFailure, NodeSpec
+from .protocol import STATE_DIR, NodeDirsRecord, NodeFailure, NodeSpec
 
-__all__ = ["NodeDirs", "ROOT_FLAGS", "node_dir_name"]
+__all__ = ["NodeDirs", "ROOT_FLAGS", "node_dir_name", "root_problem"]
 
 #: The ``ray start`` flags a root stands for, and the NodeSpec field that carries each.
 ROOT_FLAGS = {"temp-dir": "temp_root", "object-spilling-directory": "spill_root"}
 
 
-def node_dir_name(app_id: str) -> str:
-    """This node's directory under a root: named for its application and its container
-    (the driver, for the gateway's node)."""
-    container = os.environ.get("CONTAINER_ID") or f"driver-{driver_tag()}"
+def node_dir_name(app_id: str, driver_pid: int | None = None) -> str:
+    """A node's directory under a root: named for its application and its container, or
+    for its driver (``driver_pid``) on the gateway."""
+    container = os.environ.get("CONTAINER_ID") or f"driver-{driver_tag(driver_pid)}"
     return f"zoo-ray-{app_id}-{container}"
+
+
+def root_problem(root: str | os.PathLike[str]) -> str:
+    """What keeps ``root`` from holding nodes' directories on this host ('' if nothing)."""
+    if not os.path.isdir(root):
+        return "does not exist (or is not a directory)"
+    if not os.access(root, os.W_OK | os.X_OK):
+        return "is not writable"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -61,9 +76,20 @@ class NodeDirs:
 
     @classmethod
     def for_spec(cls, spec: NodeSpec, state_dir: Path) -> NodeDirs:
-        """The directories of the node ``spec`` describes; ``state_dir`` is the manager's
-        private directory in its container."""
-        name = node_dir_name(spec.app_id)
+        """The directories of the node ``spec`` describes.
+
+        Parameters
+        ----------
+        spec : NodeSpec
+            The node (its application, roots and, on the gateway, its driver's PID).
+        state_dir : Path
+            The manager's private directory in its container.
+
+        Returns
+        -------
+        NodeDirs
+        """
+        name = node_dir_name(spec.app_id, spec.watch_pid)
         ray_dir = Path(spec.temp_root) / name if spec.temp_root else state_dir / "ray"
         if spec.spill_root:
             spill_dir = Path(spec.spill_root) / name
@@ -76,41 +102,52 @@ class NodeDirs:
         return cls(ray_dir=ray_dir, spill_dir=spill_dir, roots=roots, rooted=rooted)
 
     def prepare(self) -> NodeFailure | None:
-        """Check every root (a writable directory on this host), then create the node's
-        directories (0700). Returns the failure to report instead of starting, if any."""
-        for flag, root in self.roots.items():
-            problem = _root_problem(Path(root))
-            if problem:
-                return NodeFailure("dirs", f"{flag} {root!r} {problem} on host "
-                                           f"{socket.gethostname()} (user {_user()})")
-        for path in (self.ray_dir, self.spill_dir):
-            path.mkdir(mode=0o700, parents=path not in self.rooted, exist_ok=True)
-        return None
+        """Check every root, create the node's directories (0700, ours alone), and leave
+        the record for the sweep in each directory under a root.
 
-    def record(self, state: ManagerState) -> None:
-        """Leave the manager's state in each directory under a root, for the sweep."""
-        for path in self.rooted:
-            (path / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
-            state.write(path)
+        Returns
+        -------
+        NodeFailure or None
+            The failure to answer instead of starting (kind "dirs", naming the root, the
+            problem, the host and the user), if any.
+        """
+        for flag, root in self.roots.items():
+            problem = root_problem(root)
+            if problem:
+                return self._failure(f"{flag} {root!r} {problem}")
+        record = NodeDirsRecord(pid=os.getpid(), host=socket.gethostname(),
+                                dirs=[str(path) for path in self.rooted])
+        try:
+            for path in (self.ray_dir, self.spill_dir):
+                path.mkdir(mode=0o700, parents=path not in self.rooted, exist_ok=True)
+            for path in self.rooted:
+                problem = _not_ours(path)
+                if problem:
+                    return self._failure(f"{path} {problem}")
+                (path / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
+                record.path(path).write_text(record.to_json())
+        except OSError as exc:
+            return self._failure(f"cannot create the node's directories: {exc}")
+        return None
 
     def remove(self) -> None:
         """Remove the directories under a root (idempotent); YARN removes the others."""
         for path in self.rooted:
             shutil.rmtree(path, ignore_errors=True)
 
+    @staticmethod
+    def _failure(problem: str) -> NodeFailure:
+        return NodeFailure("dirs", f"{problem} on host {socket.gethostname()} (user "
+                                   f"{pwd.getpwuid(os.getuid()).pw_name})")
 
-def _root_problem(root: Path) -> str:
-    if not root.is_dir():
-        return "does not exist (or is not a directory)"
-    if not os.access(root, os.W_OK | os.X_OK):
-        return "is not writable"
+
+def _not_ours(path: Path) -> str:
+    """Why ``path`` may not hold this node's files: another user could have made it (a
+    shared root, and names anyone can guess) or pointed it elsewhere."""
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory (a link?)"
+    if info.st_uid != os.getuid():
+        return "belongs to another user"
+    os.chmod(path, 0o700)
     return ""
-
-
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.getuid())

@@ -66,15 +66,15 @@ def raise_failures(failures: list[NodeFailure]) -> None:
     """
     if not failures:
         return
+    dirs = [f for f in failures if f.kind == "dirs"]
+    if dirs:
+        named = "\n".join(f"{f.container}: {f.message}" for f in dirs)
+        raise RayContextError(
+            f"{len(dirs)} Ray node(s) cannot keep their files where asked; everything "
+            "started was stopped. Create the directory, writable by that user, on every host "
+            "the executors run on and on the gateway, or pass another temp_dir or "
+            f"object-spilling-directory (or none: the containers' directories).\n{named}")
     for failure in failures:
-        if failure.kind == "dirs":
-            where = "the gateway" if failure.container == GATEWAY else (
-                f"executor {failure.container}")
-            raise RayContextError(
-                f"The Ray node of {where} cannot start: {failure.message}. Create that "
-                "directory, writable by that user, on every host the executors run on and "
-                "on the gateway, or pass another temp_dir (or none, for the containers' "
-                "directories); everything started was stopped.")
         if failure.kind == "shm":
             setting, where = (("driver_object_store_memory", "the gateway")
                               if failure.container == GATEWAY

@@ -9,10 +9,11 @@ collaborators of RayContext read it and never check an argument again.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, RayContextError
 from .memory import (
     MIN_OBJECT_STORE,
     RAY_MEMORY_CONF,
@@ -20,7 +21,7 @@ from .memory import (
     parse_memory,
     worker_memory,
 )
-from .node_dirs import ROOT_FLAGS
+from .node_dirs import ROOT_FLAGS, root_problem
 from .protocol import NodeSpec
 
 __all__ = ["RayOptions"]
@@ -60,7 +61,7 @@ def _roots(extra_params: dict[str, Any], temp_dir: str | None) -> dict[str, str]
     given = {ROOT_FLAGS[_flag(key)]: value for key, value in extra_params.items()
              if _flag(key) in ROOT_FLAGS}
     if temp_dir is not None:
-        if given.get("temp_root", temp_dir) != temp_dir:
+        if os.path.normpath(given.get("temp_root", temp_dir)) != os.path.normpath(temp_dir):
             raise InvalidArgumentError(
                 f"temp_dir={temp_dir!r} and extra_params' temp-dir={given['temp_root']!r} "
                 "differ; pass one of them.")
@@ -69,9 +70,10 @@ def _roots(extra_params: dict[str, Any], temp_dir: str | None) -> dict[str, str]
         if not isinstance(value, (str, os.PathLike)) or not os.path.isabs(value):
             name = "temp_dir" if field == "temp_root" else "object-spilling-directory"
             raise InvalidArgumentError(
-                f"{name}={value!r} must be an absolute path, one that exists on every host "
-                "the executors run on, like \"/data/ray\".")
-    return {field: os.fspath(value) for field, value in given.items()}
+                f"{name}={value!r} must be an absolute path (no ~: it is not expanded on the "
+                "executors), one that exists on every host the executors run on, like "
+                "\"/data/ray\".")
+    return {field: os.path.normpath(value) for field, value in given.items()}
 
 
 def _local_cores(master: str) -> int:
@@ -187,6 +189,25 @@ driver_object_store_memory, temp_dir
             temp_root=roots.get("temp_root"), spill_root=roots.get("spill_root"),
             include_webui=include_webui, system_config=system_config, verbose=verbose,
             init_timeout=init_timeout, max_restarts=max_restarts)
+
+    def check_roots_here(self) -> None:
+        """Check the roots on this host, the gateway, whose node uses them too: before
+        anything starts, not after every executor's node has.
+
+        Raises
+        ------
+        RayContextError
+            A root does not exist or is not writable here; names it and the fix.
+        """
+        for name, root in (("temp_dir", self.temp_root),
+                           ("object-spilling-directory", self.spill_root)):
+            problem = root_problem(root) if root else ""
+            if problem:
+                raise RayContextError(
+                    f"{name} {root!r} {problem} on this host ({socket.gethostname()}), the "
+                    "gateway, whose Ray node "
+                    "keeps its files there too. Create it (on every host the executors run "
+                    f"on as well), or pass another {name}.")
 
     @property
     def slots(self) -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 __all__ = [
-    "ContainerMemory", "HeadPlacement", "ManagerState", "NodeFailure", "NodeInfo", "NodeOutcome",
-    "NodeSpec",
+    "ContainerMemory", "HeadPlacement", "ManagerState", "NodeDirsRecord", "NodeFailure",
+    "NodeInfo", "NodeOutcome", "NodeSpec",
     "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "container_work_dir", "await_manager",
     "spawn_manager",
 ]
@@ -52,6 +52,14 @@ class _Message:
         if unknown:
             raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def load(cls: type[_M], path: Path) -> _M | None:
+        """The message stored in the file ``path``; None if there is none, or not one."""
+        try:
+            return cls.from_json(path.read_text())
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 def container_work_dir() -> Path:
@@ -191,8 +199,6 @@ class ManagerState(_Message):
     role: str
     #: The node's Ray temp dir, which tells it apart from other raylets on the machine.
     temp_dir: str
-    #: The manager's host: a root for node directories may be shared between hosts.
-    host: str = ""
 
     @staticmethod
     def path(work_dir: str | os.PathLike[str]) -> Path:
@@ -203,14 +209,40 @@ class ManagerState(_Message):
 
     @classmethod
     def read(cls, work_dir: str | os.PathLike[str]) -> ManagerState | None:
-        try:
-            return cls.from_json(cls.path(work_dir).read_text())
-        except (OSError, ValueError, TypeError):
-            return None
+        return cls.load(cls.path(work_dir))
 
     @classmethod
     def remove(cls, work_dir: str | os.PathLike[str]) -> None:
         cls.path(work_dir).unlink(missing_ok=True)
+
+
+@dataclass
+class NodeDirsRecord(_Message):
+    """What a node's directory under a user's root says about itself, for the sweep
+    (:mod:`zoo_ray.node_dirs`).
+
+    Parameters
+    ----------
+    pid : int
+        The manager that made it.
+    host : str
+        That manager's host (a root may be shared between hosts).
+    dirs : list of str
+        Every directory of that node under a root, to remove once the manager is dead.
+    """
+
+    pid: int
+    host: str
+    dirs: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def path(directory: str | os.PathLike[str]) -> Path:
+        return Path(directory) / STATE_DIR / "node_dirs.json"
+
+    @classmethod
+    def read(cls, directory: str | os.PathLike[str]) -> NodeDirsRecord | None:
+        """The record in ``directory``, or None (none there, or not one of ours)."""
+        return cls.load(cls.path(directory))
 
 
 @dataclass

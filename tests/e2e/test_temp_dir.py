@@ -40,7 +40,9 @@ def test_nodes_keep_their_files_under_the_root_a_restarted_one_too_and_stop_remo
         for node in nodes:
             name = _node_dir(node).name
             assert name.startswith(f"zoo-ray-{app}-"), name
-            assert name.endswith(node["container"] or f"@{socket.gethostname()}"), name
+            # An executor's is named for its container, the gateway's for its driver: us.
+            assert name.endswith(node["container"] or
+                                 f"-driver-{os.getpid()}@{socket.gethostname()}"), name
             assert list(_node_dir(node).glob("session_2*")), "Ray's session is under the root"
         worker = info["nodes"][1]
         worker_dir = _node_dir(worker)
@@ -60,18 +62,40 @@ def test_nodes_keep_their_files_under_the_root_a_restarted_one_too_and_stop_remo
     wait_until(lambda: zoo_ray_processes(sc.applicationId) == [], 60, "no Ray process left")
 
 
-def test_a_root_the_hosts_lack_fails_init_at_once_naming_it_and_leaves_nothing(
-        no_ray_context, tmp_path):
+def test_a_root_the_gateway_lacks_fails_init_before_anything_starts(no_ray_context, tmp_path):
     sc = no_ray_context
     missing = tmp_path / "no-such-root"
     ctx = RayContext(sc, object_store_memory="128m", temp_dir=str(missing))
-    started = time.monotonic()
     with pytest.raises(RayContextError, match="does not exist") as failure:
+        ctx.init()
+    message = str(failure.value)
+    assert str(missing) in message and socket.gethostname() in message
+    assert "pass another temp_dir" in message, "the message names the fix"
+    assert not ctx.initialized and not missing.exists()
+    assert zoo_ray_processes(sc.applicationId) == []
+
+
+def test_a_root_the_executors_lack_fails_init_naming_each_of_them_and_leaves_nothing(
+        no_ray_context, tmp_path, monkeypatch):
+    # One host here: a root that exists for the driver (and its gateway node, which runs in
+    # the driver's directory) but not for the executors' managers (in their containers'
+    # directories) is one below each process's own working directory.
+    sc = no_ray_context
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "only-here").mkdir()
+    ctx = RayContext(sc, object_store_memory="128m", temp_dir="/proc/self/cwd/only-here")
+    started = time.monotonic()
+    with pytest.raises(RayContextError, match="cannot keep their files where asked") as failure:
         ctx.init()
     print(f"init failed after {time.monotonic() - started:.1f}s")
     message = str(failure.value)
-    assert str(missing) in message and socket.gethostname() in message
-    assert "temp_dir" in message, "the message names the fix"
-    assert not ctx.initialized and not missing.exists()
+    # Every executor that tried (the head's first: the workers wait for it, and stop
+    # when it fails), each named with its container.
+    executors = [line for line in message.splitlines() if line.startswith("container_")]
+    assert 1 <= len(executors) <= EXECUTORS, message
+    assert all("'/proc/self/cwd/only-here' does not exist" in line
+               and socket.gethostname() in line for line in executors), message
+    assert not ctx.initialized
+    assert list((tmp_path / "only-here").iterdir()) == [], "the gateway's node went too"
     wait_until(lambda: zoo_ray_processes(sc.applicationId) == [], 60, "no Ray process left")
     assert sc.parallelize(range(4), 2).sum() == 6
