@@ -237,24 +237,25 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_while_another_app_runs(clust
 def _check_the_next_driver_sweeps_what_the_killed_one_left(pid, links, ray_ctx):
     """The killed driver's token file and work dir stay behind, and so do the links of
     executor managers that YARN killed with SIGKILL; the next zoo_ray process on the host
-    (here: this driver's sweep, which init() and every manager's start run) removes them
-    and leaves every entry of the running cluster alone."""
+    removes them and leaves every entry of the running cluster alone. Here that is this
+    driver's sweep (which init() and every manager's start run), or one of the suite's
+    other worker, whose zoo_ray processes sweep the same host meanwhile."""
     from zoo_ray.auth import driver_token_path
     from zoo_ray.leftovers import driver_tag, sweep
 
     token = driver_token_path().with_name(f"driver-{driver_tag(pid)}.token")
     work_dirs = list(Path(tempfile.gettempdir()).glob(f"zoo-ray-driver-{driver_tag(pid)}-*"))
-    assert token.exists() and len(work_dirs) == 1
+    left = [path for path in [token, *work_dirs] if path.exists()]
+    print(f"left by the killed driver before a sweep here: {left}")
     # YARN deletes the containers' directories once the application ended.
     wait_until(lambda: not any(Path(link).exists() for link in links), 60,
                "the killed application's container directories to go")
-    dangling = [Path(link) for link in links if Path(link).is_symlink()]
-    print(f"{len(dangling)} of {len(links)} node links left dangling by the kill")
     ours = [Path(n["temp_dir"]) for n in ray_ctx.address_info["nodes"]]
     ours.append(Path(ray_ctx.address_info["gateway_node"]["temp_dir"]))
     removed = sweep()
-    assert token in removed and work_dirs[0] in removed
-    assert set(dangling) <= set(removed)
+    print(f"{len(removed)} entries swept here")
+    # The driver cannot remove them itself (SIGKILL): only a sweep does.
+    assert not token.exists() and not any(path.exists() for path in work_dirs)
     assert not any(Path(link).is_symlink() for link in links)
     assert driver_token_path().exists() and all(link.is_dir() for link in ours)
 
