@@ -98,6 +98,8 @@ def test_delegation_tokens_last_as_long_as_the_spec_says(tmp_path):
     for prefix in ("dfs.namenode", "yarn.resourcemanager"):
         assert conf.get(f"{prefix}.delegation.token.renew-interval") == "60000"
         assert conf.get(f"{prefix}.delegation.token.max-lifetime") == "300000"
+    # The ResourceManager replaces an application's HDFS tokens in their last renewal.
+    assert conf.get("yarn.resourcemanager.system-credentials.valid-time-remaining") == "30000"
     assert MiniClusterSpec.from_dict(spec.to_dict()) == spec
     default = MiniClusterSpec(nodemanagers=1, kerberos=True)
     conf = HadoopConf(render(default, tmp_path / "default", plan_ports(default))["client"])

@@ -106,11 +106,17 @@ def test_a_kerberos_login_adds_what_spark_s_jvms_need_before_the_user_s_options(
     assert by_cache["spark.driver.extraJavaOptions"] == krb5
     assert by_cache["spark.yarn.am.extraJavaOptions"] == krb5
     assert by_cache["spark.kerberos.renewal.credentials"] == "ccache"
+    # New tokens before half the old ones' life: an executor that missed one round lives on.
+    assert float(by_cache["spark.security.credentials.renewalRatio"]) < 0.5
 
     keytab = _request(principal="bob@R", keytab="/home/bob/bob.keytab")
     by_keytab = spark_settings(keytab, None, Login("bob@R", "/home/bob/bob.keytab"))
     assert by_keytab["spark.kerberos.principal"] == "bob@R"
     assert "spark.kerberos.renewal.credentials" not in by_keytab
+    assert float(by_keytab["spark.security.credentials.renewalRatio"]) < 0.5
+    mine = _request(conf={"spark.security.credentials.renewalRatio": "0.3"})
+    assert spark_settings(mine, None, Login(ends_at=3600.0))[
+        "spark.security.credentials.renewalRatio"] == "0.3"
     # /etc/krb5.conf (no KRB5_CONFIG): nothing for the JVMs; an open cluster: nothing at all.
     assert not any("extraJavaOptions" in key for key in by_keytab)
     plain = _request()

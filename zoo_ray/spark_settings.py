@@ -86,6 +86,10 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
     return settings
 
 
+#: How far into its tokens' renewal time Spark fetches new ones (see login_settings).
+_RENEWAL_RATIO = "0.4"
+
+
 def login_settings(login: Login) -> dict[str, str]:
     """The Spark properties of a Kerberos login.
 
@@ -106,6 +110,11 @@ def login_settings(login: Login) -> dict[str, str]:
                     "spark.kerberos.keytab": login.keytab}
     else:
         settings = {"spark.kerberos.renewal.credentials": "ccache"}
+    # New tokens before 50 % of the old ones' life, not Spark's 75 %: an executor that
+    # registers while the driver sends new tokens misses them (Spark sends only to the
+    # executors it knows), and must live on the old ones until the next round. zoo_ray
+    # replaces lost executors, so late registrations are common.
+    settings["spark.security.credentials.renewalRatio"] = _RENEWAL_RATIO
     if login.java_options:
         settings.update(dict.fromkeys(_JAVA_OPTIONS, " ".join(login.java_options)))
     return settings

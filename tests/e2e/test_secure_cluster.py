@@ -257,12 +257,12 @@ def _check_program(cluster: MiniCluster, report: dict, log: str, login: str) -> 
     assert Path(cluster.security.user_keytab).name not in staged
 
 
-def test_a_user_after_kinit_submits_and_status_stop_and_pack_work(cluster, user_env,
-                                                                  tmp_path):
+def test_a_user_after_kinit_submits_and_status_stop_logs_and_pack_work(cluster, user_env,
+                                                                       tmp_path):
     """The ``zoo-ray`` commands as a user logged in with ``kinit`` runs them: each REST call
-    (status, stop) and HDFS (pack) with the user's ticket. (``zoo-ray logs`` is not checked
-    here: this application outlives its first tokens, a minute on this cluster, and YARN
-    aggregates logs with those.)"""
+    (status, stop) and HDFS (pack) with the user's ticket; ``zoo-ray logs`` from the
+    NodeManagers (SPNEGO) while the application runs, then from HDFS, where YARN aggregated
+    them with the tokens the ResourceManager got it (it outlives its first ones)."""
     _user_kinit(cluster, user_env)
     env = _user_program_env(cluster, user_env)
     script, err = tmp_path / "secure_job.py", tmp_path / "submit.err"
@@ -280,10 +280,20 @@ def test_a_user_after_kinit_submits_and_status_stop_and_pack_work(cluster, user_
         executors = {c["container"] for c in shown["containers"] if c["role"] == "executor"}
         assert len(executors) == 2
         assert {n["container"] for n in shown["ray"]["nodes"]} == executors
+        running = zoo_ray_cli(["logs", "--dir", str(cluster.dir), app_id], env, timeout=300)
+        assert running.returncode == 0, running.stderr[-3000:]
+        assert all(f"Container: {container}" in running.stdout for container in executors)
         stopped = zoo_ray_cli(["stop", app_id], env, timeout=120)
         assert stopped.stdout.strip() == f"{app_id}: KILLED", stopped.stderr
         assert all_gone(pids), "the executors' and the gateway's Ray nodes are gone"
     _check_program(cluster, report, err.read_text(), "ticket cache")
+
+    logs = zoo_ray_cli(["logs", "--dir", str(cluster.dir), app_id], env, timeout=300)
+    assert logs.returncode == 0, logs.stderr[-3000:]
+    # Aggregated to the secure HDFS: each executor's, its Ray node's manager log with it.
+    assert all(f"Container: {container}" in logs.stdout for container in executors)
+    assert re.findall(r"^LogType:ray_manager\.log$", logs.stdout, re.M) == [
+        "LogType:ray_manager.log"] * 2
 
     packed = zoo_ray_cli(["pack"], env, timeout=600)
     assert packed.returncode == 0, packed.stderr[-3000:]

@@ -221,6 +221,9 @@ def secure_overrides(security: Security) -> dict[str, dict[str, str]]:
             "hadoop.http.authentication.kerberos.principal": http["principal"],
             "hadoop.http.authentication.kerberos.keytab": http["keytab"],
             "hadoop.http.authentication.signature.secret.file": security.http_secret,
+            # The ResourceManager may ask the NameNode for a user's tokens (below).
+            "hadoop.proxyuser.yarn.hosts": "*",
+            "hadoop.proxyuser.yarn.groups": "*",
         },
         "hdfs-site.xml": {
             "dfs.block.access.token.enable": "true",
@@ -247,6 +250,10 @@ def secure_overrides(security: Security) -> dict[str, dict[str, str]]:
             "yarn.acl.enable": "true",
             "yarn.admin.acl": "yarn",
             "yarn.http.policy": "HTTP_ONLY",
+            # An application that outlives its first HDFS tokens still has its logs
+            # aggregated: near their end the ResourceManager gets the NodeManagers new ones,
+            # as clusters running long services set it.
+            "yarn.resourcemanager.proxy-user-privileges.enabled": "true",
         },
         # With the defaults ("*") any user could kill any application even with
         # yarn.acl.enable. The root queue closed (" " is nobody; children inherit by OR),
