@@ -54,6 +54,11 @@ def test_env_options_exclude_each_other(capsys):
     assert "not allowed with" in capsys.readouterr().err
 
 
+def test_submit_and_the_local_hadoop_take_gpus():
+    assert _parser().parse_args(["submit", "--executor-gpus", "2", "job.py"]).executor_gpus == 2
+    assert _parser().parse_args(["minicluster", "up", "--gpus", "2"]).gpus == 2
+
+
 def test_script_arguments_are_passed_through_unparsed():
     args = _parser().parse_args(["submit", "--num-executors", "3", "job.py", "--epochs", "3",
                                  "--num-executors", "9"])

@@ -204,6 +204,11 @@ def test_bad_arguments_are_invalid_argument_errors(swapped):
         RayContext(sc, object_store_memory="1g")
     with pytest.raises(InvalidArgumentError, match="ray_node_cpu_cores"):
         RayContext(sc, extra_params={"num_cpus": 2})
+    # Executors with GPUs: their nodes offer their containers' own, no other number.
+    RayContext(sc, extra_params={"num_gpus": 1}).stop()
+    with_gpus = StubSparkContext(**{"spark.executor.resource.gpu.amount": "1"})
+    with pytest.raises(InvalidArgumentError, match="Drop num-gpus"):
+        RayContext(with_gpus, extra_params={"--num-gpus": 1})
 
 
 def test_initialized_is_false_while_starting_and_stop_is_idempotent(swapped):

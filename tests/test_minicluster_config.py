@@ -1,6 +1,8 @@
 """The local Hadoop's spec, port plan and rendered configuration (no daemons started)."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from zoo_ray.errors import ZooRayError
@@ -20,6 +22,7 @@ def test_spec_round_trips_through_a_dict():
 
 @pytest.mark.parametrize("kwargs", [
     {"nodemanagers": 0}, {"nm_memory_mb": 100}, {"nm_vcores": 0}, {"base_port": 80},
+    {"gpus": -1}, {"gpus": True},
 ])
 def test_spec_rejects_impossible_values(kwargs):
     with pytest.raises(ZooRayError):
@@ -115,3 +118,26 @@ def test_delegation_tokens_last_as_long_as_the_spec_says(tmp_path):
 def test_impossible_token_lifetimes_are_refused_naming_the_fix(kwargs, match):
     with pytest.raises(ZooRayError, match=match):
         MiniClusterSpec(nodemanagers=1, **kwargs)
+
+
+def test_pretend_gpus_go_to_yarn_s_gpu_plugin_numbered_apart_per_nodemanager(tmp_path):
+    spec = MiniClusterSpec(nodemanagers=2, gpus=2)
+    dirs = render(spec, tmp_path, plan_ports(spec))
+    assert HadoopConf(dirs["client"]).get("yarn.resource-types") == "yarn.io/gpu"
+    listed = []
+    for nm in ("nm0", "nm1"):
+        conf = HadoopConf(dirs[nm])
+        assert conf.get("yarn.nodemanager.resource-plugins") == "yarn.io/gpu"
+        smi = conf.get("yarn.nodemanager.resource-plugins.gpu.path-to-discovery-executables")
+        # The containers learn their NodeManager's stand-in, beside the cluster's admin env.
+        admin_env = conf.raw("yarn.nodemanager.admin-env").split(",")
+        assert f"ZOO_RAY_NVIDIA_SMI={smi}" in admin_env and len(admin_env) == 3
+        listed.append(subprocess.run([smi, "--query-gpu=index,uuid", "--format=csv,noheader"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert [[line.split(",")[0] for line in out.splitlines()] for out in listed] == [
+        ["0", "1"], ["2", "3"]]
+    assert MiniClusterSpec.from_dict(spec.to_dict()) == spec
+    plain = MiniClusterSpec(nodemanagers=1)
+    conf = HadoopConf(render(plain, tmp_path / "plain", plan_ports(plain))["nm0"])
+    assert conf.get("yarn.resource-types") is None
+    assert conf.get("yarn.nodemanager.resource-plugins") is None

@@ -30,6 +30,9 @@ def _request(**overrides):
     ({"executor_cores": True}, InvalidArgumentError, "executor_cores=True"),
     ({"driver_memory": "1x"}, InvalidMemoryError, "driver_memory='1x'"),
     ({"conda_name": "a", "env_prefix": "/b"}, InvalidArgumentError, "only one"),
+    ({"executor_gpus": -1}, InvalidArgumentError, "executor_gpus=-1"),
+    ({"executor_gpus": 1, "conf": {"spark.task.resource.gpu.amount": "1"}},
+     InvalidArgumentError, "drop them from conf"),
 ])
 def test_bad_arguments_fail_before_the_cluster_or_the_environment_is_touched(
         overrides, error, match, monkeypatch):
@@ -39,6 +42,15 @@ def test_bad_arguments_fail_before_the_cluster_or_the_environment_is_touched(
     with pytest.raises(error, match=match):
         init_spark_on_yarn(**{**_DEFAULTS, "hadoop_conf": "/nonexistent/conf", **overrides})
     assert dict(os.environ) == before
+
+
+def test_gpus_are_the_executors_not_spark_s_tasks():
+    settings = spark_settings(_request(executor_gpus=2))
+    assert settings["spark.executor.resource.gpu.amount"] == "2"
+    assert settings["spark.executor.resource.gpu.discoveryScript"] == "./zoo_ray_gpus.sh"
+    assert settings["spark.executorEnv.ZOO_RAY_EXECUTOR_GPUS"] == "2"
+    assert not any(key.startswith("spark.task.resource") for key in settings)
+    assert not any("resource.gpu" in key for key in spark_settings(_request()))
 
 
 def test_settings_are_a_pure_function_of_the_request():

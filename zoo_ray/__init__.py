@@ -29,6 +29,8 @@ Where each module runs:
 - driver, and inside Ray tasks: :mod:`~zoo_ray.ray_blocks` (Ray Data internals);
 - inside Spark tasks on executors: :mod:`~zoo_ray.executor_tasks`,
   :mod:`~zoo_ray.executor_data`;
+- on executors, as Spark's GPU discovery script when an executor starts:
+  :mod:`~zoo_ray.gpu_claims` (which of its host's GPUs the executor holds);
 - inside Ray tasks on executors' nodes: :mod:`~zoo_ray.ray_tasks`;
 - on executors, between Spark tasks and Ray tasks: :mod:`~zoo_ray.spool`;
 - long-lived processes on executors: :mod:`~zoo_ray.manager` (one per Ray node),

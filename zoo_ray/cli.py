@@ -29,6 +29,7 @@ def _minicluster_up(args: argparse.Namespace) -> int:
         kerberos=args.kerberos,
         token_renew_interval_s=args.token_renew_interval,
         token_max_lifetime_s=args.token_max_lifetime,
+        gpus=args.gpus,
     )
     cluster = _cluster(args, spec).up(timeout=args.timeout)
     print(f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}")
@@ -85,6 +86,7 @@ def _submit(args: argparse.Namespace) -> int:
         env_prefix=args.env_prefix, penv_archive=args.archive, queue=args.queue,
         extra_python_lib=[p for value in args.py_files for p in value.split(",") if p],
         conf=_conf_pairs(args.conf), principal=args.principal, keytab=args.keytab,
+        executor_gpus=args.executor_gpus,
     )
     return submit(args.script, args.args, options)
 
@@ -167,6 +169,8 @@ def _add_submit(sub: Any) -> None:
                         help="memory each container adds for Ray (object store and workers)")
     submit.add_argument("--object-store-memory", default=None,
                         help="object store of each executor's Ray node")
+    submit.add_argument("--executor-gpus", type=int, default=0, metavar="N",
+                        help="GPUs (yarn.io/gpu) per executor, all for its Ray node")
     _add_env_options(submit, archive=True)
     submit.add_argument("--queue", help="YARN queue")
     _add_login(submit)
@@ -261,6 +265,9 @@ def _add_minicluster(sub: Any) -> None:
     up.add_argument("--token-max-lifetime", type=int, default=None, metavar="SECONDS",
                     help="with --kerberos: how long delegation tokens can be renewed for "
                          "(default: Hadoop's, seven days)")
+    up.add_argument("--gpus", type=int, default=0, metavar="N",
+                    help="N pretend GPUs per NodeManager, scheduled by YARN's GPU plugin "
+                         "(yarn.io/gpu) as real ones are")
     up.set_defaults(func=_minicluster_up)
     status = mini_sub.add_parser("status", help="print what runs (exit 1 if not running)",
                                  **_examples("zoo-ray minicluster status"))

@@ -284,7 +284,8 @@ class RayContext(ZooAttributes):
         return self._recovery.losses() if self._recovery is not None else []
 
     def node_status(self) -> list[dict[str, Any]]:
-        """Each executor's Ray node as Ray's head sees it now: container, node id, alive.
+        """Each executor's Ray node as Ray's head sees it now: container, node id, alive,
+        and the GPUs it offers Ray (those YARN gave its container).
 
         A node whose executor was lost (killed by YARN, preempted) shows
         ``alive=False``; losses are also logged.
@@ -295,7 +296,8 @@ class RayContext(ZooAttributes):
             The cluster is gone for good (Spark ended the application, or no new
             cluster could start after the head's loss); the message says why.
         """
-        status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"]}
+        status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"],
+                   "gpus": node["Resources"].get("GPU", 0.0)}
                   for container, (_, node) in registrations(self._running_cluster()).items()]
         for lost in (s for s in status if not s["alive"]):
             logger.warning("Ray node of executor %s is lost", lost["container"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 __all__ = ["ClusterView", "NodeRow", "render_html", "render_text"]
 
-_HEADERS = ("role", "host", "executor", "CPUs", "object store", "alive")
+_HEADERS = ("role", "host", "executor", "CPUs", "GPUs", "object store", "alive")
 
 
 @dataclass(frozen=True)
@@ -22,15 +22,17 @@ class NodeRow:
     host: str
     executor: str
     cpus: float | None
+    gpus: float | None
     object_store_bytes: int | None
     alive: bool | None
 
     def cells(self) -> tuple[str, ...]:
         cpus = "?" if self.cpus is None else f"{self.cpus:g}"
+        gpus = "?" if self.gpus is None else f"{self.gpus:g}"
         store = ("?" if self.object_store_bytes is None
                  else f"{self.object_store_bytes / 2**20:.0f} MiB")
         alive = {True: "yes", False: "LOST", None: "?"}[self.alive]
-        return (self.role, self.host, self.executor or "-", cpus, store, alive)
+        return (self.role, self.host, self.executor or "-", cpus, gpus, store, alive)
 
 
 @dataclass(frozen=True)

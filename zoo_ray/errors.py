@@ -23,6 +23,8 @@ __all__ = [
     "NotAPythonEnvError",
     "QueueNotFoundError",
     "ExecutorsNotStartedError",
+    "GpuRequestError",
+    "GpuClaimError",
     "RayContextError",
     "RayNodeStartError",
     "ClusterLostError",
@@ -99,6 +101,14 @@ class QueueNotFoundError(ZooRayError):
 
 class ExecutorsNotStartedError(ZooRayError):
     """YARN did not start the requested executors in time (the application was killed)."""
+
+
+class GpuRequestError(ZooRayError):
+    """``executor_gpus`` the cluster cannot give (no ``yarn.io/gpu``, or too few per node)."""
+
+
+class GpuClaimError(ZooRayError):
+    """An executor cannot have the GPUs YARN gave its container (in its discovery script)."""
 
 
 class RayContextError(ZooRayError):

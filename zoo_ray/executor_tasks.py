@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from .gpu_claims import container_gpus
 from .host import free_ports, node_ip, terminate
 from .protocol import (
     STATE_DIR,
@@ -148,11 +149,16 @@ def _container_spec(plan: StartPlan, role: str) -> NodeSpec:
     """The shared spec, plus what only this executor knows: its directories and JVM."""
     work_dir = container_work_dir()
     log_dirs = os.environ.get("LOG_DIRS")  # YARN's container log directories
+    gpus = container_gpus(work_dir)
+    # nvidia-smi's indices, which CUDA follows only in PCI bus order (its default puts the
+    # fastest device first).
+    env = {**plan.base.env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+           "CUDA_VISIBLE_DEVICES": ",".join(gpus.indices)} if gpus else plan.base.env
     return dataclasses.replace(
         plan.base, role=role, head_address=plan.head.address,
         node_ip=plan.head.ip if role == "head" else None,
         work_dir=str(work_dir), log_dir=log_dirs.split(",")[0] if log_dirs else str(work_dir),
-        watch_pid=_executor_jvm_pid(),
+        watch_pid=_executor_jvm_pid(), num_gpus=len(gpus.indices) if gpus else 0, env=env,
     )
 
 

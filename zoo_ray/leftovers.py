@@ -16,6 +16,8 @@ Hadoop's ``down``. The entries:
 - ``<root>/zoo-ray-<application>-<container>``: a node's directories under a user's root
   (:mod:`zoo_ray.node_dirs`), found through the node's link above. Removed, with the link,
   once the manager recorded in them (on this host) is dead.
+- ``/tmp/zoo-ray-gpus-<uid>/<device>.json``: an executor's claim on a GPU
+  (:mod:`zoo_ray.gpu_claims`). Removed once the executor's JVM is dead.
 
 Only this user's entries are touched, a driver's only on its own host (a temp dir may be
 shared between hosts), and never one of a live process. A sweep never fails its caller.
@@ -33,6 +35,7 @@ from pathlib import Path
 import psutil
 
 from .cache import digest
+from .gpu_claims import sweep_claims
 from .protocol import ManagerState, NodeDirsRecord
 
 __all__ = ["driver_tag", "driver_token_dir", "driver_work_dir", "node_temp_link", "sweep"]
@@ -87,7 +90,7 @@ def sweep() -> list[Path]:
     """
     removed: list[Path] = []
     # Links after work dirs: a gateway node's link pointed into one.
-    for step in (_sweep_work_dirs, _sweep_tokens, _sweep_links):
+    for step in (_sweep_work_dirs, _sweep_tokens, _sweep_links, sweep_claims):
         try:
             removed += step()
         except OSError as exc:

@@ -176,6 +176,9 @@ class RayManager:
             argv.append(f"--object-store-memory={spec.object_store_memory}")
         if spec.memory is not None and "memory" not in spec.extra_params:
             argv.append(f"--memory={spec.memory}")
+        if not any(key.lstrip("-").replace("_", "-") == "num-gpus" for key in spec.extra_params):
+            # Only what YARN gave: a host's other GPUs belong to other containers.
+            argv.append(f"--num-gpus={spec.num_gpus}")
         if spec.role == "head":
             argv += [
                 "--head", f"--port={self.gcs_port or 0}",

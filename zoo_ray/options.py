@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgumentError, RayContextError
+from .gpu_claims import GPU_AMOUNT_CONF
 from .memory import (
     MIN_OBJECT_STORE,
     RAY_MEMORY_CONF,
@@ -180,6 +181,11 @@ driver_object_store_memory, temp_dir
             check_object_store_fits(store, int(ray_memory))
             node_memory = worker_memory(store, int(ray_memory))
         roots = _roots(extra_params or {}, temp_dir)
+        if conf.get(GPU_AMOUNT_CONF) and any(_flag(k) == "num-gpus" for k in extra_params or {}):
+            raise InvalidArgumentError(
+                "extra_params={'num-gpus': ...} with executors that have GPUs "
+                "(init_spark_on_yarn(executor_gpus=...)): each executor's node already offers "
+                "its container's GPUs. Drop num-gpus from extra_params.")
         return cls(
             is_local=is_local, executors=executors, executor_cores=cores,
             num_ray_nodes=_check_num_ray_nodes(num_ray_nodes, executors),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .errors import ExecutorsNotStartedError, QueueNotFoundError
+from .errors import ExecutorsNotStartedError, GpuRequestError, QueueNotFoundError
+from .gpu_claims import GPU_RESOURCE
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
 from .host import find_java_home
 from .kerberos import Login, check_login, secure
@@ -62,6 +64,48 @@ def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
         )
 
 
+def gpus_of(resource: dict[str, Any]) -> int:
+    """The ``yarn.io/gpu`` in a resource as the ResourceManager's REST API writes it.
+
+    Parameters
+    ----------
+    resource : dict
+        A NodeManager's ``totalResource`` or ``usedResource``, a queue's
+        ``maxEffectiveCapacity``, ...
+
+    Returns
+    -------
+    int
+        Its GPUs, 0 where YARN has no GPU resource.
+    """
+    infos = (resource.get("resourceInformations") or {}).get("resourceInformation") or []
+    return sum(int(info.get("value") or 0) for info in infos if info.get("name") == GPU_RESOURCE)
+
+
+def _check_gpus(rm: ResourceManager, gpus: int, queue: str,
+                queues: dict[str, dict[str, Any]]) -> None:
+    """Fail fast when no NodeManager, or not the queue, could ever give one executor its
+    ``gpus``."""
+    offered = {node["id"]: gpus_of(node["totalResource"]) for node in rm.nodes(states="RUNNING")}
+    best = max(offered.values(), default=0)
+    if not best:
+        raise GpuRequestError(
+            f"executor_gpus={gpus}, but no NodeManager of the ResourceManager at "
+            f"{rm.webapp_address} offers {GPU_RESOURCE}: its administrators enable YARN's GPU "
+            "plugin (yarn.nodemanager.resource-plugins=yarn.io/gpu, and yarn.resource-types), "
+            "or run without executor_gpus.")
+    if gpus > best:
+        raise GpuRequestError(
+            f"executor_gpus={gpus}, but the NodeManager with the most GPUs has {best} "
+            f"({', '.join(f'{node}: {n}' for node, n in sorted(offered.items()))}); "
+            f"ask for at most {best} per executor, and more executors.")
+    limit = (queues.get(queue) or {}).get("maxEffectiveCapacity")
+    if limit is not None and gpus > gpus_of(limit):
+        raise GpuRequestError(
+            f"executor_gpus={gpus}, but YARN queue {queue!r} may use at most "
+            f"{gpus_of(limit)} GPUs; pass a queue= with GPUs, or ask its admins.")
+
+
 def preflight(request: YarnRequest) -> Gateway:
     """Check the gateway and the cluster before submitting: conf, Java, the Kerberos
     login (on a secure cluster), RM, queue, capacity.
@@ -69,7 +113,7 @@ def preflight(request: YarnRequest) -> Gateway:
     Raises
     ------
     HadoopConfError, JavaNotFoundError, KerberosError, ResourceManagerError,
-    QueueNotFoundError, ExecutorsNotStartedError
+    QueueNotFoundError, ExecutorsNotStartedError, GpuRequestError
         The gateway or the cluster cannot run the request; each names the fix.
     """
     hconf = HadoopConf(hadoop_conf_dir(request.hadoop_conf))
@@ -78,12 +122,14 @@ def preflight(request: YarnRequest) -> Gateway:
     rm = ResourceManager.from_conf(hconf)
     rm.credentials = login.credentials if login else None
     rm.cluster_info()
-    if request.queue is not None:
-        queues = rm.leaf_queues()
-        if request.queue not in queues:
-            raise QueueNotFoundError(
-                f"YARN queue {request.queue!r} does not exist; the queues are: "
-                f"{', '.join(queues)}. Pass one of them as queue=."
-            )
+    queues = rm.leaf_queues() if request.queue is not None or request.executor_gpus else {}
+    if request.queue is not None and request.queue not in queues:
+        raise QueueNotFoundError(
+            f"YARN queue {request.queue!r} does not exist; the queues are: "
+            f"{', '.join(queues)}. Pass one of them as queue=."
+        )
     _check_fits(rm, request.container_mb, request.executor_cores)
+    if request.executor_gpus:
+        # YARN's own default queue when none is named (placement rules aside).
+        _check_gpus(rm, request.executor_gpus, request.queue or "default", queues)
     return Gateway(hconf, java_home, rm, login)

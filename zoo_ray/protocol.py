@@ -90,6 +90,8 @@ class NodeSpec(_Message):
     work_dir: str
     log_dir: str
     object_store_memory: int | None = None
+    #: The GPUs YARN gave the node's container (0: none, whatever the host has).
+    num_gpus: int = 0
     #: The node's ``memory`` resource (bytes): what its tasks and actors may use.
     memory: int | None = None
     head_address: str | None = None

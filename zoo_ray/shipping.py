@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import spark_internals
+from .cache import cache_root
 from .envs import (
     ENV_ALIAS,
     find_env,
@@ -27,12 +28,13 @@ from .envs import (
     ship_zoo_ray,
 )
 from .filesystem import ClusterFileSystem
+from .gpu_claims import discovery_script
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
 from .host import find_java_home
 from .kerberos import check_login, secure
 from .preflight import Gateway
-from .spark_settings import driver_host, login_settings, spark_settings
-from .yarn_request import YarnRequest, check_login_pair
+from .spark_settings import EXECUTOR_PYTHON, driver_host, login_settings, spark_settings
+from .yarn_request import YarnRequest, as_list, check_login_pair
 
 __all__ = ["ship_application", "ship_environment"]
 
@@ -147,6 +149,10 @@ def ship_application(request: YarnRequest, gateway: Gateway) -> Any:
         ship_pyspark_libs(fs, py_libs)
     # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
     spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
+    if request.executor_gpus:
+        script = discovery_script(cache_root() / "scripts", EXECUTOR_PYTHON)
+        files = as_list(request.user_conf.get("spark.yarn.dist.files"))
+        spark_conf.set("spark.yarn.dist.files", ",".join([*files, str(script)]))
     archives = [f"{ship_env(request.env, fs, remote_root)[0]}#{ENV_ALIAS}"]
     spark_conf.set("spark.yarn.dist.archives", ",".join(archives + request.additional_archive))
     yarn_archive = request.spark_yarn_archive

@@ -58,6 +58,7 @@ def init_spark_on_yarn(
     cache_dir: str | None = None,
     executor_timeout: float = 300.0,
     spark_log_level: str | None = None,
+    executor_gpus: int = 0,
     **zoo_names: Any,
 ) -> Any:
     """Start a SparkContext on YARN (client mode) whose executors run your Python env.
@@ -117,6 +118,9 @@ def init_spark_on_yarn(
         Seconds to wait for every executor to register before killing the application.
     spark_log_level : str, optional
         ``sc.setLogLevel`` once the SparkContext runs, like "WARN".
+    executor_gpus : int
+        GPUs (YARN's ``yarn.io/gpu``) per executor; each executor's Ray node gets exactly
+        its container's devices (``docs/gpus.md``). 0: none.
     **zoo_names
         Analytics Zoo's spellings (``num_executor``, ``spark_conf``, ``py_files``) work
         with a DeprecationWarning; docs/migration.md lists every one.
@@ -133,6 +137,9 @@ def init_spark_on_yarn(
     HadoopConfError, JavaNotFoundError, ResourceManagerError, QueueNotFoundError,
     ExecutorsNotStartedError
         The gateway or the cluster cannot run the application.
+    GpuRequestError
+        ``executor_gpus`` the cluster cannot give: no ``yarn.io/gpu`` on its NodeManagers,
+        or none with as many.
     KerberosError, KerberosUnavailableError
         On a secure cluster: no ticket, an expired one, a keytab that does not hold
         ``principal``, a principal the KDC refuses, ``KRB5_CONFIG`` naming no file, or no
@@ -148,7 +155,7 @@ def init_spark_on_yarn(
         hadoop_conf, conda_name, num_executors, executor_cores, executor_memory, driver_memory,
         driver_cores, extra_executor_memory_for_ray, extra_python_lib, penv_archive,
         additional_archive, hadoop_user_name, spark_yarn_archive, jars, conf, queue, app_name,
-        env_prefix, principal, keytab, tags, cache_dir, executor_timeout,
+        env_prefix, principal, keytab, tags, cache_dir, executor_timeout, executor_gpus,
     )
     active = spark_internals.active_context()
     if active is not None:

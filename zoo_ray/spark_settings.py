@@ -11,6 +11,7 @@ import ipaddress
 
 from .applications import APP_TAG
 from .envs import ENV_ALIAS
+from .gpu_claims import DISCOVERY_SCRIPT, GPU_AMOUNT_CONF, GPUS_ENV
 from .host import node_ip
 from .kerberos import Login
 from .memory import RAY_MEMORY_CONF, format_mib
@@ -63,6 +64,14 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
     if sizing.ray:
         # What RayContext may give Ray's object store and processes, per executor.
         settings[RAY_MEMORY_CONF] = str(sizing.ray)
+    if request.executor_gpus:
+        # No spark.task.resource.gpu.amount: Spark's own tasks hold no GPU, so they run as
+        # many at a time as before, and every GPU stays with the executor's Ray node.
+        settings.update({
+            GPU_AMOUNT_CONF: str(request.executor_gpus),
+            "spark.executor.resource.gpu.discoveryScript": f"./{DISCOVERY_SCRIPT}",
+            f"spark.executorEnv.{GPUS_ENV}": str(request.executor_gpus),
+        })
     if request.queue:
         settings["spark.yarn.queue"] = request.queue
     if request.jars:

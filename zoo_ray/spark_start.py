@@ -66,7 +66,8 @@ def start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -
                 raise _unscheduled_error(request, watch.app) from None
             raise
         try:
-            _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout)
+            _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout,
+                                request.executor_gpus)
         except BaseException:
             if spark_internals.active_context() is sc:
                 rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
@@ -144,7 +145,8 @@ def _unscheduled_error(request: YarnRequest, app: dict[str, Any] | None) -> ZooR
     )
 
 
-def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: float) -> None:
+def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: float,
+                        gpus: int) -> None:
     """Return once ``wanted`` executors registered; else kill the application and say why."""
     if wait_until(lambda: spark_internals.registered_executors(sc) >= wanted, timeout,
                   interval=_EXECUTOR_POLL_S):
@@ -167,4 +169,7 @@ def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: floa
         f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({free}); "
         f"application {app_id} was killed. Ask for fewer or smaller executors, use "
         f"another queue, or raise executor_timeout. YARN diagnostics: {diagnostics}"
+        + (f". With executor_gpus={gpus}: an executor that found fewer free GPUs on its "
+           "host than YARN gave it does not start, and says why at the end of its stderr "
+           "(`yarn logs -applicationId ...`; docs/gpus.md)" if gpus else "")
     )

@@ -135,6 +135,7 @@ def _node_rows(cluster: RunningCluster | None, running: bool) -> tuple[NodeRow, 
             executor=(f"{info.executor_id} ({info.container})" if info.executor_id
                       else info.container),
             cpus=resources.get("CPU", 0.0) if node else None,
+            gpus=resources.get("GPU", 0.0) if node else None,
             object_store_bytes=(int(resources["object_store_memory"])
                                 if "object_store_memory" in resources else None),
             alive=node["Alive"] if node else None))

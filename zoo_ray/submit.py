@@ -52,6 +52,7 @@ class SubmitOptions:
     conf: dict[str, str] = field(default_factory=dict)
     principal: str | None = None
     keytab: str | None = None
+    executor_gpus: int = 0
 
 
 def _check_script(script: str) -> Path:
@@ -92,7 +93,7 @@ def submit(script: str, args: list[str], options: SubmitOptions) -> int:
         extra_executor_memory_for_ray=options.extra_executor_memory_for_ray,
         extra_python_lib=options.extra_python_lib, conf=options.conf, queue=options.queue,
         app_name=f"zoo-ray submit {path.name}", principal=options.principal,
-        keytab=options.keytab,
+        keytab=options.keytab, executor_gpus=options.executor_gpus,
     )
     try:
         ray_ctx = RayContext(sc, object_store_memory=options.object_store_memory)

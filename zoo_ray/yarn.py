@@ -124,10 +124,11 @@ class ResourceManager:
         nodes = (self._request(f"/nodes{query}").get("nodes") or {}).get("node")
         return nodes or []
 
-    def leaf_queues(self) -> list[str]:
-        """Names of the queues applications can be submitted to, sorted."""
+    def leaf_queues(self) -> dict[str, dict[str, Any]]:
+        """The queues applications can be submitted to, by name (sorted), each as the
+        scheduler reports it (its capacities, ``maxEffectiveCapacity`` among them)."""
         info = self._request("/scheduler")["scheduler"]["schedulerInfo"]
-        leaves: list[str] = []
+        leaves: dict[str, dict[str, Any]] = {}
         pending = [info]
         while pending:
             queue = pending.pop()
@@ -135,8 +136,8 @@ class ResourceManager:
             if children:
                 pending.extend(children)
             elif queue is not info:
-                leaves.append(queue["queueName"])
-        return sorted(leaves)
+                leaves[queue["queueName"]] = queue
+        return dict(sorted(leaves.items()))
 
     def app(self, app_id: str) -> dict[str, Any]:
         """The report of one application: state, finalStatus, diagnostics, queue, ..."""

@@ -65,11 +65,26 @@ class YarnRequest:
     #: A YARN tag only this application carries: found by it while Spark starts it.
     launch_tag: str
     executor_timeout: float
+    #: ``yarn.io/gpu`` per executor (0: none).
+    executor_gpus: int = 0
 
     @property
     def container_mb(self) -> int:
         """What YARN is asked for per executor, in whole MB."""
         return -(-self.sizing.container // 2**20)
+
+
+def _gpus(value: Any, user_conf: dict[str, str]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(f"executor_gpus={value!r} must be a whole number >= 0.")
+    mine = [key for key in user_conf if key.startswith(("spark.executor.resource.gpu.",
+                                                         "spark.task.resource.gpu."))]
+    if value and mine:
+        raise InvalidArgumentError(
+            f"executor_gpus={value} and conf's {', '.join(sorted(mine))}: zoo_ray sets Spark's "
+            "GPU properties itself (its discovery script gives each executor distinct devices); "
+            "drop them from conf.")
+    return value
 
 
 def check_login_pair(principal: str | None, keytab: str | None) -> None:
@@ -93,6 +108,7 @@ def check_arguments(
     spark_yarn_archive: str | None, jars: _Names, conf: dict[str, str] | None,
     queue: str | None, app_name: str, env_prefix: str | None, principal: str | None,
     keytab: str | None, tags: _Names, cache_dir: str | None, executor_timeout: float,
+    executor_gpus: int = 0,
 ) -> YarnRequest:
     """Every argument check, before anything touches the cluster or ``os.environ``.
 
@@ -126,6 +142,7 @@ def check_arguments(
         spark_yarn_archive=spark_yarn_archive, jars=as_list(jars), queue=queue,
         app_name=app_name, principal=principal, keytab=keytab, tags=as_list(tags),
         cache_dir=cache_dir, executor_timeout=executor_timeout,
+        executor_gpus=_gpus(executor_gpus, user_conf),
         launch_tag=f"{APP_TAG}-{secrets.token_hex(8)}",
     )
 

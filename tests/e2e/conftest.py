@@ -43,7 +43,7 @@ SHARED_STARTS = pytest.StashKey[dict]()
 
 
 #: A local Hadoop of yours for the session to reuse, for a quick loop: start it once with
-#: ``zoo-ray minicluster up --dir DIR --nm-memory-mb 10240`` (:data:`SESSION_SPEC`) and
+#: ``zoo-ray minicluster up --dir DIR --nm-memory-mb 10240 --gpus 2`` (:data:`SESSION_SPEC`) and
 #: set this variable to DIR. Its NodeManagers keep the shipped environment cached between
 #: runs (a fresh local Hadoop spends minutes unpacking it), and the tests leave it running.
 REUSE_HADOOP_DIR = "ZOO_RAY_TEST_HADOOP_DIR"

@@ -32,8 +32,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 #: The session cluster: two NodeManagers, each declaring more than this box has, so the
 #: shared application and a second driver's application fit side by side; and less than
 #: three of the shared application's executors, so its executors land on both (its start
-#: puts the shipped environment into both NodeManagers' caches).
-SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=10240, nm_vcores=8)
+#: puts the shipped environment into both NodeManagers' caches). Two pretend GPUs each
+#: (test_gpus; YARN's GPU plugin changes nothing for applications that ask for none).
+SESSION_SPEC = MiniClusterSpec(nodemanagers=2, nm_memory_mb=10240, nm_vcores=8, gpus=2)
 
 #: The shared application, sized for both the RayContext tests (three executors, so a head
 #: and two workers) and the data path's (2 cores and 1 GiB of heap per executor; a 1 GiB

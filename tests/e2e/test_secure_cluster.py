@@ -36,7 +36,7 @@ from tests.e2e.helpers import (
 from tests.kerberos import kinit, needs_krb5
 
 from zoo_ray import init_spark_on_yarn, spark_internals
-from zoo_ray.errors import KerberosError
+from zoo_ray.errors import GpuRequestError, KerberosError
 from zoo_ray.host import port_free
 from zoo_ray.minicluster import MiniCluster
 from zoo_ray.minicluster.daemons import daemon_env, java_argv
@@ -156,6 +156,18 @@ def test_a_bad_login_is_a_typed_error_before_anything_reaches_yarn(cluster, user
     with pytest.raises(KerberosError, match=re.escape(error)):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
                            executor_cores=1, executor_memory="512m", **login)
+    assert len(cluster.resource_manager.apps()) == before
+    assert spark_internals.active_context() is None
+
+
+def test_gpus_from_a_cluster_without_them_are_a_typed_error_before_anything_reaches_yarn(
+        cluster):
+    """This cluster's NodeManagers have no GPU resource (the session's have pretend ones)."""
+    before = len(cluster.resource_manager.apps())
+    with pytest.raises(GpuRequestError, match="offers yarn.io/gpu: its administrators"):
+        init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), num_executors=1,
+                           executor_cores=1, executor_memory="512m", executor_gpus=1,
+                           **keytab_login(cluster))
     assert len(cluster.resource_manager.apps()) == before
     assert spark_internals.active_context() is None
 
@@ -340,7 +352,7 @@ _EXPIRING = textwrap.dedent("""
     from pyspark.sql import SparkSession
     from zoo_ray import RayContext, init_spark_on_yarn
     from zoo_ray.data import from_spark
-    from zoo_ray.errors import KerberosError
+    from zoo_ray.errors import GpuRequestError, KerberosError
     logging.basicConfig()
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",

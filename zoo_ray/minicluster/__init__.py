@@ -6,7 +6,7 @@ start), :mod:`.state` (the state file), :mod:`.bringup` (start and wait),
 :mod:`.teardown` (stop), :mod:`.client` (``hadoop fs``, ``yarn logs``), :mod:`.config`
 (the rendered configuration), :mod:`.daemons` (one JVM), :mod:`.artifacts` (the jars),
 :mod:`.native_io` (the NodeManagers' libhadoop.so), :mod:`.kdc` (a Kerberos realm),
-:mod:`.security` (the secure cluster),
+:mod:`.security` (the secure cluster), :mod:`.gpus` (pretend GPUs),
 :mod:`.netns` (isolated hosts); :mod:`.hostexec` and :mod:`.watchdog` run as processes
 of their own.
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..gpu_claims import GPU_RESOURCE
 from ..hadoop_conf import HadoopConf
 from ..host import free_ports
 from .daemons import SMALL_BOX_JVM
+from .gpus import gpu_overrides, write_nvidia_smi
 from .spec import MiniClusterSpec
 
 __all__ = ["HOST", "template_dir", "plan_ports", "render"]
@@ -225,6 +227,10 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
     if spec.preemption:
         conf.set({"yarn-site.xml": _PREEMPTION})
     conf.set(_token_lifetimes(spec))
+    if spec.gpus:
+        # The ResourceManager and every client learn the resource (the scheduler's
+        # DominantResourceCalculator, from the template, counts it).
+        conf.set({"yarn-site.xml": {"yarn.resource-types": GPU_RESOURCE}})
     server_only: dict[str, dict[str, str]] = {}
     # HadoopConf reads only the site files: the TLS files are set again in every directory.
     tls: dict[str, dict[str, str]] = {}
@@ -250,6 +256,9 @@ def render(spec: MiniClusterSpec, root: Path, ports: dict[str, int], gateway: st
         nm_conf.set({**_nodemanager_overrides(root, ports, i, nm_host), **tls})
         if spec.enforce_memory:
             nm_conf.set({"yarn-site.xml": _ENFORCE_MEMORY})
+        if spec.gpus:
+            nvidia_smi = write_nvidia_smi(root / f"nm{i}" / "bin", i, spec.gpus)
+            nm_conf.set(gpu_overrides(nvidia_smi, nm_conf.raw("yarn.nodemanager.admin-env") or ""))
         nm_dir = nm_conf.write(root / f"nm{i}" / "conf")
         (nm_dir / "log4j.properties").write_text(_LOG4J)
         dirs[f"nm{i}"] = nm_dir

@@ -78,6 +78,10 @@ class MiniClusterSpec:
         must be renewed, and how long they can be renewed for (Hadoop's defaults: one day
         and seven days). Minutes instead show, in a test, what a job that outlives its
         tokens meets. At least 10 s (HDFS's floor); the renew interval at most the lifetime.
+    gpus : int
+        Pretend GPUs per NodeManager (:mod:`zoo_ray.minicluster.gpus`): YARN's GPU plugin
+        discovers them with a stand-in ``nvidia-smi``, and schedules and accounts
+        ``yarn.io/gpu`` for real. 0 (the default): no GPU resource at all.
     """
 
     nodemanagers: int = 2
@@ -93,6 +97,7 @@ class MiniClusterSpec:
     kerberos: bool = False
     token_renew_interval_s: int | None = None
     token_max_lifetime_s: int | None = None
+    gpus: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodemanagers, int) or self.nodemanagers < 1:
@@ -106,6 +111,9 @@ class MiniClusterSpec:
             raise InvalidArgumentError(
                 f"nm_memory_mb={self.nm_memory_mb} cannot hold a Spark executor; use at least 512"
             )
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            raise InvalidArgumentError(
+                f"gpus={self.gpus!r}: pretend GPUs per NodeManager, a whole number >= 0")
         if self.nm_vcores < 1:
             raise InvalidArgumentError(f"nm_vcores must be >= 1, got {self.nm_vcores}")
         if self.base_port is not None and not 1024 <= self.base_port <= 65000:
