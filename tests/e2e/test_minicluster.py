@@ -128,7 +128,8 @@ def test_cli_status_and_up_reuse_the_running_cluster(cluster):
     up = subprocess.run(ZOO_RAY + ["minicluster", "up", "--dir", str(cluster.dir),
                                    "--nodemanagers", str(spec.nodemanagers),
                                    "--nm-memory-mb", str(spec.nm_memory_mb),
-                                   "--nm-vcores", str(spec.nm_vcores)],
+                                   "--nm-vcores", str(spec.nm_vcores),
+                                   "--gpus", str(spec.gpus)],
                         capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     assert f"HADOOP_CONF_DIR={cluster.hadoop_conf_dir}" in up.stdout
