@@ -38,14 +38,13 @@ E2E_TIMEOUT_S = 900
 #: The first matching rule below wins; within a phase, tests keep their file order.
 #:
 #: The run has two pytest workers (pytest-xdist's ``-n 2`` in ``addopts``, pyproject.toml;
-#: ``-n 0`` runs every test in one process). The unit tests and the modules of
-#: :data:`BESIDE` run in the second, in their own order (phases 0, 6 and 7), while the
-#: first runs every other test in the order above: the modules with a local Hadoop of
-#: their own beside those on the session's. They leave the CPU idle a third of their time
-#: (a host cut off for a minute, a killed NodeManager, delegation tokens let expire), and
-#: so do the first worker's first phases. Each worker is a process of its own, so
-#: PySpark's one SparkContext per process and the environment variables a cluster sets (a
-#: secure one's KRB5_CONFIG) stay apart.
+#: ``-n 0`` runs every test in one process). The modules of :data:`BESIDE` run in the
+#: second, in their own order (phases 6 and 7), while the first runs every other test in
+#: the order above: the modules with a local Hadoop of their own beside those on the
+#: session's. They leave the CPU idle a third of their time (a host cut off for a minute, a
+#: killed NodeManager, delegation tokens let expire), and so do the first worker's first
+#: phases. Each worker is a process of its own, so PySpark's one SparkContext per process
+#: and the environment variables a cluster sets (a secure one's KRB5_CONFIG) stay apart.
 PHASES = (
     (7, {"own_cluster_to_stop"}),
     (6, {"own_cluster"}),
@@ -64,20 +63,18 @@ BESIDE = frozenset({"test_isolated_hosts.py", "test_secure_cluster.py",
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's scheduler for this suite: two units of work, the unit tests with the modules
-    of :data:`BESIDE`, and the other end-to-end tests, each sent whole to one worker, which
-    runs it in the collection's order (the order of :data:`PHASES`). A ``--dist`` of the
-    user's other than xdist's default is left to xdist. ``_split_scope`` is xdist's (pinned
-    in setup.py) to override."""
+    """xdist's scheduler for this suite: two units of work, the modules of :data:`BESIDE`
+    and the rest, each sent whole to one worker, which runs it in the collection's order
+    (the order of :data:`PHASES`). A ``--dist`` of the user's other than xdist's default
+    is left to xdist. ``_split_scope`` is xdist's (pinned in setup.py) to override."""
     if config.getoption("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class TwoStreams(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0].split("/")
-            # The unit tests too: the first worker's end-to-end tests are the longer part.
-            return "beside" if path[-1] in BESIDE or "e2e" not in path else "main"
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return "beside" if module in BESIDE else "main"
 
     return TwoStreams(config, log)
 
