@@ -80,3 +80,28 @@ def test_load_tasks_group_each_node_s_items_in_order_up_to_the_byte_cap():
     assert tasks_by_node(nodes, sizes) == [("a", [0, 2, 3, 5]), ("b", [1, 4])]
     assert tasks_by_node(nodes) == tasks_by_node(nodes, sizes)
     assert tasks_by_node([], []) == []
+
+
+def test_files_are_numbered_within_their_partition_in_order():
+    from zoo_ray.protocol import SpooledBlock
+    from zoo_ray.recompute_server import pieces
+
+    blocks = [SpooledBlock("c1", f"/s/{p}-{k}", p, 10, 80) for p, k in
+              ((0, 0), (0, 1), (0, 2), (3, 0), (5, 0), (5, 1))]
+    assert pieces(blocks) == [0, 1, 2, 0, 0, 1]
+    assert pieces([]) == []
+
+
+def test_a_failed_recomputation_says_spark_s_reason_in_one_line():
+    from zoo_ray.recompute_server import _REASON_CHARS, _reason
+
+    class JavaError(Exception):
+        java_exception = SimpleNamespace(toString=lambda: (
+            "org.apache.spark.SparkException: Job aborted: java.io.FileNotFoundException: "
+            "File does not exist: /user/x/part-0\n\tat org.apache...\n"))
+
+    assert _reason(JavaError("An error occurred while calling z:runJob.")) == (
+        "org.apache.spark.SparkException: Job aborted: java.io.FileNotFoundException: "
+        "File does not exist: /user/x/part-0")
+    assert _reason(RuntimeError("")) == "RuntimeError"
+    assert len(_reason(ValueError("x" * 10_000))) == _REASON_CHARS

@@ -29,6 +29,7 @@ from .losses import ExecutorLoss
 from .nodes import ClusterNodes, RunningCluster
 from .options import RayOptions
 from .protocol import NodeInfo
+from .recompute_server import close_server
 from .recovery import Recovery
 from .status import cluster_view, registrations, store_usage
 from .zoo_attributes import ZooAttributes
@@ -220,6 +221,8 @@ class RayContext(ZooAttributes):
         if self._state not in ("starting", "running"):
             return
         nodes, recovery = self._nodes, self._recovery
+        # Before Ray disconnects: its thread must not be waiting in Ray then.
+        close_server()
         if recovery is not None:
             recovery.close()
         try:

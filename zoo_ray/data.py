@@ -13,8 +13,10 @@ Where the data lives, and when it is freed:
   released and garbage-collected, or when the RayContext stops. No actor holds
   them; nothing is detached.
 - If an executor is lost, its blocks go with it; Ray then re-runs the load task,
-  which finds the file gone and raises :class:`~zoo_ray.errors.BlocksLostError`
-  naming the executor: run the conversion again to recompute it from Spark.
+  which finds the file gone and has Spark compute just those partitions again
+  (:mod:`zoo_ray.block_recovery`, :mod:`zoo_ray.recompute_server`), or, if Spark
+  cannot (or the conversion was made with ``recoverable=False``), raises
+  :class:`~zoo_ray.errors.BlocksLostError` naming the executor.
 - :func:`to_spark`: a Ray task pinned to each node holding blocks writes them to
   that node's spool; a Spark job whose tasks prefer the matching executors
   reads the files back and checkpoints them in Spark's block managers.

@@ -27,7 +27,7 @@ from . import spool
 from .auth import use_token_file
 from .errors import BlocksLostError
 from .executor_tasks import container_id
-from .protocol import STATE_DIR, ManagerState, SpooledBlock
+from .protocol import STATE_DIR, BlockFile, ManagerState, SpooledBlock
 
 __all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "spool_arrow_partition",
            "spool_rdd_partition"]
@@ -131,8 +131,9 @@ class _RemoteReader:
         if not self.connected:
             _connect_from_executor(self.plan.address)
             self.connected = True
+        # Partition and piece name a block for recovery, which to_spark's files lack.
         table, _ = pinned(load_tables, node, soft=False, num_returns=2).remote(
-            [(path, container)])
+            [BlockFile(path, container, partition=0, piece=0, num_rows=0)])
         result: pa.Table = ray.get(table)
         return result
 

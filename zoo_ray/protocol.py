@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 __all__ = [
-    "ContainerMemory", "HeadPlacement", "ManagerState", "NodeDirsRecord", "NodeFailure",
-    "NodeInfo", "NodeOutcome", "NodeSpec",
+    "BlockFile", "ContainerMemory", "HeadPlacement", "ManagerState", "NodeDirsRecord",
+    "NodeFailure", "NodeInfo", "NodeOutcome", "NodeSpec",
     "STATE_DIR", "SpooledBlock", "WORK_DIR_ENV", "container_work_dir", "await_manager",
     "spawn_manager",
 ]
@@ -149,6 +149,19 @@ class SpooledBlock:
     num_rows: int
     size_bytes: int
     schema: bytes = b""
+
+
+@dataclass(frozen=True)
+class BlockFile:
+    """One spooled file as the Ray task loading it sees it: where it is, and which piece
+    of which Spark partition it holds (a partition larger than ``block_size`` is cut
+    into pieces, numbered from 0), so that a lost one can be computed again."""
+
+    path: str
+    container: str
+    partition: int
+    piece: int
+    num_rows: int
 
 
 @dataclass

@@ -12,11 +12,14 @@ so Ray tasks import only Ray Data and pyarrow.
 - :func:`dataset_blocks`: a Dataset's blocks as refs, row counts and slices.
 - :func:`to_arrow`: a block, or a slice of it, as an Arrow table.
 - :func:`object_nodes`: the node holding each object.
+- :func:`when_out_of_scope`: a call once no one can read any of some objects (the
+  driver's own Ray core worker's callbacks, as Ray Data's memory accounting uses them).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,8 @@ import ray
 #: Set it to keep Ray's default (Arrow-backed pandas batches) for from_spark's Datasets.
 _ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
 
-__all__ = ["BlockRef", "dataset_blocks", "dataset_from_blocks", "object_nodes", "to_arrow"]
+__all__ = ["BlockRef", "dataset_blocks", "dataset_from_blocks", "object_nodes", "to_arrow",
+           "when_out_of_scope"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,29 @@ def object_nodes(refs: Sequence[Any]) -> list[str | None]:
         holders = locations.get(ref, {}).get("node_ids") or []
         nodes.append(holders[0] if holders else None)
     return nodes
+
+
+def when_out_of_scope(refs: Sequence[Any], callback: Callable[[], None]) -> None:
+    """Call ``callback`` (once, in one of Ray's threads) when every one of ``refs`` is out
+    of scope: no ref to it is left anywhere, and no task that got it still runs. This
+    process must own the objects."""
+    from ray._private.worker import global_worker
+
+    remaining = {ref.binary() for ref in refs}
+    lock = threading.Lock()
+
+    def gone(object_id: bytes) -> None:
+        with lock:
+            if object_id not in remaining:
+                return
+            remaining.discard(object_id)
+            last = not remaining
+        if last:
+            callback()
+
+    if not remaining:
+        callback()
+    for ref in refs:
+        core_worker = global_worker.core_worker  # type: ignore[attr-defined]
+        if not core_worker.add_object_out_of_scope_callback(ref, gone):
+            gone(ref.binary())

@@ -12,23 +12,33 @@ One task serves many of a node's files (each file still becomes an object of
 its own): zero-CPU tasks run all at once, and Ray starts a fresh worker for each
 one running beside another, only to end it a second after (it keeps about one
 idle worker per CPU). A worker's start costs more than copying its files.
+
+A load task whose node is lost is re-run by Ray on another node, to reconstruct its
+blocks; its files are gone then, and :mod:`zoo_ray.block_recovery` has Spark compute
+them again.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import spool
+from .block_recovery import RecomputeHandle, recover
 from .errors import BlocksLostError
 from .executor_tasks import container_id
-from .protocol import SpooledBlock
+from .protocol import BlockFile, SpooledBlock
 from .ray_blocks import to_arrow
 
 __all__ = [
-    "load_pickles", "load_tables", "node_of_actor", "pinned", "remove_spool", "spool_blocks",
+    "RECONSTRUCTIONS", "load_pickles", "load_tables", "node_of_actor", "pinned", "remove_spool",
+    "spool_blocks",
 ]
+
+#: Most times Ray re-runs a load task to reconstruct blocks lost with their node.
+RECONSTRUCTIONS = 3
 
 
 def pinned(remote: Any, node_id: str | None, soft: bool = True, **options: Any) -> Any:
@@ -39,36 +49,47 @@ def pinned(remote: Any, node_id: str | None, soft: bool = True, **options: Any) 
     return remote.options(**options) if options else remote
 
 
-def _lost(path: str, container: str, what: str) -> BlocksLostError:
+def _lost(file: BlockFile, what: str) -> BlocksLostError:
     return BlocksLostError(
-        f"{what} written by executor {container} ({path}) is gone: that executor or its Ray "
-        "node was lost after the conversion. Run the conversion again (from_spark / from_rdd) "
-        "to recompute it from Spark."
+        f"{what} written by executor {file.container} ({file.path}) is gone: that executor "
+        "or its Ray node was lost, and the conversion was made with recoverable=False. Run "
+        "the conversion again (from_spark / from_rdd) to compute it again from Spark."
     )
 
 
-def _load(files: list[tuple[str, str]], read: Any, what: str) -> tuple[Any, ...]:
-    """Each ``(path, container)`` file read (and deleted), then the list of their lengths."""
+def _load(files: list[BlockFile], read: Any, what: str,
+          recovery: RecomputeHandle | None) -> tuple[Any, ...]:
+    """Each file read (and deleted), then the list of their lengths. Files that are gone
+    (Ray re-runs this task after their node was lost) are computed again by Spark if
+    ``recovery`` says how."""
+    gone = [file for file in files if not os.path.exists(file.path)]
+    recovered = recover(recovery, gone) if gone and recovery is not None else {}
     loaded = []
-    for path, container in files:
+    for file in files:
+        if (file.partition, file.piece) in recovered:
+            loaded.append(recovered[file.partition, file.piece])
+            continue
         try:
-            loaded.append(read(path))
+            loaded.append(read(file.path))
         except FileNotFoundError:
-            raise _lost(path, container, what) from None
+            raise _lost(file, what) from None
     return (*loaded, [len(item) for item in loaded])
 
 
-# Submitted with num_returns=len(files) + 1: one object per file, then the lengths.
-@ray.remote(num_cpus=0, retry_exceptions=False)
-def load_tables(files: list[tuple[str, str]]) -> tuple[Any, ...]:
+# Submitted with num_returns=len(files) + 1: one object per file, then the lengths. Ray
+# re-runs them (up to RECONSTRUCTIONS times) to reconstruct objects lost with a node.
+@ray.remote(num_cpus=0, retry_exceptions=False, max_retries=RECONSTRUCTIONS)
+def load_tables(files: list[BlockFile],
+                recovery: RecomputeHandle | None = None) -> tuple[Any, ...]:
     """The Arrow blocks Spark tasks spooled on this node, then their rows (the files go)."""
-    return _load(files, spool.read_table, "A block")
+    return _load(files, spool.read_table, "A block", recovery)
 
 
-@ray.remote(num_cpus=0, retry_exceptions=False)
-def load_pickles(files: list[tuple[str, str]]) -> tuple[Any, ...]:
+@ray.remote(num_cpus=0, retry_exceptions=False, max_retries=RECONSTRUCTIONS)
+def load_pickles(files: list[BlockFile],
+                 recovery: RecomputeHandle | None = None) -> tuple[Any, ...]:
     """The RDD partitions Spark tasks spooled on this node, then their lengths (the files go)."""
-    return _load(files, spool.read_pickle, "A partition")
+    return _load(files, spool.read_pickle, "A partition", recovery)
 
 
 @ray.remote(num_cpus=0)

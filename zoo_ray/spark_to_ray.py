@@ -8,20 +8,24 @@ names, row counts and the schema reach the driver. See :mod:`zoo_ray.data`.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
 
+from .block_recovery import RecomputeHandle
+from .context import RayContext
 from .conversion import containers, remove_spools, running_context, tasks_by_node
 from .errors import RayContextError, UnsupportedColumnError
 from .executor_data import SPOOLED_BLOCK_SCHEMA, spool_arrow_partition, spool_rdd_partition
 from .kerberos import tokens_checked
 from .memory import parse_memory
-from .protocol import SpooledBlock
+from .protocol import BlockFile, SpooledBlock
+from .recompute_server import Recomputable, pieces, server_for
 
 __all__ = ["RayPartitions", "block_executors", "from_rdd", "from_spark"]
 
@@ -30,13 +34,16 @@ logger = logging.getLogger(__name__)
 _DEFAULT_BLOCK = "64m"
 #: Most bytes one load task reads (a pickled partition is read into the worker's memory).
 _LOAD_BYTES = 256 << 20
+#: Longest Spark's recomputed partitions wait for a Ray node in the executor holding them.
+_NEW_NODE_WAIT_S = 120.0
 
 
-def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
-          ) -> list[Any]:
+def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
+          recovery: RecomputeHandle | None = None) -> list[Any]:
     """Load spooled files into the object stores of their own nodes, a task per node and
     up to ``_LOAD_BYTES`` (see :mod:`zoo_ray.ray_tasks`); wait until all are in. One ref
-    per file, in order."""
+    per file, in order. With ``recovery``, Spark computes the files of a task again
+    when Ray re-runs it after its node was lost."""
     import ray
 
     from .ray_tasks import pinned
@@ -47,16 +54,57 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str]
             f"Executors {homeless} computed partitions but run no Ray node to take them. "
             "Give every executor a Ray node (RayContext's num_ray_nodes defaults to all), or "
             "restart the RayContext after losing executors.")
+    files = [BlockFile(b.path, b.container, b.partition, piece, b.num_rows)
+             for b, piece in zip(blocks, pieces(blocks))]
     refs: list[Any] = [None] * len(blocks)
     counts = []
     for node, indices in tasks_by_node([nodes[b.container] for b in blocks],
                                        [b.size_bytes for b in blocks], _LOAD_BYTES):
         *loaded, count = pinned(loader, node, num_returns=len(indices) + 1).remote(
-            [(blocks[i].path, blocks[i].container) for i in indices])
+            [files[i] for i in indices], recovery)
         counts.append(count)
         for i, ref in zip(indices, loaded):
             refs[i] = ref
     ray.get(counts)
+    return refs
+
+
+def _nodes_of(ctx: RayContext, blocks: Sequence[SpooledBlock]) -> dict[str, str]:
+    """container -> Ray node id, once the executors that spooled ``blocks`` have a node
+    (an executor Spark just added in place of a lost one gets it within seconds), or
+    after ``_NEW_NODE_WAIT_S``."""
+    deadline = time.monotonic() + _NEW_NODE_WAIT_S
+    while True:
+        nodes = containers(ctx.executor_nodes())
+        if {b.container for b in blocks} <= set(nodes) or time.monotonic() > deadline:
+            return nodes
+        time.sleep(1.0)
+
+
+def _recoverable(ctx: RayContext, conversion: str, loader: Any,
+                 respool: Callable[[list[int], str], list[SpooledBlock]]) -> RecomputeHandle:
+    """Register ``conversion`` with the driver's recompute server (see
+    :mod:`zoo_ray.recompute_server`)."""
+    source = Recomputable(
+        respool=respool,
+        load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
+        cleanup=lambda again: remove_spools(ctx, again))
+    return server_for(str(ctx.address)).register(conversion, source)
+
+
+def _loaded(ctx: RayContext, conversion: str, loader: Any, spooled: list[SpooledBlock],
+            respool: Callable[[list[int], str], list[SpooledBlock]] | None) -> list[Any]:
+    """Load a conversion's files; recoverable if ``respool`` says how to compute them
+    again (served until the refs are all out of scope)."""
+    recovery = _recoverable(ctx, conversion, loader, respool) if respool and spooled else None
+    try:
+        refs = _load(loader, spooled, containers(ctx.executor_nodes()), recovery)
+    except BaseException:
+        if recovery is not None:
+            server_for(str(ctx.address)).forget(conversion)
+        raise
+    if recovery is not None:
+        server_for(str(ctx.address)).forget_when_out_of_scope(conversion, refs)
     return refs
 
 
@@ -77,7 +125,7 @@ def _arrow_schema_of(df: Any) -> pa.Schema:
     return pa.schema(fields)
 
 
-def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
+def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = True) -> Any:
     """A Spark DataFrame as a Ray Dataset, each block on the node that computed it.
 
     Parameters
@@ -88,6 +136,10 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     block_size : str
         Largest Arrow block to cut a partition into, like "64m": a partition larger than
         the object store is held (and spilled) block by block.
+    recoverable : bool
+        Blocks lost with their executor are computed again by Spark when read (from
+        ``df``'s lineage or cache, for just their partitions). False: reading them
+        raises BlocksLostError at once.
 
     Returns
     -------
@@ -102,7 +154,9 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     UnsupportedColumnError
         A column whose type Arrow cannot carry; names the column.
     BlocksLostError
-        An executor was lost during the conversion.
+        An executor was lost during the conversion; or, when a block is read, its
+        executor was lost and Spark could not compute it again (names the executor
+        and Spark's reason), or ``recoverable`` is False.
     KerberosError
         The DataFrame reads HDFS, which refused the application's expired tokens.
     """
@@ -115,10 +169,15 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
     expected = _arrow_schema_of(df)
     max_bytes = parse_memory(block_size, "block_size")
     conversion = f"from-spark-{uuid.uuid4().hex}"
+
+    def respool(partitions: list[int], again: str) -> list[SpooledBlock]:
+        with tokens_checked("from_spark"):
+            return _spool_dataframe(df, again, max_bytes, partitions)
+
     try:
         with tokens_checked("from_spark"):  # the DataFrame may read HDFS
             spooled = _spool_dataframe(df, conversion, max_bytes)
-        refs = _load(load_tables, spooled, containers(ctx.executor_nodes()))
+        refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
         remove_spools(ctx, conversion)
     if not spooled:
@@ -130,14 +189,18 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK) -> Any:
                                [b.size_bytes for b in spooled], schema)
 
 
-def _spool_dataframe(df: Any, conversion: str, max_bytes: int) -> list[SpooledBlock]:
+def _spool_dataframe(df: Any, conversion: str, max_bytes: int,
+                     partitions: list[int] | None = None) -> list[SpooledBlock]:
+    """Spool every partition of ``df`` (or just ``partitions``, with a job for them)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     # mapInArrow resolves columns by name, and a name like "(id * 2.0)" does not resolve:
     # convert under plain names, and give the batches their real ones back in the executor.
     plain = df.toDF(*[f"_{i}" for i in range(len(df.columns))])
-    rows = plain.mapInArrow(partial(spool_arrow_partition, conversion, max_bytes, df.columns),
-                            from_arrow_schema(SPOOLED_BLOCK_SCHEMA)).collect()
+    spooling = plain.mapInArrow(partial(spool_arrow_partition, conversion, max_bytes,
+                                        df.columns), from_arrow_schema(SPOOLED_BLOCK_SCHEMA))
+    rows = (spooling.collect() if partitions is None
+            else spooling.sparkSession.sparkContext.runJob(spooling.rdd, list, partitions))
     return [SpooledBlock(**row.asDict()) for row in rows]
 
 
@@ -190,13 +253,16 @@ class RayPartitions:
         self.refs, self.node_ids, self.containers, self.counts = [], [], [], []
 
 
-def from_rdd(rdd: Any) -> RayPartitions:
+def from_rdd(rdd: Any, recoverable: bool = True) -> RayPartitions:
     """Any RDD's partitions as Ray objects, each on the node of the executor that computed it.
 
     Parameters
     ----------
     rdd : pyspark.RDD
         Items of any picklable type: numbers, numpy arrays, pandas frames, ...
+    recoverable : bool
+        Partitions lost with their executor are computed again by Spark when read.
+        False: reading them raises BlocksLostError at once.
 
     Returns
     -------
@@ -209,7 +275,9 @@ def from_rdd(rdd: Any) -> RayPartitions:
     RayContextError
         No RayContext is running.
     BlocksLostError
-        An executor was lost during the conversion.
+        An executor was lost during the conversion; or, when a partition is read, its
+        executor was lost and Spark could not compute it again, or ``recoverable`` is
+        False.
     KerberosError
         The RDD reads HDFS, which refused the application's expired tokens.
     """
@@ -217,12 +285,19 @@ def from_rdd(rdd: Any) -> RayPartitions:
 
     ctx = running_context("from_rdd")
     conversion = f"from-rdd-{uuid.uuid4().hex}"
-    try:
+
+    def respool(partitions: list[int] | None, into: str) -> list[SpooledBlock]:
+        spooling = rdd.mapPartitionsWithIndex(partial(spool_rdd_partition, into))
         with tokens_checked("from_rdd"):  # the RDD may read HDFS
-            spooled: list[SpooledBlock] = rdd.mapPartitionsWithIndex(
-                partial(spool_rdd_partition, conversion)).collect()
+            if partitions is None:
+                return list(spooling.collect())
+            return list(rdd.context.runJob(spooling, list, partitions))
+
+    try:
+        spooled = respool(None, conversion)
+        refs = _loaded(ctx, conversion, load_pickles, spooled,
+                       respool if recoverable else None)
         nodes = containers(ctx.executor_nodes())
-        refs = _load(load_pickles, spooled, nodes)
     finally:
         remove_spools(ctx, conversion)
     return RayPartitions(refs, [nodes.get(b.container) for b in spooled],

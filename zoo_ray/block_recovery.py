@@ -1,0 +1,140 @@
+"""Blocks lost with their executor, computed again by Spark (runs inside Ray's workers).
+
+Two parts run here; the driver's part is :mod:`zoo_ray.recompute_server`.
+
+- :func:`recover`, in a load task (:mod:`zoo_ray.ray_tasks`) that Ray re-runs to
+  reconstruct blocks whose node was lost (Ray's lineage reconstruction: the driver
+  owns the blocks, so Ray re-runs the task that made them, on another node). The
+  task's files went with the lost executor, so it asks the driver, through the
+  broker, to have Spark compute those partitions again, and returns what Spark
+  made: each piece checked against the rows it had first.
+- :class:`RecomputeBroker`, an actor on the driver's own Ray node (the gateway's):
+  the mailbox between re-run tasks, which cannot call the driver, and the driver's
+  thread that serves them. It holds the waiting requests and hands each its reply.
+
+Why Spark and not a copy: the blocks live in one object store each (a copy would
+double the memory of every conversion), and Spark can compute any partition of a
+DataFrame or RDD again from its lineage or its cache, as it does for its own jobs.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from .errors import BlocksLostError
+from .protocol import BlockFile
+
+__all__ = ["RECOMPUTE_TIMEOUT_S", "RecomputeBroker", "RecomputeHandle", "RecomputeReply",
+           "RecomputeRequest", "recover"]
+
+#: Longest a re-run load task waits for Spark to compute its partitions again.
+RECOMPUTE_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class RecomputeRequest:
+    """A re-run load task's request: these partitions of a conversion, lost with
+    ``container``, computed again."""
+
+    conversion: str
+    partitions: list[int]
+    container: str
+
+
+@dataclass(frozen=True)
+class RecomputeReply:
+    """The driver's answer: each piece of the partitions as a Ray object (``refs``, in
+    the order of ``pieces``: ``(partition, piece, rows)``), or why Spark could not
+    compute them (``error``)."""
+
+    pieces: list[tuple[int, int, int]] = field(default_factory=list)
+    refs: list[Any] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RecomputeHandle:
+    """What a load task needs to have its lost files computed again: the broker, and the
+    conversion the driver knows the Spark source of."""
+
+    broker: Any
+    conversion: str
+
+
+@ray.remote(num_cpus=0)
+class RecomputeBroker:
+    """Requests of re-run load tasks, waiting for the driver's thread (an async actor:
+    each waiting request costs no thread)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[int, RecomputeRequest]] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[RecomputeReply]] = {}
+        self._ids = itertools.count()
+
+    async def recompute(self, request: RecomputeRequest) -> RecomputeReply:
+        """Called by a re-run load task: wait for the driver's reply."""
+        number = next(self._ids)
+        reply: asyncio.Future[RecomputeReply] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = reply
+        await self._queue.put((number, request))
+        try:
+            return await reply
+        finally:
+            self._waiting.pop(number, None)
+
+    async def take(self, timeout_s: float) -> tuple[int, RecomputeRequest] | None:
+        """Called by the driver's thread: the next request, or None after ``timeout_s``."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+
+    async def answer(self, number: int, reply: RecomputeReply) -> None:
+        """Called by the driver's thread: hand request ``number`` its reply."""
+        waiting = self._waiting.get(number)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(reply)
+
+
+def recover(recovery: RecomputeHandle, files: list[BlockFile]
+            ) -> dict[tuple[int, int], Any]:
+    """The lost ``files`` computed again by Spark, by ``(partition, piece)``.
+
+    Raises
+    ------
+    BlocksLostError
+        Spark could not compute them again (its own lineage lost, the SparkContext or
+        the RayContext stopped, the Dataset released), or computed other rows than at
+        first (a DataFrame that is not deterministic); names the lost executor.
+    """
+    container = files[0].container
+    partitions = sorted({f.partition for f in files})
+    lost = (f"The blocks of partitions {partitions} were lost with executor {container}, "
+            "and")
+    try:
+        reply: RecomputeReply = ray.get(
+            recovery.broker.recompute.remote(
+                RecomputeRequest(recovery.conversion, partitions, container)),
+            timeout=RECOMPUTE_TIMEOUT_S)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+        raise BlocksLostError(
+            f"{lost} the driver did not compute them again ({type(exc).__name__}: the "
+            "RayContext stopped, or Spark took longer than "
+            f"{RECOMPUTE_TIMEOUT_S:.0f}s). Run the conversion again.") from None
+    if reply.error:
+        raise BlocksLostError(f"{lost} Spark could not compute them again: {reply.error}")
+    values = dict(zip([(p, piece) for p, piece, _ in reply.pieces], ray.get(reply.refs)))
+    rows = {(p, piece): n for p, piece, n in reply.pieces}
+    for file in files:
+        key = (file.partition, file.piece)
+        if rows.get(key) != file.num_rows:
+            raise BlocksLostError(
+                f"{lost} Spark computed partition {file.partition} again with other rows "
+                f"(piece {file.piece}: {rows.get(key, 0)} rows, first {file.num_rows}): the "
+                "DataFrame is not deterministic. Cache or checkpoint it before the "
+                "conversion.")
+    return values

@@ -1,0 +1,209 @@
+"""The driver's side of block recovery: Spark computes lost partitions again (runs on the
+driver, in a thread of its own).
+
+A recoverable conversion (:func:`zoo_ray.data.from_spark`, :func:`~zoo_ray.data.from_rdd`)
+registers here how to compute its partitions again (a :class:`Recomputable`). When Ray
+re-runs one of its load tasks because their node was lost, the task asks through the
+:class:`~zoo_ray.block_recovery.RecomputeBroker`; the :class:`RecomputeServer`'s thread
+takes the request, runs a Spark job for just those partitions (spooled on whichever
+executors Spark picks, under a conversion of their own), loads them into those
+executors' Ray nodes and replies with the new objects, which the re-run task returns as
+its results. A conversion's entry goes when all of its blocks are out of scope (no one
+can read them, so nothing can need them again) or the RayContext stops.
+
+One server per cluster: a new cluster (after the head's loss) has none of the old
+blocks, and the old server's thread ends with the old cluster.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from .block_recovery import RecomputeBroker, RecomputeHandle, RecomputeReply, RecomputeRequest
+from .protocol import SpooledBlock
+from .ray_blocks import when_out_of_scope
+
+__all__ = ["Recomputable", "RecomputeServer", "close_server", "pieces", "server_for"]
+
+logger = logging.getLogger(__name__)
+
+#: How long the thread waits for a request at a time: also how long close() may wait.
+_POLL_S = 1.0
+#: Longest reason a failed recomputation gives (Spark's can run to pages).
+_REASON_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Recomputable:
+    """How to compute a conversion's partitions again, given by the conversion.
+
+    Attributes
+    ----------
+    respool : callable
+        ``respool(partitions, conversion)`` runs a Spark job spooling just those
+        partitions under the new ``conversion``; returns the files, in partition order.
+    load : callable
+        ``load(blocks)`` loads spooled files into their executors' Ray nodes; one ref
+        per file.
+    cleanup : callable
+        ``cleanup(conversion)`` removes what is left of a conversion's spools.
+    """
+
+    respool: Callable[[list[int], str], list[SpooledBlock]]
+    load: Callable[[list[SpooledBlock]], list[Any]]
+    cleanup: Callable[[str], None]
+
+
+def pieces(blocks: Sequence[SpooledBlock]) -> list[int]:
+    """Each file's piece of its partition: 0, 1, ... in order, per partition."""
+    numbers: list[int] = []
+    for i, block in enumerate(blocks):
+        same = i > 0 and blocks[i - 1].partition == block.partition
+        numbers.append(numbers[-1] + 1 if same else 0)
+    return numbers
+
+
+class RecomputeServer:
+    """Serves a cluster's recompute requests in a thread, until :meth:`close`.
+
+    Parameters
+    ----------
+    address : str
+        The cluster's GCS address: a server serves one cluster.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        # On the driver's own node: it lives exactly as long as the driver's cluster.
+        here = ray.get_runtime_context().get_node_id()
+        self._broker = RecomputeBroker.options(  # type: ignore[attr-defined]
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        self._sources: dict[str, Recomputable] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="zoo-ray-recompute",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still serves."""
+        return self._thread.is_alive() and not self._closing.is_set()
+
+    @property
+    def conversions(self) -> list[str]:
+        """The conversions whose blocks can be computed again now."""
+        with self._lock:
+            return sorted(self._sources)
+
+    def register(self, conversion: str, source: Recomputable) -> RecomputeHandle:
+        """Serve ``conversion`` (until :meth:`forget`).
+
+        Returns
+        -------
+        RecomputeHandle
+            What the conversion's load tasks carry, to ask for it.
+        """
+        with self._lock:
+            self._sources[conversion] = source
+        return RecomputeHandle(self._broker, conversion)
+
+    def forget_when_out_of_scope(self, conversion: str, refs: Sequence[Any]) -> None:
+        """Serve ``conversion`` until its blocks ``refs`` are all out of scope: then no
+        one can read them, so no load task of it can run again."""
+        when_out_of_scope(refs, lambda: self.forget(conversion))
+
+    def forget(self, conversion: str) -> None:
+        """Serve ``conversion`` no more (its blocks are gone or released). Idempotent."""
+        with self._lock:
+            self._sources.pop(conversion, None)
+
+    def close(self) -> None:
+        """End the thread and the broker (waiting requests then fail). Idempotent."""
+        self._closing.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=_POLL_S + 10)
+        with self._lock:
+            self._sources.clear()
+        if ray.is_initialized():
+            try:
+                ray.kill(self._broker)
+            except Exception as exc:  # the cluster may be gone already
+                logger.debug("recompute broker: %s", exc)
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            try:
+                taken = ray.get(self._broker.take.remote(_POLL_S), timeout=_POLL_S + 30)
+            except Exception as exc:  # the cluster stopped or is lost: nothing to serve
+                logger.debug("recompute server of %s ends: %s", self.address, exc)
+                return
+            if taken is not None:
+                number, request = taken
+                self._broker.answer.remote(number, self._reply(request))
+
+    def _reply(self, request: RecomputeRequest) -> RecomputeReply:
+        with self._lock:
+            source = self._sources.get(request.conversion)
+        if source is None:
+            return RecomputeReply(error=(
+                "the conversion was released, or its RayContext restarted. Run it again."))
+        again = f"{request.conversion}-again-{uuid.uuid4().hex[:8]}"
+        started = time.monotonic()
+        try:
+            blocks = source.respool(request.partitions, again)
+            refs = source.load(blocks)
+        except Exception as exc:
+            reason = _reason(exc)
+            logger.warning("Spark could not compute partitions %s (lost with executor %s) "
+                           "again: %s", request.partitions, request.container, reason)
+            return RecomputeReply(error=reason)
+        finally:
+            source.cleanup(again)
+        logger.warning("Partitions %s, lost with executor %s, computed again by Spark in "
+                       "%.1fs (%d rows)", request.partitions, request.container,
+                       time.monotonic() - started, sum(b.num_rows for b in blocks))
+        return RecomputeReply([(b.partition, piece, b.num_rows)
+                               for b, piece in zip(blocks, pieces(blocks))], refs)
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of why, Spark's own for a failed Spark job (Py4J's first line only
+    names the JVM call)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return first[:_REASON_CHARS]
+
+
+_server: RecomputeServer | None = None
+_server_lock = threading.Lock()
+
+
+def server_for(address: str) -> RecomputeServer:
+    """The running server of the cluster at ``address``, started if need be."""
+    global _server
+    with _server_lock:
+        if _server is not None and (_server.address != address or not _server.alive):
+            _server.close()
+            _server = None
+        if _server is None:
+            _server = RecomputeServer(address)
+        return _server
+
+
+def close_server() -> None:
+    """Close the running server, if any (the RayContext stops). Idempotent."""
+    global _server
+    with _server_lock:
+        server, _server = _server, None
+    if server is not None:
+        server.close()
