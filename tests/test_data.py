@@ -105,3 +105,19 @@ def test_a_failed_recomputation_says_spark_s_reason_in_one_line():
         "File does not exist: /user/x/part-0")
     assert _reason(RuntimeError("")) == "RuntimeError"
     assert len(_reason(ValueError("x" * 10_000))) == _REASON_CHARS
+
+
+def test_batches_become_arrow_tables_as_ray_s_map_batches_makes_blocks():
+    import numpy as np
+    import pandas as pd
+
+    from zoo_ray.executor_data import _as_table
+
+    expected = pa.table({"id": [1, 2], "x": [0.5, 1.0]})
+    assert _as_table(expected) is expected
+    assert _as_table(expected.to_batches()[0]).equals(expected)
+    assert _as_table(pd.DataFrame({"id": [1, 2], "x": [0.5, 1.0]})).equals(expected)
+    assert _as_table({"id": np.array([1, 2]), "x": np.array([0.5, 1.0])}).equals(expected)
+    assert _as_table(np.array([3, 4])).to_pydict() == {"data": [3, 4]}
+    with pytest.raises(InvalidArgumentError, match="an item is a list; give pandas frames"):
+        _as_table([1, 2])

@@ -121,10 +121,11 @@ def recover(recovery: RecomputeHandle, files: list[BlockFile]
                 RecomputeRequest(recovery.conversion, partitions, container)),
             timeout=RECOMPUTE_TIMEOUT_S)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+        why = (str(exc).strip().splitlines() or [""])[0][:300]
         raise BlocksLostError(
-            f"{lost} the driver did not compute them again ({type(exc).__name__}: the "
-            "RayContext stopped, or Spark took longer than "
-            f"{RECOMPUTE_TIMEOUT_S:.0f}s). Run the conversion again.") from None
+            f"{lost} the driver did not compute them again: the RayContext stopped, or Spark "
+            f"took longer than {RECOMPUTE_TIMEOUT_S:.0f}s ({type(exc).__name__}: {why}). Run "
+            "the conversion again.") from None
     if reply.error:
         raise BlocksLostError(f"{lost} Spark could not compute them again: {reply.error}")
     values = dict(zip([(p, piece) for p, piece, _ in reply.pieces], ray.get(reply.refs)))

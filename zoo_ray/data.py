@@ -25,8 +25,9 @@ The conversions live in :mod:`zoo_ray.spark_to_ray`, :mod:`zoo_ray.ray_to_spark`
 :mod:`zoo_ray.actor_feed`; this module is where users import them from.
 """
 from .actor_feed import assign_partitions_to_actors, feed
-from .ray_to_spark import to_spark
-from .spark_to_ray import RayPartitions, block_executors, from_rdd, from_spark
+from .ray_to_spark import to_rdd, to_spark
+from .spark_dataset import SparkDataset
+from .spark_to_ray import RayPartitions, block_executors, from_rdd, from_rdd_batches, from_spark
 
-__all__ = ["RayPartitions", "assign_partitions_to_actors", "block_executors", "feed", "from_rdd",
-           "from_spark", "to_spark"]
+__all__ = ["RayPartitions", "SparkDataset", "assign_partitions_to_actors", "block_executors",
+           "feed", "from_rdd", "from_rdd_batches", "from_spark", "to_rdd", "to_spark"]

@@ -9,12 +9,16 @@ Runs in PySpark's Python workers on the executors; the driver
   bounded size, and reports each file as a :class:`~zoo_ray.protocol.SpooledBlock`
   row. The data never leaves the executor; only these rows go to the driver.
 - :func:`spool_rdd_partition`: the same for any RDD partition, pickled.
-- :func:`read_spooled_blocks` (in ``mapInArrow``): the way back; reads the blocks
-  a Ray task spooled on this node.
+- :func:`spool_batch_partition`: an RDD partition of batches (pandas frames, numpy
+  arrays, dicts of arrays, Arrow tables) as Arrow files, as Ray's ``map_batches``
+  would make blocks of them.
+- :func:`read_spooled_blocks` (in ``mapInArrow``), :func:`read_spooled_pickles`: the
+  way back; read the blocks (or objects) a Ray task spooled on this node.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -25,12 +29,12 @@ import pyarrow as pa
 
 from . import spool
 from .auth import use_token_file
-from .errors import BlocksLostError
+from .errors import BlocksLostError, InvalidArgumentError
 from .executor_tasks import container_id
 from .protocol import STATE_DIR, BlockFile, ManagerState, SpooledBlock
 
-__all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "spool_arrow_partition",
-           "spool_rdd_partition"]
+__all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "read_spooled_pickles",
+           "spool_arrow_partition", "spool_batch_partition", "spool_rdd_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ logger = logging.getLogger(__name__)
 SPOOLED_BLOCK_SCHEMA = pa.schema([
     ("container", pa.string()), ("path", pa.string()), ("partition", pa.int64()),
     ("num_rows", pa.int64()), ("size_bytes", pa.int64()), ("schema", pa.binary()),
+    ("error", pa.string()),
 ])
 
 
@@ -79,11 +84,57 @@ def spool_rdd_partition(conversion: str, partition: int, items: Iterable[Any]
                        written.size_bytes)
 
 
+def _as_table(item: Any) -> pa.Table:
+    """A batch as an Arrow table, as Ray's ``map_batches`` makes a block of it (a bare
+    numpy array becomes the column ``data``, as in ``ray.data.from_numpy``)."""
+    if isinstance(item, pa.Table):
+        return item
+    if isinstance(item, pa.RecordBatch):
+        return pa.Table.from_batches([item])
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+
+    if isinstance(item, np.ndarray):
+        item = {"data": item}
+    if not isinstance(item, (pd.DataFrame, dict)):
+        raise InvalidArgumentError(
+            f"from_rdd_batches: an item is a {type(item).__name__}; give pandas frames, numpy "
+            "arrays, dicts of arrays or Arrow tables (from_rdd takes any object).")
+    from ray.data.block import BlockAccessor, BlockType
+
+    table: pa.Table = BlockAccessor.batch_to_block(item, block_type=BlockType.ARROW)
+    return table
+
+
+def spool_batch_partition(conversion: str, max_bytes: int, partition: int,
+                          items: Iterable[Any]) -> Iterator[SpooledBlock]:
+    """Spool one partition of batches as Arrow files of about ``max_bytes``; yield where
+    each went, or one :class:`SpooledBlock` saying why the batches cannot be blocks."""
+    _, stem = _stem()
+    directory = spool.conversion_dir(conversion)
+    batches = (batch for item in items for batch in _as_table(item).to_batches())
+    try:
+        written = list(spool.write_batches(batches, directory, stem, max_bytes))
+    except (InvalidArgumentError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError,
+            TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        yield SpooledBlock(container_id(), "", partition, 0, 0, error=(
+            f"Partition {partition}: {first}. Give every batch the same columns and types."
+            if isinstance(exc, pa.ArrowInvalid) else f"Partition {partition}: {first}"))
+        return
+    for file in written:
+        with pa.memory_map(file.path) as source:
+            schema = pa.ipc.open_file(source).schema
+        yield SpooledBlock(container_id(), file.path, partition, file.num_rows,
+                           file.size_bytes, schema.serialize().to_pybytes())
+
+
 @dataclass(frozen=True)
 class ReadPlan:
-    """What the read tasks of ``to_spark`` need: the target schema, and where blocks are."""
+    """What the read tasks of ``to_spark`` and ``to_rdd`` need: the target schema (none
+    for ``to_rdd``'s objects), and where blocks are."""
 
-    schema: pa.Schema
+    schema: pa.Schema | None
     address: str
     #: container -> the Ray node id of its node.
     nodes: dict[str, str]
@@ -105,8 +156,21 @@ def read_spooled_blocks(plan: ReadPlan, rows: Iterator[pa.RecordBatch]
             for container, path in zip(batch.column("container").to_pylist(),
                                        batch.column("path").to_pylist()):
                 table = (spool.read_table(path) if os.path.exists(path)
-                         else remote.read(container, path))
+                         else remote.read(container, path, pickled=False))
                 yield from table.cast(plan.schema).to_batches()
+    finally:
+        remote.close()
+
+
+def read_spooled_pickles(plan: ReadPlan, lines: Iterator[str]) -> Iterator[Any]:
+    """The items of the objects spooled where ``lines`` say (JSON ``[container, path]``),
+    read from the file when it is on this host, otherwise through Ray."""
+    remote = _RemoteReader(plan)
+    try:
+        for line in lines:
+            container, path = json.loads(line)
+            yield from (spool.read_pickle(path) if os.path.exists(path)
+                        else remote.read(container, path, pickled=True))
     finally:
         remote.close()
 
@@ -118,24 +182,24 @@ class _RemoteReader:
         self.plan = plan
         self.connected = False
 
-    def read(self, container: str, path: str) -> pa.Table:
+    def read(self, container: str, path: str, pickled: bool) -> Any:
         import ray
 
-        from .ray_tasks import load_tables, pinned
+        from .ray_tasks import load_pickles, load_tables, pinned
 
         node = self.plan.nodes.get(container)
         if node is None:
             raise BlocksLostError(
                 f"A block spooled by executor {container} is gone with its Ray node; run "
-                "to_spark again.")
+                f"{'to_rdd' if pickled else 'to_spark'} again.")
         if not self.connected:
             _connect_from_executor(self.plan.address)
             self.connected = True
         # Partition and piece name a block for recovery, which to_spark's files lack.
-        table, _ = pinned(load_tables, node, soft=False, num_returns=2).remote(
+        loaded, _ = pinned(load_pickles if pickled else load_tables, node, soft=False,
+                           num_returns=2).remote(
             [BlockFile(path, container, partition=0, piece=0, num_rows=0)])
-        result: pa.Table = ray.get(table)
-        return result
+        return ray.get(loaded)
 
     def close(self) -> None:
         if self.connected:

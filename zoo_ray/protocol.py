@@ -149,6 +149,8 @@ class SpooledBlock:
     num_rows: int
     size_bytes: int
     schema: bytes = b""
+    #: Why the partition could not be spooled (no file then): an error for the user.
+    error: str = ""
 
 
 @dataclass(frozen=True)

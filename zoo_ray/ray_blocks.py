@@ -5,10 +5,8 @@ minor versions they were checked against, and the end-to-end tests exercise each
 Nothing here touches the driver's connection (that is :mod:`zoo_ray.driver_guard`),
 so Ray tasks import only Ray Data and pyarrow.
 
-- :func:`dataset_from_blocks`: a Dataset from blocks whose metadata the writer
-  already knows, without ``from_arrow_refs``' one metadata task per block (which
-  stalls while Spark holds every CPU). Its pandas batches have numpy dtypes, as
-  in Spark, unless ``RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION`` is set.
+The Dataset ``from_spark`` builds from its blocks is :mod:`zoo_ray.spark_dataset`'s.
+
 - :func:`dataset_blocks`: a Dataset's blocks as refs, row counts and slices.
 - :func:`to_arrow`: a block, or a slice of it, as an Arrow table.
 - :func:`object_nodes`: the node holding each object.
@@ -17,7 +15,6 @@ so Ray tasks import only Ray Data and pyarrow.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,11 +23,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-#: Set it to keep Ray's default (Arrow-backed pandas batches) for from_spark's Datasets.
-_ARROW_PANDAS_ENV = "RAY_DATA_ENABLE_ARROW_BACKED_PANDAS_CONVERSION"
-
-__all__ = ["BlockRef", "dataset_blocks", "dataset_from_blocks", "object_nodes", "to_arrow",
-           "when_out_of_scope"]
+__all__ = ["BlockRef", "dataset_blocks", "object_nodes", "to_arrow", "when_out_of_scope"]
 
 
 @dataclass(frozen=True)
@@ -41,33 +34,6 @@ class BlockRef:
     num_rows: int
     start: int | None = None
     end: int | None = None
-
-
-def dataset_from_blocks(
-    refs: Sequence[Any], rows: Sequence[int], sizes: Sequence[int], schema: pa.Schema
-) -> ray.data.Dataset:
-    """A materialized Dataset over Arrow blocks of known rows, bytes and schema."""
-    from ray.data._internal.logical.interfaces import LogicalPlan
-    from ray.data._internal.logical.operators.from_operators import FromArrow
-    from ray.data._internal.stats import DatasetStats
-    from ray.data.block import BlockMetadataWithSchema
-    from ray.data.context import DataContext
-    from ray.data.dataset import MaterializedDataset
-
-    metadata = [
-        BlockMetadataWithSchema(num_rows=n, size_bytes=size, exec_stats=None, input_files=None,
-                                schema=schema)
-        for n, size in zip(rows, sizes)
-    ]
-    context = DataContext.get_current().copy()
-    if _ARROW_PANDAS_ENV not in os.environ:
-        # pandas batches as Spark's mapInPandas gives them (numpy dtypes): Ray 2.60's
-        # Arrow-backed frames lack operators such as `%`.
-        context.enable_arrow_backed_pandas_conversion = False
-    plan = LogicalPlan(FromArrow(list(refs), metadata), context)
-    by_operator: dict[str, Any] = {"FromArrow": metadata}
-    stats = DatasetStats(metadata=by_operator, parent=None)
-    return MaterializedDataset(plan, context, stats)
 
 
 def dataset_blocks(ds: ray.data.Dataset) -> Iterator[BlockRef]:

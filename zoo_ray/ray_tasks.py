@@ -27,14 +27,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import spool
 from .block_recovery import RecomputeHandle, recover
-from .errors import BlocksLostError
+from .errors import BlocksLostError, InvalidArgumentError
 from .executor_tasks import container_id
 from .protocol import BlockFile, SpooledBlock
 from .ray_blocks import to_arrow
 
 __all__ = [
     "RECONSTRUCTIONS", "load_pickles", "load_tables", "node_of_actor", "pinned", "remove_spool",
-    "spool_blocks",
+    "spool_blocks", "spool_objects",
 ]
 
 #: Most times Ray re-runs a load task to reconstruct blocks lost with their node.
@@ -110,6 +110,26 @@ def spool_blocks(conversion: str, slices: list[tuple[int, int | None, int | None
                                     file.size_bytes, table.schema.serialize().to_pybytes()))
         # Let the block go before the next one is fetched: one block in memory at a time.
         del table
+    return written
+
+
+@ray.remote(num_cpus=0)
+def spool_objects(conversion: str, indices: list[int], objects: list[Any]
+                  ) -> list[SpooledBlock]:
+    """Write objects (each a list of items: one RDD partition) to this node's spool, one
+    at a time; say where each went. ``indices[i]`` numbers ``objects[i]``'s file."""
+    written = []
+    for index, ref in zip(indices, objects):
+        items = ray.get(ref)
+        if not isinstance(items, (list, tuple)):
+            raise InvalidArgumentError(
+                f"to_rdd: object {index} holds a {type(items).__name__}, not a list of items. "
+                "Give each partition as a list (from_rdd's objects are).")
+        file = spool.write_pickle(list(items),
+                                  spool.conversion_dir(conversion) / f"o{index}.pickle")
+        written.append(SpooledBlock(container_id(), file.path, index, file.num_rows,
+                                    file.size_bytes))
+        del items
     return written
 
 

@@ -22,7 +22,7 @@ from .errors import InvalidArgumentError, RayContextError, UnsupportedColumnErro
 from .executor_data import ReadPlan, read_spooled_blocks
 from .protocol import NodeInfo, SpooledBlock
 
-__all__ = ["to_spark"]
+__all__ = ["to_rdd", "to_spark"]
 
 
 def _spark_schema_of(schema: pa.Schema) -> Any:
@@ -132,11 +132,68 @@ def _read_spooled(spark: Any, written: list[SpooledBlock], ctx: RayContext,
     # Blocks are cast to exactly what Spark expects back from mapInArrow (e.g. ns -> us).
     plan = ReadPlan(to_arrow_schema(spark_schema, timezone="UTC"), str(ctx.address),
                     containers(executors))
-    where = {info.container: [info.spark_location] for info in executors.values()
-             if info.spark_location}
-    rdd = spark_internals.rdd_with_locations(spark.sparkContext, [
-        (json.dumps([b.container, b.path]), where.get(b.container, [])) for b in written])
-    rows = rdd.map(json.loads)
+    rows = _listing(spark.sparkContext, written, executors).map(json.loads)
     listing = spark.createDataFrame(rows, StructType([StructField("container", StringType()),
                                                       StructField("path", StringType())]))
     return listing.mapInArrow(partial(read_spooled_blocks, plan), spark_schema)
+
+
+def _listing(sc: Any, written: list[SpooledBlock], executors: dict[str, NodeInfo]) -> Any:
+    """An RDD of one JSON ``[container, path]`` per spooled file (a partition each), each
+    preferring the executor that holds its file."""
+    where = {info.container: [info.spark_location] for info in executors.values()
+             if info.spark_location}
+    return spark_internals.rdd_with_locations(sc, [
+        (json.dumps([b.container, b.path]), where.get(b.container, [])) for b in written])
+
+
+def to_rdd(partitions: Any) -> Any:
+    """Ray objects as an RDD, a partition per object, each read by the executor holding it.
+
+    Parameters
+    ----------
+    partitions : RayPartitions or list of ray.ObjectRef
+        ``from_rdd``'s result, or refs to objects that are each a list of items (one
+        partition): in order.
+
+    Returns
+    -------
+    pyspark.RDD
+        Checkpointed in the executors (no longer tied to Ray): the objects may be
+        released.
+
+    Raises
+    ------
+    RayContextError
+        No RayContext is running.
+    InvalidArgumentError
+        Not refs, or an object that is not a list of items.
+    """
+    import ray
+
+    from .executor_data import read_spooled_pickles
+    from .ray_blocks import object_nodes
+    from .ray_tasks import pinned, spool_objects
+
+    ctx = running_context("to_rdd")
+    refs = list(getattr(partitions, "refs", partitions))
+    if not all(isinstance(ref, ray.ObjectRef) for ref in refs):
+        raise InvalidArgumentError(
+            "to_rdd takes from_rdd's RayPartitions or a list of ObjectRefs, each to a list of "
+            "items.")
+    if not refs:
+        return ctx.sc.emptyRDD()
+    executors = ctx.executor_nodes()
+    conversion = f"to-rdd-{uuid.uuid4().hex}"
+    try:
+        homes = _block_homes(object_nodes(refs), executors)
+        written = sorted((block for node in ray.get([
+            pinned(spool_objects, home).remote(conversion, indices, [refs[i] for i in indices])
+            for home, indices in tasks_by_node(homes)]) for block in node),
+            key=lambda b: b.partition)
+        plan = ReadPlan(None, str(ctx.address), containers(executors))
+        # Read now, while the files are there.
+        return spark_internals.local_checkpoint(_listing(ctx.sc, written, executors)
+                                                .mapPartitions(partial(read_spooled_pickles, plan)))
+    finally:
+        remove_spools(ctx, conversion)

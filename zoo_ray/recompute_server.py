@@ -28,6 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .block_recovery import RecomputeBroker, RecomputeHandle, RecomputeReply, RecomputeRequest
+from .errors import ClusterLostError
 from .protocol import SpooledBlock
 from .ray_blocks import when_out_of_scope
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: How long the thread waits for a request at a time: also how long close() may wait.
 _POLL_S = 1.0
+#: Failed polls in a row after which the thread gives up (the cluster is gone).
+_FAILURES = 30
 #: Longest reason a failed recomputation gives (Spark's can run to pages).
 _REASON_CHARS = 600
 
@@ -93,10 +96,12 @@ class RecomputeServer:
                                         daemon=True)
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        """Whether the thread still serves."""
-        return self._thread.is_alive() and not self._closing.is_set()
+    def serve(self) -> None:
+        """Start the thread again if it ended (the conversions and the broker stay)."""
+        if not self._thread.is_alive() and not self._closing.is_set():
+            self._thread = threading.Thread(target=self._serve, name="zoo-ray-recompute",
+                                            daemon=True)
+            self._thread.start()
 
     @property
     def conversions(self) -> list[str]:
@@ -140,12 +145,21 @@ class RecomputeServer:
                 logger.debug("recompute broker: %s", exc)
 
     def _serve(self) -> None:
+        failures = 0
         while not self._closing.is_set():
             try:
                 taken = ray.get(self._broker.take.remote(_POLL_S), timeout=_POLL_S + 30)
-            except Exception as exc:  # the cluster stopped or is lost: nothing to serve
-                logger.debug("recompute server of %s ends: %s", self.address, exc)
-                return
+                failures = 0
+            except Exception as exc:
+                if self._closing.is_set() or not ray.is_initialized():
+                    return
+                failures += 1
+                logger.warning("recompute server of %s: %s (%d of %d)", self.address, exc,
+                               failures, _FAILURES)
+                if isinstance(exc, ClusterLostError) or failures >= _FAILURES:
+                    return
+                self._closing.wait(_POLL_S)
+                continue
             if taken is not None:
                 number, request = taken
                 self._broker.answer.remote(number, self._reply(request))
@@ -189,14 +203,15 @@ _server_lock = threading.Lock()
 
 
 def server_for(address: str) -> RecomputeServer:
-    """The running server of the cluster at ``address``, started if need be."""
+    """The server of the cluster at ``address``, started (or its thread again) if need be."""
     global _server
     with _server_lock:
-        if _server is not None and (_server.address != address or not _server.alive):
+        if _server is not None and _server.address != address:
             _server.close()
             _server = None
         if _server is None:
             _server = RecomputeServer(address)
+        _server.serve()
         return _server
 
 

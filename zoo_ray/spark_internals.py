@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
-           "RemovedExecutor", "live_executors", "rdd_with_locations", "registered_executors",
-           "removed_executors"]
+           "RemovedExecutor", "live_executors", "local_checkpoint", "rdd_with_locations",
+           "registered_executors", "removed_executors"]
 
 
 def active_context() -> Any:
@@ -170,6 +170,20 @@ def rdd_with_locations(sc: Any, items: list[tuple[str, list[str]]]) -> Any:
     jrdd = sc._jsc.sc().makeRDD(seq.asScala(pairs).toSeq(), strings)
     return RDD(jvm.org.apache.spark.api.java.JavaRDD.fromRDD(jrdd, strings), sc,
                UTF8Deserializer())
+
+
+def local_checkpoint(rdd: Any) -> Any:
+    """``rdd`` checkpointed in the executors, computed once now; the RDD returned reads the
+    checkpoint. PySpark's ``localCheckpoint()`` marks only the JVM's RDD, and a Python
+    function applied to it later would run in one pipeline with ``rdd``'s own, computing
+    ``rdd`` again: the RDD returned wraps the JVM's RDD, so nothing pipelines past it."""
+    from pyspark import RDD
+
+    jrdd = rdd._jrdd
+    jrdd.rdd().localCheckpoint()
+    checkpointed: Any = RDD(jrdd, rdd.ctx, rdd._jrdd_deserializer)
+    checkpointed.count()
+    return checkpointed
 
 
 def live_executors(sc: Any) -> dict[str, str]:

@@ -20,14 +20,20 @@ import pyarrow as pa
 from .block_recovery import RecomputeHandle
 from .context import RayContext
 from .conversion import containers, remove_spools, running_context, tasks_by_node
-from .errors import RayContextError, UnsupportedColumnError
-from .executor_data import SPOOLED_BLOCK_SCHEMA, spool_arrow_partition, spool_rdd_partition
+from .errors import InvalidArgumentError, RayContextError, UnsupportedColumnError
+from .executor_data import (
+    SPOOLED_BLOCK_SCHEMA,
+    spool_arrow_partition,
+    spool_batch_partition,
+    spool_rdd_partition,
+)
 from .kerberos import tokens_checked
 from .memory import parse_memory
 from .protocol import BlockFile, SpooledBlock
 from .recompute_server import Recomputable, pieces, server_for
+from .spark_dataset import SparkDataset, dataset_from_blocks
 
-__all__ = ["RayPartitions", "block_executors", "from_rdd", "from_spark"]
+__all__ = ["RayPartitions", "block_executors", "from_rdd", "from_rdd_batches", "from_spark"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,30 +87,24 @@ def _nodes_of(ctx: RayContext, blocks: Sequence[SpooledBlock]) -> dict[str, str]
         time.sleep(1.0)
 
 
-def _recoverable(ctx: RayContext, conversion: str, loader: Any,
-                 respool: Callable[[list[int], str], list[SpooledBlock]]) -> RecomputeHandle:
-    """Register ``conversion`` with the driver's recompute server (see
-    :mod:`zoo_ray.recompute_server`)."""
-    source = Recomputable(
-        respool=respool,
-        load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
-        cleanup=lambda again: remove_spools(ctx, again))
-    return server_for(str(ctx.address)).register(conversion, source)
-
-
 def _loaded(ctx: RayContext, conversion: str, loader: Any, spooled: list[SpooledBlock],
             respool: Callable[[list[int], str], list[SpooledBlock]] | None) -> list[Any]:
     """Load a conversion's files; recoverable if ``respool`` says how to compute them
-    again (served until the refs are all out of scope)."""
-    recovery = _recoverable(ctx, conversion, loader, respool) if respool and spooled else None
+    again, with the driver's recompute server (see :mod:`zoo_ray.recompute_server`),
+    which serves it until the refs are all out of scope."""
+    if respool is None or not spooled:
+        return _load(loader, spooled, containers(ctx.executor_nodes()))
+    server = server_for(str(ctx.address))
+    recovery = server.register(conversion, Recomputable(
+        respool=respool,
+        load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
+        cleanup=lambda again: remove_spools(ctx, again)))
     try:
         refs = _load(loader, spooled, containers(ctx.executor_nodes()), recovery)
     except BaseException:
-        if recovery is not None:
-            server_for(str(ctx.address)).forget(conversion)
+        server.forget(conversion)
         raise
-    if recovery is not None:
-        server_for(str(ctx.address)).forget_when_out_of_scope(conversion, refs)
+    server.forget_when_out_of_scope(conversion, refs)
     return refs
 
 
@@ -125,7 +125,8 @@ def _arrow_schema_of(df: Any) -> pa.Schema:
     return pa.schema(fields)
 
 
-def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = True) -> Any:
+def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = True,
+               parallelism: int | None = None) -> SparkDataset:
     """A Spark DataFrame as a Ray Dataset, each block on the node that computed it.
 
     Parameters
@@ -140,17 +141,25 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
         Blocks lost with their executor are computed again by Spark when read (from
         ``df``'s lineage or cache, for just their partitions). False: reading them
         raises BlocksLostError at once.
+    parallelism : int, optional
+        Partitions to convert ``df`` in (so at least as many blocks): fewer than it has
+        are merged where they are (``coalesce``, no shuffle), more are made by Spark's
+        ``repartition`` (a shuffle). Default: ``df``'s own partitions.
 
     Returns
     -------
-    ray.data.MaterializedDataset
-        Its blocks are in the object stores of the executors' Ray nodes, owned by this
-        driver; freed when the Dataset is garbage-collected or the RayContext stops.
+    SparkDataset
+        A ``ray.data.MaterializedDataset`` whose blocks are in the object stores of the
+        executors' Ray nodes, owned by this driver; freed by its ``release()``, when it
+        is garbage-collected, or when the RayContext stops. Its pandas frames have
+        Spark's dtypes (see :mod:`zoo_ray.spark_dataset`).
 
     Raises
     ------
     RayContextError
         No RayContext is running.
+    InvalidArgumentError
+        ``parallelism`` is not a positive integer.
     UnsupportedColumnError
         A column whose type Arrow cannot carry; names the column.
     BlocksLostError
@@ -162,10 +171,10 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
     """
     import ray
 
-    from .ray_blocks import dataset_from_blocks
     from .ray_tasks import load_tables
 
     ctx = running_context("from_spark")
+    df = _with_parallelism(df, parallelism)
     expected = _arrow_schema_of(df)
     max_bytes = parse_memory(block_size, "block_size")
     conversion = f"from-spark-{uuid.uuid4().hex}"
@@ -180,13 +189,27 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
         refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
         remove_spools(ctx, conversion)
-    if not spooled:
-        return ray.data.from_arrow(expected.empty_table())
+    if not spooled:  # one empty block: the Dataset keeps the columns
+        return dataset_from_blocks([ray.put(expected.empty_table())], [0], [0], expected)
     schema = pa.ipc.read_schema(pa.py_buffer(spooled[0].schema))
     logger.info("from_spark: %d rows in %d blocks on %d nodes", sum(b.num_rows for b in spooled),
                 len(spooled), len({b.container for b in spooled}))
     return dataset_from_blocks(refs, [b.num_rows for b in spooled],
                                [b.size_bytes for b in spooled], schema)
+
+
+def _with_parallelism(df: Any, parallelism: int | None) -> Any:
+    """``df`` in ``parallelism`` partitions (see :func:`from_spark`)."""
+    if parallelism is None:
+        return df
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+        raise InvalidArgumentError(
+            f"from_spark: parallelism={parallelism!r}; give a positive number of partitions, "
+            "or None to keep the DataFrame's own.")
+    have = df.rdd.getNumPartitions()
+    if parallelism == have:
+        return df
+    return df.coalesce(parallelism) if parallelism < have else df.repartition(parallelism)
 
 
 def _spool_dataframe(df: Any, conversion: str, max_bytes: int,
@@ -302,3 +325,70 @@ def from_rdd(rdd: Any, recoverable: bool = True) -> RayPartitions:
         remove_spools(ctx, conversion)
     return RayPartitions(refs, [nodes.get(b.container) for b in spooled],
                          [b.container for b in spooled], [b.num_rows for b in spooled])
+
+
+def from_rdd_batches(rdd: Any, block_size: str = _DEFAULT_BLOCK,
+                     recoverable: bool = True) -> SparkDataset:
+    """An RDD of batches as a Ray Dataset, each block on the node that computed it.
+
+    Parameters
+    ----------
+    rdd : pyspark.RDD
+        Items that are batches as Ray's ``map_batches`` takes them: pandas frames, numpy
+        arrays (a column ``data``, as ``ray.data.from_numpy`` makes), dicts of arrays,
+        Arrow tables. Every batch with the same columns and types.
+    block_size : str
+        Largest Arrow block to cut a partition into, like "64m".
+    recoverable : bool
+        Blocks lost with their executor are computed again by Spark when read.
+
+    Returns
+    -------
+    SparkDataset
+        As :func:`from_spark`'s.
+
+    Raises
+    ------
+    RayContextError
+        No RayContext is running.
+    InvalidArgumentError
+        An item that is no batch, or batches whose columns or types differ; names the
+        partition.
+    BlocksLostError
+        As for :func:`from_spark`.
+    """
+    import ray
+
+    from .ray_tasks import load_tables
+
+    ctx = running_context("from_rdd_batches")
+    max_bytes = parse_memory(block_size, "block_size")
+    conversion = f"from-batches-{uuid.uuid4().hex}"
+
+    def respool(partitions: list[int] | None, into: str) -> list[SpooledBlock]:
+        spooling = rdd.mapPartitionsWithIndex(partial(spool_batch_partition, into, max_bytes))
+        with tokens_checked("from_rdd_batches"):  # the RDD may read HDFS
+            spooled = (spooling.collect() if partitions is None
+                       else rdd.context.runJob(spooling, list, partitions))
+        failed = [block.error for block in spooled if block.error]
+        if failed:
+            raise InvalidArgumentError(f"from_rdd_batches: {failed[0]}")
+        return list(spooled)
+
+    try:
+        spooled = respool(None, conversion)
+        refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
+    finally:
+        remove_spools(ctx, conversion)
+    if not spooled:
+        empty = pa.schema([])
+        return dataset_from_blocks([ray.put(empty.empty_table())], [0], [0], empty)
+    schemas = [pa.ipc.read_schema(pa.py_buffer(b.schema)) for b in spooled]
+    try:
+        schema = pa.unify_schemas(schemas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidArgumentError(
+            f"from_rdd_batches: the partitions' batches differ in columns or types ({exc}). "
+            "Give every batch the same columns and types.") from None
+    return dataset_from_blocks(refs, [b.num_rows for b in spooled],
+                               [b.size_bytes for b in spooled], schema)

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def each_block_lives_on_the_ray_node_of_the_executor_that_computed_it(
     assert seen == set(container_of.values())
 
 
-def _task_localities(sc: Any, group: str) -> list[str]:
+def task_localities(sc: Any, group: str) -> list[str]:
     """The locality level of every task Spark ran for a job group (Spark's status store)."""
     tracker = sc.statusTracker()
     store = sc._jsc.sc().statusStore()
@@ -175,6 +176,15 @@ def _task_localities(sc: Any, group: str) -> list[str]:
             for task in as_java(store.taskList(stage, 0, 10_000))]
 
 
+def with_localities(sc: Any, group: str, call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """``call()``'s result, and the locality level of every task Spark ran for it."""
+    from zoo_ray.spark_internals import job_group
+
+    with job_group(sc, group, group):
+        result = call()
+    return result, task_localities(sc, group)
+
+
 def to_spark_reads_each_block_in_the_executor_holding_it(
         spark: Any, sc: Any, ray_ctx: RayContext) -> None:
     from zoo_ray import data
@@ -182,12 +192,7 @@ def to_spark_reads_each_block_in_the_executor_holding_it(
     ds = data.from_spark(spark.range(0, 200_000, numPartitions=8), block_size="256k")
     holders = data.block_executors(ds)
     assert len(set(holders)) == len(ray_ctx.executor_nodes()) and "" not in holders
-    sc.setJobGroup("zoo-ray-to-spark-locality", "to_spark locality")
-    try:
-        back = data.to_spark(ds)
-    finally:
-        sc.setJobGroup("", "")
-    levels = _task_localities(sc, "zoo-ray-to-spark-locality")
+    back, levels = with_localities(sc, "zoo-ray-to-spark-locality", lambda: data.to_spark(ds))
     print(f"{len(holders)} blocks read back by tasks at {sorted(set(levels))}")
     assert len(levels) >= len(holders) and set(levels) == {"PROCESS_LOCAL"}
     assert back.count() == 200_000
@@ -208,7 +213,7 @@ def a_spark_task_fetches_a_block_through_ray_when_its_file_is_not_on_its_host(
     def fetch(_):
         reader = _RemoteReader(plan)
         try:
-            fetched = reader.read(block.container, block.path)
+            fetched = reader.read(block.container, block.path, pickled=False)
         finally:
             reader.close()
         yield fetched.column("v").to_pylist(), os.environ["CONTAINER_ID"]
