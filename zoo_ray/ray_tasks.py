@@ -51,9 +51,10 @@ def pinned(remote: Any, node_id: str | None, soft: bool = True, **options: Any) 
 
 def _lost(file: BlockFile, what: str) -> BlocksLostError:
     return BlocksLostError(
-        f"{what} written by executor {file.container} ({file.path}) is gone: that executor "
-        "or its Ray node was lost, and the conversion was made with recoverable=False. Run "
-        "the conversion again (from_spark / from_rdd) to compute it again from Spark."
+        f"{what} written by executor {file.container} ({file.path}) is gone with that "
+        "executor or its Ray node, and nothing computes it again here (a conversion made "
+        "with recoverable=False, or a file to_spark or to_rdd wrote). Run the conversion "
+        "again."
     )
 
 

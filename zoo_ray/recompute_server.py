@@ -11,8 +11,10 @@ executors' Ray nodes and replies with the new objects, which the re-run task ret
 its results. A conversion's entry goes when all of its blocks are out of scope (no one
 can read them, so nothing can need them again) or the RayContext stops.
 
-One server per cluster: a new cluster (after the head's loss) has none of the old
-blocks, and the old server's thread ends with the old cluster.
+One server per cluster and connection: a new cluster (after the head's loss) has none
+of the old blocks, and the old server's thread ends with the old cluster; a driver that
+disconnected and connected again lost its actors (the broker among them) and every
+object it owned.
 """
 from __future__ import annotations
 
@@ -85,10 +87,14 @@ class RecomputeServer:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        # On the driver's own node: it lives exactly as long as the driver's cluster.
+        self.connection = _connection()
+        # On the driver's own node, the gateway's, which lives as long as the driver; and
+        # should its node go all the same, Ray starts it again elsewhere and sends the
+        # calls waiting on it again.
         here = ray.get_runtime_context().get_node_id()
         self._broker = RecomputeBroker.options(  # type: ignore[attr-defined]
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+            max_restarts=-1, max_task_retries=-1).remote()
         self._sources: dict[str, Recomputable] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -202,11 +208,18 @@ _server: RecomputeServer | None = None
 _server_lock = threading.Lock()
 
 
+def _connection() -> str:
+    """This driver's connection to Ray (its job): the broker, an actor of it, dies with it."""
+    return str(ray.get_runtime_context().get_job_id())
+
+
 def server_for(address: str) -> RecomputeServer:
-    """The server of the cluster at ``address``, started (or its thread again) if need be."""
+    """The server of this driver's connection to the cluster at ``address``, started (or
+    its thread again) if need be."""
     global _server
     with _server_lock:
-        if _server is not None and _server.address != address:
+        if _server is not None and (_server.address, _server.connection) != (address,
+                                                                              _connection()):
             _server.close()
             _server = None
         if _server is None:
