@@ -12,14 +12,13 @@ machine. On two cores every figure is CPU-bound and varies between runs.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import print_provenance
 
 
 def main() -> None:
@@ -33,10 +32,7 @@ def main() -> None:
     from zoo_ray import RayContext, init_spark_on_yarn
     from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    print(f"# commit {commit}, {platform.node()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print_provenance()
     spec = MiniClusterSpec(nodemanagers=2, nm_memory_mb=10240, nm_vcores=8)
     figures: dict[str, list[float]] = {"init": [], "first task": [], "stop": []}
     with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:

@@ -18,13 +18,12 @@ Prints every figure and the ratios, with the commit and the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from provenance import print_provenance
 
 
 def main() -> None:
@@ -37,10 +36,7 @@ def main() -> None:
     from zoo_ray import RayContext, init_spark_on_yarn
     from zoo_ray.minicluster import MiniCluster, MiniClusterSpec
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    print(f"# commit {commit}, {platform.node()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print_provenance()
     spec = MiniClusterSpec(nodemanagers=2, nm_memory_mb=10240, nm_vcores=8)
     with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:
         with MiniCluster(Path(tmp) / "hadoop", spec=spec) as cluster:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import print_provenance
 
 _PROGRAM = """
 import json, sys, time
@@ -68,10 +69,7 @@ def _measure(kerberos: bool, root: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    print(f"# commit {commit}, {platform.node()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print_provenance()
     with tempfile.TemporaryDirectory(prefix="zoo-ray-secure-bench-") as tmp:
         open_figures = _measure(False, Path(tmp))
         secure_figures = _measure(True, Path(tmp))
