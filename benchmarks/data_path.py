@@ -6,7 +6,8 @@ Starts its own local Hadoop, a SparkContext with ``--executors`` executors and a
 RayContext, caches ``--rows`` x ``--columns`` random doubles in Spark, then
 measures in one run (best of ``--repeat``):
 
-1. ``from_spark``: until every block is in Ray and counted;
+1. ``from_spark``: until every block is in Ray and counted (recoverable, the default,
+   and with ``recoverable=False``);
 2. the driver path there: ``df.toArrow()`` + ``ray.put``;
 3. the floor: Spark's own in-executor Arrow pass (``mapInArrow`` counting rows);
 4. ``to_spark`` (until Spark has counted the rows) against the driver path back:
@@ -152,6 +153,8 @@ def run(sc: Any, args: argparse.Namespace) -> None:
     growth = {}
     ours, growth["from_spark"] = watched(
         pids, sc, lambda: best(args.repeat, lambda: data.from_spark(df).count()))
+    unrecoverable = best(args.repeat,
+                         lambda: data.from_spark(df, recoverable=False).count())
     driver = best(args.repeat, lambda: ray.put(df.toArrow()))
     floor, growth["floor"] = watched(pids, sc, lambda: best(
         args.repeat, lambda: df.mapInArrow(count_batches, "rows long").collect()))
@@ -176,6 +179,8 @@ def run(sc: Any, args: argparse.Namespace) -> None:
         ("floor back (Arrow from Python, checkpointed)", floor_back)]}
     for name, mbps in rate.items():
         print(f"{name:48s} {mbps:8.1f} MB/s")
+    print(f"from_spark recoverable / recoverable=False = {ours / unrecoverable:.2f}x "
+          "(the time recoverability adds)")
     print(f"from_spark / driver path      = {driver / ours:.2f}x (goal >= 3)")
     print(f"from_spark / in-executor floor = {floor / ours:.2f}x (goal >= 0.5)")
     print(f"to_spark / driver path back   = {back_driver / back:.2f}x (goal >= 3)")

@@ -8,7 +8,8 @@ Two parts run here; the driver's part is :mod:`zoo_ray.recompute_server`.
   task's files went with the lost executor, so it asks the driver, through the
   broker, to have Spark compute those partitions again, and returns what Spark
   made: each piece checked against the rows it had first.
-- :class:`RecomputeBroker`, an actor on the driver's own Ray node (the gateway's):
+- :class:`RecomputeBroker`, an actor on the head's Ray node (it lives as long as the
+  cluster):
   the mailbox between re-run tasks, which cannot call the driver, and the driver's
   thread that serves them. It holds the waiting requests and hands each its reply.
 

@@ -83,18 +83,20 @@ class RecomputeServer:
     ----------
     address : str
         The cluster's GCS address: a server serves one cluster.
+    head_node : str or None
+        The Ray node id of the head's node, where the broker runs.
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, head_node: str | None) -> None:
         self.address = address
         self.connection = _connection()
-        # On the driver's own node, the gateway's, which lives as long as the driver; and
-        # should its node go all the same, Ray starts it again elsewhere and sends the
-        # calls waiting on it again.
-        here = ray.get_runtime_context().get_node_id()
+        # On the head's node: the cluster ends with it anyway (a new cluster gets a server
+        # of its own). Should the broker's node go all the same, Ray starts it again
+        # elsewhere and sends the calls waiting on it again.
+        placed = (NodeAffinitySchedulingStrategy(head_node, soft=True)
+                  if head_node is not None else "DEFAULT")
         self._broker = RecomputeBroker.options(  # type: ignore[attr-defined]
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
-            max_restarts=-1, max_task_retries=-1).remote()
+            scheduling_strategy=placed, max_restarts=-1, max_task_retries=-1).remote()
         self._sources: dict[str, Recomputable] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -213,9 +215,9 @@ def _connection() -> str:
     return str(ray.get_runtime_context().get_job_id())
 
 
-def server_for(address: str) -> RecomputeServer:
-    """The server of this driver's connection to the cluster at ``address``, started (or
-    its thread again) if need be."""
+def server_for(address: str, head_node: str | None) -> RecomputeServer:
+    """The server of this driver's connection to the cluster at ``address`` (whose head
+    runs on ``head_node``), started (or its thread again) if need be."""
     global _server
     with _server_lock:
         if _server is not None and (_server.address, _server.connection) != (address,
@@ -223,7 +225,7 @@ def server_for(address: str) -> RecomputeServer:
             _server.close()
             _server = None
         if _server is None:
-            _server = RecomputeServer(address)
+            _server = RecomputeServer(address, head_node)
         _server.serve()
         return _server
 

@@ -94,13 +94,14 @@ def _loaded(ctx: RayContext, conversion: str, loader: Any, spooled: list[Spooled
     which serves it until the refs are all out of scope."""
     if respool is None or not spooled:
         return _load(loader, spooled, containers(ctx.executor_nodes()))
-    server = server_for(str(ctx.address))
+    nodes = containers(ctx.executor_nodes())
+    server = server_for(str(ctx.address), nodes.get(ctx.nodes[0]["container"]))
     recovery = server.register(conversion, Recomputable(
         respool=respool,
         load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
         cleanup=lambda again: remove_spools(ctx, again)))
     try:
-        refs = _load(loader, spooled, containers(ctx.executor_nodes()), recovery)
+        refs = _load(loader, spooled, nodes, recovery)
     except BaseException:
         server.forget(conversion)
         raise
