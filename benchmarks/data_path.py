@@ -35,6 +35,8 @@ from typing import Any
 
 import psutil
 
+from provenance import print_provenance
+
 
 class PeakRss:
     """Peak RSS growth of some processes, sampled every 20 ms."""
@@ -117,6 +119,7 @@ def main() -> None:
     from zoo_ray import RayContext, init_spark_on_yarn
     from zoo_ray.minicluster import MiniCluster
 
+    print_provenance()
     with tempfile.TemporaryDirectory(prefix="zoo-ray-bench-") as tmp:
         with MiniCluster(Path(tmp) / "hadoop") as cluster:
             sc = init_spark_on_yarn(
