@@ -8,8 +8,8 @@ Two parts run here; the driver's part is :mod:`zoo_ray.recompute_server`.
   task's files went with the lost executor, so it asks the driver, through the
   broker, to have Spark compute those partitions again, and returns what Spark
   made: each piece checked against the rows it had first.
-- :class:`RecomputeBroker`, an actor on the head's Ray node (it lives as long as the
-  cluster):
+- :class:`RecomputeBroker`, an actor placed on the head's Ray node when it can be (it
+  lives as long as the cluster; Ray restarts it elsewhere if its node goes):
   the mailbox between re-run tasks, which cannot call the driver, and the driver's
   thread that serves them. It holds the waiting requests and hands each its reply.
 
@@ -20,7 +20,7 @@ DataFrame or RDD again from its lineage or its cache, as it does for its own job
 from __future__ import annotations
 
 import asyncio
-import itertools
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,10 @@ RECOMPUTE_TIMEOUT_S = 600.0
 @dataclass(frozen=True)
 class RecomputeRequest:
     """A re-run load task's request: these partitions of a conversion, lost with
-    ``container``, computed again."""
+    ``container``, computed again. ``id`` is the task's own (the same when Ray sends the
+    call again to a restarted broker)."""
 
+    id: str
     conversion: str
     partitions: list[int]
     container: str
@@ -72,31 +74,29 @@ class RecomputeBroker:
     each waiting request costs no thread)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[int, RecomputeRequest]] = asyncio.Queue()
-        self._waiting: dict[int, asyncio.Future[RecomputeReply]] = {}
-        self._ids = itertools.count()
+        self._queue: asyncio.Queue[RecomputeRequest] = asyncio.Queue()
+        self._waiting: dict[str, asyncio.Future[RecomputeReply]] = {}
 
     async def recompute(self, request: RecomputeRequest) -> RecomputeReply:
         """Called by a re-run load task: wait for the driver's reply."""
-        number = next(self._ids)
         reply: asyncio.Future[RecomputeReply] = asyncio.get_running_loop().create_future()
-        self._waiting[number] = reply
-        await self._queue.put((number, request))
+        self._waiting[request.id] = reply
+        await self._queue.put(request)
         try:
             return await reply
         finally:
-            self._waiting.pop(number, None)
+            self._waiting.pop(request.id, None)
 
-    async def take(self, timeout_s: float) -> tuple[int, RecomputeRequest] | None:
+    async def take(self, timeout_s: float) -> RecomputeRequest | None:
         """Called by the driver's thread: the next request, or None after ``timeout_s``."""
         try:
             return await asyncio.wait_for(self._queue.get(), timeout_s)
         except asyncio.TimeoutError:
             return None
 
-    async def answer(self, number: int, reply: RecomputeReply) -> None:
-        """Called by the driver's thread: hand request ``number`` its reply."""
-        waiting = self._waiting.get(number)
+    async def answer(self, request_id: str, reply: RecomputeReply) -> None:
+        """Called by the driver's thread: hand request ``request_id`` its reply."""
+        waiting = self._waiting.get(request_id)
         if waiting is not None and not waiting.done():
             waiting.set_result(reply)
 
@@ -114,12 +114,12 @@ def recover(recovery: RecomputeHandle, files: list[BlockFile]
     """
     container = files[0].container
     partitions = sorted({f.partition for f in files})
-    lost = (f"The blocks of partitions {partitions} were lost with executor {container}, "
-            "and")
+    lost = (f"The blocks of partitions {partitions} from executor {container} are gone with "
+            "its executor or Ray node, and")
     try:
         reply: RecomputeReply = ray.get(
-            recovery.broker.recompute.remote(
-                RecomputeRequest(recovery.conversion, partitions, container)),
+            recovery.broker.recompute.remote(RecomputeRequest(
+                uuid.uuid4().hex, recovery.conversion, partitions, container)),
             timeout=RECOMPUTE_TIMEOUT_S)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
         why = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -129,14 +129,16 @@ def recover(recovery: RecomputeHandle, files: list[BlockFile]
             "the conversion again.") from None
     if reply.error:
         raise BlocksLostError(f"{lost} Spark could not compute them again: {reply.error}")
-    values = dict(zip([(p, piece) for p, piece, _ in reply.pieces], ray.get(reply.refs)))
-    rows = {(p, piece): n for p, piece, n in reply.pieces}
+    made = {(p, piece): (rows, ref) for (p, piece, rows), ref in zip(reply.pieces, reply.refs)}
     for file in files:
-        key = (file.partition, file.piece)
-        if rows.get(key) != file.num_rows:
+        rows = made.get((file.partition, file.piece), (0, None))[0]
+        if rows != file.num_rows:
             raise BlocksLostError(
                 f"{lost} Spark computed partition {file.partition} again with other rows "
-                f"(piece {file.piece}: {rows.get(key, 0)} rows, first {file.num_rows}): the "
-                "DataFrame is not deterministic. Cache or checkpoint it before the "
+                f"(piece {file.piece}: {rows} rows, first {file.num_rows}): the source is not "
+                "deterministic. Checkpoint it (sc.setCheckpointDir, then df.checkpoint()) or "
+                "persist it with a replicated level (MEMORY_AND_DISK_2) before the "
                 "conversion.")
-    return values
+    # Only this task's pieces: a partition's other pieces may be another task's.
+    keys = [(f.partition, f.piece) for f in files]
+    return dict(zip(keys, ray.get([made[key][1] for key in keys])))

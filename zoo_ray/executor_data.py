@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -33,10 +34,14 @@ from .errors import BlocksLostError, InvalidArgumentError
 from .executor_tasks import container_id
 from .protocol import STATE_DIR, BlockFile, ManagerState, SpooledBlock
 
-__all__ = ["SPOOLED_BLOCK_SCHEMA", "ReadPlan", "read_spooled_blocks", "read_spooled_pickles",
-           "spool_arrow_partition", "spool_batch_partition", "spool_rdd_partition"]
+__all__ = ["SPOOLED_BLOCK_SCHEMA", "SPOOL_PROPERTY", "ReadPlan", "read_spooled_blocks",
+           "read_spooled_pickles", "spool_arrow_partition", "spool_batch_partition",
+           "spool_rdd_partition"]
 
 logger = logging.getLogger(__name__)
+
+#: The Spark local property naming the conversion a job spools into.
+SPOOL_PROPERTY = "zoo_ray.spool"
 
 #: The Arrow form of :class:`SpooledBlock` rows (Spark's schema is built from it).
 SPOOLED_BLOCK_SCHEMA = pa.schema([
@@ -46,40 +51,46 @@ SPOOLED_BLOCK_SCHEMA = pa.schema([
 ])
 
 
-def _stem() -> tuple[int, str]:
-    """This task's partition, and a file stem no other attempt of it uses."""
+def _target() -> tuple[int, str, Path]:
+    """This task's partition, a file stem no other attempt of it uses, and the spool
+    directory of the conversion the driver named in the job's local property
+    :data:`SPOOL_PROPERTY` (so one RDD serves a conversion's first job and the jobs that
+    compute its lost partitions again, each into a spool of its own)."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
     assert ctx is not None, "runs inside a Spark task"
-    return ctx.partitionId(), f"p{ctx.partitionId()}-a{ctx.attemptNumber()}"
+    conversion = ctx.getLocalProperty(SPOOL_PROPERTY)
+    assert conversion, f"the driver sets {SPOOL_PROPERTY} for the job"
+    return (ctx.partitionId(), f"p{ctx.partitionId()}-a{ctx.attemptNumber()}",
+            spool.conversion_dir(conversion))
 
 
-def spool_arrow_partition(
-    conversion: str, max_bytes: int, names: list[str], batches: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
+def _spooled(file: spool.SpooledFile, partition: int) -> SpooledBlock:
+    """An Arrow file just written, as the driver hears of it (with its schema)."""
+    with pa.memory_map(file.path) as source:
+        schema = pa.ipc.open_file(source).schema
+    return SpooledBlock(container_id(), file.path, partition, file.num_rows, file.size_bytes,
+                        schema.serialize().to_pybytes())
+
+
+def spool_arrow_partition(max_bytes: int, names: list[str], batches: Iterator[pa.RecordBatch]
+                          ) -> Iterator[pa.RecordBatch]:
     """Spool one partition's Arrow batches, its columns named ``names``; yield one
     :class:`SpooledBlock` row per file."""
-    partition, stem = _stem()
-    directory = spool.conversion_dir(conversion)
+    partition, stem, directory = _target()
     named = (batch.rename_columns(names) for batch in batches)
-    blocks = []
-    for written in spool.write_batches(named, directory, stem, max_bytes):
-        with pa.memory_map(written.path) as source:
-            schema = pa.ipc.open_file(source).schema
-        blocks.append(SpooledBlock(container_id(), written.path, partition, written.num_rows,
-                                   written.size_bytes, schema.serialize().to_pybytes()))
+    blocks = [_spooled(written, partition)
+              for written in spool.write_batches(named, directory, stem, max_bytes)]
     if blocks:
         yield pa.RecordBatch.from_pylist([dataclasses.asdict(b) for b in blocks],
                                          schema=SPOOLED_BLOCK_SCHEMA)
 
 
-def spool_rdd_partition(conversion: str, partition: int, items: Iterable[Any]
-                        ) -> Iterator[SpooledBlock]:
+def spool_rdd_partition(partition: int, items: Iterable[Any]) -> Iterator[SpooledBlock]:
     """Pickle one RDD partition into the spool; yield where it went."""
-    _, stem = _stem()
-    path = spool.conversion_dir(conversion) / f"{stem}.pickle"
-    written = spool.write_pickle(list(items), path)
+    _, stem, directory = _target()
+    written = spool.write_pickle(list(items), directory / f"{stem}.pickle")
     yield SpooledBlock(container_id(), written.path, partition, written.num_rows,
                        written.size_bytes)
 
@@ -98,35 +109,31 @@ def _as_table(item: Any) -> pa.Table:
         item = {"data": item}
     if not isinstance(item, (pd.DataFrame, dict)):
         raise InvalidArgumentError(
-            f"from_rdd_batches: an item is a {type(item).__name__}; give pandas frames, numpy "
-            "arrays, dicts of arrays or Arrow tables (from_rdd takes any object).")
+            f"an item is a {type(item).__name__}; give pandas frames, numpy arrays, dicts of "
+            "arrays or Arrow tables (from_rdd takes any object)")
     from ray.data.block import BlockAccessor, BlockType
 
     table: pa.Table = BlockAccessor.batch_to_block(item, block_type=BlockType.ARROW)
     return table
 
 
-def spool_batch_partition(conversion: str, max_bytes: int, partition: int,
-                          items: Iterable[Any]) -> Iterator[SpooledBlock]:
+def spool_batch_partition(max_bytes: int, partition: int, items: Iterable[Any]
+                          ) -> Iterator[SpooledBlock]:
     """Spool one partition of batches as Arrow files of about ``max_bytes``; yield where
     each went, or one :class:`SpooledBlock` saying why the batches cannot be blocks."""
-    _, stem = _stem()
-    directory = spool.conversion_dir(conversion)
+    _, stem, directory = _target()
     batches = (batch for item in items for batch in _as_table(item).to_batches())
     try:
         written = list(spool.write_batches(batches, directory, stem, max_bytes))
-    except (InvalidArgumentError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError,
-            TypeError) as exc:
+    except (InvalidArgumentError, pa.ArrowException, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        yield SpooledBlock(container_id(), "", partition, 0, 0, error=(
-            f"Partition {partition}: {first}. Give every batch the same columns and types."
-            if isinstance(exc, pa.ArrowInvalid) else f"Partition {partition}: {first}"))
+        if isinstance(exc, pa.ArrowInvalid):
+            first += ". Give every batch the same columns and types"
+        yield SpooledBlock(container_id(), "", partition, 0, 0,
+                           error=f"partition {partition}: {first}")
         return
     for file in written:
-        with pa.memory_map(file.path) as source:
-            schema = pa.ipc.open_file(source).schema
-        yield SpooledBlock(container_id(), file.path, partition, file.num_rows,
-                           file.size_bytes, schema.serialize().to_pybytes())
+        yield _spooled(file, partition)
 
 
 @dataclass(frozen=True)

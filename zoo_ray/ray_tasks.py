@@ -13,9 +13,9 @@ its own): zero-CPU tasks run all at once, and Ray starts a fresh worker for each
 one running beside another, only to end it a second after (it keeps about one
 idle worker per CPU). A worker's start costs more than copying its files.
 
-A load task whose node is lost is re-run by Ray on another node, to reconstruct its
-blocks; its files are gone then, and :mod:`zoo_ray.block_recovery` has Spark compute
-them again.
+A load task whose node is lost is re-run by Ray on another node (its pinning is soft:
+any live node, the head's or the gateway's included), to reconstruct its blocks; its
+files are gone then, and :mod:`zoo_ray.block_recovery` has Spark compute them again.
 """
 from __future__ import annotations
 

@@ -176,7 +176,13 @@ def to_rdd(partitions: Any) -> Any:
     from .ray_tasks import pinned, spool_objects
 
     ctx = running_context("to_rdd")
-    refs = list(getattr(partitions, "refs", partitions))
+    if getattr(partitions, "released", False):
+        raise InvalidArgumentError(
+            "to_rdd: these RayPartitions were released; run from_rdd again.")
+    try:
+        refs = list(getattr(partitions, "refs", partitions))
+    except TypeError:
+        refs = [partitions]
     if not all(isinstance(ref, ray.ObjectRef) for ref in refs):
         raise InvalidArgumentError(
             "to_rdd takes from_rdd's RayPartitions or a list of ObjectRefs, each to a list of "

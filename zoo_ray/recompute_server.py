@@ -33,6 +33,7 @@ from .block_recovery import RecomputeBroker, RecomputeHandle, RecomputeReply, Re
 from .errors import ClusterLostError
 from .protocol import SpooledBlock
 from .ray_blocks import when_out_of_scope
+from .spark_internals import job_group
 
 __all__ = ["Recomputable", "RecomputeServer", "close_server", "pieces", "server_for"]
 
@@ -40,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: How long the thread waits for a request at a time: also how long close() may wait.
 _POLL_S = 1.0
-#: Failed polls in a row after which the thread gives up (the cluster is gone).
-_FAILURES = 30
+#: Longest close() waits for a cancelled recomputation to end.
+_CLOSE_S = 60.0
 #: Longest reason a failed recomputation gives (Spark's can run to pages).
 _REASON_CHARS = 600
 
@@ -85,11 +86,16 @@ class RecomputeServer:
         The cluster's GCS address: a server serves one cluster.
     head_node : str or None
         The Ray node id of the head's node, where the broker runs.
+    sc : pyspark.SparkContext
+        Runs the recomputations, in a job group of the server's own (which
+        :meth:`close` cancels).
     """
 
-    def __init__(self, address: str, head_node: str | None) -> None:
+    def __init__(self, address: str, head_node: str | None, sc: Any) -> None:
         self.address = address
         self.connection = _connection()
+        self._sc = sc
+        self._group = f"zoo-ray-recompute-{uuid.uuid4().hex[:8]}"
         # On the head's node: the cluster ends with it anyway (a new cluster gets a server
         # of its own). Should the broker's node go all the same, Ray starts it again
         # elsewhere and sends the calls waiting on it again.
@@ -100,13 +106,12 @@ class RecomputeServer:
         self._sources: dict[str, Recomputable] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="zoo-ray-recompute",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.serve()
 
     def serve(self) -> None:
-        """Start the thread again if it ended (the conversions and the broker stay)."""
-        if not self._thread.is_alive() and not self._closing.is_set():
+        """Start the thread (again, if it ended: the conversions and the broker stay)."""
+        if (self._thread is None or not self._thread.is_alive()) and not self._closing.is_set():
             self._thread = threading.Thread(target=self._serve, name="zoo-ray-recompute",
                                             daemon=True)
             self._thread.start()
@@ -140,10 +145,17 @@ class RecomputeServer:
             self._sources.pop(conversion, None)
 
     def close(self) -> None:
-        """End the thread and the broker (waiting requests then fail). Idempotent."""
+        """End the thread (cancelling a recomputation under way) and the broker; waiting
+        requests then fail. Idempotent."""
         self._closing.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=_POLL_S + 10)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            if thread.is_alive():
+                self._sc.cancelJobGroup(self._group)
+            thread.join(timeout=_CLOSE_S)
+            if thread.is_alive():
+                logger.warning("The recompute server's thread did not end within %.0fs",
+                               _CLOSE_S)
         with self._lock:
             self._sources.clear()
         if ray.is_initialized():
@@ -155,33 +167,53 @@ class RecomputeServer:
     def _serve(self) -> None:
         failures = 0
         while not self._closing.is_set():
+            taking = self._broker.take.remote(_POLL_S)
             try:
-                taken = ray.get(self._broker.take.remote(_POLL_S), timeout=_POLL_S + 30)
+                taken = ray.get(taking, timeout=_POLL_S + 30)
                 failures = 0
             except Exception as exc:
-                if self._closing.is_set() or not ray.is_initialized():
+                if self._closing.is_set() or not ray.is_initialized() or isinstance(
+                        exc, ClusterLostError):
                     return
+                if isinstance(exc, ray.exceptions.GetTimeoutError):
+                    ray.cancel(taking)  # else it may take a request no one reads
                 failures += 1
-                logger.warning("recompute server of %s: %s (%d of %d)", self.address, exc,
-                               failures, _FAILURES)
-                if isinstance(exc, ClusterLostError) or failures >= _FAILURES:
-                    return
-                self._closing.wait(_POLL_S)
+                logger.warning("recompute server of %s: %s (%d failed in a row)",
+                               self.address, exc, failures)
+                # Back off, up to half a minute: a restarting broker answers again.
+                self._closing.wait(min(30.0, _POLL_S * failures))
                 continue
             if taken is not None:
-                number, request = taken
-                self._broker.answer.remote(number, self._reply(request))
+                self._answer(taken)
+
+    def _answer(self, request: RecomputeRequest) -> None:
+        """Reply to ``request``, whatever happens: its task waits for the reply."""
+        try:
+            reply = self._reply(request)
+        except Exception as exc:
+            logger.exception("recomputing partitions %s of %s", request.partitions,
+                             request.conversion)
+            reply = RecomputeReply(error=_reason(exc))
+        try:
+            self._broker.answer.remote(request.id, reply)
+        except Exception as exc:  # the broker is gone: the task hears it from Ray
+            logger.warning("recompute server of %s: %s", self.address, exc)
 
     def _reply(self, request: RecomputeRequest) -> RecomputeReply:
         with self._lock:
             source = self._sources.get(request.conversion)
         if source is None:
             return RecomputeReply(error=(
-                "the conversion was released, or its RayContext restarted. Run it again."))
+                "zoo_ray no longer keeps how to compute them: every block of the conversion "
+                "was released (a Dataset derived from it may still need them), or its "
+                "RayContext restarted. Run the conversion again"))
         again = f"{request.conversion}-again-{uuid.uuid4().hex[:8]}"
         started = time.monotonic()
         try:
-            blocks = source.respool(request.partitions, again)
+            with job_group(self._sc, self._group, "zoo_ray: computing lost blocks again"):
+                blocks = source.respool(request.partitions, again)
+            if self._closing.is_set():
+                return RecomputeReply(error="the RayContext stopped")
             refs = source.load(blocks)
         except Exception as exc:
             reason = _reason(exc)
@@ -189,7 +221,10 @@ class RecomputeServer:
                            "again: %s", request.partitions, request.container, reason)
             return RecomputeReply(error=reason)
         finally:
-            source.cleanup(again)
+            try:
+                source.cleanup(again)
+            except Exception as exc:  # the cluster stopped meanwhile: YARN removes them
+                logger.debug("removing the spools of %s: %s", again, exc)
         logger.warning("Partitions %s, lost with executor %s, computed again by Spark in "
                        "%.1fs (%d rows)", request.partitions, request.container,
                        time.monotonic() - started, sum(b.num_rows for b in blocks))
@@ -215,7 +250,7 @@ def _connection() -> str:
     return str(ray.get_runtime_context().get_job_id())
 
 
-def server_for(address: str, head_node: str | None) -> RecomputeServer:
+def server_for(address: str, head_node: str | None, sc: Any) -> RecomputeServer:
     """The server of this driver's connection to the cluster at ``address`` (whose head
     runs on ``head_node``), started (or its thread again) if need be."""
     global _server
@@ -225,7 +260,7 @@ def server_for(address: str, head_node: str | None) -> RecomputeServer:
             _server.close()
             _server = None
         if _server is None:
-            _server = RecomputeServer(address, head_node)
+            _server = RecomputeServer(address, head_node, sc)
         _server.serve()
         return _server
 

@@ -92,6 +92,16 @@ class SparkDataset(MaterializedDataset):
         """Whether :meth:`release` let the blocks go."""
         return bool(self._released_why)
 
+    # Ray's Dataset pickles a fixed set of fields: carry this class's own too (a worker
+    # that gets the Dataset keeps its empty frame's columns and knows it was released).
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        return {**state, "zoo_ray": (self._arrow_schema, self._released_why)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._arrow_schema, self._released_why = state.get("zoo_ray", (None, ""))
+        super().__setstate__(state)
+
 
 def dataset_from_blocks(
     refs: Sequence[Any], rows: Sequence[int], sizes: Sequence[int], schema: pa.Schema

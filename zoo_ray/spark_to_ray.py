@@ -22,6 +22,7 @@ from .context import RayContext
 from .conversion import containers, remove_spools, running_context, tasks_by_node
 from .errors import InvalidArgumentError, RayContextError, UnsupportedColumnError
 from .executor_data import (
+    SPOOL_PROPERTY,
     SPOOLED_BLOCK_SCHEMA,
     spool_arrow_partition,
     spool_batch_partition,
@@ -95,7 +96,11 @@ def _loaded(ctx: RayContext, conversion: str, loader: Any, spooled: list[Spooled
     if respool is None or not spooled:
         return _load(loader, spooled, containers(ctx.executor_nodes()))
     nodes = containers(ctx.executor_nodes())
-    server = server_for(str(ctx.address), nodes.get(ctx.nodes[0]["container"]))
+    started = ctx.nodes  # head first; empty while a rebuild runs
+    if not started or ctx.address is None:
+        raise RayContextError("zoo_ray is starting a new Ray cluster (the head's executor was "
+                              "lost); run the conversion again in a few seconds.")
+    server = server_for(ctx.address, nodes.get(started[0]["container"]), ctx.sc)
     recovery = server.register(conversion, Recomputable(
         respool=respool,
         load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
@@ -143,8 +148,7 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
         ``df``'s lineage or cache, for just their partitions). False: reading them
         raises BlocksLostError at once.
     parallelism : int, optional
-        Partitions to convert ``df`` in (so at least as many blocks): fewer than it has
-        are merged where they are (``coalesce``, no shuffle), more are made by Spark's
+        Partitions to convert ``df`` in (so at least as many blocks), made by Spark's
         ``repartition`` (a shuffle). Default: ``df``'s own partitions.
 
     Returns
@@ -175,18 +179,20 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
     from .ray_tasks import load_tables
 
     ctx = running_context("from_spark")
+    max_bytes = parse_memory(block_size, "block_size")
     df = _with_parallelism(df, parallelism)
     expected = _arrow_schema_of(df)
-    max_bytes = parse_memory(block_size, "block_size")
+    # One RDD for the first job and any recomputation: its partitions stay what they were
+    # (a new plan could split them otherwise, AQE's after an executor's loss for one).
+    spooling = _spooling_rdd(df, max_bytes)
     conversion = f"from-spark-{uuid.uuid4().hex}"
 
-    def respool(partitions: list[int], again: str) -> list[SpooledBlock]:
-        with tokens_checked("from_spark"):
-            return _spool_dataframe(df, again, max_bytes, partitions)
+    def respool(partitions: list[int] | None, into: str) -> list[SpooledBlock]:
+        rows = _spool_job(ctx.sc, spooling, "from_spark", partitions, into)
+        return [SpooledBlock(**row.asDict()) for row in rows]
 
     try:
-        with tokens_checked("from_spark"):  # the DataFrame may read HDFS
-            spooled = _spool_dataframe(df, conversion, max_bytes)
+        spooled = respool(None, conversion)
         refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
         remove_spools(ctx, conversion)
@@ -207,25 +213,31 @@ def _with_parallelism(df: Any, parallelism: int | None) -> Any:
         raise InvalidArgumentError(
             f"from_spark: parallelism={parallelism!r}; give a positive number of partitions, "
             "or None to keep the DataFrame's own.")
-    have = df.rdd.getNumPartitions()
-    if parallelism == have:
-        return df
-    return df.coalesce(parallelism) if parallelism < have else df.repartition(parallelism)
+    return df.repartition(parallelism)
 
 
-def _spool_dataframe(df: Any, conversion: str, max_bytes: int,
-                     partitions: list[int] | None = None) -> list[SpooledBlock]:
-    """Spool every partition of ``df`` (or just ``partitions``, with a job for them)."""
+def _spooling_rdd(df: Any, max_bytes: int) -> Any:
+    """The RDD whose tasks spool ``df``'s partitions (one :class:`SpooledBlock` row per
+    file), into the conversion the job names (see :func:`_spool_job`)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     # mapInArrow resolves columns by name, and a name like "(id * 2.0)" does not resolve:
     # convert under plain names, and give the batches their real ones back in the executor.
     plain = df.toDF(*[f"_{i}" for i in range(len(df.columns))])
-    spooling = plain.mapInArrow(partial(spool_arrow_partition, conversion, max_bytes,
-                                        df.columns), from_arrow_schema(SPOOLED_BLOCK_SCHEMA))
-    rows = (spooling.collect() if partitions is None
-            else spooling.sparkSession.sparkContext.runJob(spooling.rdd, list, partitions))
-    return [SpooledBlock(**row.asDict()) for row in rows]
+    return plain.mapInArrow(partial(spool_arrow_partition, max_bytes, df.columns),
+                            from_arrow_schema(SPOOLED_BLOCK_SCHEMA)).rdd
+
+
+def _spool_job(sc: Any, spooling: Any, what: str, partitions: list[int] | None,
+               conversion: str) -> list[Any]:
+    """Run ``spooling``'s tasks (all, or ``partitions``) into ``conversion``'s spools, for
+    ``what`` (the call, named in errors)."""
+    sc.setLocalProperty(SPOOL_PROPERTY, conversion)
+    try:
+        with tokens_checked(what):  # the source may read HDFS
+            return list(sc.runJob(spooling, list, partitions))
+    finally:
+        sc.setLocalProperty(SPOOL_PROPERTY, None)
 
 
 def block_executors(ds: Any) -> list[str]:
@@ -269,12 +281,15 @@ class RayPartitions:
     def __len__(self) -> int:
         return len(self.refs)
 
+    released: bool = False
+
     def release(self) -> None:
         """Drop the driver's refs: Ray frees the partitions once no task or actor uses them.
 
         Idempotent.
         """
         self.refs, self.node_ids, self.containers, self.counts = [], [], [], []
+        self.released = True
 
 
 def from_rdd(rdd: Any, recoverable: bool = True) -> RayPartitions:
@@ -309,13 +324,8 @@ def from_rdd(rdd: Any, recoverable: bool = True) -> RayPartitions:
 
     ctx = running_context("from_rdd")
     conversion = f"from-rdd-{uuid.uuid4().hex}"
-
-    def respool(partitions: list[int] | None, into: str) -> list[SpooledBlock]:
-        spooling = rdd.mapPartitionsWithIndex(partial(spool_rdd_partition, into))
-        with tokens_checked("from_rdd"):  # the RDD may read HDFS
-            if partitions is None:
-                return list(spooling.collect())
-            return list(rdd.context.runJob(spooling, list, partitions))
+    respool = partial(_spool_job, ctx.sc, rdd.mapPartitionsWithIndex(spool_rdd_partition),
+                      "from_rdd")
 
     try:
         spooled = respool(None, conversion)
@@ -365,31 +375,29 @@ def from_rdd_batches(rdd: Any, block_size: str = _DEFAULT_BLOCK,
     ctx = running_context("from_rdd_batches")
     max_bytes = parse_memory(block_size, "block_size")
     conversion = f"from-batches-{uuid.uuid4().hex}"
-
-    def respool(partitions: list[int] | None, into: str) -> list[SpooledBlock]:
-        spooling = rdd.mapPartitionsWithIndex(partial(spool_batch_partition, into, max_bytes))
-        with tokens_checked("from_rdd_batches"):  # the RDD may read HDFS
-            spooled = (spooling.collect() if partitions is None
-                       else rdd.context.runJob(spooling, list, partitions))
-        failed = [block.error for block in spooled if block.error]
-        if failed:
-            raise InvalidArgumentError(f"from_rdd_batches: {failed[0]}")
-        return list(spooled)
+    respool = partial(_spool_job, ctx.sc, rdd.mapPartitionsWithIndex(
+        partial(spool_batch_partition, max_bytes)), "from_rdd_batches")
 
     try:
         spooled = respool(None, conversion)
+        failed = [block.error for block in spooled if block.error]
+        if failed:
+            raise InvalidArgumentError(f"from_rdd_batches: {failed[0]}.")
+        schema = _unified([pa.ipc.read_schema(pa.py_buffer(b.schema)) for b in spooled])
         refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
         remove_spools(ctx, conversion)
     if not spooled:
-        empty = pa.schema([])
-        return dataset_from_blocks([ray.put(empty.empty_table())], [0], [0], empty)
-    schemas = [pa.ipc.read_schema(pa.py_buffer(b.schema)) for b in spooled]
+        return dataset_from_blocks([ray.put(schema.empty_table())], [0], [0], schema)
+    return dataset_from_blocks(refs, [b.num_rows for b in spooled],
+                               [b.size_bytes for b in spooled], schema)
+
+
+def _unified(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for every partition's batches (none: no columns)."""
     try:
-        schema = pa.unify_schemas(schemas)
+        return pa.unify_schemas(schemas) if schemas else pa.schema([])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidArgumentError(
             f"from_rdd_batches: the partitions' batches differ in columns or types ({exc}). "
             "Give every batch the same columns and types.") from None
-    return dataset_from_blocks(refs, [b.num_rows for b in spooled],
-                               [b.size_bytes for b in spooled], schema)

@@ -62,6 +62,8 @@ def test_release_lets_the_blocks_go_now_and_reading_after_it_says_so(spark, ray_
                "the object stores back at their baseline, with the Dataset still referenced")
     with pytest.raises(BlocksLostError, match=r"release\(\)"):
         ds.take(1)
+    # A worker that gets the Dataset knows too.
+    assert ray.get(ray.remote(num_cpus=0)(lambda dataset: dataset.released).remote(ds))
 
 
 def _item(i):
@@ -82,6 +84,8 @@ def test_an_rdd_goes_to_ray_and_back_in_order_read_in_the_executors_holding_it(s
     assert set(levels) == {"PROCESS_LOCAL"}
     parts.release()
     gc.collect()
+    with pytest.raises(InvalidArgumentError, match="released"):
+        data.to_rdd(parts)
     partitions = rdd.glom().collect()  # read from Spark's checkpoint: Ray's copies are gone
     expected = [list(range(1_000))[k * 1_000 // 6:(k + 1) * 1_000 // 6] for k in range(6)]
     assert [len(p) for p in partitions] == [len(e) for e in expected]
