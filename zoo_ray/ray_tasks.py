@@ -79,16 +79,18 @@ def _load(files: list[BlockFile], read: Any, what: str,
 
 # Submitted with num_returns=len(files) + 1: one object per file, then the lengths. Ray
 # re-runs them (up to RECONSTRUCTIONS times) to reconstruct objects lost with a node.
+# ``after``, the lengths of an earlier load task on the node, only orders the tasks: Ray
+# starts this one once that one is done (see zoo_ray.spark_to_ray._load).
 @ray.remote(num_cpus=0, retry_exceptions=False, max_retries=RECONSTRUCTIONS)
-def load_tables(files: list[BlockFile],
-                recovery: RecomputeHandle | None = None) -> tuple[Any, ...]:
+def load_tables(files: list[BlockFile], recovery: RecomputeHandle | None = None,
+                after: list[int] | None = None) -> tuple[Any, ...]:
     """The Arrow blocks Spark tasks spooled on this node, then their rows (the files go)."""
     return _load(files, spool.read_table, "A block", recovery)
 
 
 @ray.remote(num_cpus=0, retry_exceptions=False, max_retries=RECONSTRUCTIONS)
-def load_pickles(files: list[BlockFile],
-                 recovery: RecomputeHandle | None = None) -> tuple[Any, ...]:
+def load_pickles(files: list[BlockFile], recovery: RecomputeHandle | None = None,
+                 after: list[int] | None = None) -> tuple[Any, ...]:
     """The RDD partitions Spark tasks spooled on this node, then their lengths (the files go)."""
     return _load(files, spool.read_pickle, "A partition", recovery)
 

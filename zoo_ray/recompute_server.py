@@ -116,12 +116,6 @@ class RecomputeServer:
                                             daemon=True)
             self._thread.start()
 
-    @property
-    def conversions(self) -> list[str]:
-        """The conversions whose blocks can be computed again now."""
-        with self._lock:
-            return sorted(self._sources)
-
     def register(self, conversion: str, source: Recomputable) -> RecomputeHandle:
         """Serve ``conversion`` (until :meth:`forget`).
 

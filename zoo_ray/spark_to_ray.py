@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,8 +40,12 @@ __all__ = ["RayPartitions", "block_executors", "from_rdd", "from_rdd_batches", "
 logger = logging.getLogger(__name__)
 
 _DEFAULT_BLOCK = "64m"
-#: Most bytes one load task reads (a pickled partition is read into the worker's memory).
-_LOAD_BYTES = 256 << 20
+#: Most bytes one load task reads (a pickled partition is read into the worker's memory,
+#: an Arrow file mapped; YARN counts both against the container).
+_LOAD_BYTES = 128 << 20
+#: Load tasks of one node running at once: with all of a large conversion's at once, their
+#: mapped files took executors past their containers and YARN killed them.
+_LOADS_PER_NODE = 2
 #: Longest Spark's recomputed partitions wait for a Ray node in the executor holding them.
 _NEW_NODE_WAIT_S = 120.0
 
@@ -65,10 +70,16 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
              for b, piece in zip(blocks, pieces(blocks))]
     refs: list[Any] = [None] * len(blocks)
     counts = []
+    # A node's task waits for the lengths of the one _LOADS_PER_NODE before it: a small
+    # result the driver holds itself, so a task Ray re-runs never needs that one again.
+    earlier: dict[str, list[Any]] = defaultdict(list)
     for node, indices in tasks_by_node([nodes[b.container] for b in blocks],
                                        [b.size_bytes for b in blocks], _LOAD_BYTES):
+        ahead = earlier[node]
+        after = ahead[-_LOADS_PER_NODE] if len(ahead) >= _LOADS_PER_NODE else None
         *loaded, count = pinned(loader, node, num_returns=len(indices) + 1).remote(
-            [files[i] for i in indices], recovery)
+            [files[i] for i in indices], recovery, after)
+        ahead.append(count)
         counts.append(count)
         for i, ref in zip(indices, loaded):
             refs[i] = ref
@@ -191,16 +202,22 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
         rows = _spool_job(ctx.sc, spooling, "from_spark", partitions, into)
         return [SpooledBlock(**row.asDict()) for row in rows]
 
+    started = time.monotonic()
     try:
         spooled = respool(None, conversion)
+        spooled_at = time.monotonic()
         refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
         remove_spools(ctx, conversion)
     if not spooled:  # one empty block: the Dataset keeps the columns
         return dataset_from_blocks([ray.put(expected.empty_table())], [0], [0], expected)
     schema = pa.ipc.read_schema(pa.py_buffer(spooled[0].schema))
-    logger.info("from_spark: %d rows in %d blocks on %d nodes", sum(b.num_rows for b in spooled),
-                len(spooled), len({b.container for b in spooled}))
+    # The two phases' times tell a slow conversion's cause: Spark's job (computing and
+    # spooling the partitions) or the load into the object stores.
+    logger.info("from_spark: %d rows in %d blocks on %d nodes; Spark's job %.2f s, loading "
+                "%.2f s", sum(b.num_rows for b in spooled), len(spooled),
+                len({b.container for b in spooled}), spooled_at - started,
+                time.monotonic() - spooled_at)
     return dataset_from_blocks(refs, [b.num_rows for b in spooled],
                                [b.size_bytes for b in spooled], schema)
 
