@@ -58,7 +58,7 @@ STANDALONE_PHASE = 4
 #: The test modules that run beside the others, in the second worker: every module with a
 #: local Hadoop of its own (``own_cluster``).
 BESIDE = frozenset({"test_isolated_hosts.py", "test_secure_cluster.py",
-                    "test_yarn_takes_executors.py"})
+                    "test_yarn_elastic.py", "test_yarn_takes_executors.py"})
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -54,6 +54,19 @@ def test_env_options_exclude_each_other(capsys):
     assert "not allowed with" in capsys.readouterr().err
 
 
+def test_submit_checks_an_elastic_range_before_anything_starts(capsys, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("")
+    args = _parser().parse_args(["submit", "--max-ray-nodes", "4", "--idle-timeout", "2m",
+                                 "job.py"])
+    assert (args.min_ray_nodes, args.max_ray_nodes, args.idle_timeout) == (None, 4, "2m")
+    assert main(["submit", "--min-ray-nodes", "3", "--max-ray-nodes", "2", str(script)]) == 2
+    err = capsys.readouterr().err
+    assert "min_ray_nodes <= max_ray_nodes" in err and err.count("\n") == 1
+    assert main(["submit", "--max-ray-nodes", "2", "--idle-timeout", "soon", str(script)]) == 2
+    assert "is not a duration" in capsys.readouterr().err
+
+
 def test_submit_and_the_local_hadoop_take_gpus():
     assert _parser().parse_args(["submit", "--executor-gpus", "2", "job.py"]).executor_gpus == 2
     assert _parser().parse_args(["minicluster", "up", "--gpus", "2"]).gpus == 2

@@ -211,6 +211,35 @@ def test_bad_arguments_are_invalid_argument_errors(swapped):
         RayContext(with_gpus, extra_params={"--num-gpus": 1})
 
 
+def test_an_elastic_range_is_checked_with_the_fix(swapped):
+    sc = StubSparkContext()
+    with pytest.raises(InvalidArgumentError, match="min_ray_nodes <= max_ray_nodes"):
+        RayContext(sc, min_ray_nodes=3, max_ray_nodes=2)
+    with pytest.raises(InvalidArgumentError, match="pass max_ray_nodes too"):
+        RayContext(sc, min_ray_nodes=2)
+    for wrong in (0, True, 1.5):
+        with pytest.raises(InvalidArgumentError, match="whole number >= 1"):
+            RayContext(sc, max_ray_nodes=wrong)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        RayContext(sc, num_ray_nodes=1, max_ray_nodes=2)
+    for wrong in ("soon", 0, -5, "10 minutes"):
+        with pytest.raises(InvalidArgumentError, match="is not a duration"):
+            RayContext(sc, max_ray_nodes=2, idle_timeout=wrong)
+    with pytest.raises(InvalidArgumentError, match="without dynamic allocation"):
+        RayContext(StubSparkContext(**{"spark.dynamicAllocation.enabled": "true"}),
+                   max_ray_nodes=2)
+    with pytest.raises(InvalidArgumentError, match="a local master has none"):
+        RayContext(StubSparkContext(**{"spark.master": "local[2]"}), max_ray_nodes=2)
+    # init() starts min_ray_nodes nodes, in the executors there are (2 here).
+    ranged = RayContext(sc, max_ray_nodes=4, idle_timeout="2m")
+    assert ranged.options.scale is not None
+    assert (ranged.options.scale.min_nodes, ranged.options.scale.max_nodes,
+            ranged.options.scale.idle_timeout_s) == (1, 4, 120.0)
+    assert ranged.options.num_ray_nodes == 1
+    assert RayContext(sc, min_ray_nodes=3, max_ray_nodes=4).options.num_ray_nodes == 2
+    assert RayContext(sc).options.scale is None
+
+
 def test_initialized_is_false_while_starting_and_stop_is_idempotent(swapped):
     clusters, seen, _ = swapped
     ctx = RayContext(StubSparkContext())

@@ -125,6 +125,11 @@ def test_demand_partly_fits_in_what_the_nodes_have_free():
     assert "5 pending requests fit in the 2 nodes" in run(nodes, Demand(cpus(1, 5))).reason
 
 
+def test_without_demand_executors_still_starting_are_asked_for_no_more():
+    result = run([node(HEAD, available={}), node("b")], Demand(), starting=2)
+    assert result.target_nodes == 2 and result.drain == ()
+
+
 def test_starting_executors_take_demand_before_new_ones_are_asked_for():
     result = run([node(HEAD, available={})], Demand(cpus(4, 3)), starting=2)
     assert result.target_nodes == 4

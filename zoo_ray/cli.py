@@ -86,7 +86,8 @@ def _submit(args: argparse.Namespace) -> int:
         env_prefix=args.env_prefix, penv_archive=args.archive, queue=args.queue,
         extra_python_lib=[p for value in args.py_files for p in value.split(",") if p],
         conf=_conf_pairs(args.conf), principal=args.principal, keytab=args.keytab,
-        executor_gpus=args.executor_gpus,
+        executor_gpus=args.executor_gpus, min_ray_nodes=args.min_ray_nodes,
+        max_ray_nodes=args.max_ray_nodes, idle_timeout=args.idle_timeout,
     )
     return submit(args.script, args.args, options)
 
@@ -171,6 +172,13 @@ def _add_submit(sub: Any) -> None:
                         help="object store of each executor's Ray node")
     submit.add_argument("--executor-gpus", type=int, default=0, metavar="N",
                         help="GPUs (yarn.io/gpu) per executor, all for its Ray node")
+    submit.add_argument("--min-ray-nodes", type=int, default=None, metavar="N",
+                        help="an elastic cluster: start N nodes (default 1 with "
+                             "--max-ray-nodes), grow with Ray's demand")
+    submit.add_argument("--max-ray-nodes", type=int, default=None, metavar="N",
+                        help="an elastic cluster: at most N executors' nodes")
+    submit.add_argument("--idle-timeout", default="60s",
+                        help="an elastic cluster gives back a node idle this long (60s)")
     _add_env_options(submit, archive=True)
     submit.add_argument("--queue", help="YARN queue")
     _add_login(submit)

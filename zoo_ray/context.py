@@ -31,7 +31,8 @@ from .options import RayOptions
 from .protocol import NodeInfo
 from .recompute_server import close_server
 from .recovery import Recovery
-from .status import cluster_view, registrations, store_usage
+from .spark_internals import registered_executors
+from .status import cluster_view, node_status, registrations, store_usage
 from .zoo_attributes import ZooAttributes
 
 __all__ = ["RayContext"]
@@ -82,6 +83,18 @@ class RayContext(ZooAttributes):
         session files and spilled objects, instead of the YARN container directories:
         each node gets ``zoo-ray-<application>-<container>`` in it, which ``stop()``
         removes. A node whose host lacks it, or cannot write to it, fails ``init()``.
+    min_ray_nodes, max_ray_nodes : int, optional
+        An elastic cluster (both None: a fixed size). ``init()`` starts nodes in
+        ``min_ray_nodes`` executors (default 1) and gives the others back; then the
+        cluster asks YARN for executors while Ray has tasks, actors or placement groups
+        no node can place, up to ``max_ray_nodes``, and gives back the executor of a node
+        idle for ``idle_timeout`` (drained first: a node running anything or holding an
+        object someone references is not idle), never the head's, never below
+        ``min_ray_nodes``. Not with ``num_ray_nodes``, a local master or Spark's dynamic
+        allocation.
+    idle_timeout : str or float
+        How long an elastic cluster's node stays idle before its executor goes back to
+        YARN: seconds, or like "60s", "5m".
     **zoo_names
         Analytics Zoo's arguments with no meaning here (``redis_port``, ``password``,
         ...) raise an InvalidArgumentError saying what replaces them (docs: migration).
@@ -112,6 +125,9 @@ class RayContext(ZooAttributes):
         max_restarts: int = 5,
         driver_object_store_memory: str = "256m",
         temp_dir: str | None = None,
+        min_ray_nodes: int | None = None,
+        max_ray_nodes: int | None = None,
+        idle_timeout: str | float = "60s",
         **zoo_names: Any,
     ) -> None:
         translate("RayContext", zoo_names, RAY_CONTEXT_NAMES, {})
@@ -123,7 +139,8 @@ class RayContext(ZooAttributes):
             extra_params=extra_params, include_webui=include_webui,
             system_config=system_config, verbose=verbose, init_timeout=init_timeout,
             max_restarts=max_restarts, driver_object_store_memory=driver_object_store_memory,
-            temp_dir=temp_dir)
+            temp_dir=temp_dir, min_ray_nodes=min_ray_nodes, max_ray_nodes=max_ray_nodes,
+            idle_timeout=idle_timeout)
         # "new" -> "starting" -> "running" -> "stopped" (-> "starting" again on init()).
         self._state = "new"
         self._app_id = ""
@@ -199,14 +216,14 @@ class RayContext(ZooAttributes):
         nodes = self._nodes = ClusterNodes(self.sc, self.options, self._app_id, token)
         recovery = self._recovery = Recovery(self.sc, self.options, nodes, driver_cores)
         try:
-            cluster = nodes.start(self.options.num_ray_nodes, self.options.slots,
-                                  driver_cores, progress=True)
+            wanted, slots = self.options.start_size(registered_executors(self.sc))
+            cluster = nodes.start(wanted, slots, driver_cores, progress=True)
+            self._state = "running"
+            atexit.register(self.stop)
+            recovery.start(cluster)  # an elastic cluster gives spare executors back here
         except BaseException:
             self.stop()
             raise
-        self._state = "running"
-        atexit.register(self.stop)
-        recovery.start(cluster)
         _stop_with_spark(self.sc)
         logger.info("Ray cluster up in %.1fs: %d nodes, head %s", time.monotonic() - started,
                     len(cluster.nodes), cluster.address)
@@ -291,7 +308,9 @@ class RayContext(ZooAttributes):
         and the GPUs it offers Ray (those YARN gave its container).
 
         A node whose executor was lost (killed by YARN, preempted) shows
-        ``alive=False``; losses are also logged.
+        ``alive=False``; losses are also logged. An elastic cluster leaves out the nodes
+        it gave back, and lists each executor it asked YARN for whose node is not up yet
+        with ``pending`` saying why it waits (every row has the key, "" for a node).
 
         Raises
         ------
@@ -299,12 +318,10 @@ class RayContext(ZooAttributes):
             The cluster is gone for good (Spark ended the application, or no new
             cluster could start after the head's loss); the message says why.
         """
-        status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"],
-                   "gpus": node["Resources"].get("GPU", 0.0)}
-                  for container, (_, node) in registrations(self._running_cluster()).items()]
-        for lost in (s for s in status if not s["alive"]):
-            logger.warning("Ray node of executor %s is lost", lost["container"])
-        return status
+        recovery = self._recovery
+        return node_status(self._running_cluster(),
+                           recovery.released if recovery is not None else set(),
+                           recovery.scale_status() if recovery is not None else None)
 
     def executor_nodes(self) -> dict[str, NodeInfo]:
         """The executors' live Ray nodes, by Ray node id (the data path places work by it).
@@ -348,8 +365,10 @@ class RayContext(ZooAttributes):
     # -------------------------------------------------------------- display
     def view(self) -> ClusterView:
         """A snapshot of the cluster for display: the application, its links, every node."""
+        scaling = self._recovery.scale_status() if self._recovery is not None else None
         return cluster_view(self.sc, self._app_id, self.options.is_local, self._state,
-                            self._cluster())
+                            self._cluster(), scaling.line() if scaling is not None else "",
+                            self._recovery.released if self._recovery is not None else ())
 
     def __repr__(self) -> str:
         try:

@@ -47,6 +47,8 @@ class ClusterView:
     spark_url: str | None
     dashboard_url: str | None
     nodes: tuple[NodeRow, ...]
+    #: An elastic cluster's range, what it asked of YARN and what waits ("" if fixed).
+    scaling: str = ""
 
 
 def _links(view: ClusterView) -> list[tuple[str, str]]:
@@ -60,6 +62,8 @@ def render_text(view: ClusterView) -> str:
     lines = [f"RayContext {view.state}: application {view.app_id or '-'} ({view.app_state}), "
              f"head {view.head or '-'}"]
     lines += [f"  {name}: {url}" for name, url in _links(view)]
+    if view.scaling:
+        lines.append(f"  {view.scaling}")
     if view.nodes:
         rows = [_HEADERS] + [node.cells() for node in view.nodes]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
@@ -82,4 +86,5 @@ def render_html(view: ClusterView) -> str:
     return (f"<div><b>RayContext</b> {esc(view.state)} · application "
             f"<code>{esc(view.app_id or '-')}</code> ({esc(view.app_state)}) · head "
             f"<code>{esc(view.head or '-')}</code><br>{links}"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+            + (f"<br>{esc(view.scaling)}" if view.scaling else "")
+            + f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")

@@ -53,8 +53,10 @@ class ClusterEvent:
         "lost" (an executor and its Ray node went away), "joined" (a node started in a
         new executor joined the head), "failed" (a node could not be started there),
         "head lost" (the head's executor went away, with every actor and object),
-        "rebuilt" (a new cluster runs in the executors there are) or "cluster lost"
-        (gone for good: Spark ended the application, or no new cluster could start).
+        "rebuilt" (a new cluster runs in the executors there are), "cluster lost"
+        (gone for good: Spark ended the application, or no new cluster could start),
+        "released" (an elastic cluster drained an idle node and gave its executor back
+        to YARN) or "scaled" (an elastic cluster asked YARN for more executors).
     executor_id, container : str
         The executor and its YARN container.
     message : str
@@ -143,6 +145,7 @@ class NodeKeeper:
         self._tries: dict[str, int] = {}
         self._misplaced: dict[str, int] = {}
         self._given_up: set[str] = set()
+        self._released: set[str] = set()
         self._stop = threading.Event()  # this keeper looks no more
         self._closed = threading.Event()  # close() was called
         self._starting = threading.Event()  # a start job runs: close() cancels it
@@ -150,6 +153,11 @@ class NodeKeeper:
         self._thread = threading.Thread(target=self._run, name="zoo_ray-node-keeper",
                                         daemon=True)
         self._thread.start()
+
+    def release(self, executor_id: str) -> None:
+        """``executor_id`` is being given back to YARN: its end is no loss, and it gets no
+        node again."""
+        self._released.add(executor_id)
 
     @property
     def closing(self) -> bool:
@@ -202,7 +210,8 @@ class NodeKeeper:
             self._stop.set()  # this keeper's cluster is gone; on_head_lost starts another
             self.on_head_lost()
             return
-        targets = choose_targets(live, self._nodes, self.wanted, self._given_up)
+        targets = choose_targets(live, self._nodes, self.wanted,
+                                 self._given_up | self._released)
         if targets:
             self._start_in(targets)
 
@@ -218,6 +227,10 @@ class NodeKeeper:
                             "actor, object and task of the cluster is lost. zoo_ray starts a "
                             "new cluster in the executors there are and reconnects this driver; "
                             "ObjectRefs and actor handles from before are void.")
+            elif node.executor_id in self._released:
+                self._event("released", node.executor_id, node.container,
+                            "its idle Ray node was drained and the executor given back to "
+                            f"YARN; the cluster has {len(self._nodes)} executor nodes")
             else:
                 self._event("lost", node.executor_id, node.container,
                             "its Ray node, with the actors and objects it held, is gone; a node "

@@ -178,6 +178,8 @@ class LossWatch:
         self.sc = sc
         self.containers = containers
         self.sizes = sizes
+        #: Executors given back to YARN on purpose (an elastic cluster's idle ones): no loss.
+        self.released: set[str] = set()
         # A keytab login's identity for the NodeManagers' REST API (None: the ticket cache).
         self._credentials = driver_credentials(sc.getConf())
         try:
@@ -215,6 +217,8 @@ class LossWatch:
                 return
             for lost in [r for r in removed if r.executor_id not in self._seen]:
                 self._seen.add(lost.executor_id)
+                if lost.executor_id in self.released:
+                    continue
                 loss = parse_loss(lost.executor_id, lost.host, lost.reason,
                                   self.containers.get(lost.executor_id, ""),
                                   self.sizes.get("container"))

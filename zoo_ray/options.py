@@ -24,8 +24,9 @@ from .memory import (
 )
 from .node_dirs import ROOT_FLAGS, root_problem
 from .protocol import NodeSpec
+from .scaling_plan import parse_idle_timeout
 
-__all__ = ["RayOptions"]
+__all__ = ["RayOptions", "ScaleRange", "scale_range"]
 
 #: `ray start` flags zoo_ray sets itself, and what to use instead.
 _OWN_FLAGS = {
@@ -85,6 +86,67 @@ def _local_cores(master: str) -> int:
     return int(inside) if inside.isdigit() else 1
 
 
+@dataclass(frozen=True)
+class ScaleRange:
+    """An elastic RayContext's range: ``min_ray_nodes`` to ``max_ray_nodes`` executors'
+    nodes, a node idle for ``idle_timeout_s`` given back (see :mod:`zoo_ray.scaler`)."""
+
+    min_nodes: int
+    max_nodes: int
+    idle_timeout_s: float
+
+
+def scale_range(min_ray_nodes: Any, max_ray_nodes: Any,
+                idle_timeout: Any = "60s") -> ScaleRange | None:
+    """RayContext's elastic arguments checked on their own (``zoo-ray submit`` checks them
+    before it starts anything): the range, or None for a fixed size (neither bound given).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A bound that is not a whole number >= 1, ``min_ray_nodes`` above
+        ``max_ray_nodes`` or without it, an unparsable ``idle_timeout``.
+    """
+    if min_ray_nodes is None and max_ray_nodes is None:
+        return None
+    if max_ray_nodes is None:
+        raise InvalidArgumentError(
+            f"min_ray_nodes={min_ray_nodes!r} without max_ray_nodes: pass max_ray_nodes too "
+            "(the most executors the cluster may grow to), or neither for a fixed size.")
+    low = 1 if min_ray_nodes is None else min_ray_nodes
+    for name, value in (("min_ray_nodes", low), ("max_ray_nodes", max_ray_nodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= 1.")
+    if low > max_ray_nodes:
+        raise InvalidArgumentError(
+            f"min_ray_nodes={low} is above max_ray_nodes={max_ray_nodes}; pass "
+            "min_ray_nodes <= max_ray_nodes.")
+    return ScaleRange(low, max_ray_nodes, parse_idle_timeout(idle_timeout))
+
+
+def _check_range(min_ray_nodes: Any, max_ray_nodes: Any, idle_timeout: Any,
+                 num_ray_nodes: Any, conf: Any, is_local: bool) -> ScaleRange | None:
+    """The range checked against the rest of RayContext's arguments and Spark's conf."""
+    scale = scale_range(min_ray_nodes, max_ray_nodes, idle_timeout)
+    if scale is None:
+        return None
+    if num_ray_nodes is not None:
+        raise InvalidArgumentError(
+            f"num_ray_nodes={num_ray_nodes!r} with min_ray_nodes/max_ray_nodes: a fixed size "
+            "or a range, not both. Drop num_ray_nodes (init() starts min_ray_nodes nodes).")
+    if is_local:
+        raise InvalidArgumentError(
+            "min_ray_nodes/max_ray_nodes need executors YARN can add and take back; a local "
+            "master has none. Use init_spark_on_yarn, or drop the range.")
+    if str(conf.get("spark.dynamicAllocation.enabled", "false")).lower() == "true":
+        raise InvalidArgumentError(
+            "min_ray_nodes/max_ray_nodes with spark.dynamicAllocation.enabled=true: Spark's "
+            "dynamic allocation would add and remove executors by Spark's own demand, and "
+            "zoo_ray by Ray's; start Spark without dynamic allocation (init_spark_on_yarn's "
+            "default), or drop the range.")
+    return scale
+
+
 def _check_num_ray_nodes(num_ray_nodes: Any, executors: int) -> int:
     wanted = executors if num_ray_nodes is None else num_ray_nodes
     if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
@@ -127,6 +189,8 @@ class RayOptions:
     verbose: bool
     init_timeout: float
     max_restarts: int
+    #: An elastic RayContext's range (None: a fixed size, ``num_ray_nodes``).
+    scale: ScaleRange | None = None
 
     @classmethod
     def from_spark_conf(
@@ -145,6 +209,9 @@ class RayOptions:
         max_restarts: int,
         driver_object_store_memory: str,
         temp_dir: str | None = None,
+        min_ray_nodes: int | None = None,
+        max_ray_nodes: int | None = None,
+        idle_timeout: str | float = "60s",
     ) -> RayOptions:
         """Check RayContext's arguments against a SparkContext's configuration.
 
@@ -154,7 +221,7 @@ class RayOptions:
             The running SparkContext's configuration (``sc.getConf()``).
         object_store_memory, num_ray_nodes, ray_node_cpu_cores, env, extra_params, \
 include_webui, system_config, verbose, init_timeout, max_restarts, \
-driver_object_store_memory, temp_dir
+driver_object_store_memory, temp_dir, min_ray_nodes, max_ray_nodes, idle_timeout
             As :class:`~zoo_ray.context.RayContext` takes them.
 
         Raises
@@ -186,6 +253,10 @@ driver_object_store_memory, temp_dir
                 "extra_params={'num-gpus': ...} with executors that have GPUs "
                 "(init_spark_on_yarn(executor_gpus=...)): each executor's node already offers "
                 "its container's GPUs. Drop num-gpus from extra_params.")
+        scale = _check_range(min_ray_nodes, max_ray_nodes, idle_timeout, num_ray_nodes, conf,
+                             is_local)
+        if scale is not None:  # init() starts min_ray_nodes nodes, in the executors there are
+            num_ray_nodes = min(scale.min_nodes, executors)
         return cls(
             is_local=is_local, executors=executors, executor_cores=cores,
             num_ray_nodes=_check_num_ray_nodes(num_ray_nodes, executors),
@@ -194,7 +265,7 @@ driver_object_store_memory, temp_dir
             env=dict(env or {}), extra_params=_check_extra_params(extra_params or {}),
             temp_root=roots.get("temp_root"), spill_root=roots.get("spill_root"),
             include_webui=include_webui, system_config=system_config, verbose=verbose,
-            init_timeout=init_timeout, max_restarts=max_restarts)
+            init_timeout=init_timeout, max_restarts=max_restarts, scale=scale)
 
     def check_roots_here(self) -> None:
         """Check the roots on this host, the gateway, whose node uses them too: before
@@ -219,6 +290,14 @@ driver_object_store_memory, temp_dir
     def slots(self) -> int:
         """The task slots of every configured executor together."""
         return self.executors * self.executor_cores
+
+    def start_size(self, registered: int) -> tuple[int, int]:
+        """The nodes ``init()`` starts and the task slots it starts them over: the
+        configured ones, or for an elastic cluster those of the ``registered`` executors
+        (an elastic RayContext before may have given some back)."""
+        if self.scale is None:
+            return self.num_ray_nodes, self.slots
+        return min(self.num_ray_nodes, registered), registered * self.executor_cores
 
     def base_spec(self, app_id: str, token: str) -> NodeSpec:
         """What every node shares; each executor fills in its own directories and JVM.

@@ -25,6 +25,7 @@ from .losses import ExecutorLoss, LossWatch
 from .memory import RAY_MEMORY_CONF, format_mib, parse_memory
 from .nodes import ClusterNodes, RunningCluster
 from .options import RayOptions
+from .scaler import Scaler, ScaleStatus
 from .yarn import ResourceManager
 
 __all__ = ["Recovery"]
@@ -68,6 +69,9 @@ class Recovery:
         self._refused_address: str | None = None
         self._loss_watch: LossWatch | None = None
         self._keeper: NodeKeeper | None = None
+        self._scaler: Scaler | None = None
+        #: Executors an elastic cluster gave back to YARN (their nodes ended on purpose).
+        self.released: set[str] = set()
         # Read while the SparkContext runs: it is asked for when Spark has ended.
         self._credentials = driver_credentials(sc.getConf())
 
@@ -94,6 +98,8 @@ class Recovery:
 
     def close(self) -> None:
         """Stop watching and keeping (idempotent); a rebuild under way ends first."""
+        if self._scaler is not None:
+            self._scaler.close()
         # A rebuild under way ends first, and may have started the keeper of its cluster.
         while self._keeper is not None:
             keeper = self._keeper
@@ -111,9 +117,30 @@ class Recovery:
 
     def _keep(self, cluster: RunningCluster) -> None:
         wanted = self.options.num_ray_nodes
-        self._keeper = self._keeper_class(
+        keeper = self._keeper = self._keeper_class(
             self.sc, self.nodes.plan(cluster.head, wanted), wanted, list(cluster.nodes),
             self._joined, self._rebuild, self._spark_stopped, self.events)
+        if self.options.scale is not None:
+            if self._scaler is not None:  # the lost cluster's
+                self._scaler.close()
+            self._scaler = Scaler(self.sc, self.options.scale, keeper, self._executor_nodes,
+                                  cluster.address, self._released, self.events)
+
+    def _executor_nodes(self) -> list[Any]:
+        current = self.nodes.current
+        return list(current.nodes) if current is not None else []
+
+    def scale_status(self) -> ScaleStatus | None:
+        """An elastic cluster's nodes, what it asked of YARN and what waits (None: fixed)."""
+        return self._scaler.status if self._scaler is not None else None
+
+    def _released(self, executor_id: str) -> None:
+        """An elastic cluster gives ``executor_id`` back: its end is no loss."""
+        self.released.add(executor_id)
+        if self._keeper is not None:
+            self._keeper.release(executor_id)
+        if self._loss_watch is not None:
+            self._loss_watch.released.add(executor_id)
 
     def _joined(self, node: Any) -> None:
         """A node the keeper started in a new executor: part of the cluster from now on."""

@@ -14,13 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ray.core.generated import autoscaler_pb2
-
 from .errors import InvalidArgumentError
 
 __all__ = ["Demand", "NodeLoad", "ScalePlan", "parse_idle_timeout", "plan", "read_state"]
-
-_PB: Any = autoscaler_pb2  # generated, without stubs
 
 Shape = dict[str, float]
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -141,10 +137,15 @@ def read_state(reply: Any) -> tuple[list[NodeLoad], Demand]:
     Label selectors are not read (zoo_ray's nodes have no labels); placement-group entries
     without bundles (the GCS lists non-pending groups empty) are skipped.
     """
+    # Imported here: RayContext's argument checks import this module, and Ray with it
+    # would slow `import zoo_ray`. Generated code, without stubs.
+    from ray.core.generated import autoscaler_pb2
+
+    pb: Any = autoscaler_pb2
     if isinstance(reply, (bytes, bytearray, memoryview)):
-        reply = _PB.GetClusterResourceStateReply.FromString(bytes(reply))
+        reply = pb.GetClusterResourceStateReply.FromString(bytes(reply))
     state = getattr(reply, "cluster_resource_state", reply)
-    nodes = [NodeLoad(n.node_id.hex(), _PB.NodeStatus.Name(n.status), n.idle_duration_ms / 1e3,
+    nodes = [NodeLoad(n.node_id.hex(), pb.NodeStatus.Name(n.status), n.idle_duration_ms / 1e3,
                       _packable(n.total_resources), _packable(n.available_resources))
              for n in state.node_states]
     shapes = [shape for r in state.pending_resource_requests
@@ -274,7 +275,9 @@ def plan(nodes: Sequence[NodeLoad], demand: Demand, node_shape: Mapping[str, flo
                   f"{what} need {new} more node{'s' * (new > 1)}" if new else
                   f"{what} fit in the {base} node{'s' * (base > 1)} there are or start")
     else:
-        target = base
+        # Nothing waits: executors asked for and not up yet are asked for no more (and a
+        # lost one is not replaced), and the idle nodes go.
+        target = len(live)
         idle = sorted((n for n in live if n.status == "IDLE" and n.node_id != head_node
                        and n.idle_s >= idle_timeout_s), key=lambda n: (-n.idle_s, n.node_id))
         drain = idle[:max(0, len(live) - min_nodes)]

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
-           "RemovedExecutor", "live_executors", "local_checkpoint", "rdd_with_locations",
-           "registered_executors", "removed_executors"]
+           "RemovedExecutor", "kill_executors", "live_executors", "local_checkpoint",
+           "rdd_with_locations", "registered_executors", "removed_executors",
+           "request_total_executors"]
 
 
 def active_context() -> Any:
@@ -195,3 +196,21 @@ def live_executors(sc: Any) -> dict[str, str]:
         if summary.id() != "driver":
             live[str(summary.id())] = str(summary.hostPort()).rsplit(":", 1)[0]
     return live
+
+
+def request_total_executors(sc: Any, total: int) -> bool:
+    """Ask YARN, through ``sc``'s driver, for ``total`` executors in all (Spark's
+    ``requestTotalExecutors``, a developer API; refused beside dynamic allocation)."""
+    jvm = sc._jvm
+    empty = jvm.PythonUtils.toScalaMap(jvm.java.util.HashMap())
+    return bool(sc._jsc.sc().requestTotalExecutors(total, 0, empty))
+
+
+def kill_executors(sc: Any, executor_ids: list[str]) -> bool:
+    """Give executors back to YARN (Spark's ``killExecutors``): Spark lowers its target by
+    as many, so they are not replaced, and counts no failure."""
+    ids = sc._jvm.java.util.ArrayList()
+    for executor_id in executor_ids:
+        ids.add(executor_id)
+    return bool(sc._jsc.sc().killExecutors(sc._jvm.PythonUtils.toSeq(ids)))
+

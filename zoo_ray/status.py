@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -23,7 +24,11 @@ from .nodes import GATEWAY, RunningCluster
 from .protocol import NodeInfo
 from .yarn import ResourceManager
 
-__all__ = ["Registration", "cluster_view", "live_nodes", "registrations", "store_usage"]
+if TYPE_CHECKING:
+    from .scaler import ScaleStatus
+
+__all__ = ["Registration", "cluster_view", "live_nodes", "node_status", "registrations",
+           "store_usage"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,24 @@ def registrations(cluster: RunningCluster | None) -> dict[str, Registration]:
             if info.temp_dir in live}
 
 
+def node_status(cluster: RunningCluster | None, released: Collection[str],
+                scaling: ScaleStatus | None) -> list[dict[str, Any]]:
+    """What ``RayContext.node_status()`` returns: each executor's node (not those an
+    elastic cluster gave back), then a row per executor asked of YARN whose node is not
+    up yet, ``pending`` saying why (see :class:`~zoo_ray.scaler.ScaleStatus`)."""
+    status = [{"container": container, "node_id": node["NodeID"], "alive": node["Alive"],
+               "gpus": node["Resources"].get("GPU", 0.0), "pending": ""}
+              for container, (info, node) in registrations(cluster).items()
+              if info.executor_id not in released]
+    for lost in (s for s in status if not s["alive"]):
+        logger.warning("Ray node of executor %s is lost", lost["container"])
+    if scaling is not None:
+        why = scaling.waiting or "asked of YARN, starting"
+        status += [{"container": "", "node_id": "", "alive": False, "gpus": 0.0,
+                    "pending": why} for _ in range(max(0, scaling.target - scaling.nodes))]
+    return status
+
+
 def store_usage(cluster: RunningCluster | None) -> dict[str, int]:
     """Bytes in use in each live executor node's object store, by container."""
     return {container: object_store_used(
@@ -72,7 +95,8 @@ def store_usage(cluster: RunningCluster | None) -> dict[str, int]:
 
 
 def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
-                 cluster: RunningCluster | None) -> ClusterView:
+                 cluster: RunningCluster | None, scaling: str = "",
+                 released: Collection[str] = ()) -> ClusterView:
     """A snapshot for display: the application, its pages and every node.
 
     Each question (the ResourceManager, the node table) waits seconds at most: a
@@ -89,13 +113,18 @@ def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
         The RayContext's state: "new", "starting", "running" or "stopped".
     cluster : RunningCluster, optional
         The cluster, while there is one.
+    scaling : str
+        An elastic cluster's line (see :class:`~zoo_ray.scaler.ScaleStatus`), or "".
+    released : collection of str
+        Executors an elastic cluster gave back: their nodes are not shown.
     """
     app_state, yarn_url, spark_url = _application(sc, app_id, is_local)
     return ClusterView(state=state, app_id=app_id, app_state=app_state,
                        head=cluster.address if cluster else None, yarn_url=yarn_url,
                        spark_url=spark_url,
                        dashboard_url=cluster.dashboard_url if cluster else None,
-                       nodes=_node_rows(cluster, state == "running"))
+                       nodes=_node_rows(cluster, state == "running", released),
+                       scaling=scaling)
 
 
 def _application(sc: Any, app_id: str, is_local: bool) -> tuple[str, str | None, str | None]:
@@ -115,10 +144,11 @@ def _application(sc: Any, app_id: str, is_local: bool) -> tuple[str, str | None,
     return state, f"{base}/cluster/app/{app_id}", f"{base}/proxy/{app_id}/"
 
 
-def _node_rows(cluster: RunningCluster | None, running: bool) -> tuple[NodeRow, ...]:
+def _node_rows(cluster: RunningCluster | None, running: bool,
+               released: Collection[str]) -> tuple[NodeRow, ...]:
     if cluster is None:
         return ()
-    started = [*cluster.nodes,
+    started = [*(node for node in cluster.nodes if node.executor_id not in released),
                dataclasses.replace(cluster.gateway, role="driver", container=GATEWAY)]
     live: dict[str, dict[str, Any]] = {}
     if running:

@@ -34,7 +34,8 @@ class SubmitOptions:
     """How to size and ship the application a script runs in.
 
     The fields are :func:`~zoo_ray.spark.init_spark_on_yarn`'s parameters of the same
-    name, plus the RayContext's ``object_store_memory``.
+    name, plus the RayContext's ``object_store_memory``, ``min_ray_nodes``,
+    ``max_ray_nodes`` and ``idle_timeout`` (an elastic cluster).
     """
 
     hadoop_conf: str | None = None
@@ -53,6 +54,9 @@ class SubmitOptions:
     principal: str | None = None
     keytab: str | None = None
     executor_gpus: int = 0
+    min_ray_nodes: int | None = None
+    max_ray_nodes: int | None = None
+    idle_timeout: str = "60s"
 
 
 def _check_script(script: str) -> Path:
@@ -83,7 +87,11 @@ def submit(script: str, args: list[str], options: SubmitOptions) -> int:
     """
     path = _check_script(script)
     from .context import RayContext
+    from .options import scale_range
     from .spark import init_spark_on_yarn
+
+    # Before anything starts (RayContext checks them again, with Spark's conf).
+    scale_range(options.min_ray_nodes, options.max_ray_nodes, options.idle_timeout)
 
     sc = init_spark_on_yarn(
         hadoop_conf=options.hadoop_conf, conda_name=options.conda_name,
@@ -96,7 +104,10 @@ def submit(script: str, args: list[str], options: SubmitOptions) -> int:
         keytab=options.keytab, executor_gpus=options.executor_gpus,
     )
     try:
-        ray_ctx = RayContext(sc, object_store_memory=options.object_store_memory)
+        ray_ctx = RayContext(sc, object_store_memory=options.object_store_memory,
+                             min_ray_nodes=options.min_ray_nodes,
+                             max_ray_nodes=options.max_ray_nodes,
+                             idle_timeout=options.idle_timeout)
         ray_ctx.init()
         try:
             logger.info("Running %s in application %s", path, sc.applicationId)

@@ -44,7 +44,8 @@ SHARED_SPARK_ARGS = dict(num_executors=3, executor_cores=2, executor_memory="1g"
 SHARED_OBJECT_STORE = "1g"
 
 #: The secure local Hadoop, shared by the modules that need Kerberos
-#: (test_secure_cluster) and one that takes containers back (test_yarn_takes_executors):
+#: (test_secure_cluster), one that takes containers back (test_yarn_takes_executors) and
+#: one that gives them back (test_yarn_elastic):
 #: one local Hadoop and one cold first application for both, and YARN's memory kill and
 #: preemption proven on Kerberos. NodeManagers that kill containers over their memory (the
 #: suite's other clusters do not, as Hadoop without cgroups does not by default), and a
