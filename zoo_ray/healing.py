@@ -160,6 +160,11 @@ class NodeKeeper:
         self._released.add(executor_id)
 
     @property
+    def starting(self) -> bool:
+        """Whether a job of the keeper's runs now (a node starting in a new executor)."""
+        return self._starting.is_set()
+
+    @property
     def closing(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed.is_set()

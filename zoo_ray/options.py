@@ -107,6 +107,7 @@ def scale_range(min_ray_nodes: Any, max_ray_nodes: Any,
         A bound that is not a whole number >= 1, ``min_ray_nodes`` above
         ``max_ray_nodes`` or without it, an unparsable ``idle_timeout``.
     """
+    idle_timeout_s = parse_idle_timeout(idle_timeout)  # checked with or without a range
     if min_ray_nodes is None and max_ray_nodes is None:
         return None
     if max_ray_nodes is None:
@@ -121,7 +122,7 @@ def scale_range(min_ray_nodes: Any, max_ray_nodes: Any,
         raise InvalidArgumentError(
             f"min_ray_nodes={low} is above max_ray_nodes={max_ray_nodes}; pass "
             "min_ray_nodes <= max_ray_nodes.")
-    return ScaleRange(low, max_ray_nodes, parse_idle_timeout(idle_timeout))
+    return ScaleRange(low, max_ray_nodes, idle_timeout_s)
 
 
 def _check_range(min_ray_nodes: Any, max_ray_nodes: Any, idle_timeout: Any,

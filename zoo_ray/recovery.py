@@ -98,14 +98,18 @@ class Recovery:
 
     def close(self) -> None:
         """Stop watching and keeping (idempotent); a rebuild under way ends first."""
-        if self._scaler is not None:
-            self._scaler.close()
-        # A rebuild under way ends first, and may have started the keeper of its cluster.
-        while self._keeper is not None:
-            keeper = self._keeper
-            keeper.close()
-            if self._keeper is keeper:
-                self._keeper = None
+        # A rebuild under way ends first, and may have started the keeper (and the scaler)
+        # of its cluster.
+        while self._keeper is not None or self._scaler is not None:
+            scaler, keeper = self._scaler, self._keeper
+            if scaler is not None:
+                scaler.close()
+                if self._scaler is scaler:
+                    self._scaler = None
+            if keeper is not None:
+                keeper.close()
+                if self._keeper is keeper:
+                    self._keeper = None
         if self._loss_watch is not None:
             self._loss_watch.close()
 

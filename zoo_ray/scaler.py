@@ -188,18 +188,25 @@ class Scaler:
         elif kept < self._target:  # executors asked for and not needed now: asked no more
             spark_internals.request_total_executors(self.sc, kept)
             self._target = self.keeper.wanted = kept
+        # Ray's idle is not Spark's: an executor running Spark tasks or holding its blocks
+        # (a checkpointed to_spark DataFrame, a cache) stays.
+        in_use = spark_internals.executors_in_use(self.sc) if decided.drain else set()
         for node_id in decided.drain:
-            self._give_back(client, node_id, ours[node_id])
-        self._give_back_spare({node.executor_id for node in ours.values()})
+            if ours[node_id].executor_id not in in_use:
+                self._give_back(client, node_id, ours[node_id])
+        self._give_back_spare()
         self._tell(decided, len(nodes))
         return decided
 
-    def _give_back_spare(self, with_node: set[str]) -> None:
+    def _give_back_spare(self) -> None:
         """Give back executors that run no node and will not get one: YARN started them
-        after Spark's target was lowered (a request is withdrawn, not a container). Seen
-        on two looks first, so the node keeper has had its chance."""
+        after Spark's target was lowered (a request is withdrawn, not a container). Only
+        while the node keeper starts none, and seen on two looks first; an executor that
+        ever had a node (restarting, the head's) is never spare."""
+        with_node = {node.executor_id for node in self.nodes()}
         live = set(spark_internals.live_executors(self.sc)) - self._given_back
-        nodeless = live - with_node if self.keeper.wanted <= len(with_node & live) else set()
+        settled = not self.keeper.starting and self.keeper.wanted <= len(with_node & live)
+        nodeless = live - with_node if settled else set()
         spare, self._nodeless = sorted(nodeless & self._nodeless), nodeless
         if spare:
             for executor in spare:

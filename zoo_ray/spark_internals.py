@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
-           "RemovedExecutor", "kill_executors", "live_executors", "local_checkpoint",
+           "RemovedExecutor", "executors_in_use", "kill_executors", "live_executors",
+           "local_checkpoint",
            "rdd_with_locations", "registered_executors", "removed_executors",
            "request_total_executors"]
 
@@ -198,6 +199,18 @@ def live_executors(sc: Any) -> dict[str, str]:
     return live
 
 
+def executors_in_use(sc: Any) -> set[str]:
+    """The executors that run Spark tasks or hold Spark's blocks (cached or checkpointed
+    partitions, such as a DataFrame ``to_spark`` returned): giving one back loses work."""
+    summaries = sc._jsc.sc().statusStore().executorList(True)
+    busy = set()
+    for i in range(summaries.size()):
+        summary = summaries.apply(i)
+        if summary.id() != "driver" and (summary.activeTasks() > 0 or summary.rddBlocks() > 0):
+            busy.add(str(summary.id()))
+    return busy
+
+
 def request_total_executors(sc: Any, total: int) -> bool:
     """Ask YARN, through ``sc``'s driver, for ``total`` executors in all (Spark's
     ``requestTotalExecutors``, a developer API; refused beside dynamic allocation)."""
@@ -213,4 +226,3 @@ def kill_executors(sc: Any, executor_ids: list[str]) -> bool:
     for executor_id in executor_ids:
         ids.add(executor_id)
     return bool(sc._jsc.sc().killExecutors(sc._jvm.PythonUtils.toSeq(ids)))
-

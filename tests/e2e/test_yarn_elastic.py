@@ -116,7 +116,7 @@ def test_a_placement_group_scales_up_the_maximum_caps_and_an_actor_keeps_its_nod
         assert len(live_executors(sc)) == 2
         remove_placement_group(group)
         assert len(ray.get(waiting, timeout=120)) == 2
-        del waiting  # their results keep their nodes (a primary copy each)
+        del waiting  # held, their results would keep their nodes (a primary copy each)
 
         # An actor keeps its node past the idle timeout; once it ends, the node goes back.
         other = next(s["node_id"] for s in ctx.node_status() if s["node_id"] != head)
