@@ -121,3 +121,35 @@ def test_batches_become_arrow_tables_as_ray_s_map_batches_makes_blocks():
     assert _as_table(np.array([3, 4])).to_pydict() == {"data": [3, 4]}
     with pytest.raises(InvalidArgumentError, match="an item is a list; give pandas frames"):
         _as_table([1, 2])
+
+
+def test_partitions_spooled_where_no_node_runs_are_computed_again_in_order(monkeypatch):
+    from zoo_ray import spark_to_ray
+    from zoo_ray.protocol import SpooledBlock
+
+    monkeypatch.setattr(spark_to_ray, "_REHOME_PAUSE_S", 0.0)
+    homes = {"node-a": NodeInfo(role="worker", address=None, pid=1, node_ip="127.0.0.1",
+                                log_dir="/l", temp_dir="/t", container="c1", executor_id="1")}
+    ctx = SimpleNamespace(executor_nodes=lambda: homes)
+    asked: list[list[int]] = []
+
+    def block(container: str, partition: int, piece: str = "") -> SpooledBlock:
+        return SpooledBlock(container, f"/{container}/{partition}{piece}", partition, 1, 8)
+
+    def respool(partitions: list[int], into: str) -> list[SpooledBlock]:
+        assert into == "conv"
+        asked.append(partitions)
+        # The first job lands partition 3 on the nodeless executor again.
+        return [block("c2" if p == 3 and len(asked) == 1 else "c1", p, "x")
+                for p in partitions for _ in range(2)]
+
+    spooled = [block("c1", 0), block("c2", 1), block("c2", 1, "b"), block("c1", 2),
+               block("c2", 3)]
+    homed = spark_to_ray._homed(ctx, spooled, respool, "conv")  # type: ignore[arg-type]
+    assert asked == [[1, 3], [3]]
+    assert [(b.partition, b.container) for b in homed] == [
+        (0, "c1"), (1, "c1"), (1, "c1"), (2, "c1"), (3, "c1"), (3, "c1")]
+
+    always_lost = spark_to_ray._homed(ctx, [block("c2", 0)], lambda p, into: [block("c2", 0)],
+                                      "conv")  # type: ignore[arg-type]
+    assert [b.container for b in always_lost] == ["c2"], "tried a bounded number of times"

@@ -24,7 +24,7 @@ def test_reads_the_documented_example_and_expands_references():
     assert conf.get("yarn.resourcemanager.webapp.address") == "resourcemanager.example.com:8088"
     assert conf.raw("yarn.resourcemanager.webapp.address").startswith("${")
     assert conf.get("hadoop.tmp.dir") == f"/tmp/hadoop-{getpass.getuser()}"
-    assert conf.get("yarn.scheduler.capacity.root.queues") == "default,batch,tiny"
+    assert conf.get("yarn.scheduler.capacity.root.queues") == "default,batch,tiny,adhoc"
 
 
 def test_later_files_override_earlier_ones(tmp_path):

@@ -59,7 +59,7 @@ def test_each_nodemanager_gets_its_own_ports_and_dirs(tmp_path):
     assert client.get("dfs.replication") == "1"
     # Kept from the documented example, not set by the renderer.
     assert client.get("yarn.log-aggregation-enable") == "true"
-    assert client.get("yarn.scheduler.capacity.root.queues") == "default,batch,tiny"
+    assert client.get("yarn.scheduler.capacity.root.queues") == "default,batch,tiny,adhoc"
 
     keys = ("yarn.nodemanager.address", "yarn.nodemanager.localizer.address",
             "yarn.nodemanager.webapp.address", "yarn.nodemanager.local-dirs",

@@ -324,16 +324,18 @@ class RayContext(ZooAttributes):
                            recovery.scale_status() if recovery is not None else None)
 
     def executor_nodes(self) -> dict[str, NodeInfo]:
-        """The executors' live Ray nodes, by Ray node id (the data path places work by it).
+        """The executors' live Ray nodes, by Ray node id (the data path places work by it);
+        an elastic cluster's nodes being given back are left out.
 
         Raises
         ------
         ClusterLostError
             The cluster is gone for good; the message says why.
         """
+        released = self._recovery.released if self._recovery is not None else set()
         return {node["NodeID"]: info
                 for info, node in registrations(self._running_cluster()).values()
-                if node["Alive"]}
+                if node["Alive"] and info.executor_id not in released}
 
     def object_store_usage(self) -> dict[str, int]:
         """Bytes in use in each executor node's object store, by container (Ray's accounting).

@@ -87,7 +87,9 @@ class EventLog:
         """Record and log one event."""
         with self._lock:
             self._events.append(ClusterEvent(time.time(), kind, executor_id, container, message))
-        log = logger.info if kind in ("joined", "rebuilt") else logger.warning
+        # Scaling is the cluster doing its job, not a fault.
+        log = (logger.info if kind in ("joined", "rebuilt", "scaled", "released")
+               else logger.warning)
         where = f"Executor {executor_id} ({container or 'no Ray node'}): " if executor_id else ""
         log("%s%s", where, message)
 
@@ -158,6 +160,11 @@ class NodeKeeper:
         """``executor_id`` is being given back to YARN: its end is no loss, and it gets no
         node again."""
         self._released.add(executor_id)
+
+    @property
+    def given_up(self) -> frozenset[str]:
+        """Executors the keeper tried and failed to start a node in (it tries no more)."""
+        return frozenset(self._given_up)
 
     @property
     def starting(self) -> bool:

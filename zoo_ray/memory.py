@@ -11,12 +11,14 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidArgumentError, InvalidMemoryError
 
 __all__ = [
     "MIN_OBJECT_STORE", "RAY_MEMORY_CONF", "RAY_PROCESS_MEMORY", "ExecutorMemory",
-    "check_object_store_fits", "executor_memory", "format_mib", "parse_memory", "worker_memory",
+    "check_object_store_fits", "container_mib", "executor_memory", "format_mib", "parse_memory",
+    "worker_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,30 @@ def executor_memory(
         _MIN_OVERHEAD_MIB * 2**20, int(heap * _OVERHEAD_FACTOR)
     )
     return ExecutorMemory(heap=heap, overhead=base + ray, user_overhead=user_overhead, ray=ray)
+
+
+def container_mib(conf: Any) -> int | None:
+    """The YARN container Spark asks for one executor, in MiB: its memory plus its overhead
+    (Ray's share included), as :func:`executor_memory` set them in ``conf``.
+
+    Parameters
+    ----------
+    conf : pyspark.SparkConf or mapping
+        Its ``spark.executor.memory`` and ``spark.executor.memoryOverhead``.
+
+    Returns
+    -------
+    int or None
+        None when the overhead is not set (Spark's default then applies, unknown here).
+    """
+    overhead = conf.get("spark.executor.memoryOverhead")
+    if not overhead:
+        return None
+    if str(overhead).strip().isdigit():
+        overhead = f"{overhead}m"  # Spark reads a bare number as MiB
+    total = (parse_memory(conf.get("spark.executor.memory", "1g"), "spark.executor.memory")
+             + parse_memory(overhead, "spark.executor.memoryOverhead"))
+    return -(-total // 2**20)
 
 
 def worker_memory(object_store: int, ray_memory: int) -> int:

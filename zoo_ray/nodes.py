@@ -432,12 +432,12 @@ class ClusterNodes:
         return started_nodes(outcomes, plan.wanted)
 
     def _stop_executor_nodes(self) -> None:
-        # The executors there are now: a barrier job over the configured slots would wait
-        # (minutes) for replacements of executors YARN took away, whose nodes are gone anyway.
-        # In local mode the driver's JVM is the one executor, and never registers as one.
-        executors = (1 if self.options.is_local
-                     else spark_internals.registered_executors(self.sc))
-        slots = executors * self.options.executor_cores
+        # The slots there are now: a barrier job over more would wait (minutes) for
+        # replacements of executors YARN took away or an elastic cluster gave back, whose
+        # nodes are gone anyway. In local mode the driver's JVM is the one executor, and
+        # never registers as one.
+        slots = (self.options.executor_cores if self.options.is_local
+                 else spark_internals.task_slots(self.sc))
         if slots < 1:
             return
         stopped = self.sc.parallelize(range(slots), slots).barrier().mapPartitions(

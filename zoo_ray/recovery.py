@@ -22,7 +22,7 @@ from .healing import EventLog, NodeKeeper
 from .host import wait_until
 from .kerberos import driver_credentials
 from .losses import ExecutorLoss, LossWatch
-from .memory import RAY_MEMORY_CONF, format_mib, parse_memory
+from .memory import RAY_MEMORY_CONF, container_mib, format_mib
 from .nodes import ClusterNodes, RunningCluster
 from .options import RayOptions
 from .scaler import Scaler, ScaleStatus
@@ -125,8 +125,6 @@ class Recovery:
             self.sc, self.nodes.plan(cluster.head, wanted), wanted, list(cluster.nodes),
             self._joined, self._rebuild, self._spark_stopped, self.events)
         if self.options.scale is not None:
-            if self._scaler is not None:  # the lost cluster's
-                self._scaler.close()
             self._scaler = Scaler(self.sc, self.options.scale, keeper, self._executor_nodes,
                                   cluster.address, self._released, self.events)
 
@@ -163,6 +161,9 @@ class Recovery:
         keeper = self._keeper
         assert keeper is not None, "called by the running keeper"
         seen = time.monotonic()
+        scaler, self._scaler = self._scaler, None
+        if scaler is not None:  # it would look at the lost head's GCS until the new one runs
+            scaler.close()
         old = os.environ.get("RAY_ADDRESS", "")
         refuse_drivers(old, f"the head's executor was lost and {_REBUILDING}")
         try:
@@ -253,9 +254,7 @@ def executor_sizes(conf: Any, object_store_memory: int | None) -> dict[str, str]
                                                else "not set"),
              "object_store_memory": (format_mib(object_store_memory) if object_store_memory
                                      else "Ray's default")}
-    overhead = conf.get("spark.executor.memoryOverhead")
-    if overhead:
-        container = (parse_memory(sizes["executor_memory"], "spark.executor.memory")
-                     + parse_memory(overhead, "spark.executor.memoryOverhead"))
-        sizes["container"] = f"{-(-container // 2**20)} MB"
+    container = container_mib(conf)
+    if container is not None:
+        sizes["container"] = f"{container} MB"
     return sizes

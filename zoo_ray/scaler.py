@@ -26,6 +26,7 @@ from . import spark_internals
 from .errors import ZooRayError
 from .healing import EventLog, NodeKeeper
 from .kerberos import driver_credentials
+from .memory import container_mib
 from .options import ScaleRange
 from .protocol import NodeInfo
 from .scaling_plan import ScalePlan, plan, read_state
@@ -40,6 +41,8 @@ _GCS_TIMEOUT_S = 5.0
 #: Executors asked for longer than this (an executor's start and a node's, with room to
 #: spare) are demand YARN does not meet, and the user is told why.
 _GRANT_WAIT_S = 60.0
+#: How long the ResourceManager's word on the queue and the NodeManagers is reused.
+_YARN_STATE_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,14 @@ class Scaler:
         self.status = ScaleStatus(scale.min_nodes, scale.max_nodes, 0, 0, 0, "")
         self._client: Any = None
         self._short_since: float | None = None
+        self._grown_at = float("-inf")
+        self._yarn_state: tuple[float, str] | None = None
         self._nodeless: set[str] = set()
         self._told: tuple[int, int] | None = None
         self._given_back: set[str] = set()
         self._credentials = driver_credentials(sc.getConf())
+        self._container_mib = container_mib(sc.getConf())
+        self._cores = int(sc.getConf().get("spark.executor.cores", "1"))
         self._target = self._settle()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="zoo_ray-scaler", daemon=True)
@@ -153,13 +160,17 @@ class Scaler:
                     logger.warning("Elastic cluster: could not look at Ray's demand: %s", exc)
 
     def _by_node_id(self, client: Any) -> dict[str, NodeInfo]:
-        """The executors' live nodes by Ray node id (hex), matched on their temp dirs."""
+        """The executors' live nodes by Ray node id (hex), matched on their temp dirs. A
+        node whose executor Spark has lost, or that was given back, is not live, whatever
+        the GCS says: its health checks take seconds to fail, Spark knows at once, and a
+        killed executor ends a moment after it is asked to."""
         started = list(self.nodes())
+        live = set(spark_internals.live_executors(self.sc)) - self._given_back
         found = {}
         for node_id, info in client.get_all_node_info(timeout=_GCS_TIMEOUT_S).items():
             node = next((n for n in started
                          if info.object_store_socket_name.startswith(n.temp_dir)), None)
-            if node is not None and info.state == 0:  # ALIVE
+            if node is not None and info.state == 0 and node.executor_id in live:  # ALIVE
                 found[node_id.hex()] = node
         return found
 
@@ -184,10 +195,9 @@ class Scaler:
         # What the plan keeps before its drains (those lower Spark's target one by one).
         kept = decided.target_nodes + len(decided.drain)
         if kept > self._target:
-            self._grow(decided)
-        elif kept < self._target:  # executors asked for and not needed now: asked no more
-            spark_internals.request_total_executors(self.sc, kept)
-            self._target = self.keeper.wanted = kept
+            self._grow(decided, kept)
+        elif kept < self._target:
+            self._withdraw(kept)
         # Ray's idle is not Spark's: an executor running Spark tasks or holding its blocks
         # (a checkpointed to_spark DataFrame, a cache) stays.
         in_use = spark_internals.executors_in_use(self.sc) if decided.drain else set()
@@ -200,12 +210,15 @@ class Scaler:
 
     def _give_back_spare(self) -> None:
         """Give back executors that run no node and will not get one: YARN started them
-        after Spark's target was lowered (a request is withdrawn, not a container). Only
-        while the node keeper starts none, and seen on two looks first; an executor that
-        ever had a node (restarting, the head's) is never spare."""
+        after Spark's target was lowered (a request is withdrawn, not a container), or the
+        node keeper gave up on starting a node in them. Only while the node keeper starts
+        none, and seen on two looks first; an executor that ever had a node (restarting,
+        the head's) is never spare."""
         with_node = {node.executor_id for node in self.nodes()}
         live = set(spark_internals.live_executors(self.sc)) - self._given_back
-        settled = not self.keeper.starting and self.keeper.wanted <= len(with_node & live)
+        failed = live & self.keeper.given_up
+        settled = (not self.keeper.starting
+                   and self.keeper.wanted <= len(with_node & live) + len(failed))
         nodeless = live - with_node if settled else set()
         spare, self._nodeless = sorted(nodeless & self._nodeless), nodeless
         if spare:
@@ -213,10 +226,13 @@ class Scaler:
                 self._given_back.add(executor)
                 self.on_release(executor)
             spark_internals.kill_executors(self.sc, spare)
-            # killExecutors lowered Spark's target for them: they were beyond it already.
+            # A failed one counted in the target; one started after a withdrawal did not.
+            # Demand that still wants a node asks again.
+            self._target = self.keeper.wanted = self._target - len(failed & set(spare))
             spark_internals.request_total_executors(self.sc, self._target)
-            logger.info("Elastic cluster: gave back executors %s, started after their "
-                        "request was withdrawn", ", ".join(spare))
+            logger.info("Elastic cluster: gave back executors %s, which run no node: started "
+                        "after their request was withdrawn, or no node could start there",
+                        ", ".join(spare))
 
     def _tell(self, decided: ScalePlan, running: int) -> None:
         """Say what waits and why, in :attr:`status` and (once per change) the log."""
@@ -228,7 +244,7 @@ class Scaler:
                        "pending requests wait")
         elif self._short_since is not None and now - self._short_since > _GRANT_WAIT_S:
             waiting = (f"waiting for YARN: {short} executor{'s' * (short > 1)} asked for "
-                       f"{now - self._short_since:.0f} s ago; {self._queue_state()}")
+                       f"{now - self._short_since:.0f} s ago; {self._yarn_says()}")
         told = (decided.unmet, short) if waiting else None
         if told is not None and told != self._told:  # once per change, not every look
             logger.warning("Elastic cluster: %s", waiting)
@@ -236,29 +252,61 @@ class Scaler:
         self.status = ScaleStatus(self.scale.min_nodes, self.scale.max_nodes, running,
                                   self._target, decided.unmet, waiting)
 
-    def _queue_state(self) -> str:
-        """The application's queue, from the ResourceManager: at its maximum or not."""
+    def _yarn_says(self) -> str:
+        """Why YARN grants no executor, from the ResourceManager: the application's queue at
+        its maximum, or no NodeManager with room for one; reused for a while."""
+        now = time.monotonic()
+        if self._yarn_state is None or now - self._yarn_state[0] > _YARN_STATE_TTL_S:
+            self._yarn_state = (now, self._ask_yarn())
+        return self._yarn_state[1]
+
+    def _ask_yarn(self) -> str:
         try:
             rm = ResourceManager.of_driver(_GCS_TIMEOUT_S, self._credentials)
             # The report names the queue by its path (root.default), the scheduler by leaf.
             name = rm.app(self.sc.applicationId)["queue"].rsplit(".", 1)[-1]
             queue = rm.leaf_queues()[name]
-            used = float(queue["absoluteUsedCapacity"])
-            most = float(queue["absoluteMaxCapacity"])
+            most, used = queue["maxEffectiveCapacity"], queue["resourcesUsed"]
+            room = (int(most["memory"]) - int(used["memory"]),
+                    int(most["vCores"]) - int(used["vCores"]))
+            nodes = [(int(node.get("availMemoryMB") or 0),
+                      int(node.get("availableVirtualCores") or 0))
+                     for node in rm.nodes(states="RUNNING")]
         except (ZooRayError, OSError, KeyError, TypeError, ValueError) as exc:
             logger.debug("No queue state: %s", exc)
             return "the ResourceManager did not say why"
-        if used >= most - 0.5:
-            return f"queue {name} at its maximum ({used:.0f} % of the cluster)"
-        return (f"queue {name} uses {used:.0f} % of the cluster (at most {most:.0f} %): "
-                "the cluster has no room, or YARN has not granted them yet")
+        usage = (f"queue {name} uses {used['memory']} of {most['memory']} MB and "
+                 f"{used['vCores']} of {most['vCores']} vcores")
+        need = (self._container_mib, self._cores)
+        if need[0] is None:
+            return usage
+        if room[0] < need[0] or room[1] < need[1]:
+            return (f"queue {name} at its maximum: {used['memory']} of {most['memory']} MB "
+                    f"and {used['vCores']} of {most['vCores']} vcores used, an executor needs "
+                    f"{need[0]} MB and {need[1]} vcores")
+        if not any(mb >= need[0] and cores >= need[1] for mb, cores in nodes):
+            return (f"no NodeManager has room for an executor ({need[0]} MB, {need[1]} "
+                    f"vcores); {usage}")
+        return f"{usage}; YARN has not granted them yet"
 
-    def _grow(self, decided: ScalePlan) -> None:
-        spark_internals.request_total_executors(self.sc, decided.target_nodes)
-        more = decided.target_nodes - self._target
-        self._target = self.keeper.wanted = decided.target_nodes
+    def _grow(self, decided: ScalePlan, kept: int) -> None:
+        spark_internals.request_total_executors(self.sc, kept)
+        more = kept - self._target
+        self._target = self.keeper.wanted = kept
+        self._grown_at = time.monotonic()
         self.events.add("scaled", "", "", f"asked YARN for {more} more executor"
                         f"{'s' * (more > 1)} ({self._target} in all): {decided.reason}")
+
+    def _withdraw(self, kept: int) -> None:
+        """Executors asked for and not needed now (the demand went, or a lost executor's
+        node is not wanted again) are asked for no more; within the idle timeout of the last
+        growth not yet, so demand that comes and goes does not ask and withdraw over and
+        over; nor while a node starts: it may be what took the demand."""
+        if (self.keeper.starting
+                or time.monotonic() - self._grown_at < self.scale.idle_timeout_s):
+            return
+        spark_internals.request_total_executors(self.sc, kept)
+        self._target = self.keeper.wanted = kept
 
     def _give_back(self, client: Any, node_id: str, node: NodeInfo) -> None:
         from ray.core.generated import autoscaler_pb2
@@ -273,8 +321,13 @@ class Scaler:
             return
         self._given_back.add(node.executor_id)
         self.on_release(node.executor_id)
-        spark_internals.kill_executors(self.sc, [node.executor_id])
+        if not spark_internals.kill_executors(self.sc, [node.executor_id]):
+            logger.warning("Elastic cluster: Spark did not kill executor %s (drained); "
+                           "it is given back when it ends", node.executor_id)
         self._target = self.keeper.wanted = self._target - 1
+        # killExecutors lowered Spark's target by its own count: set the total again so
+        # the two never drift apart.
+        spark_internals.request_total_executors(self.sc, self._target)
 
     def close(self) -> None:
         """Stop scaling (idempotent); the executors stay as they are."""

@@ -86,6 +86,11 @@ class SparkDataset(MaterializedDataset):
                           owns_blocks=False, schema=bundle.schema)
                 for bundle in source.input_data]
         self._cache = type(self._cache)()
+        # Ray keeps the executor of the Dataset's last run (for its stats), and with it
+        # the bundles that run read.
+        executor, self._current_executor = self._current_executor, None
+        if executor is not None:
+            executor.shutdown(force=True)
 
     @property
     def released(self) -> bool:

@@ -17,7 +17,7 @@ __all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running"
            "RemovedExecutor", "executors_in_use", "kill_executors", "live_executors",
            "local_checkpoint",
            "rdd_with_locations", "registered_executors", "removed_executors",
-           "request_total_executors"]
+           "request_total_executors", "task_slots"]
 
 
 def active_context() -> Any:
@@ -91,6 +91,23 @@ def registered_executors(sc: Any) -> int:
     """How many executors have registered with ``sc``'s driver."""
     # The map holds the driver's block manager too.
     return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
+
+
+def task_slots(sc: Any) -> int:
+    """The tasks ``sc``'s executors can run at once, as Spark counts them for a barrier
+    stage: executors being killed or lost are left out.
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+
+    Returns
+    -------
+    int
+        Slots of the default resource profile.
+    """
+    jsc = sc._jsc.sc()
+    return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
 
 
 @dataclass(frozen=True)
@@ -189,7 +206,17 @@ def local_checkpoint(rdd: Any) -> Any:
 
 
 def live_executors(sc: Any) -> dict[str, str]:
-    """The executors registered with ``sc``'s driver now: host by executor id."""
+    """The executors registered with ``sc``'s driver now.
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+
+    Returns
+    -------
+    dict
+        Host by executor id (the driver left out).
+    """
     summaries = sc._jsc.sc().statusStore().executorList(True)
     live = {}
     for i in range(summaries.size()):
@@ -201,7 +228,17 @@ def live_executors(sc: Any) -> dict[str, str]:
 
 def executors_in_use(sc: Any) -> set[str]:
     """The executors that run Spark tasks or hold Spark's blocks (cached or checkpointed
-    partitions, such as a DataFrame ``to_spark`` returned): giving one back loses work."""
+    partitions, such as a DataFrame ``to_spark`` returned): giving one back loses work.
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+
+    Returns
+    -------
+    set of str
+        Their executor ids.
+    """
     summaries = sc._jsc.sc().statusStore().executorList(True)
     busy = set()
     for i in range(summaries.size()):
@@ -213,7 +250,19 @@ def executors_in_use(sc: Any) -> set[str]:
 
 def request_total_executors(sc: Any, total: int) -> bool:
     """Ask YARN, through ``sc``'s driver, for ``total`` executors in all (Spark's
-    ``requestTotalExecutors``, a developer API; refused beside dynamic allocation)."""
+    ``requestTotalExecutors``, a developer API; refused beside dynamic allocation).
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+    total : int
+        Executors wanted in all, running ones included.
+
+    Returns
+    -------
+    bool
+        Whether Spark's scheduler backend took the request.
+    """
     jvm = sc._jvm
     empty = jvm.PythonUtils.toScalaMap(jvm.java.util.HashMap())
     return bool(sc._jsc.sc().requestTotalExecutors(total, 0, empty))
@@ -221,7 +270,19 @@ def request_total_executors(sc: Any, total: int) -> bool:
 
 def kill_executors(sc: Any, executor_ids: list[str]) -> bool:
     """Give executors back to YARN (Spark's ``killExecutors``): Spark lowers its target by
-    as many, so they are not replaced, and counts no failure."""
+    as many, so they are not replaced, and counts no failure.
+
+    Parameters
+    ----------
+    sc : pyspark.SparkContext
+    executor_ids : list of str
+        The executors to end.
+
+    Returns
+    -------
+    bool
+        Whether Spark's scheduler backend took the request.
+    """
     ids = sc._jvm.java.util.ArrayList()
     for executor_id in executor_ids:
         ids.add(executor_id)

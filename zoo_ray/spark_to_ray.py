@@ -48,6 +48,9 @@ _LOAD_BYTES = 128 << 20
 _LOADS_PER_NODE = 2
 #: Longest Spark's recomputed partitions wait for a Ray node in the executor holding them.
 _NEW_NODE_WAIT_S = 120.0
+#: Spark jobs that compute again the partitions spooled by executors with no Ray node.
+_REHOME_TRIES = 3
+_REHOME_PAUSE_S = 2.0
 
 
 def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
@@ -85,6 +88,31 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
             refs[i] = ref
     ray.get(counts)
     return refs
+
+
+def _homed(ctx: RayContext, spooled: list[SpooledBlock],
+           respool: Callable[[list[int], str], list[SpooledBlock]],
+           conversion: str) -> list[SpooledBlock]:
+    """``spooled``, with the partitions an executor with no Ray node spooled computed again
+    by Spark on ones that have a node: an elastic cluster gives executors back and adds
+    new ones (their node starts a few seconds after Spark can use them). Tried a few
+    times; :func:`_load` names executors still without a node."""
+    for attempt in range(_REHOME_TRIES):
+        if attempt:
+            time.sleep(_REHOME_PAUSE_S)  # a new executor's node may be starting
+        nodes = containers(ctx.executor_nodes())
+        homeless = sorted({b.partition for b in spooled if b.container not in nodes})
+        if not homeless:
+            break
+        logger.info("Partitions %s were spooled by executors with no Ray node (%s): Spark "
+                    "computes them again", homeless,
+                    ", ".join(sorted({b.container for b in spooled} - set(nodes))))
+        by_partition: dict[int, list[SpooledBlock]] = defaultdict(list)
+        for block in [b for b in spooled if b.partition not in homeless] + respool(
+                homeless, conversion):
+            by_partition[block.partition].append(block)
+        spooled = [b for partition in sorted(by_partition) for b in by_partition[partition]]
+    return spooled
 
 
 def _nodes_of(ctx: RayContext, blocks: Sequence[SpooledBlock]) -> dict[str, str]:
@@ -204,7 +232,7 @@ def from_spark(df: Any, block_size: str = _DEFAULT_BLOCK, recoverable: bool = Tr
 
     started = time.monotonic()
     try:
-        spooled = respool(None, conversion)
+        spooled = _homed(ctx, respool(None, conversion), respool, conversion)
         spooled_at = time.monotonic()
         refs = _loaded(ctx, conversion, load_tables, spooled, respool if recoverable else None)
     finally:
@@ -345,7 +373,7 @@ def from_rdd(rdd: Any, recoverable: bool = True) -> RayPartitions:
                       "from_rdd")
 
     try:
-        spooled = respool(None, conversion)
+        spooled = _homed(ctx, respool(None, conversion), respool, conversion)
         refs = _loaded(ctx, conversion, load_pickles, spooled,
                        respool if recoverable else None)
         nodes = containers(ctx.executor_nodes())
@@ -396,7 +424,7 @@ def from_rdd_batches(rdd: Any, block_size: str = _DEFAULT_BLOCK,
         partial(spool_batch_partition, max_bytes)), "from_rdd_batches")
 
     try:
-        spooled = respool(None, conversion)
+        spooled = _homed(ctx, respool(None, conversion), respool, conversion)
         failed = [block.error for block in spooled if block.error]
         if failed:
             raise InvalidArgumentError(f"from_rdd_batches: {failed[0]}.")

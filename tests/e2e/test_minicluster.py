@@ -58,7 +58,7 @@ def test_cluster_is_ready_with_every_nodemanager(cluster):
     assert len(nodes) == 2
     assert len({n["id"] for n in nodes}) == 2
     assert all(n["totalResource"]["memory"] == cluster.spec.nm_memory_mb for n in nodes)
-    assert list(cluster.resource_manager.leaf_queues()) == ["batch", "default", "tiny"]
+    assert list(cluster.resource_manager.leaf_queues()) == ["adhoc", "batch", "default", "tiny"]
     assert cluster.fs("-test", "-d", "/") == ""  # HDFS answers and left safe mode
 
 

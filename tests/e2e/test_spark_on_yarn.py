@@ -138,7 +138,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
 
 
 def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
-    with pytest.raises(QueueNotFoundError, match="batch, default, tiny"):
+    with pytest.raises(QueueNotFoundError, match="adhoc, batch, default, tiny"):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), queue="nope", **SMALL)
 
 

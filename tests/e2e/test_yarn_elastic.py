@@ -1,9 +1,13 @@
 """Elastic Ray on YARN (#27): the cluster grows with Ray's demand, gives idle executors back
 to the queue, and says what waits and why. On the secure local Hadoop (Kerberos, delegation
-tokens that live a minute): each host holds one of the module's executors and not two, so a
-third executor is demand YARN cannot meet."""
+tokens that live a minute), its hosts a little larger than the other secure modules': they
+hold three of the module's executors beside the ApplicationMaster, and not four; queue adhoc
+may use half the cluster, however idle the rest is."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import textwrap
 import time
 
 import numpy as np
@@ -11,15 +15,23 @@ import pytest
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from tests.e2e.helpers import SECURE_SPEC, wait_until
+from tests.e2e.helpers import (
+    SECURE_SPEC,
+    keytab_login,
+    program_env,
+    wait_app_end,
+    wait_until,
+    zoo_ray_cli,
+)
 
-from zoo_ray import RayContext, scaler
+from zoo_ray import RayContext, data
 from zoo_ray.minicluster import MiniCluster
 from zoo_ray.spark_internals import live_executors
 
-#: Shared with test_secure_cluster and test_yarn_takes_executors. An executor's container
-#: (1920 MB) fits a host beside the ApplicationMaster (896 MB), and two do not.
-SPEC = SECURE_SPEC
+#: The secure local Hadoop's, with hosts of 3840 MB: an executor's container (1920 MB)
+#: fits beside the ApplicationMaster (896 MB) on one host and twice on the other, so three
+#: executors fit and a fourth does not.
+SPEC = dataclasses.replace(SECURE_SPEC, nm_memory_mb=3840)
 SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
                   driver_memory="512m", extra_executor_memory_for_ray="1g")
 OBJECT_STORE = "128m"
@@ -57,43 +69,125 @@ def _elastic(sc, **bounds) -> RayContext:
     return ctx
 
 
-def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_an_object(
+#: An ordinary Ray script, but for the patience it sets: how long executors asked for and
+#: not granted wait before they are reported (60 s on a real cluster). It reports what
+#: waited, the card, and the nodes its tasks ran on.
+_QUEUED_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import ray
+    from zoo_ray import RayContext, scaler
+
+    scaler._GRANT_WAIT_S = 5.0
+
+    ray.init()
+
+    @ray.remote(num_cpus=1)
+    def busy(seconds):
+        time.sleep(seconds)
+        return ray.get_runtime_context().get_node_id()
+
+    refs = [busy.remote(20) for _ in range(2)]  # two nodes' CPUs
+    ctx, pending, card = RayContext.get(initialize=False), [], ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "waiting for YARN" not in card:
+        time.sleep(1)
+        pending = [s["pending"] for s in ctx.node_status() if s["pending"]]
+        card = repr(ctx)
+    with open(sys.argv[1], "w") as out:
+        json.dump({"pending": pending, "card": card, "task_nodes": ray.get(refs)}, out)
+""")
+
+
+def test_submit_with_a_range_grows_no_further_than_its_queue_allows(cluster, tmp_path):
+    # First in the module: the cluster runs nothing else, so only queue adhoc's maximum
+    # (half the cluster: the ApplicationMaster and one executor) holds the second node back.
+    script, out = tmp_path / "queued.py", tmp_path / "out.json"
+    script.write_text(_QUEUED_SCRIPT)
+    login = keytab_login(cluster)
+    result = zoo_ray_cli(
+        ["submit", "--queue", "adhoc", "--min-ray-nodes", "1", "--max-ray-nodes", "3",
+         "--idle-timeout", "5s", "--num-executors", "1", "--executor-cores", "1",
+         "--executor-memory", "512m", "--driver-memory", "512m",
+         "--extra-executor-memory-for-ray", "1g", "--object-store-memory", OBJECT_STORE,
+         "--principal", login["principal"], "--keytab", login["keytab"],
+         str(script), str(out)], program_env(cluster), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    print(f"pending: {report['pending']}\ncard: {report['card']}")
+    [why] = report["pending"]
+    assert why.startswith("waiting for YARN: 1 executor asked for"), why
+    assert "queue adhoc at its maximum" in why and "an executor needs 1920 MB" in why, why
+    assert "1 more asked of YARN; waiting for YARN" in report["card"]
+    assert len(set(report["task_nodes"])) == 1, "both tasks ran on the one node the queue held"
+    assert "queue adhoc at its maximum" in result.stderr, "the log line says so too"
+    [app] = [a for a in cluster.resource_manager.apps()
+             if a["name"] == "zoo-ray submit queued.py"]
+    wait_app_end(cluster, app["id"])
+    assert app["queue"] in ("adhoc", "root.adhoc")
+
+
+def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_objects(
         module_sc, cluster):
     sc = module_sc
-    ctx = _elastic(sc, min_ray_nodes=1, max_ray_nodes=2)
+    ctx = _elastic(sc, min_ray_nodes=1, max_ray_nodes=3)
     try:
         assert [s["pending"] for s in ctx.node_status()] == [""]
         head = ctx.node_status()[0]["node_id"]
         small = _allocated(cluster, sc.applicationId)
 
         started = time.monotonic()
-        refs = [_busy.remote(45) for _ in range(2)]  # two nodes' CPUs
-        grown_in = wait_until(lambda: sum(s["alive"] for s in ctx.node_status()) == 2, 120,
-                              "two executor nodes")
+        refs = [_busy.remote(30) for _ in range(3)]  # three nodes' CPUs
+        grown_in = wait_until(lambda: sum(s["alive"] for s in ctx.node_status()) == 3, 120,
+                              "three executor nodes")
         big = _allocated(cluster, sc.applicationId)
         results = ray.get(refs, timeout=300)
-        print(f"grew from 1 to 2 nodes {grown_in:.1f} s after the burst; allocated "
+        print(f"grew from 1 to 3 nodes {grown_in:.1f} s after the burst; allocated "
               f"{small} -> {big} (MB, vcores); burst done in {time.monotonic() - started:.1f} s")
-        assert big[0] > small[0] and big[1] > small[1]
+        assert big[0] > small[0] and big[1] == small[1] + 2
         assert {node for node, _ in results} == {s["node_id"] for s in ctx.node_status()}
-        assert [e.kind for e in ctx.events()].count("joined") == 1
+        assert [e.kind for e in ctx.events()].count("joined") == 2
 
-        # The result on the new node, held by the driver, keeps it past the idle timeout.
+        # A result held by the driver keeps its node; the other goes back.
         keep = refs[next(i for i, (node, _) in enumerate(results) if node != head)]
+        kept_by_result = ray.get(keep)[0]
         del refs, results
         time.sleep(12)  # the idle timeout, a look and a margin
-        assert len(live_executors(sc)) == 2
+        assert len(live_executors(sc)) >= 2
+        wait_until(lambda: len(live_executors(sc)) == 2, 120,
+                   "the node nothing holds given back")
+        assert {s["node_id"] for s in ctx.node_status()} == {head, kept_by_result}
         _, values = ray.get(keep, timeout=60)
         assert np.array_equal(values, np.arange(200_000, dtype=np.float64))
         del keep, values
         wait_until(lambda: len(live_executors(sc)) == 1, 120,
-                   "the idle node's executor given back once nothing is held")
+                   "the last idle node's executor given back once nothing is held")
         assert [s["node_id"] for s in ctx.node_status()] == [head]
         wait_until(lambda: _allocated(cluster, sc.applicationId) == small, 60,
                    "the ResourceManager's allocation back to one executor's")
-        wait_until(lambda: [e.kind for e in ctx.events()].count("released") == 1, 30,
-                   "the node keeper's record of the executor given back")
+        wait_until(lambda: [e.kind for e in ctx.events()].count("released") == 2, 30,
+                   "the node keeper's record of the executors given back")
         assert ctx.lost_executors() == [], "a given-back executor is no loss"
+    finally:
+        ctx.stop()
+
+
+def test_a_from_spark_dataset_s_blocks_keep_their_nodes(module_sc):
+    from pyspark.sql import SparkSession
+
+    sc = module_sc
+    ctx = _elastic(sc, max_ray_nodes=2)
+    try:
+        ray.get([_busy.remote(5) for _ in range(2)], timeout=180)  # two nodes, then idle
+        assert len(live_executors(sc)) == 2
+        # One Spark task per executor: each spools a partition, loaded on its own node.
+        spark = SparkSession.builder.getOrCreate()
+        ds = data.from_spark(spark.range(0, 400_000, numPartitions=2))
+        usage = ctx.object_store_usage()
+        print(f"object stores after from_spark: {usage}")
+        assert len(usage) == 2 and all(used >= 1_600_000 for used in usage.values()), usage
+        time.sleep(12)  # the idle timeout, a look and a margin
+        assert len(live_executors(sc)) == 2, "a node holding the Dataset's blocks is not idle"
+        assert ds.count() == 400_000
     finally:
         ctx.stop()
 
@@ -133,25 +227,50 @@ def test_a_placement_group_scales_up_the_maximum_caps_and_an_actor_keeps_its_nod
         ctx.stop()
 
 
-def test_demand_yarn_cannot_meet_is_shown_with_the_queue(module_sc, monkeypatch):
-    # Executors asked for 5 s and not granted are reported (60 s on a real cluster).
-    monkeypatch.setattr(scaler, "_GRANT_WAIT_S", 5.0)
+def _second_node(ctx: RayContext, sc, actor) -> tuple[object, dict]:
+    """An actor on a second node, which the scaler starts for it (the head's CPU is taken
+    by an actor already): the actor, and its node's row of node_status()."""
+    handle = actor.remote()
+    node = ray.get(handle.node.remote(), timeout=180)
+    # The actor may start on the node before the node keeper reports it joined.
+    wait_until(lambda: any(s["node_id"] == node for s in ctx.node_status()), 30,
+               "the actor's node in node_status()")
+    [row] = [s for s in ctx.node_status() if s["node_id"] == node]
+    assert len(live_executors(sc)) == 2 and row["alive"]
+    return handle, row
+
+
+def test_a_lost_executor_is_replaced_only_while_demand_wants_its_node(module_sc, cluster):
     sc = module_sc
-    ctx = _elastic(sc, max_ray_nodes=3)
+    ctx = _elastic(sc, max_ray_nodes=2)
     try:
-        # Three nodes' CPUs for a minute; the two hosts hold two executors.
-        refs = [_busy.remote(60) for _ in range(3)]
+        on_head = _Holder.remote()
+        ray.get(on_head.node.remote(), timeout=60)
+        # An actor that does not restart: once its node is lost nothing wants one.
+        gone, row = _second_node(ctx, sc, _Holder)
+        time.sleep(6)  # the idle timeout past the growth: requests are withdrawn at once
+        seen = len(ctx.events())
+        cluster.resource_manager.signal_container(row["container"], "FORCEFUL_SHUTDOWN")
+        wait_until(lambda: [x.container for x in ctx.lost_executors()] == [row["container"]],
+                   120, "the loss reported")
+        time.sleep(20)  # a replacement's node would have joined by now
+        kinds = [e.kind for e in ctx.events()[seen:]]
+        assert "joined" not in kinds, kinds
+        # One YARN started before the request was withdrawn is given back.
+        wait_until(lambda: len(live_executors(sc)) == 1, 60, "one executor")
+        del gone
 
-        def waiting() -> list[str]:
-            return [s["pending"] for s in ctx.node_status() if s["pending"]]
-
-        wait_until(lambda: sum(s["alive"] for s in ctx.node_status()) == 2
-                   and len(waiting()) == 1 and "waiting for YARN" in waiting()[0], 120,
-                   "two nodes, and the executor YARN does not grant reported")
-        print(f"node_status: {ctx.node_status()}\ncard: {ctx!r}")
-        assert "queue default" in waiting()[0]
-        assert "1 more asked of YARN; waiting for YARN" in repr(ctx)
-        for ref in refs:
-            ray.cancel(ref, force=True)
+        # An actor that restarts: its restart is demand, and the lost node is replaced.
+        again, row = _second_node(ctx, sc, _Holder.options(max_restarts=1, max_task_retries=1))
+        cluster.resource_manager.signal_container(row["container"], "FORCEFUL_SHUTDOWN")
+        wait_until(lambda: len(ctx.lost_executors()) == 2, 120, "the second loss reported")
+        # Spark knows first; until Ray does, the actor's process may still answer.
+        wait_until(lambda: not any(n["NodeID"] == row["node_id"] and n["Alive"]
+                                   for n in ray.nodes()), 60, "Ray's word on the lost node")
+        node = ray.get(again.node.remote(), timeout=240)
+        replaced = [s for s in ctx.node_status() if s["node_id"] == node and s["alive"]]
+        assert replaced and replaced[0]["container"] != row["container"]
+        assert len(live_executors(sc)) == 2
+        print(f"events: {[(e.kind, e.container) for e in ctx.events()[seen:]]}")
     finally:
         ctx.stop()

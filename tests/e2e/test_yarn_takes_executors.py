@@ -35,7 +35,7 @@ from zoo_ray.spnego import hadoop_opener
 
 pytestmark = pytest.mark.faults
 
-#: Shared with test_secure_cluster. Queue batch is guaranteed 30 % (1843 MB), the module's
+#: Shared with test_secure_cluster. Queue batch is guaranteed 25 % (1536 MB), the module's
 #: application in it holds 4736 MB (its ApplicationMaster's 896, two executors), and what
 #: is left holds another ApplicationMaster but no executor for queue default.
 SPEC = SECURE_SPEC

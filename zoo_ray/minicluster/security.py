@@ -262,7 +262,7 @@ def secure_overrides(security: Security) -> dict[str, dict[str, str]]:
             "yarn.scheduler.capacity.root.acl_submit_applications": " ",
             "yarn.scheduler.capacity.root.acl_administer_queue": " ",
             **{f"yarn.scheduler.capacity.root.{queue}.{acl}": value
-               for queue in ("default", "batch", "tiny")
+               for queue in ("default", "batch", "tiny", "adhoc")
                for acl, value in (("acl_submit_applications", "*"),
                                   ("acl_administer_queue", " "))},
         },
