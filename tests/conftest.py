@@ -32,7 +32,7 @@ E2E_TIMEOUT_S = 900
 #:    is stopped before the first of them (YARN's room and the CPU are theirs);
 #: 5. tests that start a SparkContext of their own in this process (PySpark allows one);
 #: 6. modules with a local Hadoop of their own (``own_cluster``): one at a time, modules
-#:    of an equal spec on the same one;
+#:    of an equal spec on the same one, one after the other;
 #: 7. tests that stop such a local Hadoop (``own_cluster_to_stop``): after every test on it.
 #:
 #: The first matching rule below wins; within a phase, tests keep their file order.
@@ -54,6 +54,7 @@ PHASES = (
     (2, {"ray_ctx", "sc", "spark", "shared"}),
 )
 STANDALONE_PHASE = 4
+OWN_CLUSTER_PHASE = 6
 
 #: The test modules that run beside the others, in the second worker: every module with a
 #: local Hadoop of its own (``own_cluster``).
@@ -105,7 +106,19 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
-    items[:] = sorted(items, key=phase)
+    # Modules on local Hadoops of equal specs next to each other: one start each.
+    groups: dict[str, int] = {}
+    for item in items:
+        if phase(item) == OWN_CLUSTER_PHASE:
+            groups.setdefault(repr(getattr(item.module, "SPEC", None)), len(groups))
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        number = phase(item)
+        if number != OWN_CLUSTER_PHASE:
+            return number, 0
+        return number, groups[repr(getattr(item.module, "SPEC", None))]
+
+    items[:] = sorted(items, key=order)
 
 
 #: Seconds spent per tier (setup, call and teardown of its tests), for the run's summary.
