@@ -33,7 +33,8 @@ E2E_TIMEOUT_S = 900
 #: 5. tests that start a SparkContext of their own in this process (PySpark allows one);
 #: 6. modules with a local Hadoop of their own (``own_cluster``): one at a time, modules
 #:    of an equal spec on the same one, one after the other;
-#: 7. tests that stop such a local Hadoop (``own_cluster_to_stop``): after every test on it.
+#: 7. tests that stop such a local Hadoop (``own_cluster_to_stop``): after every test on it
+#:    (right after, and before the next spec's modules).
 #:
 #: The first matching rule below wins; within a phase, tests keep their file order.
 #:
@@ -106,17 +107,18 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
-    # Modules on local Hadoops of equal specs next to each other: one start each.
+    # Modules on local Hadoops of equal specs next to each other, the tests that stop one
+    # right after the others on it: one start each.
     groups: dict[str, int] = {}
     for item in items:
-        if phase(item) == OWN_CLUSTER_PHASE:
+        if phase(item) >= OWN_CLUSTER_PHASE:
             groups.setdefault(repr(getattr(item.module, "SPEC", None)), len(groups))
 
-    def order(item: pytest.Item) -> tuple[int, int]:
+    def order(item: pytest.Item) -> tuple[int, int, int]:
         number = phase(item)
-        if number != OWN_CLUSTER_PHASE:
-            return number, 0
-        return number, groups[repr(getattr(item.module, "SPEC", None))]
+        if number < OWN_CLUSTER_PHASE:
+            return number, 0, 0
+        return OWN_CLUSTER_PHASE, groups[repr(getattr(item.module, "SPEC", None))], number
 
     items[:] = sorted(items, key=order)
 

@@ -127,10 +127,10 @@ def test_partitions_spooled_where_no_node_runs_are_computed_again_in_order(monke
     from zoo_ray import spark_to_ray
     from zoo_ray.protocol import SpooledBlock
 
-    monkeypatch.setattr(spark_to_ray, "_REHOME_PAUSE_S", 0.0)
+    monkeypatch.setattr(spark_to_ray, "_REHOME_WAIT_S", 0.0)
     homes = {"node-a": NodeInfo(role="worker", address=None, pid=1, node_ip="127.0.0.1",
                                 log_dir="/l", temp_dir="/t", container="c1", executor_id="1")}
-    ctx = SimpleNamespace(executor_nodes=lambda: homes)
+    ctx = SimpleNamespace(executor_nodes=lambda: homes, options=SimpleNamespace(scale=1))
     asked: list[list[int]] = []
 
     def block(container: str, partition: int, piece: str = "") -> SpooledBlock:
@@ -153,3 +153,8 @@ def test_partitions_spooled_where_no_node_runs_are_computed_again_in_order(monke
     always_lost = spark_to_ray._homed(ctx, [block("c2", 0)], lambda p, into: [block("c2", 0)],
                                       "conv")  # type: ignore[arg-type]
     assert [b.container for b in always_lost] == ["c2"], "tried a bounded number of times"
+
+    fixed = SimpleNamespace(executor_nodes=lambda: homes, options=SimpleNamespace(scale=None))
+    kept = spark_to_ray._homed(fixed, [block("c2", 0)], respool, "conv")  # type: ignore[arg-type]
+    assert [b.container for b in kept] == ["c2"] and len(asked) == 2, \
+        "a fixed-size cluster's executor without a node is no elastic one's: _load names it"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from zoo_ray.errors import InvalidMemoryError
-from zoo_ray.memory import executor_memory, format_mib, parse_memory
+from zoo_ray.memory import container_mib, executor_memory, format_mib, parse_memory
 
 MiB, GiB = 2**20, 2**30
 
@@ -49,3 +49,12 @@ def test_bare_user_overhead_is_mib_like_spark_reads_it():
 def test_without_user_overhead_sparks_default_is_kept():
     assert executor_memory("1g").overhead == 384 * MiB
     assert executor_memory("10g", "1g").overhead == GiB + GiB
+
+
+def test_an_executor_s_container_from_the_spark_conf():
+    conf = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1408m"}
+    assert container_mib(conf) == 1920
+    assert container_mib({"spark.executor.memory": "2048",  # bare: MiB, as Spark reads it
+                          "spark.executor.memoryOverhead": "1024"}) == 3072
+    assert container_mib({"spark.executor.memory": "1g"}) is None, "Spark's default overhead"
+    assert container_mib({"spark.executor.memoryOverhead": "lots"}) is None

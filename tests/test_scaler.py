@@ -198,7 +198,7 @@ def test_executors_without_a_node_are_given_back_at_the_start(cluster):
     h = cluster(("1", "2", "3", "4"), ("1", "2"))
     h.start(clear=False)
     assert h.spark.calls == [("total", 4), ("release", "3"), ("release", "4"),
-                             ("kill", ("3", "4"))]
+                             ("kill", ("3", "4")), ("total", 2)]
     assert h.keeper.wanted == 2 and h.spark.target == 2
 
 
@@ -393,6 +393,31 @@ def test_an_executor_the_keeper_gave_up_on_is_given_back_and_the_target_lowered(
     assert h.keeper.wanted == 2 and h.spark.target == 2
     scaler.step()  # the demand still waits: it asks again
     assert h.spark.calls[-1] == ("total", 3) and h.keeper.wanted == 3
+
+
+def test_a_spare_executor_spark_uses_stays(cluster):
+    h = cluster(("1", "2"))
+    scaler = h.start()
+    h.spark.live["3"] = "host3"
+    h.spark.in_use = {"3"}  # Spark put a task or a block there already
+    scaler.step()
+    scaler.step()
+    assert h.spark.calls == []
+    h.spark.in_use = set()
+    scaler.step()
+    scaler.step()
+    assert h.spark.calls == [("release", "3"), ("kill", ("3",)), ("total", 2)]
+
+
+def test_a_failed_executor_the_target_left_out_already_lowers_it_no_further(cluster):
+    h = cluster(("1", "2"))
+    scaler = h.start()
+    h.spark.live["3"] = "host3"  # asked for, then withdrawn: the target counts 2 nodes
+    h.keeper.given_up = frozenset({"3"})
+    scaler.step()
+    scaler.step()
+    assert h.spark.calls == [("release", "3"), ("kill", ("3",)), ("total", 2)]
+    assert h.keeper.wanted == 2 and h.spark.target == 2
 
 
 # --- why demand waits for YARN ---------------------------------------------------------

@@ -134,11 +134,15 @@ def container_mib(conf: Any) -> int | None:
     overhead = conf.get("spark.executor.memoryOverhead")
     if not overhead:
         return None
-    if str(overhead).strip().isdigit():
-        overhead = f"{overhead}m"  # Spark reads a bare number as MiB
-    total = (parse_memory(conf.get("spark.executor.memory", "1g"), "spark.executor.memory")
-             + parse_memory(overhead, "spark.executor.memoryOverhead"))
-    return -(-total // 2**20)
+    sizes = []
+    for name, value in (("spark.executor.memory", conf.get("spark.executor.memory", "1g")),
+                        ("spark.executor.memoryOverhead", overhead)):
+        value = f"{value}m" if str(value).strip().isdigit() else value  # Spark: bare = MiB
+        try:
+            sizes.append(parse_memory(value, name))
+        except InvalidMemoryError:  # a size Spark reads and zoo_ray does not: unknown here
+            return None
+    return -(-sum(sizes) // 2**20)
 
 
 def worker_memory(object_store: int, ray_memory: int) -> int:

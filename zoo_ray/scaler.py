@@ -43,6 +43,7 @@ _GCS_TIMEOUT_S = 5.0
 _GRANT_WAIT_S = 60.0
 #: How long the ResourceManager's word on the queue and the NodeManagers is reused.
 _YARN_STATE_TTL_S = 30.0
+_RM_SILENT = "the ResourceManager did not say why"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class Scaler:
         Spark's target, which starts empty under static allocation, is then set."""
         live = spark_internals.live_executors(self.sc)
         with_node = {node.executor_id for node in self.nodes()}
-        spare = sorted(set(live) - with_node)
+        spare = sorted(set(live) - with_node - spark_internals.executors_in_use(self.sc))
         spark_internals.request_total_executors(self.sc, len(live))
         if spare:
             for executor in spare:
@@ -141,6 +142,8 @@ class Scaler:
             spark_internals.kill_executors(self.sc, spare)
             logger.info("Elastic cluster: gave back %d executors that run no Ray node (%s)",
                         len(spare), ", ".join(spare))
+            # killExecutors lowered Spark's target by its own count: the total once more.
+            spark_internals.request_total_executors(self.sc, len(live) - len(spare))
         self.keeper.wanted = len(live) - len(spare)
         return self.keeper.wanted
 
@@ -220,15 +223,20 @@ class Scaler:
         settled = (not self.keeper.starting
                    and self.keeper.wanted <= len(with_node & live) + len(failed))
         nodeless = live - with_node if settled else set()
+        if nodeless:  # Spark may have put tasks or blocks on one already: it stays
+            nodeless -= spark_internals.executors_in_use(self.sc)
         spare, self._nodeless = sorted(nodeless & self._nodeless), nodeless
         if spare:
             for executor in spare:
                 self._given_back.add(executor)
                 self.on_release(executor)
             spark_internals.kill_executors(self.sc, spare)
-            # A failed one counted in the target; one started after a withdrawal did not.
-            # Demand that still wants a node asks again.
-            self._target = self.keeper.wanted = self._target - len(failed & set(spare))
+            # A failed one counts in the target unless a withdrawal left it out already;
+            # one started after a withdrawal does not. Demand that still wants a node asks
+            # again.
+            counted = max(0, self._target - len(with_node & live))
+            self._target -= min(len(failed & set(spare)), counted)
+            self.keeper.wanted = self._target
             spark_internals.request_total_executors(self.sc, self._target)
             logger.info("Elastic cluster: gave back executors %s, which run no node: started "
                         "after their request was withdrawn, or no node could start there",
@@ -238,6 +246,8 @@ class Scaler:
         """Say what waits and why, in :attr:`status` and (once per change) the log."""
         now, short = time.monotonic(), self._target - running
         self._short_since = (self._short_since or now) if short > 0 else None
+        if self._short_since is None:
+            self._yarn_state = None  # a new wait asks the ResourceManager afresh
         waiting = ""
         if decided.unmet:
             waiting = (f"max_ray_nodes={self.scale.max_nodes} reached: {decided.unmet} "
@@ -257,7 +267,10 @@ class Scaler:
         its maximum, or no NodeManager with room for one; reused for a while."""
         now = time.monotonic()
         if self._yarn_state is None or now - self._yarn_state[0] > _YARN_STATE_TTL_S:
-            self._yarn_state = (now, self._ask_yarn())
+            said = self._ask_yarn()
+            # A failed ask is asked again at the next look, not reused.
+            self._yarn_state = (now, said) if said != _RM_SILENT else None
+            return said
         return self._yarn_state[1]
 
     def _ask_yarn(self) -> str:
@@ -274,7 +287,7 @@ class Scaler:
                      for node in rm.nodes(states="RUNNING")]
         except (ZooRayError, OSError, KeyError, TypeError, ValueError) as exc:
             logger.debug("No queue state: %s", exc)
-            return "the ResourceManager did not say why"
+            return _RM_SILENT
         usage = (f"queue {name} uses {used['memory']} of {most['memory']} MB and "
                  f"{used['vCores']} of {most['vCores']} vcores")
         need = (self._container_mib, self._cores)

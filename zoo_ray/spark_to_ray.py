@@ -50,7 +50,8 @@ _LOADS_PER_NODE = 2
 _NEW_NODE_WAIT_S = 120.0
 #: Spark jobs that compute again the partitions spooled by executors with no Ray node.
 _REHOME_TRIES = 3
-_REHOME_PAUSE_S = 2.0
+#: How long such an executor's node is waited for first (a new node starts in 10-20 s).
+_REHOME_WAIT_S = 20.0
 
 
 def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
@@ -93,19 +94,26 @@ def _load(loader: Any, blocks: Sequence[SpooledBlock], nodes: dict[str, str],
 def _homed(ctx: RayContext, spooled: list[SpooledBlock],
            respool: Callable[[list[int], str], list[SpooledBlock]],
            conversion: str) -> list[SpooledBlock]:
-    """``spooled``, with the partitions an executor with no Ray node spooled computed again
-    by Spark on ones that have a node: an elastic cluster gives executors back and adds
-    new ones (their node starts a few seconds after Spark can use them). Tried a few
-    times; :func:`_load` names executors still without a node."""
-    for attempt in range(_REHOME_TRIES):
-        if attempt:
-            time.sleep(_REHOME_PAUSE_S)  # a new executor's node may be starting
-        nodes = containers(ctx.executor_nodes())
-        homeless = sorted({b.partition for b in spooled if b.container not in nodes})
+    """``spooled``, where an elastic cluster's Spark ran partitions in executors with no
+    Ray node: one being given back, or one just added whose node is starting. Such an
+    executor's node is waited for a while, then Spark computes its partitions again, on
+    executors with a node as likely as not; a few times at most. In a fixed-size cluster an
+    executor without a node is the user's choice (``num_ray_nodes``): :func:`_load` names
+    it."""
+    if ctx.options.scale is None:
+        return spooled
+    for _ in range(_REHOME_TRIES):
+        deadline = time.monotonic() + _REHOME_WAIT_S
+        while True:
+            nodes = containers(ctx.executor_nodes())
+            homeless = sorted({b.partition for b in spooled if b.container not in nodes})
+            if not homeless or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
         if not homeless:
             break
-        logger.info("Partitions %s were spooled by executors with no Ray node (%s): Spark "
-                    "computes them again", homeless,
+        logger.info("%d partitions were spooled by executors with no Ray node (%s): Spark "
+                    "computes them again", len(homeless),
                     ", ".join(sorted({b.container for b in spooled} - set(nodes))))
         by_partition: dict[int, list[SpooledBlock]] = defaultdict(list)
         for block in [b for b in spooled if b.partition not in homeless] + respool(

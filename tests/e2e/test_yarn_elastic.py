@@ -133,10 +133,13 @@ def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_o
     try:
         assert [s["pending"] for s in ctx.node_status()] == [""]
         head = ctx.node_status()[0]["node_id"]
+        # The ApplicationMaster's vcore and one executor's, once YARN has the others back.
+        wait_until(lambda: _allocated(cluster, sc.applicationId)[1] == 2, 60,
+                   "the ResourceManager's allocation at one executor")
         small = _allocated(cluster, sc.applicationId)
 
         started = time.monotonic()
-        refs = [_busy.remote(30) for _ in range(3)]  # three nodes' CPUs
+        refs = [_busy.remote(45) for _ in range(3)]  # three nodes' CPUs
         grown_in = wait_until(lambda: sum(s["alive"] for s in ctx.node_status()) == 3, 120,
                               "three executor nodes")
         big = _allocated(cluster, sc.applicationId)
