@@ -175,16 +175,18 @@ def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_o
 
 
 def _two_nodes_with_blocks(ctx: RayContext, sc, spark, recoverable: bool):
-    """Two nodes (a burst, whose results hold them meanwhile), then a from_spark Dataset
-    with a block on each."""
-    burst = [_busy.remote(15) for _ in range(2)]
-    assert len({node for node, _ in ray.get(burst, timeout=180)}) == 2
+    """Two nodes (an actor on each holds them meanwhile), then a from_spark Dataset with a
+    block on each."""
+    on_head = _Holder.remote()
+    ray.get(on_head.node.remote(), timeout=60)
+    other, _ = _second_node(ctx, sc, _Holder)
     # One Spark task per executor: each spools a partition, loaded on its own node.
     ds = data.from_spark(spark.range(0, 400_000, numPartitions=2), recoverable=recoverable)
     usage = ctx.object_store_usage()
     print(f"object stores after from_spark (recoverable={recoverable}): {usage}")
-    assert len(usage) == 2 and all(used >= 3_200_000 for used in usage.values()), usage
-    del burst
+    assert len(usage) == 2 and all(used >= 1_600_000 for used in usage.values()), usage
+    ray.kill(on_head)
+    ray.kill(other)
     time.sleep(12)  # the idle timeout, a look and a margin
     assert len(live_executors(sc)) == 2, "a node holding the Dataset's blocks is not idle"
     assert ds.count() == 400_000
