@@ -43,7 +43,10 @@ def one_run(conf: str, executors: int, elastic: bool, task_s: float, pause_s: fl
 
     sc = init_spark_on_yarn(hadoop_conf=conf, num_executors=executors, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
-                            extra_executor_memory_for_ray="1g")
+                            extra_executor_memory_for_ray="1g",
+                            # The figures in docs/benchmarks.md were taken with a container
+                            # ApplicationMaster: its vcore is taken out below.
+                            conf={"spark.yarn.unmanagedAM.enabled": "false"})
     bounds = dict(min_ray_nodes=1, max_ray_nodes=executors, idle_timeout=idle_timeout)
     ctx = RayContext(sc, object_store_memory="128m", **(bounds if elastic else {}))
     ctx.init()

@@ -133,3 +133,21 @@ def test_a_kerberos_login_adds_what_spark_s_jvms_need_before_the_user_s_options(
     assert not any("extraJavaOptions" in key for key in by_keytab)
     plain = _request()
     assert spark_settings(plain) == spark_settings(plain, None, None)
+
+
+def test_an_unmanaged_am_hands_executors_the_user_a_container_am_would():
+    from zoo_ray.kerberos import Login
+
+    request = _request()
+    settings = spark_settings(request, None, None, "alice")
+    assert settings["spark.yarn.unmanagedAM.enabled"] == "true"
+    assert settings["spark.executorEnv.SPARK_USER"] == "alice"
+    managed = spark_settings(request, None, None, "alice", unmanaged_am=False)
+    assert managed["spark.yarn.unmanagedAM.enabled"] == "false"
+    assert "spark.executorEnv.SPARK_USER" not in managed
+    # A Kerberos login names the user itself.
+    assert "spark.executorEnv.SPARK_USER" not in spark_settings(
+        request, None, Login(ends_at=3600.0), "alice")
+    mine = _request(conf={"spark.yarn.unmanagedAM.enabled": "false",
+                          "spark.executorEnv.SPARK_USER": "bob"})
+    assert spark_settings(mine, None, None, "alice")["spark.executorEnv.SPARK_USER"] == "bob"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .app_master import AppMaster, choose_app_master
 from .errors import ExecutorsNotStartedError, GpuRequestError, QueueNotFoundError
 from .gpu_claims import GPU_RESOURCE
 from .hadoop_conf import HadoopConf, hadoop_conf_dir
@@ -37,12 +38,15 @@ class Gateway:
         The cluster's ResourceManager, asked as the user.
     login : Login, optional
         The user's Kerberos login; None on a cluster without Kerberos.
+    app_master : AppMaster
+        Where Spark's ApplicationMaster runs (:func:`~zoo_ray.app_master.choose_app_master`).
     """
 
     conf: HadoopConf
     java_home: Path
     rm: ResourceManager
     login: Login | None
+    app_master: AppMaster
 
 
 def _check_fits(rm: ResourceManager, container_mb: int, cores: int) -> None:
@@ -108,7 +112,8 @@ def _check_gpus(rm: ResourceManager, gpus: int, queue: str,
 
 def preflight(request: YarnRequest) -> Gateway:
     """Check the gateway and the cluster before submitting: conf, Java, the Kerberos
-    login (on a secure cluster), RM, queue, capacity.
+    login (on a secure cluster), RM, queue, capacity; and where the ApplicationMaster
+    can run.
 
     Raises
     ------
@@ -132,4 +137,4 @@ def preflight(request: YarnRequest) -> Gateway:
     if request.executor_gpus:
         # YARN's own default queue when none is named (placement rules aside).
         _check_gpus(rm, request.executor_gpus, request.queue or "default", queues)
-    return Gateway(hconf, java_home, rm, login)
+    return Gateway(hconf, java_home, rm, login, choose_app_master(request.user_conf, hconf, rm))

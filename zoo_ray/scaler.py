@@ -30,7 +30,7 @@ from .memory import container_mib
 from .options import ScaleRange
 from .protocol import NodeInfo
 from .scaling_plan import ScalePlan, plan, read_state
-from .yarn import ResourceManager
+from .yarn import ResourceManager, why_not_granted
 
 __all__ = ["ScaleStatus", "Scaler"]
 
@@ -194,6 +194,9 @@ class Scaler:
                        idle_timeout_s=self.scale.idle_timeout_s, starting=starting)
         if self.last is None or decided.reason != self.last.reason:
             logger.info("Elastic cluster: %s", decided.reason)
+            for node in nodes:
+                logger.debug("Node %s: %s, idle %.0f s, busy with %s", node.node_id,
+                             node.status, node.idle_s, list(node.busy))
         self.last = decided
         # What the plan keeps before its drains (those lower Spark's target one by one).
         kept = decided.target_nodes + len(decided.drain)
@@ -276,31 +279,10 @@ class Scaler:
     def _ask_yarn(self) -> str:
         try:
             rm = ResourceManager.of_driver(_GCS_TIMEOUT_S, self._credentials)
-            # The report names the queue by its path (root.default), the scheduler by leaf.
-            name = rm.app(self.sc.applicationId)["queue"].rsplit(".", 1)[-1]
-            queue = rm.leaf_queues()[name]
-            most, used = queue["maxEffectiveCapacity"], queue["resourcesUsed"]
-            room = (int(most["memory"]) - int(used["memory"]),
-                    int(most["vCores"]) - int(used["vCores"]))
-            nodes = [(int(node.get("availMemoryMB") or 0),
-                      int(node.get("availableVirtualCores") or 0))
-                     for node in rm.nodes(states="RUNNING")]
+            return why_not_granted(rm, self.sc.applicationId, self._container_mib, self._cores)
         except (ZooRayError, OSError, KeyError, TypeError, ValueError) as exc:
             logger.debug("No queue state: %s", exc)
             return _RM_SILENT
-        usage = (f"queue {name} uses {used['memory']} of {most['memory']} MB and "
-                 f"{used['vCores']} of {most['vCores']} vcores")
-        need = (self._container_mib, self._cores)
-        if need[0] is None:
-            return usage
-        if room[0] < need[0] or room[1] < need[1]:
-            return (f"queue {name} at its maximum: {used['memory']} of {most['memory']} MB "
-                    f"and {used['vCores']} of {most['vCores']} vcores used, an executor needs "
-                    f"{need[0]} MB and {need[1]} vcores")
-        if not any(mb >= need[0] and cores >= need[1] for mb, cores in nodes):
-            return (f"no NodeManager has room for an executor ({need[0]} MB, {need[1]} "
-                    f"vcores); {usage}")
-        return f"{usage}; YARN has not granted them yet"
 
     def _grow(self, decided: ScalePlan, kept: int) -> None:
         spark_internals.request_total_executors(self.sc, kept)

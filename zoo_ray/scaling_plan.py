@@ -67,6 +67,8 @@ class NodeLoad:
     idle_s : float
     total, available : dict of str to float
         The resources that matter for packing (see ``_PINNED``).
+    busy : tuple of str
+        Why the node's raylet does not call it idle ("Busy workers on node.", ...).
     """
 
     node_id: str
@@ -74,6 +76,7 @@ class NodeLoad:
     idle_s: float
     total: Shape
     available: Shape
+    busy: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def read_state(reply: Any) -> tuple[list[NodeLoad], Demand]:
         reply = pb.GetClusterResourceStateReply.FromString(bytes(reply))
     state = getattr(reply, "cluster_resource_state", reply)
     nodes = [NodeLoad(n.node_id.hex(), pb.NodeStatus.Name(n.status), n.idle_duration_ms / 1e3,
-                      _packable(n.total_resources), _packable(n.available_resources))
+                      _packable(n.total_resources), _packable(n.available_resources),
+                      tuple(n.node_activity))
              for n in state.node_states]
     shapes = [shape for r in state.pending_resource_requests
               if (shape := _shape(r.request.resources_bundle)) is not None

@@ -41,29 +41,41 @@ __all__ = ["ship_application", "ship_environment"]
 logger = logging.getLogger(__name__)
 
 
-def _restart_jvm_for(conf_dir: Path) -> None:
-    """End a JVM left from a SparkContext on another cluster: Spark's YARN client reads the
-    Hadoop configuration the JVM started with, and would submit there."""
+def _restart_stale_jvm(conf_dir: Path) -> None:
+    """End a JVM left from an earlier SparkContext that would start this one wrong: one on
+    another cluster (Spark's YARN client reads the Hadoop configuration the JVM started
+    with, and would submit there), or one whose SparkContext ended after running an
+    unmanaged ApplicationMaster (the next would register as the old application, and
+    hang in ACCEPTED)."""
     running = spark_internals.jvm_env("HADOOP_CONF_DIR")
     if running is not None and os.path.realpath(running) != os.path.realpath(conf_dir):
         logger.info("Restarting PySpark's JVM: it read the Hadoop configuration in %s, this "
                     "application's is %s", running, conf_dir)
+        spark_internals.stop_jvm()
+    elif spark_internals.active_context() is None and spark_internals.holds_am_token():
+        logger.info("Restarting PySpark's JVM: an earlier application's ApplicationMaster "
+                    "ran in it")
         spark_internals.stop_jvm()
 
 
 def _jvm_environment(hconf: HadoopConf, java_home: Path, hadoop_user_name: str | None) -> None:
     """What Spark's JVM reads from the environment when it starts: the cluster's
     configuration, Java, and the user to act as."""
-    _restart_jvm_for(hconf.conf_dir)
+    _restart_stale_jvm(hconf.conf_dir)
     os.environ["HADOOP_CONF_DIR"] = str(hconf.conf_dir)
     os.environ.setdefault("JAVA_HOME", str(java_home))
     if hadoop_user_name:
         os.environ["HADOOP_USER_NAME"] = hadoop_user_name
 
 
+def _hadoop_user(hadoop_user_name: str | None) -> str:
+    """Who the application acts as under simple authentication (Hadoop's own choice)."""
+    return hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
 def _remote_root(hconf: HadoopConf, hadoop_user_name: str | None, cache_dir: str | None) -> str:
-    user = hadoop_user_name or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
-    return remote_cache_root(hconf.require("fs.defaultFS"), user, cache_dir)
+    return remote_cache_root(hconf.require("fs.defaultFS"), _hadoop_user(hadoop_user_name),
+                             cache_dir)
 
 
 def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = None,
@@ -141,7 +153,9 @@ def ship_application(request: YarnRequest, gateway: Gateway) -> Any:
                   if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
-    settings = spark_settings(request, driver_host(gateway.rm), gateway.login)
+    settings = spark_settings(request, driver_host(gateway.rm), gateway.login,
+                              _hadoop_user(request.hadoop_user_name),
+                              gateway.app_master.unmanaged)
     spark_conf = SparkConf().setAll(list(settings.items()))
     fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
     # A JVM that was already running (started for `zoo-ray pack`, say) keeps its own setting.

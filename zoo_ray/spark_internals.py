@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["active_context", "is_stopped", "job_group", "jvm_env", "jvm_running", "launch_jvm",
-           "RemovedExecutor", "executors_in_use", "kill_executors", "live_executors",
-           "local_checkpoint",
-           "rdd_with_locations", "registered_executors", "removed_executors",
-           "request_total_executors", "task_slots"]
+__all__ = ["active_context", "holds_am_token", "is_stopped", "job_group", "jvm_env",
+           "jvm_running", "launch_jvm", "RemovedExecutor", "executors_in_use",
+           "kill_executors", "live_executors", "local_checkpoint", "rdd_with_locations",
+           "registered_executors", "removed_executors", "request_total_executors",
+           "task_slots"]
 
 
 def active_context() -> Any:
@@ -45,6 +45,21 @@ def jvm_env(name: str) -> str | None:
         return None
     value = jvm.java.lang.System.getenv(name)
     return str(value) if value else None
+
+
+def holds_am_token() -> bool:
+    """Whether the running JVM's user holds a YARN ApplicationMaster token: an unmanaged
+    ApplicationMaster ran in it. Hadoop's RPC client keeps the connection that token
+    authenticated open (cached per user and address) for a while after the application
+    ends, and the next unmanaged ApplicationMaster registers through it, as the old one."""
+    from pyspark import SparkContext
+
+    jvm: Any = SparkContext._jvm
+    if SparkContext._gateway is None or jvm is None:
+        return False
+    ugi = jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser()
+    tokens = ugi.getCredentials().getAllTokens().toArray()
+    return any(str(token.getKind().toString()) == "YARN_AM_RM_TOKEN" for token in tokens)
 
 
 def stop_jvm() -> None:

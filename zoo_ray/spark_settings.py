@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from .app_master import UNMANAGED_AM_CONF
 from .applications import APP_TAG
 from .envs import ENV_ALIAS
 from .gpu_claims import DISCOVERY_SCRIPT, GPU_AMOUNT_CONF, GPUS_ENV
@@ -29,11 +30,14 @@ EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 
 
 def spark_settings(request: YarnRequest, driver_host: str | None = None,
-                   login: Login | None = None) -> dict[str, str]:
+                   login: Login | None = None, user: str | None = None,
+                   unmanaged_am: bool = True) -> dict[str, str]:
     """The Spark properties of the application, before shipping adds the cluster's URIs.
 
     A pure function of the request, the gateway's address facing the cluster
-    (``driver_host``) and the user's Kerberos ``login`` on a secure cluster: the user's
+    (``driver_host``), the user's Kerberos ``login`` on a secure cluster, the Hadoop
+    ``user`` the application acts as otherwise, and whether Spark's ApplicationMaster
+    runs in the driver's process (``unmanaged_am``, see :mod:`zoo_ray.app_master`): the user's
     ``conf`` wins over zoo_ray's choices, except ``spark.executor.memoryOverhead``, to
     which Ray's share is added, and the JVM options a login needs, which go before the
     user's own.
@@ -56,7 +60,13 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
         # when YARN gives fewer. Spark's own wait first (80 % of them, or 30 s) made a
         # start YARN cannot satisfy last 30 s longer than executor_timeout.
         "spark.scheduler.minRegisteredResourcesRatio": "0",
+        # See zoo_ray.app_master: unmanaged, the AM is a thread of this process.
+        UNMANAGED_AM_CONF: str(unmanaged_am).lower(),
     }
+    if unmanaged_am and login is None and user:
+        # A container's AM passed its SPARK_USER on to the executors; this process has
+        # none, and without it executors act as the NodeManager's user under simple auth.
+        settings["spark.executorEnv.SPARK_USER"] = user
     if driver_host:
         # Executors reach the driver on the interface that faces the cluster, not on
         # whatever the gateway's hostname resolves to (often loopback, or another network).

@@ -17,7 +17,7 @@ from .errors import ExecutorsNotStartedError, ZooRayError
 from .host import env_var, wait_until
 from .spark_settings import EXECUTOR_PYTHON
 from .startup import StartupWatch, find_tagged
-from .yarn import ResourceManager
+from .yarn import ResourceManager, why_not_granted
 from .yarn_request import YarnRequest
 
 __all__ = ["start_and_wait"]
@@ -66,8 +66,7 @@ def start_and_wait(request: YarnRequest, spark_conf: Any, rm: ResourceManager) -
                 raise _unscheduled_error(request, watch.app) from None
             raise
         try:
-            _wait_for_executors(sc, rm, request.num_executors, request.executor_timeout,
-                                request.executor_gpus)
+            _wait_for_executors(sc, rm, request)
         except BaseException:
             if spark_internals.active_context() is sc:
                 rm.kill(sc.applicationId, diagnostics="zoo_ray: start-up interrupted")
@@ -145,9 +144,9 @@ def _unscheduled_error(request: YarnRequest, app: dict[str, Any] | None) -> ZooR
     )
 
 
-def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: float,
-                        gpus: int) -> None:
-    """Return once ``wanted`` executors registered; else kill the application and say why."""
+def _wait_for_executors(sc: Any, rm: ResourceManager, request: YarnRequest) -> None:
+    """Return once every executor registered; else kill the application and say why."""
+    wanted, timeout, gpus = request.num_executors, request.executor_timeout, request.executor_gpus
     if wait_until(lambda: spark_internals.registered_executors(sc) >= wanted, timeout,
                   interval=_EXECUTOR_POLL_S):
         return
@@ -155,18 +154,16 @@ def _wait_for_executors(sc: Any, rm: ResourceManager, wanted: int, timeout: floa
     got = spark_internals.registered_executors(sc)
     try:
         diagnostics = rm.app(app_id).get("diagnostics") or "(none)"
-        metrics = rm.metrics()
-        free = (f"{metrics['availableMB']} MB and {metrics['availableVirtualCores']} "
-                "vcores free in the cluster")
-    except ZooRayError as exc:
-        diagnostics, free = str(exc), "cluster capacity unknown"
+        why = why_not_granted(rm, app_id, request.container_mb, request.executor_cores)
+    except (ZooRayError, KeyError, TypeError, ValueError) as exc:
+        diagnostics, why = str(exc), "the queue's and the NodeManagers' room unknown"
     # Kill before stopping: a stopped SparkContext unregisters as FINISHED, hiding
     # from YARN's admins that the application never got its executors.
     rm.kill(app_id, diagnostics=f"zoo_ray: only {got} of {wanted} executors started in "
                                 f"{timeout:.0f}s")
     sc.stop()
     raise ExecutorsNotStartedError(
-        f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({free}); "
+        f"YARN started {got} of {wanted} executors within {timeout:.0f}s ({why}); "
         f"application {app_id} was killed. Ask for fewer or smaller executors, use "
         f"another queue, or raise executor_timeout. YARN diagnostics: {diagnostics}"
         + (f". With executor_gpus={gpus}: an executor that found fewer free GPUs on its "

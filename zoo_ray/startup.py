@@ -107,7 +107,8 @@ class StartupWatch:
                     return
 
     def _show(self, app: dict[str, Any]) -> None:
-        running = max(0, int(app.get("runningContainers") or 0) - 1)  # minus the AM
+        am = 0 if app.get("unmanagedApplication") else 1  # an unmanaged AM has no container
+        running = max(0, int(app.get("runningContainers") or 0) - am)
         state = app["state"]
         if state != self._state:
             self._state = state

@@ -18,7 +18,7 @@ from .errors import ResourceManagerError
 from .hadoop_conf import HadoopConf
 from .spnego import Credentials, hadoop_opener
 
-__all__ = ["ResourceManager", "FINAL_STATES"]
+__all__ = ["ResourceManager", "FINAL_STATES", "why_not_granted"]
 
 #: Application states after which nothing changes any more.
 FINAL_STATES = frozenset({"FINISHED", "FAILED", "KILLED"})
@@ -177,3 +177,52 @@ class ResourceManager:
         body = {"state": "KILLED", "diagnostics": diagnostics} if diagnostics else {
             "state": "KILLED"}
         self._request(f"/apps/{app_id}/state", method="PUT", body=body)
+
+
+def why_not_granted(rm: ResourceManager, app_id: str, container_mib: int | None,
+                    cores: int) -> str:
+    """Why YARN grants application ``app_id`` no (further) executor: its queue at its
+    maximum, or no NodeManager with room for one, as the ResourceManager sees it now.
+
+    Parameters
+    ----------
+    rm : ResourceManager
+    app_id : str
+        The application asking for executors.
+    container_mib, cores : int
+        One executor's container (memory with overhead, vcores); with ``container_mib``
+        None only the queue's use is told.
+
+    Returns
+    -------
+    str
+        One clause, e.g. ``queue batch at its maximum: 2816 of 3840 MB and 2 of 8
+        vcores used, an executor needs 1920 MB and 1 vcores``.
+
+    Raises
+    ------
+    ResourceManagerError
+        The ResourceManager did not answer.
+    KeyError, TypeError, ValueError
+        Its answer lacked the queue's figures (a scheduler without them).
+    """
+    # The report names the queue by its path (root.default), the scheduler by leaf.
+    name = rm.app(app_id)["queue"].rsplit(".", 1)[-1]
+    queue = rm.leaf_queues()[name]
+    most, used = queue["maxEffectiveCapacity"], queue["resourcesUsed"]
+    room = (int(most["memory"]) - int(used["memory"]),
+            int(most["vCores"]) - int(used["vCores"]))
+    usage = (f"queue {name} uses {used['memory']} of {most['memory']} MB and "
+             f"{used['vCores']} of {most['vCores']} vcores")
+    if container_mib is None:
+        return usage
+    if room[0] < container_mib or room[1] < cores:
+        return (f"queue {name} at its maximum: {used['memory']} of {most['memory']} MB "
+                f"and {used['vCores']} of {most['vCores']} vcores used, an executor needs "
+                f"{container_mib} MB and {cores} vcores")
+    nodes = [(int(node.get("availMemoryMB") or 0), int(node.get("availableVirtualCores") or 0))
+             for node in rm.nodes(states="RUNNING")]
+    if not any(mb >= container_mib and free >= cores for mb, free in nodes):
+        return (f"no NodeManager has room for an executor ({container_mib} MB, {cores} "
+                f"vcores); {usage}")
+    return f"{usage}; YARN has not granted them yet"

@@ -490,8 +490,8 @@ def test_a_nodemanager_killed_with_kill_9_leaves_no_orphan_once_the_application_
     try:
         line = driver.stdout.readline()
         assert line.startswith("{"), Path(tmp_path / "driver.err").read_text()[-3000:]
-        # A host with an executor and its Ray node but not the ApplicationMaster.
-        victim = [h for h in hosts if not _runs("ExecutorLauncher", h.netns)][0]
+        # A host with an executor and its Ray node (the ApplicationMaster runs in the driver).
+        victim = [h for h in hosts if _runs("CoarseGrainedExecutorBackend", h.netns)][0]
         nodemanager = [p for p in _namespace_pids(victim.netns) if p in daemons][0]
         assert psutil.Process(nodemanager).name() == "java"
         os.kill(nodemanager, signal.SIGKILL)

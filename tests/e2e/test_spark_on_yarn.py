@@ -1,6 +1,7 @@
 """init_spark_on_yarn on the local Hadoop: shipped env, pack-once cache, bad input."""
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import shutil
@@ -71,7 +72,7 @@ def _where(_):
     import zoo_probe_a
 
     return (sys.executable, sys.prefix, os.environ["CONTAINER_ID"], zoo_probe_a.VALUE,
-            zoo_extra_lib.ANSWER)
+            zoo_extra_lib.ANSWER, os.environ.get("SPARK_USER"))
 
 
 def _logged(caplog, prefix):
@@ -98,16 +99,21 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
         app_id = sc.applicationId
         assert sc.getConf().get("spark.executor.memoryOverhead") == "1536m"
         attempt = cluster.resource_manager.app_attempts(app_id)[-1]
-        executors = [c for c in cluster.resource_manager.containers(app_id,
-                                                                    attempt["appAttemptId"])
-                     if c["containerId"] != attempt["containerId"]]
+        executors = cluster.resource_manager.containers(app_id, attempt["appAttemptId"])
+        report = cluster.resource_manager.app(app_id)
     finally:
         sc.stop()
+    # The ApplicationMaster ran in this process: no container of its own, so nothing was
+    # localized for it (on this fresh local Hadoop, the environment and Spark's jars).
+    assert report["unmanagedApplication"] is True and attempt["containerId"] == ""
+    assert len(executors) == 2
     assert len({row[2] for row in rows}) == 2
-    for executable, prefix, container_id, value, answer in rows:
+    for executable, prefix, container_id, value, answer, user in rows:
         assert executable.endswith("/zoo_env/bin/python")
         assert container_id in executable and prefix.endswith("/zoo_env")
         assert (value, answer) == ("only-in-the-test-env", 42)
+        # What a container ApplicationMaster handed executors, this driver does.
+        assert user == getpass.getuser()
     # 512m heap + (1g the user asked for + 512m for Ray) overhead
     assert {c["allocatedMB"] for c in executors} == {512 + 1024 + 512}
 
@@ -169,22 +175,30 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     assert "executors started" in last["diagnostics"]
 
 
-def test_an_application_yarn_never_schedules_is_killed_with_the_queue_named(
-        cluster, small_venv, no_spark_left, caplog):
+@pytest.mark.parametrize("unmanaged_am, match, diagnostics", [
+    # A container ApplicationMaster that "tiny" cannot hold: Spark's client alone would
+    # wait forever. (10 s: it stays ACCEPTED whatever the load, unlike an application
+    # whose ApplicationMaster must start within the timeout.)
+    ("false", r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue=",
+     "not scheduled within 10s"),
+    # Zoo_ray's default: the ApplicationMaster runs in the driver, and the executors wait.
+    ("true", r"(?s)started 0 of 2 executors within 10s \(queue tiny at its maximum: .*"
+             r"an executor needs 896 MB.*killed.*another queue", "only 0 of 2 executors"),
+])
+def test_an_application_a_full_queue_never_runs_is_killed_with_the_queue_named(
+        cluster, small_venv, no_spark_left, caplog, unmanaged_am, match, diagnostics):
     from pyspark import SparkContext
 
     caplog.set_level(logging.INFO, logger="zoo_ray.startup")
-    # "tiny" cannot hold an ApplicationMaster: Spark's client alone would wait forever. (10 s:
-    # it stays ACCEPTED whatever the load, unlike an application whose ApplicationMaster
-    # must start within the timeout.)
-    with pytest.raises(ExecutorsNotStartedError,
-                       match=r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue="):
+    with pytest.raises(ExecutorsNotStartedError, match=match):
         init_spark_on_yarn(hadoop_conf=str(cluster.hadoop_conf_dir), env_prefix=str(small_venv),
-                           queue="tiny", executor_timeout=10, **SMALL)
+                           queue="tiny", executor_timeout=10,
+                           conf={"spark.yarn.unmanagedAM.enabled": unmanaged_am}, **SMALL)
     assert SparkContext._active_spark_context is None
     last = max(cluster.resource_manager.apps(), key=lambda a: a["startedTime"])
     assert last["queue"] in ("tiny", "root.tiny") and last["state"] == "KILLED"
-    assert "not scheduled within 10s" in last["diagnostics"]
+    assert last["unmanagedApplication"] is (unmanaged_am == "true")
+    assert diagnostics in last["diagnostics"]
     assert any("is ACCEPTED" in r.getMessage() for r in caplog.records)
 
 

@@ -37,11 +37,15 @@ pytestmark = pytest.mark.faults
 
 #: Shared with test_secure_cluster. Queue batch is guaranteed 25 % (1536 MB), the module's
 #: application in it holds 4736 MB (its ApplicationMaster's 896, two executors), and what
-#: is left holds another ApplicationMaster but no executor for queue default.
+#: is left holds another ApplicationMaster but no executor for queue default. Both
+#: applications run their ApplicationMaster in a container for that (and so this module
+#: covers that way, zoo_ray.app_master's fallback).
 SPEC = SECURE_SPEC
+CONTAINER_AM = {"spark.yarn.unmanagedAM.enabled": "false"}
 
 SPARK_ARGS = dict(num_executors=2, executor_cores=1, executor_memory="512m",
-                  driver_memory="512m", extra_executor_memory_for_ray="1g", queue="batch")
+                  driver_memory="512m", extra_executor_memory_for_ray="1g", queue="batch",
+                  conf=CONTAINER_AM)
 
 
 OBJECT_STORE_MEMORY = "128m"
@@ -118,7 +122,9 @@ _OTHER_QUEUE = textwrap.dedent("""
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
                             extra_executor_memory_for_ray="1g", queue="default",
-                            executor_timeout=240, **json.loads(sys.argv[2]))
+                            executor_timeout=240,
+                            conf={"spark.yarn.unmanagedAM.enabled": "false"},
+                            **json.loads(sys.argv[2]))
     print(json.dumps({"app": sc.applicationId}), flush=True)
     time.sleep(900)
 """)

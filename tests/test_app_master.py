@@ -1,0 +1,85 @@
+"""Where Spark's ApplicationMaster runs (zoo_ray.app_master): real sockets on loopback, a
+ResourceManager stand-in that only lists NodeManagers."""
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zoo_ray.app_master import UNMANAGED_AM_CONF, choose_app_master
+from zoo_ray.hadoop_conf import HadoopConf
+
+
+@contextmanager
+def _listening() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once it is closed
+
+
+class _Nodes:
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.asked: list[str | None] = []
+
+    def nodes(self, states: str | None = None) -> list[dict[str, Any]]:
+        self.asked.append(states)
+        return [{"id": node} for node in self.ids]
+
+
+def _conf(tmp_path: Path, scheduler: str) -> HadoopConf:
+    (tmp_path / "core-site.xml").write_text("<configuration/>")
+    (tmp_path / "yarn-site.xml").write_text(
+        "<configuration><property><name>yarn.resourcemanager.scheduler.address</name>"
+        f"<value>{scheduler}</value></property></configuration>")
+    return HadoopConf(tmp_path)
+
+
+def test_reached_scheduler_and_nodemanagers_run_the_am_in_the_driver(tmp_path):
+    with _listening() as scheduler, _listening() as node:
+        rm = _Nodes([f"127.0.0.1:{node}"])
+        choice = choose_app_master({}, _conf(tmp_path, f"127.0.0.1:{scheduler}"), rm)
+    assert choice.unmanaged and rm.asked == ["RUNNING"]
+
+
+@pytest.mark.parametrize("unreached", ["scheduler", "node"])
+def test_what_the_gateway_cannot_reach_gives_a_container_am_and_says_why(
+        tmp_path, caplog, unreached):
+    closed = _closed_port()
+    with _listening() as open_port:
+        scheduler = closed if unreached == "scheduler" else open_port
+        node = closed if unreached == "node" else open_port
+        with caplog.at_level(logging.WARNING, logger="zoo_ray.app_master"):
+            choice = choose_app_master(
+                {}, _conf(tmp_path, f"127.0.0.1:{scheduler}"), _Nodes([f"127.0.0.1:{node}"]))
+    assert not choice.unmanaged and f"127.0.0.1:{closed}" in choice.reason
+    assert f"127.0.0.1:{closed}" in caplog.text and UNMANAGED_AM_CONF in caplog.text
+
+
+def test_only_a_few_nodemanagers_are_probed(tmp_path):
+    closed = _closed_port()
+    with _listening() as open_port:
+        # Sorted by address: the three probed answer, the fourth would not.
+        ids = [f"127.0.0.1:{open_port}"] * 3 + [f"127.0.0.2:{closed}"]
+        choice = choose_app_master({}, _conf(tmp_path, f"127.0.0.1:{open_port}"), _Nodes(ids))
+    assert choice.unmanaged
+
+
+@pytest.mark.parametrize("value, unmanaged", [("false", False), ("TRUE", True)])
+def test_the_user_s_setting_wins_and_nothing_is_probed(tmp_path, value, unmanaged):
+    rm = _Nodes([f"127.0.0.1:{_closed_port()}"])
+    choice = choose_app_master({UNMANAGED_AM_CONF: value},
+                               _conf(tmp_path, f"127.0.0.1:{_closed_port()}"), rm)
+    assert choice.unmanaged is unmanaged and rm.asked == []
