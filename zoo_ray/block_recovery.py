@@ -8,10 +8,10 @@ Two parts run here; the driver's part is :mod:`zoo_ray.recompute_server`.
   task's files went with the lost executor, so it asks the driver, through the
   broker, to have Spark compute those partitions again, and returns what Spark
   made: each piece checked against the rows it had first.
-- :class:`RecomputeBroker`, an actor placed on the head's Ray node when it can be (it
-  lives as long as the cluster; Ray restarts it elsewhere if its node goes):
-  the mailbox between re-run tasks, which cannot call the driver, and the driver's
-  thread that serves them. It holds the waiting requests and hands each its reply.
+- :class:`RecomputeBroker`, an actor on the gateway's Ray node (it lives as long as the
+  driver, and keeps no executor's node busy): the mailbox between re-run tasks, which
+  cannot call the driver, and the driver's thread that serves them. It holds the
+  waiting requests and hands each its reply.
 
 Why Spark and not a copy: the blocks live in one object store each (a copy would
 double the memory of every conversion), and Spark can compute any partition of a

@@ -84,23 +84,22 @@ class RecomputeServer:
     ----------
     address : str
         The cluster's GCS address: a server serves one cluster.
-    head_node : str or None
-        The Ray node id of the head's node, where the broker runs.
     sc : pyspark.SparkContext
         Runs the recomputations, in a job group of the server's own (which
         :meth:`close` cancels).
     """
 
-    def __init__(self, address: str, head_node: str | None, sc: Any) -> None:
+    def __init__(self, address: str, sc: Any) -> None:
         self.address = address
         self.connection = _connection()
         self._sc = sc
         self._group = f"zoo-ray-recompute-{uuid.uuid4().hex[:8]}"
-        # On the head's node: the cluster ends with it anyway (a new cluster gets a server
-        # of its own). Should the broker's node go all the same, Ray starts it again
-        # elsewhere and sends the calls waiting on it again.
-        placed = (NodeAffinitySchedulingStrategy(head_node, soft=True)
-                  if head_node is not None else "DEFAULT")
+        # On the gateway's node, which the driver is attached to: the broker (an actor of
+        # this driver) lives as long as the driver does anyway, and an actor on an
+        # executor's node would keep that node busy, so an elastic cluster could never
+        # give it back. Ray starts the broker again if its worker dies.
+        placed = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                soft=False)
         self._broker = RecomputeBroker.options(  # type: ignore[attr-defined]
             scheduling_strategy=placed, max_restarts=-1, max_task_retries=-1).remote()
         self._sources: dict[str, Recomputable] = {}
@@ -244,9 +243,9 @@ def _connection() -> str:
     return str(ray.get_runtime_context().get_job_id())
 
 
-def server_for(address: str, head_node: str | None, sc: Any) -> RecomputeServer:
-    """The server of this driver's connection to the cluster at ``address`` (whose head
-    runs on ``head_node``), started (or its thread again) if need be."""
+def server_for(address: str, sc: Any) -> RecomputeServer:
+    """The server of this driver's connection to the cluster at ``address``, started (or
+    its thread again) if need be."""
     global _server
     with _server_lock:
         if _server is not None and (_server.address, _server.connection) != (address,
@@ -254,7 +253,7 @@ def server_for(address: str, head_node: str | None, sc: Any) -> RecomputeServer:
             _server.close()
             _server = None
         if _server is None:
-            _server = RecomputeServer(address, head_node, sc)
+            _server = RecomputeServer(address, sc)
         _server.serve()
         return _server
 

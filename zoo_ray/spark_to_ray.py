@@ -147,7 +147,7 @@ def _loaded(ctx: RayContext, conversion: str, loader: Any, spooled: list[Spooled
     if not started or ctx.address is None:
         raise RayContextError("zoo_ray is starting a new Ray cluster (the head's executor was "
                               "lost); run the conversion again in a few seconds.")
-    server = server_for(ctx.address, nodes.get(started[0]["container"]), ctx.sc)
+    server = server_for(ctx.address, ctx.sc)
     recovery = server.register(conversion, Recomputable(
         respool=respool,
         load=lambda blocks: _load(loader, blocks, _nodes_of(ctx, blocks)),
