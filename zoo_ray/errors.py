@@ -21,6 +21,7 @@ __all__ = [
     "CondaEnvNotFoundError",
     "NoPythonEnvError",
     "NotAPythonEnvError",
+    "EnvLayerError",
     "QueueNotFoundError",
     "ExecutorsNotStartedError",
     "GpuRequestError",
@@ -93,6 +94,11 @@ class NoPythonEnvError(ZooRayError):
 
 class NotAPythonEnvError(ZooRayError):
     """An archive or prefix given as the environment is not a usable Python environment."""
+
+
+class EnvLayerError(ZooRayError):
+    """An environment's layer cannot be written as planned: a file changed after the plan
+    was made; the message names it and says to plan again."""
 
 
 class QueueNotFoundError(ZooRayError):
