@@ -28,7 +28,9 @@ def _datanode_bytes_written(cluster) -> int:
 
 
 def _packed_bytes(cache: Path) -> int:
-    return sum(f.stat().st_size for f in (cache / "envs").glob("*.tar.gz"))
+    # An environment's layers, or its single archive when it cannot be layered.
+    return sum(f.stat().st_size for folder in ("layers", "envs")
+               for f in (cache / folder).glob("*.tar.gz"))
 
 
 def main() -> None:

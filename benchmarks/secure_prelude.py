@@ -11,39 +11,13 @@ Prints the figures and the secure/open ratios, with the commit and the machine.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from prelude import run_prelude
 from provenance import print_provenance
-
-_PROGRAM = """
-import json, sys, time
-started = time.monotonic()
-from zoo_ray import RayContext, init_spark_on_yarn
-sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
-                        executor_memory="512m", driver_memory="512m",
-                        extra_executor_memory_for_ray="1g", executor_timeout=900)
-spark_s = time.monotonic() - started
-ray_ctx = RayContext(sc=sc, object_store_memory="128m")
-ray_ctx.init()
-print(json.dumps({"init_spark_on_yarn_s": spark_s,
-                  "ray_context_init_s": time.monotonic() - started - spark_s}), flush=True)
-ray_ctx.stop()
-sc.stop()
-"""
-
-
-def _run_program(cluster, env: dict[str, str]) -> dict[str, float]:
-    result = subprocess.run([sys.executable, "-c", _PROGRAM, str(cluster.hadoop_conf_dir)],
-                            capture_output=True, text=True, env=env, timeout=1800)
-    if result.returncode != 0:
-        raise SystemExit(f"the program failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.splitlines()[-1])
 
 
 def _measure(kerberos: bool, root: Path) -> dict[str, float]:
@@ -63,7 +37,7 @@ def _measure(kerberos: bool, root: Path) -> dict[str, float]:
             env.update(KRB5_CONFIG=str(security.realm.krb5_conf), KRB5CCNAME=f"FILE:{ccache}")
             Kdc.kinit(security.realm, security.user, Path(security.user_keytab), ccache)
         for label in ("first", "warm"):
-            for name, value in _run_program(cluster, env).items():
+            for name, value in run_prelude(str(cluster.hadoop_conf_dir), env).items():
                 figures[f"{label}_{name}"] = value
     return figures
 

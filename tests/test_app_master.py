@@ -47,10 +47,13 @@ def _conf(tmp_path: Path, scheduler: str) -> HadoopConf:
     return HadoopConf(tmp_path)
 
 
-def test_reached_scheduler_and_nodemanagers_run_the_am_in_the_driver(tmp_path):
+ASKED = {UNMANAGED_AM_CONF: "true"}
+
+
+def test_asked_for_with_scheduler_and_nodemanagers_reached_the_am_runs_in_the_driver(tmp_path):
     with _listening() as scheduler, _listening() as node:
         rm = _Nodes([f"127.0.0.1:{node}"])
-        choice = choose_app_master({}, _conf(tmp_path, f"127.0.0.1:{scheduler}"), rm)
+        choice = choose_app_master(ASKED, _conf(tmp_path, f"127.0.0.1:{scheduler}"), rm, False)
     assert choice.unmanaged and rm.asked == ["RUNNING"]
 
 
@@ -63,9 +66,10 @@ def test_what_the_gateway_cannot_reach_gives_a_container_am_and_says_why(
         node = closed if unreached == "node" else open_port
         with caplog.at_level(logging.WARNING, logger="zoo_ray.app_master"):
             choice = choose_app_master(
-                {}, _conf(tmp_path, f"127.0.0.1:{scheduler}"), _Nodes([f"127.0.0.1:{node}"]))
+                ASKED, _conf(tmp_path, f"127.0.0.1:{scheduler}"),
+                _Nodes([f"127.0.0.1:{node}"]), False)
     assert not choice.unmanaged and f"127.0.0.1:{closed}" in choice.reason
-    assert f"127.0.0.1:{closed}" in caplog.text and UNMANAGED_AM_CONF in caplog.text
+    assert f"127.0.0.1:{closed}" in caplog.text and "in a container" in caplog.text
 
 
 def test_only_a_few_nodemanagers_are_probed(tmp_path):
@@ -73,13 +77,15 @@ def test_only_a_few_nodemanagers_are_probed(tmp_path):
     with _listening() as open_port:
         # Sorted by address: the three probed answer, the fourth would not.
         ids = [f"127.0.0.1:{open_port}"] * 3 + [f"127.0.0.2:{closed}"]
-        choice = choose_app_master({}, _conf(tmp_path, f"127.0.0.1:{open_port}"), _Nodes(ids))
+        choice = choose_app_master(ASKED, _conf(tmp_path, f"127.0.0.1:{open_port}"), _Nodes(ids),
+                                   False)
     assert choice.unmanaged
 
 
-@pytest.mark.parametrize("value, unmanaged", [("false", False), ("TRUE", True)])
-def test_the_user_s_setting_wins_and_nothing_is_probed(tmp_path, value, unmanaged):
-    rm = _Nodes([f"127.0.0.1:{_closed_port()}"])
-    choice = choose_app_master({UNMANAGED_AM_CONF: value},
-                               _conf(tmp_path, f"127.0.0.1:{_closed_port()}"), rm)
-    assert choice.unmanaged is unmanaged and rm.asked == []
+@pytest.mark.parametrize("user_conf, secure", [({}, False), ({UNMANAGED_AM_CONF: "false"}, False),
+                                               (ASKED, True)])
+def test_a_container_am_unless_asked_for_and_never_with_kerberos(tmp_path, user_conf, secure):
+    rm = _Nodes([])
+    choice = choose_app_master(user_conf, _conf(tmp_path, f"127.0.0.1:{_closed_port()}"), rm,
+                               secure)
+    assert not choice.unmanaged and rm.asked == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo_ray.envs import _editable_packages, _warn_editable, find_env
+from zoo_ray.envs import editable_packages, find_env, warn_editable
 from zoo_ray.errors import (
     CondaEnvNotFoundError,
     InvalidArgumentError,
@@ -134,10 +134,10 @@ def test_editable_packages_other_than_zoo_ray_are_named_missing(tmp_path, caplog
         dist.mkdir(parents=True)
         (dist / "direct_url.json").write_text(json.dumps(
             {"url": f"file:///src/{name}", "dir_info": {"editable": editable}}))
-    editable = _editable_packages(tmp_path)
+    editable = editable_packages(tmp_path)
     assert editable == {"mylib": "file:///src/mylib", "zoo_ray": "file:///src/zoo_ray"}
     with caplog.at_level(logging.WARNING, logger="zoo_ray.envs"):
-        _warn_editable(tmp_path, editable)
+        warn_editable(tmp_path, editable)
     (message,) = [r.getMessage() for r in caplog.records]
     assert "mylib (file:///src/mylib), zoo_ray (file:///src/zoo_ray)" in message
     assert "spark.yarn.dist.pyFiles" in message

@@ -139,15 +139,18 @@ def test_an_unmanaged_am_hands_executors_the_user_a_container_am_would():
     from zoo_ray.kerberos import Login
 
     request = _request()
-    settings = spark_settings(request, None, None, "alice")
+    settings = spark_settings(request, None, None, "alice", unmanaged_am=True)
     assert settings["spark.yarn.unmanagedAM.enabled"] == "true"
     assert settings["spark.executorEnv.SPARK_USER"] == "alice"
-    managed = spark_settings(request, None, None, "alice", unmanaged_am=False)
+    managed = spark_settings(request, None, None, "alice")
     assert managed["spark.yarn.unmanagedAM.enabled"] == "false"
     assert "spark.executorEnv.SPARK_USER" not in managed
     # A Kerberos login names the user itself.
     assert "spark.executorEnv.SPARK_USER" not in spark_settings(
-        request, None, Login(ends_at=3600.0), "alice")
-    mine = _request(conf={"spark.yarn.unmanagedAM.enabled": "false",
+        request, None, Login(ends_at=3600.0), "alice", unmanaged_am=True)
+    # The choice (zoo_ray.app_master) saw the user's setting: it is the one that counts.
+    mine = _request(conf={"spark.yarn.unmanagedAM.enabled": "true",
                           "spark.executorEnv.SPARK_USER": "bob"})
-    assert spark_settings(mine, None, None, "alice")["spark.executorEnv.SPARK_USER"] == "bob"
+    chosen = spark_settings(mine, None, None, "alice", unmanaged_am=False)
+    assert chosen["spark.yarn.unmanagedAM.enabled"] == "false"
+    assert chosen["spark.executorEnv.SPARK_USER"] == "bob"

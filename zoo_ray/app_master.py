@@ -1,15 +1,16 @@
 """Where Spark's ApplicationMaster runs: in the driver's process, or in a container.
 
 Runs on the gateway, in the driver's process, before the application is submitted.
-zoo_ray starts Spark in client mode with an *unmanaged* ApplicationMaster
-(``spark.yarn.unmanagedAM.enabled``): the AM is a thread of the driver's JVM, so no
-NodeManager localizes the Python environment and Spark's jars for an AM container
-before the executors' containers can start, and the queue keeps that container
-(docs/design/am-localization.md). The AM then talks to the ResourceManager's
-scheduler and starts executors through each NodeManager from the gateway, so
-:func:`choose_app_master` first checks that the gateway reaches them (a few TCP
-connections, bounded in count and time); a gateway that does not gets a container AM,
-and a log line that says why.
+With ``conf={"spark.yarn.unmanagedAM.enabled": "true"}`` Spark's ApplicationMaster is a
+thread of the driver's JVM (an *unmanaged* AM): no NodeManager localizes the Python
+environment and Spark's jars for an AM container before the executors' containers can
+start, and the queue keeps that container (docs/design/am-localization.md). The AM then
+talks to the ResourceManager's scheduler and starts executors through each NodeManager
+from the gateway, so :func:`choose_app_master` first checks that the gateway reaches
+them (a few TCP connections, bounded in count and time), and that the cluster runs no
+Kerberos (the AM did not register on the Kerberized local Hadoop); otherwise the AM runs
+in a container, and a warning says why. Not the default yet: with the AM in the driver,
+Spark giving up on its executors did not end the application (docs/design).
 """
 from __future__ import annotations
 
@@ -76,36 +77,43 @@ def _unreached(conf: HadoopConf, rm: ResourceManager) -> str | None:
     return None
 
 
-def choose_app_master(user_conf: Mapping[str, str], conf: HadoopConf,
-                      rm: ResourceManager) -> AppMaster:
-    """Run the ApplicationMaster in the driver's process unless the user said otherwise
-    or the gateway cannot reach what it must talk to.
+def choose_app_master(user_conf: Mapping[str, str], conf: HadoopConf, rm: ResourceManager,
+                      secure: bool) -> AppMaster:
+    """Run the ApplicationMaster in the driver's process if the user asks for it and it can
+    work here; else in a container (Spark's default).
 
     Parameters
     ----------
     user_conf : mapping of str to str
-        The user's Spark properties (``conf=``): a ``spark.yarn.unmanagedAM.enabled``
-        there wins.
+        The user's Spark properties (``conf=``): ``spark.yarn.unmanagedAM.enabled=true``
+        asks for the ApplicationMaster in the driver.
     conf : HadoopConf
         The gateway's Hadoop configuration (the scheduler's address).
     rm : ResourceManager
         The cluster's ResourceManager (the NodeManagers' addresses).
+    secure : bool
+        Whether the cluster runs Kerberos.
 
     Returns
     -------
     AppMaster
         Where the ApplicationMaster runs, and why.
     """
-    asked = user_conf.get(UNMANAGED_AM_CONF)
-    if asked is not None:
-        unmanaged = asked.strip().lower() == "true"
-        return AppMaster(unmanaged, f"{UNMANAGED_AM_CONF}={asked} in conf")
+    if user_conf.get(UNMANAGED_AM_CONF, "").strip().lower() != "true":
+        return AppMaster(False, "Spark's default: in a container")
+    if secure:
+        # On the Kerberized local Hadoop the ApplicationMaster in the driver never
+        # registered: the application stayed ACCEPTED (docs/design/am-localization.md).
+        logger.warning("%s=true is not used on a cluster with Kerberos (its ApplicationMaster "
+                       "does not register there): Spark's ApplicationMaster runs in a "
+                       "container.", UNMANAGED_AM_CONF)
+        return AppMaster(False, "Kerberos")
     unreached = _unreached(conf, rm)
     if unreached is None:
-        return AppMaster(True, "the gateway reaches the scheduler and the NodeManagers")
+        return AppMaster(True, "asked for, and the gateway reaches the scheduler and the "
+                               "NodeManagers")
     logger.warning(
         "The gateway cannot reach %s, which an ApplicationMaster in the driver's process "
-        "must talk to: Spark's ApplicationMaster runs in a container instead, and a first "
-        "start localizes the environment for it too. Open the port from the gateway, or "
-        "pass conf={%r: 'false'} to skip this check.", unreached, UNMANAGED_AM_CONF)
+        "must talk to: Spark's ApplicationMaster runs in a container instead. Open the port "
+        "from the gateway to run it in the driver.", unreached)
     return AppMaster(False, f"the gateway cannot reach {unreached}")

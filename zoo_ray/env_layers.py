@@ -177,10 +177,12 @@ def plan_layers(prefix: Path, kind: str, *, exclude: Sequence[str] = (),
                                         "(layers need exactly one)"])
     site_packages = sites[0]
     entries, elf = _scan(prefix, exclude)
-    owners, reasons = _owners(prefix, kind, site_packages, entries)
+    # An editable install's code is outside the environment: its .pth (or .egg-link) ships
+    # as the single archive ships it, and the caller warns (envs.warn_editable).
+    owners = _owners(prefix, kind, site_packages, entries)
     groups = _Groups(prefix, site_packages, entries)
-    reasons += groups.tie_all(owners, elf)
-    reasons += _pth_order(groups)
+    groups.tie_all(owners, elf)
+    reasons = _pth_order(groups)
     hooks = hook_files(site_packages, TOP_LINK)
     reasons += [f"{g.path} exists already (zoo_ray writes its hook there)"
                 for g in hooks if g.path in entries]
@@ -223,35 +225,21 @@ def _scan(prefix: Path, exclude: Sequence[str]) -> tuple[dict[str, LayerFile],
 
 
 def _owners(prefix: Path, kind: str, site_packages: str, entries: Mapping[str, LayerFile]
-            ) -> tuple[dict[str, set[str]], list[str]]:
+            ) -> dict[str, set[str]]:
     """Who installed each path: ``d:<name==version>`` for pip's RECORDs, the base for conda's
-    ``conda-meta`` records; and the editable installs, which no layer can hold."""
+    ``conda-meta`` records."""
     owners: dict[str, set[str]] = defaultdict(set)
-    reasons = []
     if kind == "conda":
         for meta in sorted((prefix / "conda-meta").glob("*.json")):
             for path in json.loads(meta.read_text()).get("files", []):
                 owners[path].add(_BASE)
     for record in sorted((prefix / site_packages).glob("*.dist-info/RECORD")):
         name, _, version = record.parent.name[:-len(".dist-info")].partition("-")
-        if _editable(record.parent):
-            reasons.append(f"{name} is installed in editable mode (pip install -e): its code "
-                           "is outside the environment")
         for row in csv.reader(record.read_text(encoding="utf-8").splitlines()):
             path = _inside(prefix, site_packages, row[0]) if row else None
             if path is not None and path in entries:
                 owners[path].add(f"d:{name}=={version}")
-    reasons += [f"{p} links a package from outside the environment (setup.py develop)"
-                for p in entries if p.endswith(".egg-link")]
-    return owners, reasons
-
-
-def _editable(dist_info: Path) -> bool:
-    try:
-        url = json.loads((dist_info / "direct_url.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(url, dict) and (url.get("dir_info") or {}).get("editable") is True
+    return owners
 
 
 def _inside(prefix: Path, site_packages: str, path: str) -> str | None:
@@ -301,8 +289,8 @@ class _Groups:
                 return f"u:{self.site_packages}/{package}"
         return f"u:{path}"
 
-    def tie_all(self, owners: Mapping[str, set[str]], elf: Mapping[str, ElfFacts]) -> list[str]:
-        """Tie every unit to its owners and to what it needs; the reasons to fall back."""
+    def tie_all(self, owners: Mapping[str, set[str]], elf: Mapping[str, ElfFacts]) -> None:
+        """Tie every unit to its owners and to what it needs."""
         inside = f"{self.site_packages}/"
         for path, unit in self.units.items():
             self.find(unit)
@@ -324,15 +312,13 @@ class _Groups:
                         runpath.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
                     for library in facts.needed:
                         self._tie(path, posixpath.join(folder, library))
-        reasons = []
         for path, entry in self.entries.items():
             if entry.kind == "link" and not os.path.isabs(entry.target):
                 target = posixpath.normpath(posixpath.join(posixpath.dirname(path),
                                                            entry.target))
                 self._tie(path, target, whole=path.startswith(inside))
             elif posixpath.dirname(path) == self.site_packages and path.endswith(".pth"):
-                reasons += self._tie_pth(path)
-        return reasons
+                self._tie_pth(path)
 
     def _tie(self, path: str, target: str, whole: bool = False) -> None:
         """Keep ``target`` (with ``whole``, everything under it) in ``path``'s layer."""
@@ -348,18 +334,13 @@ class _Groups:
         return (p for p in self.units if p.startswith(f"{folder}/")
                 and (folder.startswith(inside) or not p.startswith(inside)))
 
-    def _tie_pth(self, path: str) -> list[str]:
-        reasons = []
+    def _tie_pth(self, path: str) -> None:
+        # A directory outside the environment (an editable install) is added as it would be
+        # from the single archive: it exists on the executors only if they share the path.
         for line in _pth_paths((self.prefix / path).read_text(errors="replace")):
             target = _inside(self.prefix, self.site_packages, line)
-            if target is None:
-                if os.path.isdir(line if os.path.isabs(line) else
-                                 self.prefix / self.site_packages / line):
-                    reasons.append(f"{path} adds {line}, outside the environment (an "
-                                   "editable install?)")
-                continue
-            self._tie(path, target, whole=True)
-        return reasons
+            if target is not None:
+                self._tie(path, target, whole=True)
 
 
 def _pyc_source(path: str) -> str:

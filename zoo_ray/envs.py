@@ -34,8 +34,9 @@ from .filesystem import ClusterFileSystem
 from .progress import interactive
 
 __all__ = [
-    "ENV_ALIAS", "PythonEnv", "find_env", "remote_cache_root", "pyspark_libs", "ship_env",
-    "ship_pyspark_libs", "ship_spark_jars", "ship_zoo_ray",
+    "ENV_ALIAS", "ENV_EXCLUDES", "PythonEnv", "find_env", "pyspark_libs", "remote_cache_root",
+    "ship_archive", "ship_pyspark_libs", "ship_spark_jars", "ship_zoo_ray", "upload_once",
+    "editable_packages", "warn_editable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ ENV_ALIAS = "zoo_env"
 
 # Executors get PySpark from the pyspark.zip Spark ships; its 450 MB of jars in the
 # environment would be packed and uploaded for nothing.
-_EXCLUDES = ("lib/python*/site-packages/pyspark/jars/*",)
+ENV_EXCLUDES = ("lib/python*/site-packages/pyspark/jars/*",)
 _COMPRESS_LEVEL = 1  # packing speed matters more than the last few % of size
 
 _DESCRIBE = r"""
@@ -93,7 +94,7 @@ class PythonEnv:
     def fingerprint(self, description: dict[str, Any]) -> str:
         """The content address of this env's packed archive."""
         packer = "conda-pack" if self.kind == "conda" else "venv-pack"
-        key = {"kind": self.kind, "packer": packer, "excludes": _EXCLUDES,
+        key = {"kind": self.kind, "packer": packer, "excludes": ENV_EXCLUDES,
                "compress_level": _COMPRESS_LEVEL, **description}
         return digest(json.dumps(key, sort_keys=True))
 
@@ -243,7 +244,7 @@ def _prefix_env(env_prefix: str | None) -> PythonEnv:
     )
 
 
-def _editable_packages(prefix: Path) -> dict[str, str]:
+def editable_packages(prefix: Path) -> dict[str, str]:
     """``{name: source}`` of the packages pip installed in editable mode in ``prefix``.
 
     The same test conda-pack makes: a ``direct_url.json`` that says ``editable``.
@@ -260,7 +261,7 @@ def _editable_packages(prefix: Path) -> dict[str, str]:
     return found
 
 
-def _warn_editable(prefix: Path, editable: dict[str, str]) -> None:
+def warn_editable(prefix: Path, editable: dict[str, str]) -> None:
     """One warning naming the editable packages whose code the archive lacks."""
     names = ", ".join(f"{name} ({source})" for name, source in sorted(editable.items()))
     others = sorted(n for n in editable if n.lower().replace("-", "_") != "zoo_ray")
@@ -277,14 +278,14 @@ def _warn_editable(prefix: Path, editable: dict[str, str]) -> None:
 
 
 def _pack(env: PythonEnv, output: Path) -> None:
-    filters = [("exclude", pattern) for pattern in _EXCLUDES]
+    filters = [("exclude", pattern) for pattern in ENV_EXCLUDES]
     if env.kind == "conda":
         import conda_pack
 
         # conda-pack refuses editable packages unless told to leave their code out.
-        editable = _editable_packages(Path(env.location))
+        editable = editable_packages(Path(env.location))
         if editable:
-            _warn_editable(Path(env.location), editable)
+            warn_editable(Path(env.location), editable)
         conda_pack.pack(prefix=env.location, output=str(output), compress_level=_COMPRESS_LEVEL,
                         n_threads=-1, filters=filters, force=True, verbose=interactive(),
                         ignore_editable_packages=True)
@@ -316,7 +317,7 @@ def packed_env(env: PythonEnv) -> tuple[Path, dict[str, Any]]:
     return archive, sidecar
 
 
-def _ship(fs: ClusterFileSystem, local: Path, remote: str, sidecar: dict[str, Any]) -> str:
+def upload_once(fs: ClusterFileSystem, local: Path, remote: str, sidecar: dict[str, Any]) -> str:
     """Upload ``local`` to ``remote`` with its sidecar unless an equal copy is there."""
     size = local.stat().st_size
     status = fs.status(remote)
@@ -355,17 +356,17 @@ def pyspark_libs(spark_home: Path, remote_root: str) -> list[tuple[Path, str]]:
 def ship_pyspark_libs(fs: ClusterFileSystem, libs: list[tuple[Path, str]]) -> None:
     """Upload pyspark.zip and py4j once per PySpark version."""
     for local, remote in libs:
-        _ship(fs, local, remote, {"kind": "pyspark-lib", "source": str(local)})
+        upload_once(fs, local, remote, {"kind": "pyspark-lib", "source": str(local)})
 
 
-def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> tuple[str, Path]:
-    """The URI of ``env``'s archive on the cluster, packing and uploading only if needed,
-    and the local archive (for a remote prebuilt archive, its URI as a path)."""
+def ship_archive(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> tuple[str, int]:
+    """The URI of ``env`` as one archive on the cluster, packing and uploading only if
+    needed, and its size (0 for a prebuilt archive only on the cluster)."""
     if env.kind != "archive":
         archive, sidecar = packed_env(env)
         name = archive.name
     elif "://" in env.location:
-        return env.location, Path(env.location)
+        return env.location, 0
     else:
         # A prebuilt archive is addressed by its identity: path, size and mtime.
         archive = Path(env.location)
@@ -373,7 +374,8 @@ def ship_env(env: PythonEnv, fs: ClusterFileSystem, remote_root: str) -> tuple[s
         ident = digest(f"{archive}:{stat.st_size}:{stat.st_mtime_ns}")
         name = f"archive-{ident}-{archive.name}"
         sidecar = {"kind": "archive", "source": str(archive)}
-    return _ship(fs, archive, f"{remote_root}/envs/{name}", sidecar), archive
+    return (upload_once(fs, archive, f"{remote_root}/envs/{name}", sidecar),
+            archive.stat().st_size)
 
 
 def _spark_jars_archive(spark_home: Path) -> Path:
@@ -396,13 +398,13 @@ def ship_spark_jars(spark_home: Path, fs: ClusterFileSystem, remote_root: str) -
     """URI of a ``spark.yarn.archive`` for ``spark_home``, uploaded once per Spark install."""
     archive = _spark_jars_archive(spark_home)
     remote = f"{remote_root}/spark/{archive.name}"
-    return _ship(fs, archive, remote, {"kind": "spark-jars", "spark_home": str(spark_home)})
+    return upload_once(fs, archive, remote, {"kind": "spark-jars", "spark_home": str(spark_home)})
 
 
 def ship_zoo_ray(fs: ClusterFileSystem, remote_root: str) -> str:
     """URI of :func:`_zoo_ray_pyfile` on the cluster, uploaded once per zoo_ray version."""
     local = _zoo_ray_pyfile()
-    return _ship(fs, local, f"{remote_root}/pylib/{local.name}", {"kind": "zoo_ray-lib"})
+    return upload_once(fs, local, f"{remote_root}/pylib/{local.name}", {"kind": "zoo_ray-lib"})
 
 
 def _zoo_ray_pyfile() -> Path:

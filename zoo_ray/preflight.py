@@ -137,4 +137,5 @@ def preflight(request: YarnRequest) -> Gateway:
     if request.executor_gpus:
         # YARN's own default queue when none is named (placement rules aside).
         _check_gpus(rm, request.executor_gpus, request.queue or "default", queues)
-    return Gateway(hconf, java_home, rm, login, choose_app_master(request.user_conf, hconf, rm))
+    app_master = choose_app_master(request.user_conf, hconf, rm, login is not None)
+    return Gateway(hconf, java_home, rm, login, app_master)

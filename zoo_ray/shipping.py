@@ -4,8 +4,8 @@ Runs on the gateway, in the driver's process. It sets what Spark's JVM reads fro
 ``os.environ`` when it starts (the cluster's configuration, Java, the user), starts
 that JVM (it reaches HDFS through Hadoop's client), and uploads what the cluster's
 cache lacks: the Python environment, pyspark's libraries, zoo_ray itself and
-Spark's jars (see :mod:`zoo_ray.envs`). :func:`ship_environment` is that step on its
-own (``zoo-ray pack``).
+Spark's jars (see :mod:`zoo_ray.env_shipping` and :mod:`zoo_ray.envs`).
+:func:`ship_environment` is that step on its own (``zoo-ray pack``).
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from typing import Any
 
 from . import spark_internals
 from .cache import cache_root
+from .env_shipping import ship_env
 from .envs import (
-    ENV_ALIAS,
     find_env,
     pyspark_libs,
     remote_cache_root,
-    ship_env,
     ship_pyspark_libs,
     ship_spark_jars,
     ship_zoo_ray,
@@ -96,8 +95,8 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
     Returns
     -------
     dict
-        The cache entry: ``kind``, ``prefix``, the local ``archive``, its ``bytes``,
-        and the ``remote`` URI on the cluster.
+        :meth:`~zoo_ray.env_shipping.ShippedEnv.to_dict`: ``kind``, ``prefix``, ``layered``,
+        ``bytes``, and the ``parts`` (``link``, ``remote`` URI on the cluster, ``bytes``).
 
     Raises
     ------
@@ -115,12 +114,34 @@ def ship_environment(hadoop_conf: str | None = None, conda_name: str | None = No
     login = check_login(principal, keytab) if secure(hconf) else None
     _jvm_environment(hconf, find_java_home(), None)
     remote_root = _remote_root(hconf, None, cache_dir)
-    # The JVM that writes to HDFS logs in as Spark's driver would.
-    conf = SparkConf().setAll(list(login_settings(login).items()) if login else [])
-    fs = ClusterFileSystem(spark_internals.launch_jvm(conf), hconf.conf_dir)
-    remote, archive = ship_env(env, fs, remote_root)
-    return {"kind": env.kind, "prefix": env.location, "archive": str(archive),
-            "bytes": archive.stat().st_size, "remote": remote}
+    # The JVM that writes to HDFS logs in as Spark's driver would, and is fit for a
+    # SparkContext started later in this process: spark-submit sets spark.yarn.isPython
+    # (YARN ships pyspark.zip) only for a JVM launched for YARN.
+    conf = SparkConf().setAll([("spark.master", "yarn"), ("spark.submit.deployMode", "client"),
+                               *(login_settings(login).items() if login else [])])
+    fs, _ = _launch_jvm(hconf, conf, remote_root)
+    return ship_env(env, fs, remote_root).to_dict()
+
+
+def _launch_jvm(hconf: HadoopConf, spark_conf: Any, remote_root: str
+                ) -> tuple[ClusterFileSystem, Path]:
+    """Start Spark's JVM (unless it runs) as every application of this process needs it,
+    whichever call starts it: a SparkContext started later in it reuses it. Returns the
+    cluster's file system through it, and Spark's home."""
+    import pyspark
+
+    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    py_libs = pyspark_libs(spark_home, remote_root)
+    shipped_libs = ",".join(remote for _, remote in py_libs)
+    # The JVM reads it from its environment when it submits (a user's own setting wins).
+    launch_env = ({"PYSPARK_ARCHIVES_PATH": shipped_libs}
+                  if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
+    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
+    # A JVM that was already running (started by a user's own SparkContext, say) keeps
+    # its own setting.
+    if spark_internals.jvm_env("PYSPARK_ARCHIVES_PATH") == shipped_libs:
+        ship_pyspark_libs(fs, py_libs)
+    return fs, spark_home
 
 
 def ship_application(request: YarnRequest, gateway: Gateway) -> Any:
@@ -142,32 +163,21 @@ def ship_application(request: YarnRequest, gateway: Gateway) -> Any:
 
     hconf = gateway.conf
     _jvm_environment(hconf, gateway.java_home, request.hadoop_user_name)
-    import pyspark
-
-    spark_home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
     remote_root = _remote_root(hconf, request.hadoop_user_name, request.cache_dir)
-    py_libs = pyspark_libs(spark_home, remote_root)
-    shipped_libs = ",".join(remote for _, remote in py_libs)
-    # The JVM reads it from its environment when it submits (a user's own setting wins).
-    launch_env = ({"PYSPARK_ARCHIVES_PATH": shipped_libs}
-                  if py_libs and "PYSPARK_ARCHIVES_PATH" not in os.environ else {})
     # loadDefaults keeps what spark-submit set when the JVM started (spark.yarn.isPython, which
     # makes YARN ship pyspark.zip), should the JVM already run.
     settings = spark_settings(request, driver_host(gateway.rm), gateway.login,
                               _hadoop_user(request.hadoop_user_name),
                               gateway.app_master.unmanaged)
     spark_conf = SparkConf().setAll(list(settings.items()))
-    fs = ClusterFileSystem(spark_internals.launch_jvm(spark_conf, launch_env), hconf.conf_dir)
-    # A JVM that was already running (started for `zoo-ray pack`, say) keeps its own setting.
-    if spark_internals.jvm_env("PYSPARK_ARCHIVES_PATH") == shipped_libs:
-        ship_pyspark_libs(fs, py_libs)
+    fs, spark_home = _launch_jvm(hconf, spark_conf, remote_root)
     # Executors import zoo_ray from this zip (RayManager, the subreaper daemon).
     spark_conf.set("spark.yarn.dist.pyFiles", ship_zoo_ray(fs, remote_root))
     if request.executor_gpus:
         script = discovery_script(cache_root() / "scripts", EXECUTOR_PYTHON)
         files = as_list(request.user_conf.get("spark.yarn.dist.files"))
         spark_conf.set("spark.yarn.dist.files", ",".join([*files, str(script)]))
-    archives = [f"{ship_env(request.env, fs, remote_root)[0]}#{ENV_ALIAS}"]
+    archives = [part.entry for part in ship_env(request.env, fs, remote_root).parts]
     spark_conf.set("spark.yarn.dist.archives", ",".join(archives + request.additional_archive))
     yarn_archive = request.spark_yarn_archive
     if not (yarn_archive or "spark.yarn.archive" in request.user_conf

@@ -31,7 +31,7 @@ EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 
 def spark_settings(request: YarnRequest, driver_host: str | None = None,
                    login: Login | None = None, user: str | None = None,
-                   unmanaged_am: bool = True) -> dict[str, str]:
+                   unmanaged_am: bool = False) -> dict[str, str]:
     """The Spark properties of the application, before shipping adds the cluster's URIs.
 
     A pure function of the request, the gateway's address facing the cluster
@@ -39,8 +39,8 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
     ``user`` the application acts as otherwise, and whether Spark's ApplicationMaster
     runs in the driver's process (``unmanaged_am``, see :mod:`zoo_ray.app_master`): the user's
     ``conf`` wins over zoo_ray's choices, except ``spark.executor.memoryOverhead``, to
-    which Ray's share is added, and the JVM options a login needs, which go before the
-    user's own.
+    which Ray's share is added, the JVM options a login needs, which go before the
+    user's own, and ``spark.yarn.unmanagedAM.enabled``, which ``unmanaged_am`` decides.
     """
     sizing = request.sizing
     settings: dict[str, str] = {
@@ -60,8 +60,6 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
         # when YARN gives fewer. Spark's own wait first (80 % of them, or 30 s) made a
         # start YARN cannot satisfy last 30 s longer than executor_timeout.
         "spark.scheduler.minRegisteredResourcesRatio": "0",
-        # See zoo_ray.app_master: unmanaged, the AM is a thread of this process.
-        UNMANAGED_AM_CONF: str(unmanaged_am).lower(),
     }
     if unmanaged_am and login is None and user:
         # A container's AM passed its SPARK_USER on to the executors; this process has
@@ -97,6 +95,8 @@ def spark_settings(request: YarnRequest, driver_host: str | None = None,
         if key in for_login:
             settings[key] = " ".join([for_login[key], request.user_conf.get(key, "")]).strip()
     settings["spark.executor.memoryOverhead"] = format_mib(sizing.overhead)
+    # zoo_ray.app_master's choice took the user's setting into account: it is the answer.
+    settings[UNMANAGED_AM_CONF] = str(unmanaged_am).lower()
     # zoo_ray's tags join the user's (tags=, or spark.yarn.tags in conf), never give way:
     # the start-up watch, Ctrl-C's cleanup, status and stop find the application by them.
     user_tags = as_list(request.user_conf.get("spark.yarn.tags"))

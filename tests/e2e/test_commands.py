@@ -117,7 +117,7 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
         report = {a["id"]: a for a in json.loads(status.stdout)}[app_id]
         assert report["state"] == "RUNNING"
         roles = sorted(c["role"] for c in report["containers"])
-        assert roles == ["executor", "executor"]  # the ApplicationMaster runs in the driver
+        assert roles == ["application master", "executor", "executor"]
         ray_nodes = report["ray"]["nodes"]
         assert sorted(n["role"] for n in ray_nodes) == ["head", "worker"]
         executors = {c["container"] for c in report["containers"] if c["role"] == "executor"}
@@ -165,9 +165,13 @@ def test_pack_packs_and_uploads_once(cluster, cli_env):
     first = zoo_ray_cli(["pack"], cli_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     entry = json.loads(first.stdout)
-    assert entry["kind"] == "venv" and entry["prefix"] == sys.prefix
-    assert entry["bytes"] > 10 * 2**20 and entry["remote"].endswith(".tar.gz")
-    assert entry["remote"].startswith("hdfs://")
+    assert entry["kind"] == "venv" and entry["prefix"] == sys.prefix and entry["layered"]
+    assert entry["bytes"] > 10 * 2**20
+    assert entry["bytes"] == sum(part["bytes"] for part in entry["parts"])
+    # Ray, pyarrow and the other large distributions each in a layer of their own.
+    assert len(entry["parts"]) > 5, entry["parts"]
+    assert all(part["remote"].startswith("hdfs://") and part["remote"].endswith(".tar.gz")
+               for part in entry["parts"])
     again = zoo_ray_cli(["pack"], cli_env, timeout=900)
     assert json.loads(again.stdout) == entry
     assert "Reusing" in again.stderr and "Uploading" not in again.stderr

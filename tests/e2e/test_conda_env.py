@@ -252,16 +252,15 @@ def test_init_spark_on_yarn_ships_the_conda_env_by_name_and_ray_runs_on_it(
             ctx.stop()
     finally:
         sc.stop()
-    packed = _logged(caplog, "Packing conda environment")
-    if packed:  # else an earlier run left the pack in the cache
-        archive = Path(packed[0].rsplit(" -> ", 1)[1])
-        print(f"\nconda env packed: {archive.stat().st_size / 2**20:.0f} MiB; "
-              f"init_spark_on_yarn {took:.1f}s")
+    packed = len(_logged(caplog, "Packing the"))  # 0 if an earlier run left them cached
     # Packing and uploading happen at most once; the next start reuses both.
     caplog.clear()
-    ship_environment(str(cluster.hadoop_conf_dir), conda_name=NAME)
+    shipped = ship_environment(str(cluster.hadoop_conf_dir), conda_name=NAME)
+    assert shipped["layered"] and shipped["parts"][0]["link"] == "zoo_env"
     assert _logged(caplog, "Packing") == [] and _logged(caplog, "Uploading") == []
-    assert _logged(caplog, "Reusing packed conda environment")
+    assert len(_logged(caplog, "Reusing hdfs://")) == len(shipped["parts"])
+    print(f"\nconda env in {len(shipped['parts'])} layers ({packed} packed now): "
+          f"{shipped['bytes'] / 2**20:.0f} MiB; init_spark_on_yarn {took:.1f}s")
 
 
 def test_installing_a_package_into_the_conda_env_changes_its_address(prefix, tmp_path):

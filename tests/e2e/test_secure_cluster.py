@@ -234,7 +234,7 @@ _SUBMITTED = _WORK + textwrap.dedent("""
         time.sleep(60)
 """)
 
-#: The environment archives this module's programs found on HDFS or put there.
+#: The environment's layers this module's programs found on HDFS or put there.
 _SHIPPED: set[str] = set()
 
 
@@ -250,12 +250,14 @@ def _check_program(cluster: MiniCluster, report: dict, log: str, login: str) -> 
     was packed once for the module, every JVM was told the realm, and how Spark logs in."""
     assert report["squares"] == [0, 1, 4, 9]
     assert (report["rows"], report["sum"]) == (1000, 999 * 1000)
-    uploaded = re.findall(r"Uploading \S+ \(\d+ bytes\) to (hdfs://\S+/envs/\S+)", log)
-    reused = re.findall(r"Reusing (hdfs://\S+/envs/\S+) on the cluster", log)
-    assert len(uploaded + reused) == 1, (uploaded, reused)
-    if _SHIPPED:  # an earlier program of the module put it there
-        assert not uploaded and set(reused) <= _SHIPPED, (uploaded, reused, _SHIPPED)
-    _SHIPPED.update(uploaded + reused)
+    # The environment's layers, each uploaded or found once.
+    uploaded = re.findall(r"Uploading \S+ \(\d+ bytes\) to (hdfs://\S+/layers/\S+)", log)
+    reused = re.findall(r"Reusing (hdfs://\S+/layers/\S+) on the cluster", log)
+    shipped = set(uploaded + reused)
+    assert len(shipped) > 1 and len(uploaded + reused) == len(shipped), (uploaded, reused)
+    if _SHIPPED:  # an earlier program of the module put them there
+        assert not uploaded and shipped == _SHIPPED, (uploaded, reused, _SHIPPED)
+    _SHIPPED.update(shipped)
     krb5 = f"-Djava.security.krb5.conf={cluster.security.realm.krb5_conf}"
     # Java reads no KRB5_CONFIG: every JVM of the application was told the realm's file.
     for jvm in ("driver", "executor", "yarn.am"):
@@ -309,7 +311,7 @@ def test_a_user_after_kinit_submits_and_status_stop_logs_and_pack_work(cluster, 
 
     packed = zoo_ray_cli(["pack"], env, timeout=600)
     assert packed.returncode == 0, packed.stderr[-3000:]
-    assert json.loads(packed.stdout)["remote"] in _SHIPPED
+    assert {part["remote"] for part in json.loads(packed.stdout)["parts"]} == _SHIPPED
     assert "Reusing" in packed.stderr and "Uploading" not in packed.stderr
 
     no_ticket = zoo_ray_cli(["status"], {**env, "KRB5CCNAME": f"FILE:{tmp_path / 'none'}"},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import shutil
@@ -91,11 +92,13 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
 
     sc = init_spark_on_yarn(
         hadoop_conf=conf_dir, env_prefix=str(small_venv), extra_python_lib=str(extra_lib),
-        extra_executor_memory_for_ray="512m", conf={"spark.executor.memoryOverhead": "1g"},
+        extra_executor_memory_for_ray="512m",
+        conf={"spark.executor.memoryOverhead": "1g", "spark.yarn.unmanagedAM.enabled": "true"},
         **SMALL,
     )
     try:
         rows = set(sc.parallelize(range(8), 8).map(_where).collect())
+        seen = sc.parallelize(range(4), 4).map(_executor_versions).collect()
         app_id = sc.applicationId
         assert sc.getConf().get("spark.executor.memoryOverhead") == "1536m"
         attempt = cluster.resource_manager.app_attempts(app_id)[-1]
@@ -103,8 +106,8 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
         report = cluster.resource_manager.app(app_id)
     finally:
         sc.stop()
-    # The ApplicationMaster ran in this process: no container of its own, so nothing was
-    # localized for it (on this fresh local Hadoop, the environment and Spark's jars).
+    # Asked for, the ApplicationMaster ran in this process: no container of its own, so
+    # nothing was localized for it (on this fresh local Hadoop, the environment and jars).
     assert report["unmanagedApplication"] is True and attempt["containerId"] == ""
     assert len(executors) == 2
     assert len({row[2] for row in rows}) == 2
@@ -117,30 +120,69 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
     # 512m heap + (1g the user asked for + 512m for Ray) overhead
     assert {c["allocatedMB"] for c in executors} == {512 + 1024 + 512}
 
-    packed = _logged(caplog, "Packing venv environment")
-    uploaded = [m for m in _logged(caplog, "Uploading") if "/envs/" in m]
-    assert len(packed) == 1 and len(uploaded) == 1
-    remote = uploaded[0].rsplit(" to ", 1)[1]
-    local = Path(packed[0].rsplit(" -> ", 1)[1])
-    first = (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns)
+    # In layers: the base (the interpreter; executors run ./zoo_env/bin/python), the top
+    # (the small distributions, zoo_probe_a among them) and pip's own layer, assembled on
+    # the executors into what the gateway's environment holds.
+    _same_versions(seen, small_venv)
+    first = ship_environment(conf_dir, env_prefix=str(small_venv))
+    links = [part["link"] for part in first["parts"]]
+    assert first["layered"] and links[:2] == ["zoo_env", "zoo_env_top"], links
+    assert any(link.startswith("zl-") for link in links), links
 
     caplog.clear()
-    sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(small_venv),
-                            extra_python_lib=str(extra_lib), **SMALL)
+    sc_args = dict(hadoop_conf=conf_dir, env_prefix=str(small_venv), **SMALL)
+    sc = init_spark_on_yarn(extra_python_lib=str(extra_lib), **sc_args)
     sc.stop()
     assert _logged(caplog, "Packing") == [] and _logged(caplog, "Uploading") == []
-    assert len(_logged(caplog, "Reusing packed venv")) == 1
-    assert (cluster.fs("-stat", "%Y", remote), local.stat().st_mtime_ns) == first
+    assert _logged(caplog, "Planning") == [], "the plan of an unchanged env is reused"
 
-    # A changed env is packed and uploaded anew. init_spark_on_yarn's packing and upload
-    # step on its own (what `zoo-ray pack` runs): a third application would add nothing.
+    # pip install of one package: only the top layer is written, uploaded and localized.
     caplog.clear()
     _pip(small_venv, "install", str(make_wheel(tmp_path, "zoo_probe_b", "b")))
-    entry = ship_environment(conf_dir, env_prefix=str(small_venv))
-    repacked = _logged(caplog, "Packing venv environment")
-    assert len(repacked) == 1 and Path(repacked[0].rsplit(" -> ", 1)[1]) != local
-    assert Path(entry["archive"]) != local and entry["remote"] != remote
-    assert len([m for m in _logged(caplog, "Uploading") if "/envs/" in m]) == 1
+    again = ship_environment(conf_dir, env_prefix=str(small_venv))
+    changed = [new for old, new in zip(first["parts"], again["parts"]) if old != new]
+    assert [part["link"] for part in changed] == ["zoo_env_top"]
+    assert len(again["parts"]) == len(first["parts"])
+    uploads = _logged(caplog, "Uploading")
+    assert len(uploads) == 1 and changed[0]["remote"] in uploads[0]
+    share = changed[0]["bytes"] / again["bytes"]
+    print(f"after pip install of one package: {changed[0]['bytes']} of {again['bytes']} "
+          f"bytes shipped again ({share:.2%})")
+    assert share < 0.10
+    localized = _localized(cluster)
+    sc = init_spark_on_yarn(**sc_args)
+    try:
+        seen = sc.parallelize(range(4), 4).map(_executor_versions).collect()
+    finally:
+        sc.stop()
+    _same_versions(seen, small_venv)
+    assert "zoo-probe-b" in {name.lower().replace("_", "-") for name in seen[0]}
+    new = _localized(cluster) - localized
+    assert {Path(changed[0]["remote"]).name} == {name for _, name in new}, new
+
+
+def _executor_versions(_) -> dict[str, str]:
+    from importlib import metadata
+
+    return {d.metadata["Name"]: d.version for d in metadata.distributions()}
+
+
+def _same_versions(seen: list[dict[str, str]], venv: Path) -> None:
+    """Each executor sees every distribution of ``venv`` at its version on the gateway."""
+    listed = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c",  # -I: not this process's PYTHONPATH
+         "import json; from importlib import metadata; print(json.dumps("
+         "{d.metadata['Name']: d.version for d in metadata.distributions()}))"],
+        check=True, capture_output=True, text=True)
+    gateway = json.loads(listed.stdout)
+    for versions in seen:
+        assert {name: versions.get(name) for name in gateway} == gateway
+
+
+def _localized(cluster) -> set[tuple[str, str]]:
+    """The archives the NodeManagers have localized, as (local dir, file name)."""
+    return {(str(path.parent), path.name)
+            for path in cluster.dir.glob("nm*/local/**/filecache/*/*.tar.gz")}
 
 
 def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
@@ -181,7 +223,7 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     # whose ApplicationMaster must start within the timeout.)
     ("false", r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue=",
      "not scheduled within 10s"),
-    # Zoo_ray's default: the ApplicationMaster runs in the driver, and the executors wait.
+    # The ApplicationMaster in the driver (asked for): the application runs, executors wait.
     ("true", r"(?s)started 0 of 2 executors within 10s \(queue tiny at its maximum: .*"
              r"an executor needs 896 MB.*killed.*another queue", "only 0 of 2 executors"),
 ])
