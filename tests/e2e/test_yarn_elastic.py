@@ -290,6 +290,9 @@ def test_a_lost_executor_is_replaced_only_while_demand_wants_its_node(module_sc,
         wait_until(lambda: not any(n["NodeID"] == row["node_id"] and n["Alive"]
                                    for n in ray.nodes()), 60, "Ray's word on the lost node")
         node = ray.get(again.node.remote(), timeout=240)
+        # The node keeper registers a joined node a moment after Ray places work on it.
+        wait_until(lambda: any(s["node_id"] == node and s["alive"]
+                               for s in ctx.node_status()), 60, "the node in node_status()")
         replaced = [s for s in ctx.node_status() if s["node_id"] == node and s["alive"]]
         assert replaced and replaced[0]["container"] != row["container"]
         assert len(live_executors(sc)) == 2
