@@ -36,7 +36,7 @@ from pathlib import Path
 import psutil
 
 #: What a process is, by its name or command line (first match), for the CPU table.
-_KINDS = [
+KINDS = [
     # The JVMs first: their class paths name pyspark.
     ("CoarseGrainedExecutorBackend", "executor JVMs"), ("ExecutorLauncher", "Spark AM"),
     ("ApplicationMaster", "Spark AM"), ("SparkSubmit", "driver JVM"),
@@ -65,7 +65,7 @@ def cpu_snapshot() -> dict[tuple[int, float], tuple[str, float, str]]:
         elif info["name"] in ("raylet", "gcs_server"):
             kind = info["name"]
         else:
-            kind = next((k for needle, k in _KINDS if needle in line), "other")
+            kind = next((k for needle, k in KINDS if needle in line), "other")
         snapshot[(info["pid"], info["create_time"])] = (
             kind, info["cpu_times"].user + info["cpu_times"].system, line[:160])
     return snapshot

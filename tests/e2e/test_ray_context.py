@@ -1,8 +1,11 @@
-"""RayContext on the local Hadoop: topology, ordinary Ray programs, faults, security.
+"""RayContext on the local Hadoop: topology, ordinary Ray programs, the driver's faults, security.
 
 The tests run on the session's shared application (``sc``, ``ray_ctx``); those that kill,
 lose or stop Ray run after the others (``breakable_ray_ctx``). The bodies that
-``test_isolated_hosts`` runs again on isolated hosts are in :mod:`tests.e2e.scenarios`.
+``test_isolated_hosts`` runs again on isolated hosts are in :mod:`tests.e2e.scenarios`. The
+fault matrix (killed raylets and GCS, containers YARN kills, the head's executor lost, stop
+and start again) runs once, there: on hosts of their own, as on a real cluster, rather than
+again on this one host's NodeManagers.
 """
 from __future__ import annotations
 
@@ -162,19 +165,6 @@ def test_the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, 
     scenarios.the_token_is_on_no_command_line_environment_spark_conf_or_log(ray_ctx, sc, cluster)
 
 
-@pytest.mark.faults
-def test_a_killed_raylet_is_restarted_and_its_node_reregisters(breakable_ray_ctx):
-    scenarios.a_killed_raylet_is_restarted_and_its_node_reregisters(breakable_ray_ctx, EXECUTORS)
-
-
-@pytest.mark.faults
-@pytest.mark.parametrize("process", ["raylet", "gcs_server"])
-def test_a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
-        breakable_ray_ctx, process):
-    scenarios.a_killed_head_process_comes_back_with_the_cluster_and_the_driver_carries_on(
-        breakable_ray_ctx, process, EXECUTORS)
-
-
 def test_bad_input_is_a_typed_error(sc, ray_ctx):
     with pytest.raises(InvalidMemoryError, match="object_store_memory='2gg'"):
         RayContext(sc, object_store_memory="2gg")
@@ -324,24 +314,6 @@ def test_stopping_spark_or_leaving_python_tears_ray_down(how, ahead_result):
     assert len(managers) == 2
     for log in managers:
         assert "manager exits" in log and "is gone" not in log
-
-
-@pytest.mark.faults
-def test_a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
-        breakable_ray_ctx, sc, cluster, caplog):
-    scenarios.a_container_killed_by_yarn_is_reported_and_its_replacement_gets_a_ray_node(
-        breakable_ray_ctx, sc, cluster, caplog)
-
-
-@pytest.mark.faults
-def test_losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
-        breakable_ray_ctx, cluster):
-    scenarios.losing_the_head_s_executor_starts_a_new_cluster_and_the_driver_reconnects(
-        breakable_ray_ctx, cluster, EXECUTORS)
-
-
-def test_stop_removes_every_ray_process_and_init_starts_afresh(breakable_ray_ctx, sc):
-    scenarios.stop_removes_every_ray_process_and_init_starts_afresh(breakable_ray_ctx, sc)
 
 
 @pytest.mark.faults
