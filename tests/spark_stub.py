@@ -11,11 +11,16 @@ class _Conf(dict):
 class _StubJavaContext:
     """The JVM side of a running SparkContext, as far as RayContext asks it."""
 
+    stopped = False
+
     def sc(self):
         return self
 
     def isStopped(self):
-        return False
+        return self.stopped
+
+    def stop(self):
+        self.stopped = True
 
     def getExecutorMemoryStatus(self):
         return self

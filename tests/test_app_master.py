@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from zoo_ray.app_master import UNMANAGED_AM_CONF, choose_app_master
+from zoo_ray.errors import InvalidArgumentError
 from zoo_ray.hadoop_conf import HadoopConf
 
 
@@ -82,10 +83,27 @@ def test_only_a_few_nodemanagers_are_probed(tmp_path):
     assert choice.unmanaged
 
 
-@pytest.mark.parametrize("user_conf, secure", [({}, False), ({UNMANAGED_AM_CONF: "false"}, False),
-                                               (ASKED, True)])
-def test_a_container_am_unless_asked_for_and_never_with_kerberos(tmp_path, user_conf, secure):
+def test_by_default_the_am_runs_in_the_driver_where_the_gateway_reaches_the_cluster(tmp_path):
+    with _listening() as scheduler, _listening() as node:
+        choice = choose_app_master({}, _conf(tmp_path, f"127.0.0.1:{scheduler}"),
+                                   _Nodes([f"127.0.0.1:{node}"]), False)
+    assert choice.unmanaged
+
+
+@pytest.mark.parametrize("user_conf, secure, warned", [
+    ({UNMANAGED_AM_CONF: "false"}, False, False), ({UNMANAGED_AM_CONF: " False "}, True, False),
+    ({}, True, False), (ASKED, True, True)])
+def test_a_container_am_when_asked_for_and_always_with_kerberos(tmp_path, caplog, user_conf,
+                                                                secure, warned):
     rm = _Nodes([])
-    choice = choose_app_master(user_conf, _conf(tmp_path, f"127.0.0.1:{_closed_port()}"), rm,
-                               secure)
-    assert not choice.unmanaged and rm.asked == []
+    with caplog.at_level(logging.INFO, logger="zoo_ray.app_master"):
+        choice = choose_app_master(user_conf, _conf(tmp_path, f"127.0.0.1:{_closed_port()}"), rm,
+                                   secure)
+    assert not choice.unmanaged and rm.asked == [], "nothing probed"
+    assert any(r.levelno == logging.WARNING for r in caplog.records) == warned
+
+
+def test_a_value_neither_true_nor_false_is_a_typed_error(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="give true .* or false"):
+        choose_app_master({UNMANAGED_AM_CONF: "yes"}, _conf(tmp_path, "127.0.0.1:1"),
+                          _Nodes([]), False)

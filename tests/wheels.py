@@ -1,6 +1,7 @@
 """Wheels made on the spot for tests that install a package (tests only, on the gateway)."""
 from __future__ import annotations
 
+import os
 import uuid
 import zipfile
 from pathlib import Path
@@ -8,11 +9,13 @@ from pathlib import Path
 __all__ = ["make_wheel"]
 
 
-def make_wheel(root: Path, name: str, value: str) -> Path:
+def make_wheel(root: Path, name: str, value: str, payload_bytes: int = 0) -> Path:
     """A one-module wheel, written directly: a fresh venv has no wheel builder, CI no index.
 
-    Its version is new every run, so the env's content address is too: the local
-    pack cache of an earlier run cannot turn the first pack into a reuse.
+    Its version is new every call, so the env's content address is too: the local
+    pack cache of an earlier run cannot turn the first pack into a reuse. With
+    ``payload_bytes``, the package also holds a file of that many random bytes (a large
+    distribution, which ships in a layer of its own).
     """
     version = f"1.{uuid.uuid4().int % 10**9}"
     wheel = root / f"{name}-{version}-py3-none-any.whl"
@@ -26,5 +29,9 @@ def make_wheel(root: Path, name: str, value: str) -> Path:
     with zipfile.ZipFile(wheel, "w") as zf:
         for path, text in files.items():
             zf.writestr(path, text)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in [*files, f"{dist}/RECORD"]))
+        payload = [f"{name}/payload.bin"] if payload_bytes else []
+        for path in payload:
+            zf.writestr(path, os.urandom(payload_bytes))
+        zf.writestr(f"{dist}/RECORD",
+                    "".join(f"{p},,\n" for p in [*files, *payload, f"{dist}/RECORD"]))
     return wheel

@@ -1,16 +1,17 @@
 """Where Spark's ApplicationMaster runs: in the driver's process, or in a container.
 
 Runs on the gateway, in the driver's process, before the application is submitted.
-With ``conf={"spark.yarn.unmanagedAM.enabled": "true"}`` Spark's ApplicationMaster is a
-thread of the driver's JVM (an *unmanaged* AM): no NodeManager localizes the Python
-environment and Spark's jars for an AM container before the executors' containers can
-start, and the queue keeps that container (docs/design/am-localization.md). The AM then
-talks to the ResourceManager's scheduler and starts executors through each NodeManager
-from the gateway, so :func:`choose_app_master` first checks that the gateway reaches
-them (a few TCP connections, bounded in count and time), and that the cluster runs no
-Kerberos (the AM did not register on the Kerberized local Hadoop); otherwise the AM runs
-in a container, and a warning says why. Not the default yet: with the AM in the driver,
-Spark giving up on its executors did not end the application (docs/design).
+By default Spark's ApplicationMaster is a thread of the driver's JVM (an *unmanaged* AM,
+``spark.yarn.unmanagedAM.enabled=true``): no NodeManager localizes the Python environment
+and Spark's jars for an AM container before the executors' containers can start, and the
+queue keeps that container (docs/design/am-localization.md). The AM then talks to the
+ResourceManager's scheduler and starts executors through each NodeManager from the
+gateway, so :func:`choose_app_master` first checks that the gateway reaches them (a few
+TCP connections, bounded in count and time); otherwise, on a cluster with Kerberos (its
+ResourceManager never hands a Kerberos client the AM's token), or when the user sets the
+property to false, the AM runs in a container. Spark's in-driver AM does not end the application
+when it gives up on its executors; zoo_ray's node keeper does
+(:func:`zoo_ray.spark_internals.app_master_gave_up`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .errors import InvalidArgumentError
 from .hadoop_conf import HadoopConf
 from .yarn import ResourceManager
 
@@ -79,14 +81,14 @@ def _unreached(conf: HadoopConf, rm: ResourceManager) -> str | None:
 
 def choose_app_master(user_conf: Mapping[str, str], conf: HadoopConf, rm: ResourceManager,
                       secure: bool) -> AppMaster:
-    """Run the ApplicationMaster in the driver's process if the user asks for it and it can
-    work here; else in a container (Spark's default).
+    """Run the ApplicationMaster in the driver's process where it can work; else in a
+    container (Spark's own default).
 
     Parameters
     ----------
     user_conf : mapping of str to str
-        The user's Spark properties (``conf=``): ``spark.yarn.unmanagedAM.enabled=true``
-        asks for the ApplicationMaster in the driver.
+        The user's Spark properties (``conf=``): ``spark.yarn.unmanagedAM.enabled=false``
+        keeps the ApplicationMaster in a container.
     conf : HadoopConf
         The gateway's Hadoop configuration (the scheduler's address).
     rm : ResourceManager
@@ -98,22 +100,35 @@ def choose_app_master(user_conf: Mapping[str, str], conf: HadoopConf, rm: Resour
     -------
     AppMaster
         Where the ApplicationMaster runs, and why.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The property is set to neither true nor false.
     """
-    if user_conf.get(UNMANAGED_AM_CONF, "").strip().lower() != "true":
-        return AppMaster(False, "Spark's default: in a container")
+    asked = user_conf.get(UNMANAGED_AM_CONF, "").strip().lower()
+    if asked not in ("", "true", "false"):
+        raise InvalidArgumentError(
+            f"{UNMANAGED_AM_CONF}={user_conf[UNMANAGED_AM_CONF]!r}: give true (the "
+            "ApplicationMaster in the driver's process, zoo_ray's default) or false (in a "
+            "container of its own).")
+    if asked == "false":
+        return AppMaster(False, f"{UNMANAGED_AM_CONF}=false: in a container")
     if secure:
-        # On the Kerberized local Hadoop the ApplicationMaster in the driver never
-        # registered: the application stayed ACCEPTED (docs/design/am-localization.md).
-        logger.warning("%s=true is not used on a cluster with Kerberos (its ApplicationMaster "
-                       "does not register there): Spark's ApplicationMaster runs in a "
-                       "container.", UNMANAGED_AM_CONF)
+        # The ResourceManager gives a Kerberos caller no AMRMToken for an unmanaged AM (it
+        # compares the full principal with the short user), so Spark's would never start
+        # and the application stays ACCEPTED (docs/design/am-localization.md).
+        log = logger.warning if asked == "true" else logger.info
+        log("On a cluster with Kerberos Spark's ApplicationMaster runs in a container (in the "
+            "driver's process it does not register there)%s.",
+            f"; {UNMANAGED_AM_CONF}=true is not used" if asked else "")
         return AppMaster(False, "Kerberos")
     unreached = _unreached(conf, rm)
     if unreached is None:
-        return AppMaster(True, "asked for, and the gateway reaches the scheduler and the "
-                               "NodeManagers")
+        return AppMaster(True, "the gateway reaches the scheduler and the NodeManagers")
     logger.warning(
         "The gateway cannot reach %s, which an ApplicationMaster in the driver's process "
-        "must talk to: Spark's ApplicationMaster runs in a container instead. Open the port "
+        "must talk to: Spark's ApplicationMaster runs in a container instead, and its "
+        "NodeManager localizes the environment before the executors' do. Open the port "
         "from the gateway to run it in the driver.", unreached)
     return AppMaster(False, f"the gateway cannot reach {unreached}")

@@ -2,8 +2,9 @@
 
 PySpark has no public API for these: whether its JVM runs, starting it before a
 SparkContext exists (to reach HDFS with Hadoop's client first), how many
-executors registered, whether a SparkContext was stopped. Should a PySpark
-release move them, this is the one module to change.
+executors registered, whether a SparkContext was stopped, whether the ApplicationMaster
+running in the driver gave up. Should a PySpark release move them, this is the one
+module to change.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["active_context", "holds_am_token", "is_stopped", "job_group", "jvm_env",
-           "jvm_running", "launch_jvm", "RemovedExecutor", "executors_in_use",
-           "kill_executors", "live_executors", "local_checkpoint", "rdd_with_locations",
+__all__ = ["active_context", "app_master_gave_up", "holds_am_token", "is_stopped",
+           "job_group", "jvm_env", "jvm_running", "launch_jvm", "RemovedExecutor",
+           "executors_in_use", "kill_executors", "live_executors", "local_checkpoint",
+           "rdd_with_locations",
            "registered_executors", "removed_executors", "request_total_executors",
            "task_slots"]
 
@@ -184,6 +186,39 @@ def is_stopped(sc: Any) -> bool:
         return bool(sc._jsc.sc().isStopped())
     except Exception:  # the JVM itself is gone
         return True
+
+
+def app_master_gave_up(sc: Any) -> str | None:
+    """Why the ApplicationMaster in the driver's JVM (``spark.yarn.unmanagedAM.enabled``)
+    ended with FAILED, or None while it runs, or when the AM runs in a container.
+
+    Spark's in-driver AM, once it gives up (``spark.executor.maxNumFailures``), only stops
+    asking for executors: unlike an AM container it does not end the application, so
+    YARN and the driver's monitor never hear of it. Its state is private to Spark's
+    client (``Client.appMaster``; ``finished``, ``finalStatus``, ``finalMsg``), read here
+    by reflection.
+    """
+    try:
+        backend = sc._jsc.sc().schedulerBackend()
+        getter = "org$apache$spark$scheduler$cluster$YarnClientSchedulerBackend$$client"
+        if not backend.getClass().getName().endswith("YarnClientSchedulerBackend"):
+            return None
+        client = getattr(backend, getter)()
+        app_master = _private(client, "appMaster")
+        if app_master is None or not _private(app_master, "finished"):
+            return None
+        if str(_private(app_master, "finalStatus")) != "FAILED":
+            return None
+        return str(_private(app_master, "finalMsg") or "the ApplicationMaster failed")
+    except Exception:  # no JVM, no client yet, or another Spark: nothing to tell
+        return None
+
+
+def _private(obj: Any, name: str) -> Any:
+    """A private field of a JVM object."""
+    field_ = obj.getClass().getDeclaredField(name)
+    field_.setAccessible(True)
+    return field_.get(obj)
 
 
 def rdd_with_locations(sc: Any, items: list[tuple[str, list[str]]]) -> Any:

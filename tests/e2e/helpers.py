@@ -190,6 +190,12 @@ def start_driver(script: str, args: list[str], log: Path,
     return driver, json.loads(line)
 
 
+def localized_archives(cluster: Any) -> set[tuple[str, str]]:
+    """The archives ``cluster``'s NodeManagers have localized, as (local dir, file name)."""
+    return {(str(path.parent), path.name)
+            for path in cluster.dir.glob("nm*/local/**/filecache/*/*.tar.gz")}
+
+
 def wait_app_end(cluster: Any, app_id: str, timeout: float = 120) -> None:
     """Wait for a YARN application to reach a final state (its containers then free)."""
     wait_until(lambda: cluster.resource_manager.app(app_id)["state"] in FINAL_STATES, timeout,

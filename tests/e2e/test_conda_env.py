@@ -23,6 +23,7 @@ from tests.conda_env import (
     conda_install,
     envs_dir,
 )
+from tests.e2e.helpers import localized_archives
 from tests.wheels import make_wheel
 
 from zoo_ray.envs import PythonEnv, _pack, find_env
@@ -260,6 +261,10 @@ def test_init_spark_on_yarn_ships_the_conda_env_by_name_and_ray_runs_on_it(
     assert _logged(caplog, "Packing") == [] and _logged(caplog, "Uploading") == []
     reused = [m for m in _logged(caplog, "Reusing hdfs://") if "/layers/" in m]
     assert len(reused) == len(shipped["parts"])
+    # Every layer was localized by the NodeManagers the executors ran on, as is.
+    localized = {name for _, name in localized_archives(cluster)}
+    missing = {Path(p["remote"]).name for p in shipped["parts"]} - localized
+    assert not missing, f"layers no NodeManager localized: {missing}"
     print(f"\nconda env in {len(shipped['parts'])} layers ({packed} packed now): "
           f"{shipped['bytes'] / 2**20:.0f} MiB; init_spark_on_yarn {took:.1f}s")
 

@@ -5,6 +5,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.e2e.helpers import localized_archives
 from tests.wheels import make_wheel
 
 from zoo_ray import init_spark_on_yarn
@@ -49,20 +51,29 @@ def no_spark_left(cluster, no_shared_spark):
         time.sleep(0.5)
 
 
-def _pip(venv: Path, *args: str) -> None:
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", *args,
-                    "--no-index", "--disable-pip-version-check"],
-                   check=True, capture_output=True)
+def _pip(venv: Path, command: str, *args: str) -> None:
+    offline = ["--no-index"] if command == "install" else []  # CI has no index
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", command, *args, *offline,
+                    "--disable-pip-version-check"], check=True, capture_output=True)
+
+
+#: The payload of zoo_probe_big: a distribution large enough for a layer of its own.
+_BIG_BYTES = 2 << 20
+
+
+def _new_venv(where: Path, *wheels: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    for wheel in wheels:
+        _pip(where, "install", str(wheel))
+    return where
 
 
 @pytest.fixture(scope="module")
 def small_venv(tmp_path_factory):
     """A fresh venv holding a package that exists nowhere else on this machine."""
     root = tmp_path_factory.mktemp("venv")
-    venv = root / "env"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    _pip(venv, "install", str(make_wheel(root, "zoo_probe_a", "only-in-the-test-env")))
-    return venv
+    return _new_venv(root / "env", make_wheel(root, "zoo_probe_a", "only-in-the-test-env"),
+                     make_wheel(root, "zoo_probe_big", "big-1", payload_bytes=_BIG_BYTES))
 
 
 def _where(_):
@@ -93,7 +104,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
     sc = init_spark_on_yarn(
         hadoop_conf=conf_dir, env_prefix=str(small_venv), extra_python_lib=str(extra_lib),
         extra_executor_memory_for_ray="512m",
-        conf={"spark.executor.memoryOverhead": "1g", "spark.yarn.unmanagedAM.enabled": "true"},
+        conf={"spark.executor.memoryOverhead": "1g"},
         **SMALL,
     )
     try:
@@ -106,7 +117,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
         report = cluster.resource_manager.app(app_id)
     finally:
         sc.stop()
-    # Asked for, the ApplicationMaster ran in this process: no container of its own, so
+    # By default the ApplicationMaster ran in this process: no container of its own, so
     # nothing was localized for it (on this fresh local Hadoop, the environment and jars).
     assert report["unmanagedApplication"] is True and attempt["containerId"] == ""
     assert len(executors) == 2
@@ -149,7 +160,7 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
     print(f"after pip install of one package: {changed[0]['bytes']} of {again['bytes']} "
           f"bytes shipped again ({share:.2%})")
     assert share < 0.10
-    localized = _localized(cluster)
+    localized = localized_archives(cluster)
     sc = init_spark_on_yarn(**sc_args)
     try:
         seen = sc.parallelize(range(4), 4).map(_executor_versions).collect()
@@ -157,8 +168,75 @@ def test_executors_run_the_shipped_env_and_the_cache_packs_and_uploads_once(
         sc.stop()
     _same_versions(seen, small_venv)
     assert "zoo-probe-b" in {name.lower().replace("_", "-") for name in seen[0]}
-    new = _localized(cluster) - localized
+    new = localized_archives(cluster) - localized
     assert {Path(changed[0]["remote"]).name} == {name for _, name in new}, new
+
+
+def test_an_upgrade_and_an_uninstall_ship_only_their_layers_and_another_env_shares_layers(
+        cluster, small_venv, tmp_path, caplog, no_spark_left):
+    caplog.set_level(logging.INFO, logger="zoo_ray")
+    conf_dir = str(cluster.hadoop_conf_dir)
+    before = ship_environment(conf_dir, env_prefix=str(small_venv))
+
+    # An upgrade of the large distribution and an uninstall of a small one: the top and
+    # the upgraded distribution's layer are written and uploaded, nothing else.
+    caplog.clear()
+    big = make_wheel(tmp_path, "zoo_probe_big", "big-2", payload_bytes=_BIG_BYTES)
+    _pip(small_venv, "install", "--upgrade", str(big))
+    _pip(small_venv, "uninstall", "-y", "zoo_probe_a")
+    after = ship_environment(conf_dir, env_prefix=str(small_venv))
+    changed = [part for part in after["parts"] if part not in before["parts"]]
+    gone = [part for part in before["parts"] if part not in after["parts"]]
+    packed = _logged(caplog, "Packing the")
+    print(f"after an upgrade and an uninstall: {sum(p['bytes'] for p in changed)} of "
+          f"{after['bytes']} bytes shipped again; packed: {packed}")
+    assert sorted(p["link"][:3] for p in changed) == ["zl-", "zoo"], changed
+    assert len(gone) == 2 and len(after["parts"]) == len(before["parts"])
+    assert len(packed) == 2 and any(re.search(r"the dist layer .*zoo.probe.big", m, re.I)
+                                    for m in packed), packed
+    uploads = _logged(caplog, "Uploading")
+    assert sorted(u for p in changed for u in uploads if p["remote"] in u) == sorted(uploads)
+    assert len(uploads) == 2
+    localized = localized_archives(cluster)
+    seen = _run_on_executors(conf_dir, small_venv, _executor_versions, _big_value)
+    _same_versions([versions for versions, _ in seen], small_venv)
+    assert {value for _, value in seen} == {"big-2"}
+    assert "zoo-probe-a" not in {name.lower().replace("_", "-") for name in seen[0][0]}, \
+        "the uninstalled package is gone on the executors"
+    assert {name for _, name in localized_archives(cluster) - localized} == {
+        Path(p["remote"]).name for p in changed}
+
+    # Another environment with the same zoo_probe_big (and pip): their layers are the
+    # ones already on HDFS and in the NodeManagers' caches.
+    other = _new_venv(tmp_path / "other", big)
+    caplog.clear()
+    shipped = ship_environment(conf_dir, env_prefix=str(other))
+    shared = [p for p in shipped["parts"] if p in after["parts"]]
+    print(f"the other environment shares {len(shared)} of its {len(shipped['parts'])} layers "
+          f"({sum(p['bytes'] for p in shared)} of {shipped['bytes']} bytes)")
+    assert next(p for p in changed if p["link"].startswith("zl-")) in shared
+    assert not any(p["remote"] in u for p in shared for u in _logged(caplog, "Uploading"))
+    localized = localized_archives(cluster)
+    seen = _run_on_executors(conf_dir, other, _executor_versions, _big_value)
+    _same_versions([versions for versions, _ in seen], other)
+    assert {value for _, value in seen} == {"big-2"}
+    again = {name for _, name in localized_archives(cluster) - localized}
+    assert again and not again & {Path(p["remote"]).name for p in shared}, again
+
+
+def _big_value(_) -> str:
+    import zoo_probe_big
+
+    return zoo_probe_big.VALUE
+
+
+def _run_on_executors(conf_dir: str, venv: Path, *calls) -> list[tuple]:
+    """What each call gives in each of four tasks, in an application on ``venv``."""
+    sc = init_spark_on_yarn(hadoop_conf=conf_dir, env_prefix=str(venv), **SMALL)
+    try:
+        return sc.parallelize(range(4), 4).map(lambda i: tuple(c(i) for c in calls)).collect()
+    finally:
+        sc.stop()
 
 
 def _executor_versions(_) -> dict[str, str]:
@@ -177,12 +255,6 @@ def _same_versions(seen: list[dict[str, str]], venv: Path) -> None:
     gateway = json.loads(listed.stdout)
     for versions in seen:
         assert {name: versions.get(name) for name in gateway} == gateway
-
-
-def _localized(cluster) -> set[tuple[str, str]]:
-    """The archives the NodeManagers have localized, as (local dir, file name)."""
-    return {(str(path.parent), path.name)
-            for path in cluster.dir.glob("nm*/local/**/filecache/*/*.tar.gz")}
 
 
 def test_queue_that_does_not_exist_lists_the_queues(cluster, no_spark_left):
@@ -223,7 +295,7 @@ def test_more_executors_than_the_cluster_can_give_times_out_and_kills_the_app(
     # whose ApplicationMaster must start within the timeout.)
     ("false", r"(?s)stayed ACCEPTED in queue '(root\.)?tiny'.*killed.*queue=",
      "not scheduled within 10s"),
-    # The ApplicationMaster in the driver (asked for): the application runs, executors wait.
+    # The ApplicationMaster in the driver (the default): the application runs, executors wait.
     ("true", r"(?s)started 0 of 2 executors within 10s \(queue tiny at its maximum: .*"
              r"an executor needs 896 MB.*killed.*another queue", "only 0 of 2 executors"),
 ])
