@@ -3,11 +3,13 @@ directory standing in for the cluster's file system (the upload path itself is t
 end on the local Hadoop: tests/e2e/test_spark_on_yarn.py)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,24 @@ def test_an_editable_install_ships_in_layers_with_a_warning(venv, tmp_path, capl
     assert shipped.layered
     assert "without the code of its editable packages" in caplog.text
     assert "one archive" not in caplog.text
+
+
+class _Together(_Dir):
+    """Each upload waits until another runs beside it: fails unless layers ship in parallel."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.meet = threading.Barrier(2, timeout=20)
+
+    def upload(self, local: Path, path: str, label: str = "upload") -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the last one is alone
+            if len(self.uploads) < 2:
+                self.meet.wait()
+        super().upload(local, path, label)
+
+
+def test_layers_are_packed_and_uploaded_several_at_once(venv, tmp_path):
+    fs = _Together(tmp_path / "hdfs")
+    shipped = ship_env(PythonEnv("venv", str(venv)), fs, "hdfs://nn/cache")  # type: ignore[arg-type]
+    assert shipped.layered and len(fs.uploads) == len(shipped.parts) >= 3
+    assert not fs.meet.broken, "no two uploads ran at the same time"

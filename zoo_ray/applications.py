@@ -159,6 +159,8 @@ def application_report(rm: ResourceManager, app: dict[str, Any]) -> dict[str, An
     return {"id": app["id"], "name": app.get("name"), "user": app.get("user"),
             "queue": app.get("queue"), "state": app["state"],
             "final_status": app.get("finalStatus"), "tracking_url": app.get("trackingUrl"),
+            # Spark's ApplicationMaster: in the driver's process (no container), or in one.
+            "app_master": "driver" if app.get("unmanagedApplication") else "container",
             "containers": _containers(rm, app), "ray": ray}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ from .filesystem import ClusterFileSystem
 __all__ = ["ShippedEnv", "ShippedPart", "ship_env"]
 
 logger = logging.getLogger(__name__)
+
+#: Layers packed and uploaded at once.
+_SHIP_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,19 @@ def _ship_layer(layer: Layer, prefix: Path, fs: ClusterFileSystem,
 
 def _ship_layers(plan: LayerPlan, fs: ClusterFileSystem,
                  remote_root: str) -> tuple[ShippedPart, ...]:
-    return tuple(_ship_layer(layer, Path(plan.prefix), fs, remote_root)
-                 for layer in plan.layers)
+    """Each layer packed (unless cached) and uploaded (unless there), several at once:
+    gzip uses the gateway's cores, and HDFS takes parallel streams. Largest first, so the
+    big ones do not start last."""
+    prefix = Path(plan.prefix)
+    pool = ThreadPoolExecutor(max_workers=_SHIP_THREADS, thread_name_prefix="zoo_ray-ship")
+    try:
+        shipping = {layer.digest: pool.submit(_ship_layer, layer, prefix, fs, remote_root)
+                    for layer in sorted(plan.layers, key=lambda layer: -layer.size)}
+        return tuple(shipping[layer.digest].result() for layer in plan.layers)
+    finally:
+        # An error or Ctrl-C: layers not started are not; those being written finish
+        # (content-addressed, so a later start finds them whole).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _layered(env: PythonEnv, fs: ClusterFileSystem,

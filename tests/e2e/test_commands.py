@@ -116,8 +116,10 @@ def test_status_shows_the_application_and_its_ray_nodes_and_ctrl_c_stops_it(
         assert status.returncode == 0, status.stderr
         report = {a["id"]: a for a in json.loads(status.stdout)}[app_id]
         assert report["state"] == "RUNNING"
+        # zoo_ray's default: Spark's ApplicationMaster in the driver, no container of its own.
+        assert report["app_master"] == "driver"
         roles = sorted(c["role"] for c in report["containers"])
-        assert roles == ["application master", "executor", "executor"]
+        assert roles == ["executor", "executor"]
         ray_nodes = report["ray"]["nodes"]
         assert sorted(n["role"] for n in ray_nodes) == ["head", "worker"]
         executors = {c["container"] for c in report["containers"] if c["role"] == "executor"}
