@@ -3,7 +3,7 @@ small package, and the next prelude against one on an unchanged environment.
 
     python benchmarks/env_layers.py [--venv DIR]
 
-Builds (or reuses) a venv with Ray, pyarrow, pandas and numpy at ``--venv`` (pip, from
+Builds (or reuses) a venv with Ray, pyarrow, pandas, numpy and psutil at ``--venv`` (pip, from
 PyPI), starts a fresh local Hadoop (two NodeManagers) and runs a user's prelude
 (``init_spark_on_yarn`` with two executors plus ``RayContext.init()``) with that venv three
 times: cold, again unchanged, and after ``pip install`` of a one-module wheel. Counts the
@@ -30,14 +30,15 @@ from provenance import print_provenance
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.wheels import make_wheel  # noqa: E402
 
-_PACKAGES = ["ray==2.60.0", "pyarrow", "pandas", "numpy"]
+#: What zoo_ray needs in the executors (setup.py: ray[default], psutil) and the data stack.
+_PACKAGES = ["ray[default]==2.60.0", "pyarrow", "pandas", "numpy", "psutil"]
 
 
 def _venv(path: Path) -> Path:
     if not (path / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-        subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q",
-                        *_PACKAGES], check=True)
+    subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", *_PACKAGES], check=True)
     return path
 
 
