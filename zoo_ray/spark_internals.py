@@ -17,9 +17,8 @@ from typing import Any
 __all__ = ["active_context", "app_master_gave_up", "holds_am_token", "is_stopped",
            "job_group", "jvm_env", "jvm_running", "launch_jvm", "RemovedExecutor",
            "executors_in_use", "kill_executors", "live_executors", "local_checkpoint",
-           "rdd_with_locations",
-           "registered_executors", "removed_executors", "request_total_executors",
-           "task_slots"]
+           "rdd_with_locations", "registered_executors", "removed_executors",
+           "request_total_executors", "task_slots"]
 
 
 def active_context() -> Any:
