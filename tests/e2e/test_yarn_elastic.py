@@ -53,6 +53,46 @@ def _busy(seconds: float) -> tuple[str, np.ndarray]:
     return ray.get_runtime_context().get_node_id(), np.arange(200_000, dtype=np.float64)
 
 
+@ray.remote(num_cpus=0)
+class _Gate:
+    """Holds tasks until the driver opens it; counts the tasks waiting at it."""
+
+    def __init__(self) -> None:
+        self._arrived: set[str] = set()
+        self._open = False
+
+    def arrive(self, task: str) -> None:
+        self._arrived.add(task)
+
+    def arrived(self) -> int:
+        return len(self._arrived)
+
+    def open(self) -> None:
+        self._open = True
+
+    def is_open(self) -> bool:
+        return self._open
+
+
+@ray.remote(num_cpus=1)
+def _busy_until_opened(gate, task: str) -> tuple[str, np.ndarray]:
+    """A whole node's CPU until ``gate`` opens (at most 300 s); 1.6 MB back, kept in that
+    node's store. Tasks that all hold their CPUs at once must run on different nodes.
+
+    It asks through futures: a task blocked in ``ray.get`` or ``ray.wait`` gives its CPU
+    back to Ray meanwhile, and the others would run beside it on the same node."""
+    gate.arrive.remote(task)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        answer = gate.is_open.remote().future()
+        while not answer.done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if answer.done() and answer.result():
+            break
+        time.sleep(0.3)
+    return ray.get_runtime_context().get_node_id(), np.arange(200_000, dtype=np.float64)
+
+
 @ray.remote(num_cpus=1)
 class _Holder:
     def node(self) -> str:
@@ -141,12 +181,20 @@ def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_o
                    "the ResourceManager's allocation at one executor")
         small = _allocated(cluster, sc.applicationId)
 
+        # The gate stays on the head (it takes no CPU); the three tasks hold three nodes'
+        # CPUs until all of them run, however long the new nodes take to come up.
+        gate = _Gate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            head, soft=False)).remote()
         started = time.monotonic()
-        refs = [_busy.remote(45) for _ in range(3)]  # three nodes' CPUs
+        refs = [_busy_until_opened.remote(gate, str(i)) for i in range(3)]
         grown_in = wait_until(lambda: sum(s["alive"] for s in ctx.node_status()) == 3, 120,
                               "three executor nodes")
         big = _allocated(cluster, sc.applicationId)
-        results = ray.get(refs, timeout=300)
+        wait_until(lambda: ray.get(gate.arrived.remote()) == 3, 120,
+                   "the three tasks running at once")
+        gate.open.remote()
+        results = ray.get(refs, timeout=60)
+        ray.kill(gate)
         print(f"grew from 1 to 3 nodes {grown_in:.1f} s after the burst; allocated "
               f"{small} -> {big} (MB, vcores); burst done in {time.monotonic() - started:.1f} s")
         assert big[0] > small[0] and big[1] == small[1] + 2
