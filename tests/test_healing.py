@@ -61,23 +61,6 @@ def _keeper(monkeypatch, live, on_head_lost):
                       lambda: on_head_lost("spark"), EventLog())
 
 
-def test_an_application_master_in_the_driver_that_gave_up_ends_the_application(monkeypatch):
-    # Spark's in-driver AM only stops asking for executors; the keeper stops the
-    # SparkContext as YARN and Spark's monitor do when an AM container ends.
-    sc = StubSparkContext(**{"spark.yarn.unmanagedAM.enabled": "true"})
-    why = []
-    monkeypatch.setattr(healing.spark_internals, "live_executors", lambda sc: {"1": "nm-1"})
-    monkeypatch.setattr(healing.spark_internals, "app_master_gave_up",
-                        lambda sc: "Max number of executor failures (1) reached")
-    monkeypatch.setattr(healing, "_POLL_S", 3600.0)
-    plan = type("Plan", (), {"base": type("Spec", (), {"app_id": "application_1_0001"})})()
-    keeper = NodeKeeper(sc, plan, 3, NODES, lambda node: None, why.append,
-                        lambda: why.append("spark stopped"), EventLog())
-    keeper.heal_once()
-    assert sc._jsc.stopped and why == ["spark stopped"]
-    keeper.close()
-
-
 def test_a_lost_worker_is_an_event_and_the_keeper_goes_on(monkeypatch):
     handed = []
     keeper = _keeper(monkeypatch, {"1": "nm-1", "3": "nm-3"}, lambda *why: handed.append(why))

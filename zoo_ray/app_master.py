@@ -10,8 +10,7 @@ gateway, so :func:`choose_app_master` first checks that the gateway reaches them
 TCP connections, bounded in count and time); otherwise, on a cluster with Kerberos (its
 ResourceManager never hands a Kerberos client the AM's token), or when the user sets the
 property to false, the AM runs in a container. Spark's in-driver AM does not end the application
-when it gives up on its executors; zoo_ray's node keeper does
-(:func:`zoo_ray.spark_internals.app_master_gave_up`).
+when it gives up on its executors; :mod:`zoo_ray.app_master_watch` does.
 """
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from functools import partial
 from typing import Any
 
 from . import spark_internals
-from .app_master import UNMANAGED_AM_CONF
 from .errors import RayContextError
 from .executor_tasks import StartPlan, join_cluster
 from .protocol import NodeInfo, NodeOutcome
@@ -145,7 +144,6 @@ class NodeKeeper:
         self.events = events
         self._nodes = list(nodes)
         self._head = nodes[0]
-        self._in_driver_am = sc.getConf().get(UNMANAGED_AM_CONF, "false") == "true"
         self._tries: dict[str, int] = {}
         self._misplaced: dict[str, int] = {}
         self._given_up: set[str] = set()
@@ -214,8 +212,6 @@ class NodeKeeper:
         """Look once; start nodes in new executors if the cluster is short of nodes."""
         if self._stop.is_set():  # handed on, or closed: this keeper's cluster is not ours
             return
-        if self._in_driver_am and not self.closing:
-            self._end_if_app_master_gave_up()
         if spark_internals.is_stopped(self.sc):
             self._stop.set()
             if not self.closing:  # not the user's own sc.stop(), which stops Ray first
@@ -230,16 +226,6 @@ class NodeKeeper:
                                  self._given_up | self._released)
         if targets:
             self._start_in(targets)
-
-    def _end_if_app_master_gave_up(self) -> None:
-        """End the application if Spark's ApplicationMaster in the driver gave up, as YARN
-        and Spark's monitor end it when an AM container does: the SparkContext stops, and
-        YARN records the AM's reason (``spark.executor.maxNumFailures`` reached)."""
-        why = spark_internals.app_master_gave_up(self.sc)
-        if why is not None:
-            logger.warning("Spark's ApplicationMaster gave up (%s): stopping the SparkContext, "
-                           "as Spark does when its ApplicationMaster's container ends.", why)
-            self.sc._jsc.sc().stop()
 
     def _note_losses(self, live: dict[str, str]) -> bool:
         """Record the nodes whose executors are gone; whether the head's is one of them."""

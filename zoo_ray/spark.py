@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import spark_internals
+from .app_master_watch import AppMasterWatch
 from .compat import LOCAL_NAMES, YARN_NAMES, translate
 from .host import env_var
 from .login_watch import LoginWatch
@@ -174,6 +175,8 @@ def init_spark_on_yarn(
         request.env.location,
     )
     sc = start_and_wait(request, spark_conf, gateway.rm)
+    if gateway.app_master.unmanaged:
+        AppMasterWatch(sc).start()
     if gateway.login is not None and gateway.login.ends_at is not None:
         LoginWatch(gateway.login.ends_at, lambda: not spark_internals.is_stopped(sc)).start()
     return _with_log_level(sc, spark_log_level)
