@@ -349,6 +349,15 @@ _TICKET_S = 120
 #: it reads the file with from_spark: the watch's error, then from_spark's KerberosError.
 #: Spark fetches tokens while the ticket lasts, and unrenewed they end 20 s later (the
 #: cluster's renew interval); the first ones, renewed by YARN, live 60 s.
+#: The two programs run at once (AHEAD), each with one executor holding its head node and an
+#: ApplicationMaster in a container (Kerberos), on two hosts of 3072 MB. With Spark's
+#: ApplicationMaster of 896 MB an executor could have 1536 MB (two on one host), and the
+#: quickstart's head outgrew that by 32 MB once; with one of 640 MB (a 256 MB heap: it only
+#: asks YARN for one executor) no host can take two executors of 1664 MB, and either host
+#: holds one beside both ApplicationMasters, however YARN places them.
+_SMALL_AM = {"PYSPARK_SUBMIT_ARGS": "--conf spark.yarn.am.memory=256m pyspark-shell"}
+_AHEAD_RAY_MEMORY = "768m"
+
 _EXPIRING = textwrap.dedent("""
     import json, logging, sys, time
     from pyspark.sql import SparkSession
@@ -358,7 +367,7 @@ _EXPIRING = textwrap.dedent("""
     logging.basicConfig()
     sc = init_spark_on_yarn(hadoop_conf=sys.argv[1], num_executors=1, executor_cores=1,
                             executor_memory="512m", driver_memory="512m",
-                            extra_executor_memory_for_ray="640m")
+                            extra_executor_memory_for_ray=sys.argv[4])
     df = SparkSession(sc).read.text(sys.argv[2])
     print(json.dumps({"listed": time.time()}), flush=True)
     ray_ctx = RayContext(sc=sc, object_store_memory="128m")
@@ -392,9 +401,9 @@ def _expiring_ticket(cluster, tmp, cleanup):
     put = _fs_as(cluster, ccache, "-put", "-f", str(lines), hdfs_file)
     assert put.returncode == 0, put.stderr
     log = tmp / "driver.log"
-    driver, listed = start_driver(_EXPIRING, [str(cluster.hadoop_conf_dir), hdfs_file,
-                                              str(logged_in + _TICKET_S)], log,
-                                  _user_program_env(cluster, ccache))
+    driver, listed = start_driver(
+        _EXPIRING, [str(cluster.hadoop_conf_dir), hdfs_file, str(logged_in + _TICKET_S),
+                    _AHEAD_RAY_MEMORY], log, {**_user_program_env(cluster, ccache), **_SMALL_AM})
     cleanup.callback(end_program, driver)
     report = json.loads(driver.stdout.readline() or "{}")
     assert driver.wait(120) == 0, log.read_text()[-3000:]
@@ -407,10 +416,8 @@ def _quickstart(cluster, tmp, _cleanup):
     ccache = tmp / "krb5cc"
     _user_kinit(cluster, ccache)
     notebook = nbformat.read(NOTEBOOK_DIR / "01_quickstart.ipynb", as_version=4)
-    env = _user_program_env(cluster, ccache)
-    # Beside _EXPIRING, on two hosts of 3072 MB: two AMs of 896 MB and two executors of
-    # 1536 MB fit however YARN places them.
-    env.update(ZOO_RAY_NUM_EXECUTORS="1", ZOO_RAY_EXTRA_MEMORY_FOR_RAY="640m",
+    env = {**_user_program_env(cluster, ccache), **_SMALL_AM}
+    env.update(ZOO_RAY_NUM_EXECUTORS="1", ZOO_RAY_EXTRA_MEMORY_FOR_RAY=_AHEAD_RAY_MEMORY,
                ZOO_RAY_OBJECT_STORE_MEMORY="128m")
     run_notebook(notebook, tmp, env)
     nbformat.write(notebook, tmp / "01_quickstart.ipynb")  # to look at
