@@ -33,6 +33,7 @@ from tests.e2e.helpers import (
     wait_app_end,
     zoo_ray_cli,
 )
+from tests.e2e.java_probe import AM_TOKEN_PROBE, run_probe
 from tests.kerberos import kinit, needs_krb5
 
 from zoo_ray import init_spark_on_yarn, spark_internals
@@ -85,6 +86,22 @@ def _fs_as(cluster: MiniCluster, ccache: Path, *args: str) -> subprocess.Complet
     env = security.realm.env(daemon_env(Path(state["java_home"]), cluster.hadoop_conf_dir))
     env["KRB5CCNAME"] = f"FILE:{ccache}"
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_resource_manager_gives_a_kerberos_client_no_token_for_an_am_in_the_driver(
+        cluster, tmp_path):
+    # Why the ApplicationMaster stays in a container on Kerberos (zoo_ray.app_master): the
+    # report of an application whose AM runs in its client carries no AMRMToken for the
+    # application's own submitter, authenticated with Kerberos. The ResourceManager compares
+    # the caller's full principal with the application's short user
+    # (docs/design/am-localization.md); test_app_master_token shows the token without Kerberos.
+    report = run_probe(cluster, AM_TOKEN_PROBE, tmp_path / "krb5cc")
+    print(f"probe: {report}")
+    assert report["attempt"] == "LAUNCHED", report
+    assert report["user"] == psutil.Process().username()
+    assert report["caller"] == cluster.security.user != report["user"]
+    assert report["token"] is False, report
+    wait_app_end(cluster, report["app"])
 
 
 def test_status_names_the_realm_and_the_kinit_and_secrets_are_private(cluster):
