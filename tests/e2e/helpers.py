@@ -286,6 +286,16 @@ def submit_in_background(script: Path, env: dict[str, str], err: Path,
     return proc, json.loads(line)
 
 
+def assert_stop_leaves_alone(cluster: Any, app_id: str) -> None:
+    """``zoo-ray stop`` of ``app_id``, a RUNNING application zoo_ray did not start (it lacks
+    zoo_ray's YARN tag): refused, in one line naming YARN's own command, and the
+    application runs on."""
+    result = zoo_ray_cli(["stop", app_id], program_env(cluster), timeout=60)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "yarn application -kill" in result.stderr
+    assert cluster.resource_manager.app(app_id)["state"] == "RUNNING"
+
+
 def ray_pids(app_id: str) -> list[int]:
     """The managers of a running application's Ray nodes (from its record, as ``zoo-ray
     status`` reads it) and every process below them."""

@@ -154,15 +154,6 @@ def test_stop_kills_the_application_and_its_ray_nodes(cluster, cli_env, ahead_re
         end_program(proc)
 
 
-def test_stop_leaves_an_application_zoo_ray_did_not_start_alone(cluster, cli_env,
-                                                                 spark_on_yarn):
-    with spark_on_yarn() as sc:
-        result = zoo_ray_cli(["stop", sc.applicationId], cli_env, timeout=60)
-        assert result.returncode == 2
-        assert result.stderr.count("\n") == 1 and "yarn application -kill" in result.stderr
-        assert cluster.resource_manager.app(sc.applicationId)["state"] == "RUNNING"
-
-
 def test_pack_packs_and_uploads_once(cluster, cli_env):
     first = zoo_ray_cli(["pack"], cli_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

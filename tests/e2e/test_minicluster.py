@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.e2e.helpers import assert_stop_leaves_alone
 
 from zoo_ray.errors import (
     DaemonStartError,
@@ -79,6 +80,8 @@ def test_spark_application_on_yarn_uses_both_nodemanagers_and_hdfs(cluster, spar
     ) as sc:
         app_id = sc.applicationId
         rm = cluster.resource_manager
+        # An application zoo_ray did not start: `zoo-ray stop` leaves it alone.
+        assert_stop_leaves_alone(cluster, app_id)
         seen = set(sc.parallelize(range(40), 40).map(_executor_container).collect())
 
         attempt = rm.app_attempts(app_id)[-1]

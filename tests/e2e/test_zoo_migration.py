@@ -1,5 +1,7 @@
 """Analytics Zoo programs with only their imports changed: `import ray` first, then the prelude.
-The three programs run at once (``ahead``), as three users' would."""
+The two programs run at once (``ahead``), as two users' would. A notebook that does the same
+in a real kernel is notebooks/01_quickstart.ipynb, run by test_notebooks (its first code cell
+imports ray: tests/test_notebooks_stripped.py keeps it so)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pytest
-from tests.e2e.helpers import program_env, run_notebook, wait_until, zoo_ray_processes
+from tests.e2e.helpers import wait_until, zoo_ray_processes
 from tests.fresh import env_without_ray
 
 # Written as Zoo users wrote their programs: ray (and numpy, os) first, the prelude after.
@@ -190,36 +191,5 @@ def test_a_zoo_program_in_local_mode_runs_and_re_inits(ahead_result):
     assert not (cwd / ".zoo_ray").exists(), "local mode keeps nothing in the user's cwd"
 
 
-_NOTEBOOK = [
-    "import os\nimport ray",
-    "from zoo_ray import init_spark_on_yarn, RayContext\n"
-    "sc = init_spark_on_yarn(hadoop_conf=os.environ['HADOOP_CONF_DIR'], num_executors=2,\n"
-    "                        executor_cores=1, executor_memory='512m', driver_memory='512m',\n"
-    "                        extra_executor_memory_for_ray='1g')",
-    "ray_ctx = RayContext(sc=sc, object_store_memory='128m')\n"
-    "info = ray_ctx.init()\n"
-    "assert {'gcs_address', 'node_id', 'session_dir'} <= set(info)",
-    "@ray.remote\ndef inc(x):\n    return x + 1\n"
-    "assert ray.get([inc.remote(i) for i in range(4)]) == [1, 2, 3, 4]",
-    "ray_ctx.stop()\nsc.stop()",
-]
-
-
-def _run_notebook(cluster: Any, tmp: Path, _cleanup: ExitStack) -> Any:
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _NOTEBOOK])
-    run_notebook(notebook, tmp, program_env(cluster))
-    return notebook
-
-
 AHEAD = {"test_a_zoo_program_importing_ray_first_runs_with_ray_address_info": _run_zoo_program,
-         "test_a_zoo_program_in_local_mode_runs_and_re_inits": _run_local_program,
-         "test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel": _run_notebook}
-
-
-@pytest.mark.slow
-def test_a_notebook_whose_first_cell_imports_ray_runs_in_a_real_kernel(ahead_result):
-    notebook = ahead_result
-    assert all(cell.outputs == [] or all(o.output_type != "error" for o in cell.outputs)
-               for cell in notebook.cells)
+         "test_a_zoo_program_in_local_mode_runs_and_re_inits": _run_local_program}
