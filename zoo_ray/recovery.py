@@ -37,6 +37,16 @@ _REBUILDING = ("zoo_ray is starting a new Ray cluster; retry in a few seconds "
                "from before are void.")
 
 
+#: How long YARN's report may take to say how an application ended once its SparkContext
+#: stopped under the driver.
+_FINAL_REPORT_WAIT_S = 15.0
+
+
+def _ended(report: dict[str, Any]) -> dict[str, Any] | None:
+    """``report`` if YARN says how the application ended, else None."""
+    return report if report.get("finalStatus", "UNDEFINED") != "UNDEFINED" else None
+
+
 class Recovery:
     """Watch a running cluster's executors and heal it; say why when it cannot.
 
@@ -223,7 +233,11 @@ class Recovery:
         diagnostics = "the SparkContext stopped"
         try:
             rm = ResourceManager.of_driver(5.0, self._credentials)
-            report = rm.app(app_id)
+            # Stopped from the JVM's side by the watch of an AM in the driver
+            # (zoo_ray.app_master_watch), the application ends a moment later, when the
+            # AM unregisters with Spark's reason: wait for YARN's final word.
+            ended = wait_until(lambda: _ended(rm.app(app_id)), _FINAL_REPORT_WAIT_S)
+            report = ended or rm.app(app_id)
             diagnostics = (f"YARN: {report.get('finalStatus', '?')}, "
                            f"{report.get('diagnostics') or 'no diagnostics'}")
         except (ZooRayError, OSError, KeyError) as exc:
