@@ -127,10 +127,12 @@ def zoo_ray_processes(app_id: str) -> list[psutil.Process]:
 
 
 def alive_nodes() -> list[dict]:
-    """Ray's table of the live nodes of the cluster the driver is connected to."""
-    import ray
+    """Ray's table of the live nodes of the cluster the driver is connected to, read as
+    zoo_ray reads it: ``ray.nodes()`` ends the process (a failed check in Ray's
+    GlobalStateAccessor) when its call is cancelled while the head's GCS restarts."""
+    from zoo_ray.driver_guard import node_table
 
-    return [n for n in ray.nodes() if n["Alive"]]
+    return [n for n in node_table() if n["Alive"]]
 
 
 def executor_nodes(timeout: float | None = None) -> dict[str, str]:
