@@ -55,7 +55,8 @@ MARKER_PACKAGE = "zoo-ray-env-marker"
 _PIP_PACKAGES = ("ray[default]", "pyspark", "pyarrow", "pandas", "numpy", "psutil")
 
 # The interpreter is copied without the test suite and without the packages installed
-# into it; the bytecode caches are left to be written at run time.
+# into it. Its bytecode is compiled by one process in the script: rattler-build's own
+# compilation starts a Python per file (about 100 s for the standard library on 2 cores).
 _PYTHON_RECIPE = """\
 package:
   name: python
@@ -80,6 +81,13 @@ build:
     - >-
       grep -rlI {source} $PREFIX | while read -r file; do
       sed -i "s|{source}|$PREFIX|g" "$file"; done
+    # (lib2to3's test data holds files that are not Python 3 on purpose.)
+    - >-
+      $PREFIX/bin/python{short} -m compileall -q -j 0 -x lib2to3/tests/data
+      $PREFIX/lib/python{short}
+  python:
+    skip_pyc_compilation:
+      - "**/*.py"
   dynamic_linking:
     rpaths:
       - lib/
@@ -200,6 +208,7 @@ def build_conda_env(
     name: str,
     editable: Path | None = None,
     extra_pip: Sequence[str] = (),
+    packages: bool = True,
 ) -> Path:
     """A conda environment named ``name``, built once per set of inputs.
 
@@ -213,6 +222,10 @@ def build_conda_env(
         A source tree to ``pip install -e`` into the environment (zoo_ray's own, say).
     extra_pip : sequence of str
         More pip requirements to install.
+    packages : bool
+        Install zoo_ray's requirements (Ray, PySpark, ...; half a minute or more).
+        Without them, the editable install is made without its dependencies: an
+        environment only to be packed, never run.
 
     Returns
     -------
@@ -229,7 +242,7 @@ def build_conda_env(
     """
     root = Path(dest) if dest is not None else default_root()
     recipes = _recipes()
-    requirements = _pip_requirements(extra_pip)
+    requirements = _pip_requirements(extra_pip) if packages else list(extra_pip)
     channel = local_channel(root)
 
     inputs = {"name": name, "recipes": recipes, "pip": requirements,
@@ -245,9 +258,11 @@ def build_conda_env(
         _conda_install(channel, prefix, [f"python=={platform.python_version()}",
                                          MARKER_PACKAGE], root / "pkgs")
         _pip(prefix, "-m", "ensurepip", "--default-pip")
-        _pip(prefix, "-m", "pip", "install", *requirements)
+        if requirements:
+            _pip(prefix, "-m", "pip", "install", *requirements)
         if editable:
-            _pip(prefix, "-m", "pip", "install", "-e", str(editable))
+            _pip(prefix, "-m", "pip", "install", *(() if packages else ("--no-deps",)),
+                 "-e", str(editable))
         done.write_text(json.dumps({**inputs, "prefix": str(prefix),
                                     "build_seconds": round(time.monotonic() - started)},
                                    indent=1))

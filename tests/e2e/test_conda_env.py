@@ -42,7 +42,8 @@ def prefix() -> Path:
 
 @pytest.fixture(scope="session")
 def editable_prefix() -> Path:
-    return build_conda_env(name="zoo-ray-editable", editable=REPO)
+    # Only packed, never run: zoo_ray without its dependencies.
+    return build_conda_env(name="zoo-ray-editable", editable=REPO, packages=False)
 
 
 @pytest.fixture(scope="module")
