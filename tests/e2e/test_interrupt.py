@@ -1,6 +1,8 @@
 """Ctrl-C in a notebook cell during init_spark_on_yarn or RayContext.init leaves nothing
-half-started, and the same interpreter (the kernel) starts cleanly on the retry. The two
-drivers run at once (``ahead``), as two users' would."""
+half-started, and the same interpreter (the kernel) starts cleanly on the retry. One driver
+goes through both, as a user in one kernel would: interrupted in init_spark_on_yarn, it
+starts Spark again, is interrupted in RayContext.init on that application, and starts Ray
+on it again."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,6 @@ import sys
 import textwrap
 import time
 from contextlib import ExitStack
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from tests.fresh import env_without_ray
 from zoo_ray.yarn import FINAL_STATES
 
 #: A driver that interrupts itself (SIGINT, as Jupyter's interrupt sends) when a
-#: zoo_ray log line shows it is inside the stage under test, then retries.
+#: zoo_ray log line shows it is inside the stage under test, then retries; a report of
+#: each stage on stdout.
 _DRIVER = textwrap.dedent("""
     import json, logging, os, signal, sys
     # A job started in the background of a shell (as CI may run us) ignores SIGINT; a
@@ -30,22 +32,25 @@ _DRIVER = textwrap.dedent("""
     from pyspark import SparkContext
     from zoo_ray import RayContext, init_spark_on_yarn
 
-    STAGE, CONF = sys.argv[1], sys.argv[2]
+    CONF = sys.argv[1]
     # ACCEPTED is logged while SparkContext() still waits for YARN.
-    LOGGER, PREFIX = {"spark": ("zoo_ray.startup", "YARN application"),
-                      "ray": ("zoo_ray.nodes", "Starting")}[STAGE]
+    WHEN = {"spark": ("zoo_ray.startup", "YARN application"),
+            "ray": ("zoo_ray.nodes", "Starting")}
     ARGS = dict(hadoop_conf=CONF, num_executors=2, executor_cores=1, executor_memory="512m",
                 driver_memory="512m", extra_executor_memory_for_ray="1g")
 
 
     class Interrupt(logging.Handler):
-        fired = False
+        stage = None  # the stage to interrupt once, then None
 
         def emit(self, record):
+            if Interrupt.stage is None:
+                return
+            logger, prefix = WHEN[Interrupt.stage]
             message = record.getMessage()
-            if (not Interrupt.fired and record.name == LOGGER and message.startswith(PREFIX)
-                    and (STAGE != "spark" or message.endswith("is ACCEPTED"))):
-                Interrupt.fired = True
+            if (record.name == logger and message.startswith(prefix)
+                    and (Interrupt.stage != "spark" or message.endswith("is ACCEPTED"))):
+                Interrupt.stage = None
                 os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -77,25 +82,30 @@ _DRIVER = textwrap.dedent("""
 
     logging.basicConfig(level=logging.INFO)
     logging.getLogger().addHandler(Interrupt())
-    report = {"stage": STAGE, "interrupted": False}
-    try:
-        sc = init_spark_on_yarn(app_name=f"interrupted-{STAGE}", **ARGS)
-        RayContext(sc, object_store_memory="128m").init()
-    except KeyboardInterrupt:
-        report["interrupted"] = True
-    report["ray_on_gateway"] = ray_on_gateway()
-    sc = SparkContext._active_spark_context
-    report["spark_survived"] = sc is not None
-    if sc is None:  # the retry a user makes in the same kernel
-        sc = init_spark_on_yarn(app_name=f"retry-{STAGE}", **ARGS)
-    report["managers_in_executors"] = managers_in_executors(sc)
-    ctx = RayContext(sc, object_store_memory="128m")
-    ctx.init()
-    report["retry"] = ray.get(ray.remote(lambda: 42).remote())
-    ctx.stop()
+    reports = {}
+    for stage in ("spark", "ray"):
+        report = reports[stage] = {"interrupted": False}
+        Interrupt.stage = stage
+        try:
+            sc = SparkContext._active_spark_context or init_spark_on_yarn(
+                app_name="interrupted-start", **ARGS)
+            RayContext(sc, object_store_memory="128m").init()
+        except KeyboardInterrupt:
+            report["interrupted"] = True
+        report["ray_on_gateway"] = ray_on_gateway()
+        sc = SparkContext._active_spark_context
+        report["spark_survived"] = sc is not None
+        if sc is None:  # the retry a user makes in the same kernel
+            sc = init_spark_on_yarn(app_name="retried-start", **ARGS)
+        report["app"] = sc.applicationId  # the application the stage ends on
+        report["managers_in_executors"] = managers_in_executors(sc)
+        ctx = RayContext(sc, object_store_memory="128m")
+        ctx.init()
+        report["retry"] = ray.get(ray.remote(lambda: 42).remote())
+        ctx.stop()
     sc.stop()
-    report["ray_on_gateway_at_end"] = ray_on_gateway()
-    print(json.dumps(report), flush=True)
+    reports["ray_on_gateway_at_end"] = ray_on_gateway()
+    print(json.dumps(reports), flush=True)
 """)
 
 
@@ -109,41 +119,40 @@ def _wait_final(rm, name, timeout=90):
     raise AssertionError(f"applications named {name} still running: {rm.apps()}")
 
 
-def _run_driver(stage: str, cluster: Any, tmp: Path, _cleanup: ExitStack
+def _run_driver(cluster: Any, tmp: Path, _cleanup: ExitStack
                 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     log = tmp / "driver.err"
     with open(log, "w") as err:
-        result = subprocess.run([sys.executable, "-c", _DRIVER, stage,
-                                 str(cluster.hadoop_conf_dir)], env=env_without_ray(),
-                                stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+        result = subprocess.run([sys.executable, "-c", _DRIVER, str(cluster.hadoop_conf_dir)],
+                                env=env_without_ray(), stdout=subprocess.PIPE, stderr=err,
+                                text=True, timeout=600)
     return result, log
 
 
-STAGES = ["spark", "ray"]
-AHEAD = {f"test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works[{stage}]":
-         partial(_run_driver, stage) for stage in STAGES}
+AHEAD = {"test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works": _run_driver}
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("stage", STAGES)
-def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(stage, cluster,
-                                                                    ahead_result):
+def test_ctrl_c_during_start_up_leaves_nothing_and_the_retry_works(cluster, ahead_result):
     result, log = ahead_result
     assert result.returncode == 0, log.read_text()[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["interrupted"], "the interrupt reached the stage under test"
-    assert report["ray_on_gateway"] == [], "no Ray process left on the gateway"
-    assert report["managers_in_executors"] == [0, 0], "no Ray node left in the executors"
-    assert report["retry"] == 42 and report["ray_on_gateway_at_end"] == []
+    reports = json.loads(result.stdout.strip().splitlines()[-1])
+    for stage in ("spark", "ray"):
+        report = reports[stage]
+        assert report["interrupted"], f"the interrupt reached {stage}'s start"
+        assert report["ray_on_gateway"] == [], f"no Ray process left on the gateway ({stage})"
+        assert report["managers_in_executors"] == [0, 0], f"no Ray node left ({stage})"
+        assert report["retry"] == 42
+    assert reports["ray_on_gateway_at_end"] == []
     rm = cluster.resource_manager
-    if stage == "spark":
-        assert not report["spark_survived"]
-        # Interrupted inside SparkContext(): Spark's JVM was ended, the application killed.
-        assert "Interrupted while Spark's application was starting" in log.read_text()
-        # The interrupted application is killed, not left waiting for its driver.
-        apps = _wait_final(rm, "interrupted-spark")
-        assert [a["state"] for a in apps] == ["KILLED"]
-        _wait_final(rm, "retry-spark")
-    else:
-        assert report["spark_survived"], "Ctrl-C in RayContext.init keeps the SparkContext"
-        _wait_final(rm, "interrupted-ray")
+    # Interrupted inside SparkContext(): Spark's JVM was ended, the application killed,
+    # not left waiting for its driver.
+    assert not reports["spark"]["spark_survived"]
+    assert "Interrupted while Spark's application was starting" in log.read_text()
+    assert [a["state"] for a in _wait_final(rm, "interrupted-start")] == ["KILLED"]
+    # Ctrl-C in RayContext.init keeps the SparkContext: Ray started again on the retry's
+    # application.
+    assert reports["ray"]["spark_survived"]
+    assert reports["ray"]["app"] == reports["spark"]["app"]
+    retry = _wait_final(rm, "retried-start")
+    assert [a["id"] for a in retry] == [reports["ray"]["app"]]
