@@ -2,7 +2,7 @@
 
 No cluster: the environment is packed as ``init_spark_on_yarn`` packs it, unpacked
 elsewhere as a YARN container unpacks it, and run from there. The first run builds
-the environment (minutes); later runs reuse it from zoo_ray's cache.
+the environment (about a minute); later runs reuse it from zoo_ray's cache.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tests.wheels import make_wheel
 from zoo_ray.envs import PythonEnv, _pack, find_env
 from zoo_ray.shipping import ship_environment
 
-pytestmark = pytest.mark.slow  # builds conda environments (minutes, the first time)
+pytestmark = pytest.mark.slow  # builds conda environments (about a minute, the first time)
 
 NAME = "zoo-ray-test"
 REPO = Path(__file__).resolve().parents[2]
