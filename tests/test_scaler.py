@@ -507,3 +507,21 @@ def test_the_wait_ends_when_the_executors_come(cluster, monkeypatch):
     scaler.step()
     assert scaler.status == ScaleStatus(1, 4, 3, 3, 0, "")
     assert scaler.status.line() == "elastic, 1 to 4 nodes: 3 running"
+
+
+def test_node_status_counts_pending_executors_against_the_nodes_up_now(monkeypatch):
+    # The scaler's status is its last look: one node up, three asked for. Two nodes
+    # joined since; node_status() must not list them again as asked for and not up.
+    from zoo_ray import status as status_module
+
+    nodes = {f"container_{i}": (SimpleNamespace(executor_id=str(i)),
+                                {"NodeID": f"node{i}", "Alive": True, "Resources": {}})
+             for i in range(3)}
+    monkeypatch.setattr(status_module, "registrations", lambda cluster: nodes)
+    stale = ScaleStatus(1, 3, nodes=1, target=3, unmet=0, waiting="")
+    rows = status_module.node_status(None, set(), stale)
+    assert [r["node_id"] for r in rows] == ["node0", "node1", "node2"]
+    # Two up of three asked: one row waits, whatever the scaler last saw.
+    del nodes["container_2"]
+    rows = status_module.node_status(None, set(), stale)
+    assert [r["pending"] for r in rows] == ["", "", "asked of YARN, starting"]

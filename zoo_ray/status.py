@@ -81,9 +81,12 @@ def node_status(cluster: RunningCluster | None, released: Collection[str],
     for lost in (s for s in status if not s["alive"]):
         logger.warning("Ray node of executor %s is lost", lost["container"])
     if scaling is not None:
+        # Asked for and not up, against the nodes up now: the scaler's count of them is
+        # its last look's (up to a poll old, before the nodes that just joined).
+        up = sum(s["alive"] for s in status)
         why = scaling.waiting or "asked of YARN, starting"
         status += [{"container": "", "node_id": "", "alive": False, "gpus": 0.0,
-                    "pending": why} for _ in range(max(0, scaling.target - scaling.nodes))]
+                    "pending": why} for _ in range(max(0, scaling.target - up))]
     return status
 
 

@@ -198,6 +198,8 @@ def test_a_burst_grows_the_cluster_and_idle_executors_go_back_unless_they_hold_o
         print(f"grew from 1 to 3 nodes {grown_in:.1f} s after the burst; allocated "
               f"{small} -> {big} (MB, vcores); burst done in {time.monotonic() - started:.1f} s")
         assert big[0] > small[0] and big[1] == small[1] + 2
+        # Three nodes and no row asked for and not up (CI saw two such rows here when
+        # node_status() counted the nodes up as of the scaler's last look).
         assert {node for node, _ in results} == {s["node_id"] for s in ctx.node_status()}
         assert [e.kind for e in ctx.events()].count("joined") == 2
 
