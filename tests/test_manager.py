@@ -48,7 +48,7 @@ def test_ray_logs_are_copied_flat_where_yarn_log_aggregation_finds_them(tmp_path
         (logs / "raylet.out").write_text(text)
         (logs / "events" / "event_RAYLET.log").write_text(text)
     (manager.ray_dir / "session_latest").symlink_to(manager.ray_dir / session)
-    manager.copy_ray_logs()
+    manager.dirs.copy_logs(tmp_path / "logs")
     copied = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}
     assert copied == {"ray-raylet.out": "second", "ray-events_event_RAYLET.log": "second",
                       "ray0-raylet.out": "first", "ray0-events_event_RAYLET.log": "first"}

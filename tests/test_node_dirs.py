@@ -132,3 +132,27 @@ def test_a_killed_manager_s_directory_under_a_root_is_swept_through_its_link(tmp
     removed = leftovers.sweep()
     assert node in removed and link in removed
     assert not node.exists() and not link.is_symlink()
+
+
+def test_a_raylet_that_gave_up_on_its_dashboard_agent_is_named_with_the_cause(tmp_path):
+    dirs = NodeDirs.for_spec(_spec(tmp_path), tmp_path / "container" / STATE_DIR)
+    assert dirs.prepare() is None
+    assert dirs.raylet_abort() == ""  # no session yet
+    session = dirs.ray_dir / "session_2026-12-08_01-05-03_252290_23300"
+    (session / "logs").mkdir(parents=True)
+    (dirs.ray_dir / "session_latest").symlink_to(session)
+    raylet_err = session / "logs" / "raylet.err"
+    raylet_err.write_text("[2026-12-08 01:05:33,983 I 24428 24428] (raylet) started\n")
+    assert dirs.raylet_abort() == ""
+    # As a CI run's raylet wrote it (the stack trace follows the fatal line).
+    port_file = f"{session}/dashboard_agent_listen_port_9172205943"
+    with raylet_err.open("a") as err:
+        err.write(
+            "[2026-12-08 01:05:49,520 C 24428 24428] (raylet) node_manager.cc:3588:  An "
+            "unexpected system state has occurred. You have likely discovered a bug in Ray. "
+            "Check failed: statussetor3588.has_value() Timed out waiting for file "
+            f"{port_file}\n*** StackTrace Information ***\n/lib/libc.so.6(+0x2724a)\n")
+    reason = dirs.raylet_abort()
+    assert reason.startswith(f"the raylet aborted: Timed out waiting for file {port_file}")
+    assert "dashboard agent took longer than the raylet's 15 s" in reason
+    assert "short of CPU" in reason

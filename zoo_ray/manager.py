@@ -8,7 +8,8 @@ the environment). It
 
 - starts ``ray start --block`` as its own child, in the container's process group,
   and marks itself a child subreaper, so every Ray process stays in its process
-  tree even when ``ray start`` dies;
+  tree even when ``ray start`` dies; each start in a start slot of its host
+  (:mod:`zoo_ray.start_slots`);
 - answers one line on stdout: ``READY`` with a :class:`~zoo_ray.protocol.NodeInfo`,
   or ``ERROR`` with a :class:`~zoo_ray.protocol.NodeFailure`;
 - restarts the node when it dies (bounded retries, exponential backoff);
@@ -58,6 +59,7 @@ from .protocol import (
     NodeInfo,
     NodeSpec,
 )
+from .start_slots import start_slot
 
 __all__ = ["RayManager", "main"]
 
@@ -221,14 +223,13 @@ class RayManager:
             # A fresh cluster: nothing of an earlier init() in this container, or of a
             # failed attempt, is recovered.
             shutil.rmtree(self.gcs_store, ignore_errors=True)
-            self.start_node()
             try:
-                self.wait_ready()
+                self.launch()
                 break
-            except NodeStartError:
+            except NodeStartError as exc:
                 if attempt == _START_ATTEMPTS or not self._watched_alive():
                     raise
-                logger.warning("node start attempt %d failed; retrying", attempt)
+                logger.warning("node start attempt %d failed (%s); retrying", attempt, exc)
                 self.kill_node()
         if self.spec.role == "head":
             # Printed by `ray start` right after "started": wait for it briefly.
@@ -267,6 +268,19 @@ class RayManager:
             raise NodeStartError("stopped while waiting for the head")
         raise NodeStartError(f"the head at {self.address} did not accept connections within "
                              f"{self.spec.ready_timeout:.0f}s")
+
+    def launch(self) -> None:
+        """One start of the node, in one of this host's start slots (see
+        :mod:`zoo_ray.start_slots`): ``ray start`` until it says the node runs.
+
+        Raises
+        ------
+        NodeStartError
+            See :meth:`wait_ready`.
+        """
+        with start_slot(self.spec.ready_timeout / 3, stop=self._stopping):
+            self.start_node()
+            self.wait_ready()
 
     def start_node(self) -> None:
         ip = self.node_ip()
@@ -322,8 +336,9 @@ class RayManager:
                 raise NodeStartError("stopped while the node was starting")
             self._check_watched()
             if proc.poll() is not None:
+                aborted = self.dirs.raylet_abort()
                 raise NodeStartError(f"ray start exited with {proc.returncode} before the node "
-                                     f"was up; see {log}")
+                                     f"was up{f' ({aborted})' if aborted else ''}; see {log}")
             return False
 
         if not wait_until(up, self.spec.ready_timeout, interval=0.2):
@@ -388,9 +403,8 @@ class RayManager:
                         self.spec.max_restarts)
             if self._stopping.wait(backoff):
                 return
-            self.start_node()
             try:
-                self.wait_ready()
+                self.launch()
                 logger.info("node is back")
             except NodeStartError as exc:
                 logger.error("%s", exc)
@@ -399,27 +413,12 @@ class RayManager:
         """Ask the manager to stop its node (a signal handler)."""
         self._stopping.set()
 
-    def copy_ray_logs(self) -> None:
-        """Copy Ray's logs flat into the container log dir, as ``ray-<name>``.
-
-        YARN log aggregation uploads only the files at the top of that directory. A
-        head restarted into a new Ray session gets its files as ``ray<n>-<name>``.
-        """
-        sessions = sorted(p for p in self.ray_dir.glob("session_2*") if p.is_dir())
-        for number, session in enumerate(sessions):
-            prefix = "ray-" if number == len(sessions) - 1 else f"ray{number}-"
-            logs = session / "logs"
-            for path in logs.rglob("*"):
-                if path.is_file() and not path.is_symlink():
-                    name = prefix + "_".join(path.relative_to(logs).parts)
-                    shutil.copyfile(path, Path(self.spec.log_dir) / name)
-
     def shutdown(self) -> None:
         """Stop every Ray process, keep the logs, remove the token, the GCS's tables and the
         state file."""
         self.kill_node()
         try:
-            self.copy_ray_logs()
+            self.dirs.copy_logs(Path(self.spec.log_dir))
         except OSError as exc:  # a full log disk must not keep what follows from going
             logger.warning("could not copy Ray's logs: %s", exc)
         self.dirs.remove()

@@ -1,7 +1,8 @@
 """Where a Ray node keeps its files: its Ray temp dir (sessions, logs, sockets) and its spill dir.
 
-Used by the RayManager (on an executor or on the gateway) for its node, and by the driver
-to check its arguments and the gateway's roots before anything starts. By default both
+Used by the RayManager (on an executor or on the gateway) for its node (and to copy Ray's
+logs where YARN collects them as it stops), and by the driver to check its arguments and
+the gateway's roots before anything starts. By default both
 live in the YARN container's directory (the manager's work dir), on the NodeManager's
 local disks, and YARN removes them with the container. A user's root
 (``RayContext(temp_dir=ROOT)``, or Analytics Zoo's ``extra_params={"temp-dir": ROOT}``;
@@ -22,16 +23,24 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .host import tail
 from .leftovers import driver_tag
 from .protocol import STATE_DIR, NodeDirsRecord, NodeFailure, NodeSpec
 
 __all__ = ["NodeDirs", "ROOT_FLAGS", "node_dir_name", "root_problem"]
+
+#: A check the raylet failed as it aborted (its fatal line in ``raylet.err``).
+_FAILED_CHECK = re.compile(r"Check failed: \S+ (.+)")
+
+#: The port file of Ray's dashboard agent, which the raylet waits for at its start.
+_AGENT_PORT_FILE = "dashboard_agent_listen_port_"
 
 #: The ``ray start`` flags a root stands for, and the NodeSpec field that carries each.
 ROOT_FLAGS = {"temp-dir": "temp_root", "object-spilling-directory": "spill_root"}
@@ -129,6 +138,37 @@ class NodeDirs:
         except OSError as exc:
             return self._failure(f"cannot create the node's directories: {exc}")
         return None
+
+    def copy_logs(self, log_dir: Path) -> None:
+        """Copy Ray's logs flat into ``log_dir`` (the container's), as ``ray-<name>``.
+
+        YARN log aggregation uploads only the files at the top of that directory. A
+        head restarted into a new Ray session gets its files as ``ray<n>-<name>``.
+        """
+        sessions = sorted(p for p in self.ray_dir.glob("session_2*") if p.is_dir())
+        for number, session in enumerate(sessions):
+            prefix = "ray-" if number == len(sessions) - 1 else f"ray{number}-"
+            logs = session / "logs"
+            for path in logs.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    name = prefix + "_".join(path.relative_to(logs).parts)
+                    shutil.copyfile(path, log_dir / name)
+
+    def raylet_abort(self) -> str:
+        """Why the raylet of the node's last session aborted (the check it failed, with a
+        hint where the cause is known), or '' if it did not."""
+        logs = self.ray_dir / "session_latest" / "logs"
+        for line in reversed(tail(logs / "raylet.err", 50).splitlines()):
+            failed = _FAILED_CHECK.search(line)
+            if failed is None:
+                continue
+            reason = f"the raylet aborted: {failed[1].strip()}"
+            if _AGENT_PORT_FILE in reason:
+                # Ray 2.60's raylet waits 15 s for the agent, whatever port it was given.
+                reason += (" (Ray's dashboard agent took longer than the raylet's 15 s to "
+                           "start: the host was short of CPU)")
+            return reason
+        return ""
 
     def remove(self) -> None:
         """Remove the directories under a root (idempotent); YARN removes the others."""
