@@ -18,6 +18,8 @@ Hadoop's ``down``. The entries:
   once the manager recorded in them (on this host) is dead.
 - ``/tmp/zoo-ray-gpus-<uid>/<device>.json``: an executor's claim on a GPU
   (:mod:`zoo_ray.gpu_claims`). Removed once the executor's JVM is dead.
+- ``/tmp/zoo-ray-starts-<uid>/slot-<n>``: the host's start slots (:mod:`zoo_ray.start_slots`),
+  empty files whose locks the kernel frees with their holder. Kept: they hold nothing.
 
 Only this user's entries are touched, a driver's only on its own host (a temp dir may be
 shared between hosts), and never one of a live process. A sweep never fails its caller.
