@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from ray.core.generated import autoscaler_pb2 as pb
@@ -525,3 +525,39 @@ def test_node_status_counts_pending_executors_against_the_nodes_up_now(monkeypat
     del nodes["container_2"]
     rows = status_module.node_status(None, set(), stale)
     assert [r["pending"] for r in rows] == ["", "", "asked of YARN, starting"]
+
+
+def test_the_card_counts_the_nodes_up_in_the_same_view_not_the_scaler_s_last_look(
+        monkeypatch):
+    from zoo_ray import status as status_module
+    from zoo_ray.nodes import RunningCluster
+    from zoo_ray.protocol import NodeInfo
+
+    def info(role: str, container: str, executor: str) -> NodeInfo:
+        return NodeInfo(role=role, address=None, pid=1, node_ip="127.0.0.1", log_dir="",
+                        temp_dir=f"/tmp/{container}", container=container, executor_id=executor)
+
+    started = [info("head", "container_0", "0"), info("worker", "container_1", "1"),
+               info("worker", "container_2", "2")]
+    cluster = SimpleNamespace(nodes=started, gateway=info("worker", "gateway", ""),
+                              address="127.0.0.1:1", dashboard_url=None)
+    live = {f"/tmp/container_{i}": {"Alive": True, "Resources": {"CPU": 1.0}}
+            for i in range(3)}
+    live["/tmp/gateway"] = {"Alive": True, "Resources": {"CPU": 1.0}}
+    monkeypatch.setattr(status_module, "live_nodes", lambda nodes, timeout: live)
+    monkeypatch.setattr(status_module, "_application", lambda sc, app, local: ("RUNNING",
+                                                                               None, None))
+    stale = ScaleStatus(1, 3, nodes=1, target=3, unmet=0, waiting="")
+    assert "1 running, 2 more asked of YARN" in stale.line()
+    view = status_module.cluster_view(None, "application_1_0001", False, "running",
+                                      cast(RunningCluster, cluster), stale)
+    assert view.scaling == "elastic, 1 to 3 nodes: 3 running"
+    # A node lost since: two running, one asked for.
+    live["/tmp/container_2"]["Alive"] = False
+    view = status_module.cluster_view(None, "application_1_0001", False, "running",
+                                      cast(RunningCluster, cluster), stale)
+    assert view.scaling == "elastic, 1 to 3 nodes: 2 running, 1 more asked of YARN"
+    # Nothing known of the nodes (not running): the scaler's look is all there is.
+    view = status_module.cluster_view(None, "application_1_0001", False, "starting",
+                                      cast(RunningCluster, cluster), stale)
+    assert view.scaling == stale.line()

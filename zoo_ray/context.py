@@ -369,7 +369,7 @@ class RayContext(ZooAttributes):
         """A snapshot of the cluster for display: the application, its links, every node."""
         scaling = self._recovery.scale_status() if self._recovery is not None else None
         return cluster_view(self.sc, self._app_id, self.options.is_local, self._state,
-                            self._cluster(), scaling.line() if scaling is not None else "",
+                            self._cluster(), scaling,
                             self._recovery.released if self._recovery is not None else ())
 
     def __repr__(self) -> str:

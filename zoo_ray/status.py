@@ -98,7 +98,7 @@ def store_usage(cluster: RunningCluster | None) -> dict[str, int]:
 
 
 def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
-                 cluster: RunningCluster | None, scaling: str = "",
+                 cluster: RunningCluster | None, scaling: ScaleStatus | None = None,
                  released: Collection[str] = ()) -> ClusterView:
     """A snapshot for display: the application, its pages and every node.
 
@@ -116,18 +116,25 @@ def cluster_view(sc: Any, app_id: str, is_local: bool, state: str,
         The RayContext's state: "new", "starting", "running" or "stopped".
     cluster : RunningCluster, optional
         The cluster, while there is one.
-    scaling : str
-        An elastic cluster's line (see :class:`~zoo_ray.scaler.ScaleStatus`), or "".
+    scaling : ScaleStatus, optional
+        An elastic cluster's, whose line the view shows with the nodes up in the same
+        view (the scaler's count of them is its last look's, up to a poll old).
     released : collection of str
         Executors an elastic cluster gave back: their nodes are not shown.
     """
     app_state, yarn_url, spark_url = _application(sc, app_id, is_local)
+    rows = _node_rows(cluster, state == "running", released)
+    line = ""
+    if scaling is not None:
+        seen = [row.alive for row in rows if row.role != "driver" and row.alive is not None]
+        if seen:
+            scaling = dataclasses.replace(scaling, nodes=sum(seen))
+        line = scaling.line()
     return ClusterView(state=state, app_id=app_id, app_state=app_state,
                        head=cluster.address if cluster else None, yarn_url=yarn_url,
                        spark_url=spark_url,
                        dashboard_url=cluster.dashboard_url if cluster else None,
-                       nodes=_node_rows(cluster, state == "running", released),
-                       scaling=scaling)
+                       nodes=rows, scaling=line)
 
 
 def _application(sc: Any, app_id: str, is_local: bool) -> tuple[str, str | None, str | None]:
