@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from zoo_ray.start_slots import SLOTS_DIR_ENV, slot_count, slots_dir, start_slot
 
 
@@ -75,10 +77,32 @@ def test_a_stopping_manager_stops_waiting(tmp_path):
     with start_slot(5, slots=1, directory=where):
         threading.Timer(0.3, stop.set).start()
         began = time.monotonic()
-        with start_slot(60, stop=stop, slots=1, directory=where) as got:
+        with start_slot(60, give_up=stop.is_set, slots=1, directory=where) as got:
             waited = time.monotonic() - began
     assert not got
-    assert waited < 5
+    assert 0.3 <= waited < 5
+
+
+def test_a_manager_stopped_while_waiting_for_a_slot_starts_no_ray(tmp_path, monkeypatch):
+    from contextlib import ExitStack
+
+    from zoo_ray.manager import NodeStartError, RayManager
+    from zoo_ray.protocol import NodeSpec
+
+    where = tmp_path / "slots"
+    monkeypatch.setenv(SLOTS_DIR_ENV, str(where))
+    spec = NodeSpec(role="head", app_id="application_test", token="t" * 43, num_cpus=1,
+                    work_dir=str(tmp_path / "node"), log_dir=str(tmp_path / "logs"))
+    manager = RayManager(spec)
+    with ExitStack() as held:  # every slot of the host taken
+        assert all(held.enter_context(start_slot(5, directory=where))
+                   for _ in range(slot_count()))
+        threading.Timer(0.5, manager.stop).start()
+        began = time.monotonic()
+        with pytest.raises(NodeStartError, match="stopped while waiting for a start slot"):
+            manager.launch()
+    assert time.monotonic() - began < 10
+    assert manager.proc is None  # no `ray start`
 
 
 def test_a_directory_others_may_write_holds_no_slots(tmp_path, caplog):
@@ -94,6 +118,17 @@ def test_a_directory_others_may_write_holds_no_slots(tmp_path, caplog):
     assert SLOTS_DIR_ENV in caplog.text
 
 
+def test_a_link_where_the_slots_directory_should_be_holds_no_slots(tmp_path, caplog):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = tmp_path / "slots"
+    link.symlink_to(elsewhere)
+    with start_slot(30, slots=1, directory=link) as got:
+        assert not got
+    assert not list(elsewhere.iterdir())
+    assert "not a directory of this user's alone" in caplog.text
+
+
 def test_the_slots_directory_is_the_users_own_unless_set(monkeypatch):
     import os
 
@@ -101,4 +136,4 @@ def test_the_slots_directory_is_the_users_own_unless_set(monkeypatch):
     assert slots_dir() == Path(f"/tmp/zoo-ray-starts-{os.getuid()}")
     monkeypatch.setenv(SLOTS_DIR_ENV, "/somewhere/else")
     assert slots_dir() == Path("/somewhere/else")
-    assert slot_count() == len(os.sched_getaffinity(0))
+    assert 1 <= slot_count() <= (os.cpu_count() or 1)

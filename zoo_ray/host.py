@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "become_subreaper", "env_var", "find_java_home", "free_ports", "kill_descendants", "node_ip",
-    "port_free", "reap_children", "stop_ray_node",
+    "pid_alive", "port_free", "reap_children", "stop_ray_node",
     "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
 
@@ -104,6 +104,16 @@ def terminate(
         send(proc, signal.SIGKILL)
     wait_until(lambda: all(map(_gone, alive)), grace, interval=0.1)
     return alive
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _gone(proc: psutil.Process) -> bool:

@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
 from .host import (
     become_subreaper,
     free_ports,
     node_ip,
+    pid_alive,
     stop_ray_node,
     tail,
     tree_rss,
@@ -230,7 +229,6 @@ class RayManager:
                 if attempt == _START_ATTEMPTS or not self._watched_alive():
                     raise
                 logger.warning("node start attempt %d failed (%s); retrying", attempt, exc)
-                self.kill_node()
         if self.spec.role == "head":
             # Printed by `ray start` right after "started": wait for it briefly.
             wait_until(lambda: self.address, 10, interval=0.1)
@@ -276,11 +274,21 @@ class RayManager:
         Raises
         ------
         NodeStartError
-            See :meth:`wait_ready`.
+            See :meth:`wait_ready`; or stopping, or the watched process is gone.
         """
-        with start_slot(self.spec.ready_timeout / 3, stop=self._stopping):
+        with start_slot(self.spec.ready_timeout / 3,
+                        give_up=lambda: self._stopping.is_set() or not self._watched_alive()):
+            if self._stopping.is_set():
+                raise NodeStartError("stopped while waiting for a start slot")
+            self._check_watched()
+            before = self.dirs.latest_session()
             self.start_node()
-            self.wait_ready()
+            try:
+                self.wait_ready(before)
+            except NodeStartError:
+                # Its processes go before the slot does: the next start gets the CPU.
+                self.kill_node()
+                raise
 
     def start_node(self) -> None:
         ip = self.node_ip()
@@ -318,8 +326,9 @@ class RayManager:
         assert self.proc is not None, "start_node() runs first"
         return self.proc
 
-    def wait_ready(self) -> None:
-        """Block until ``ray start`` says the node runs.
+    def wait_ready(self, before: Path | None = None) -> None:
+        """Block until ``ray start`` says the node runs; ``before`` is the node's latest Ray
+        session before this start (a raylet's abort is this start's only in a newer one).
 
         Raises
         ------
@@ -336,7 +345,7 @@ class RayManager:
                 raise NodeStartError("stopped while the node was starting")
             self._check_watched()
             if proc.poll() is not None:
-                aborted = self.dirs.raylet_abort()
+                aborted = self.dirs.raylet_abort(before)
                 raise NodeStartError(f"ray start exited with {proc.returncode} before the node "
                                      f"was up{f' ({aborted})' if aborted else ''}; see {log}")
             return False
@@ -359,13 +368,7 @@ class RayManager:
             raise NodeStartError(f"the process it serves (pid {self.spec.watch_pid}) is gone")
 
     def _watched_alive(self) -> bool:
-        pid = self.spec.watch_pid
-        if pid is None:
-            return True
-        try:
-            return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-        except psutil.Error:
-            return False
+        return self.spec.watch_pid is None or pid_alive(self.spec.watch_pid)
 
     def record_memory(self) -> None:
         """Keep the container's memory, as last seen, where the driver can read it after a
@@ -404,6 +407,8 @@ class RayManager:
             if self._stopping.wait(backoff):
                 return
             try:
+                if self.spec.role == "worker":
+                    self.wait_for_head()  # not in a start slot: a restarting head may need it
                 self.launch()
                 logger.info("node is back")
             except NodeStartError as exc:

@@ -37,7 +37,7 @@ from .protocol import STATE_DIR, NodeDirsRecord, NodeFailure, NodeSpec
 __all__ = ["NodeDirs", "ROOT_FLAGS", "node_dir_name", "root_problem"]
 
 #: A check the raylet failed as it aborted (its fatal line in ``raylet.err``).
-_FAILED_CHECK = re.compile(r"Check failed: \S+ (.+)")
+_FAILED_CHECK = re.compile(r"Check failed: (?:\S+\.has_value\(\) )?(.+)")
 
 #: The port file of Ray's dashboard agent, which the raylet waits for at its start.
 _AGENT_PORT_FILE = "dashboard_agent_listen_port_"
@@ -154,10 +154,21 @@ class NodeDirs:
                     name = prefix + "_".join(path.relative_to(logs).parts)
                     shutil.copyfile(path, log_dir / name)
 
-    def raylet_abort(self) -> str:
-        """Why the raylet of the node's last session aborted (the check it failed, with a
-        hint where the cause is known), or '' if it did not."""
-        logs = self.ray_dir / "session_latest" / "logs"
+    def latest_session(self) -> Path | None:
+        """The node's latest Ray session directory (None before its first)."""
+        try:
+            return (self.ray_dir / "session_latest").resolve(strict=True)
+        except OSError:
+            return None
+
+    def raylet_abort(self, before: Path | None = None) -> str:
+        """Why the raylet of the node's latest session aborted (the check it failed, with a
+        hint where the cause is known), or '' if it did not, or if that session is still
+        ``before`` (an earlier start's: this one made none)."""
+        session = self.latest_session()
+        if session is None or session == before:
+            return ""
+        logs = session / "logs"
         for line in reversed(tail(logs / "raylet.err", 50).splitlines()):
             failed = _FAILED_CHECK.search(line)
             if failed is None:
@@ -166,7 +177,7 @@ class NodeDirs:
             if _AGENT_PORT_FILE in reason:
                 # Ray 2.60's raylet waits 15 s for the agent, whatever port it was given.
                 reason += (" (Ray's dashboard agent took longer than the raylet's 15 s to "
-                           "start: the host was short of CPU)")
+                           "start: the host was likely short of CPU)")
             return reason
         return ""
 

@@ -8,14 +8,16 @@ its runtime-env agent and its log monitor each import Ray at once (about 5 CPU s
 in all). The raylet gives the dashboard agent 15 s to write its port file and aborts
 otherwise: Ray 2.60 waits for that file whatever port it was given, and the time is not
 configurable. Many nodes starting together on a small host (several applications'
-executors, a gateway's node beside them) leave every agent short of CPU, and every node
-fails its start together, its retries too. So a node starts in a slot: at most as many
+executors) leave every agent short of CPU, and every node fails its start together, its
+retries too. So a node starts in a slot: at most as many
 of one user's nodes start at once on a host as it has CPUs; the others wait their turn.
 
 A slot is an ``flock`` on one of the files of a directory of the user's own
 (:func:`slots_dir`), so the kernel frees it when its holder dies: a killed manager never
-keeps one. The wait is bounded: past its patience a start goes ahead without a slot, as
-it would without this module, and says so in the manager's log.
+keeps one. Slots are per user: where YARN runs containers as another user than the
+gateway's (no Kerberos, the DefaultContainerExecutor), the gateway's node takes its turn
+apart from the executors'. The wait is bounded: past its patience a start goes ahead
+without a slot, as it would without this module, and says so in the manager's log.
 """
 from __future__ import annotations
 
@@ -23,9 +25,8 @@ import fcntl
 import logging
 import os
 import stat
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,11 +82,14 @@ def _take(directory: Path, slots: int) -> int | None:
             return fd
         except BlockingIOError:
             os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
     return None
 
 
 @contextmanager
-def start_slot(patience: float, stop: threading.Event | None = None,
+def start_slot(patience: float, give_up: Callable[[], bool] = lambda: False,
                slots: int | None = None, directory: Path | None = None) -> Iterator[bool]:
     """Hold one of this host's start slots for the block; wait at most ``patience``
     seconds for one.
@@ -94,8 +98,9 @@ def start_slot(patience: float, stop: threading.Event | None = None,
     ----------
     patience : float
         Seconds to wait for a free slot before going ahead without one.
-    stop : threading.Event, optional
-        Ends the wait when set (the manager is stopping): the block runs without a slot.
+    give_up : callable, optional
+        Asked while waiting; True ends the wait (the manager is stopping, or the process
+        its node serves is gone): the block runs without a slot, and should not start.
     slots : int, optional
         Slots on this host (:func:`slot_count` by default).
     directory : Path, optional
@@ -116,20 +121,21 @@ def start_slot(patience: float, stop: threading.Event | None = None,
             try:
                 fd = _take(where, count)
             except OSError as exc:
-                logger.warning("no start slot: %s", exc)
+                logger.warning("no start slot: cannot lock a slot in %s (%s)", where, exc)
                 break
-            if fd is not None or time.monotonic() >= deadline:
+            if fd is not None:
+                waited = time.monotonic() - started
+                if waited >= 1.0:
+                    logger.info("waited %.1fs for a start slot (%d on this host)", waited,
+                                count)
                 break
-            if stop is None:
-                time.sleep(_POLL_S)
-            elif stop.wait(_POLL_S):
+            if give_up():
                 break
-        waited = time.monotonic() - started
-        if fd is None:
-            logger.warning("starting without a start slot after %.0fs: %d node(s) of this "
-                           "user were starting on this host", waited, count)
-        elif waited >= 1.0:
-            logger.info("waited %.1fs for a start slot (%d on this host)", waited, count)
+            if time.monotonic() >= deadline:
+                logger.warning("starting without a start slot after %.0fs: %d node(s) of "
+                               "this user were starting on this host", patience, count)
+                break
+            time.sleep(_POLL_S)
     try:
         yield fd is not None
     finally:
