@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -201,8 +202,13 @@ def test_an_upgrade_and_an_uninstall_ship_only_their_layers_and_another_env_shar
     assert {value for _, value in seen} == {"big-2"}
     assert "zoo-probe-a" not in {name.lower().replace("_", "-") for name in seen[0][0]}, \
         "the uninstalled package is gone on the executors"
-    assert {name for _, name in localized_archives(cluster) - localized} == {
-        Path(p["remote"]).name for p in changed}
+    # Each NodeManager localizes just the layers it lacks (the changed ones, where it had
+    # the environment); YARN places the executors on either, as it likes.
+    new = _by_nodemanager(cluster, localized_archives(cluster) - localized)
+    had = _by_nodemanager(cluster, localized)
+    assert {Path(p["remote"]).name for p in changed} <= set().union(*new.values()), new
+    for nodemanager, names in new.items():
+        assert names <= _names(after) - had[nodemanager], (nodemanager, names)
 
     # Another environment with the same zoo_probe_big (and pip): their layers are the
     # ones already on HDFS and in the NodeManagers' caches.
@@ -218,8 +224,25 @@ def test_an_upgrade_and_an_uninstall_ship_only_their_layers_and_another_env_shar
     seen = _run_on_executors(conf_dir, other, _executor_versions, _big_value)
     _same_versions([versions for versions, _ in seen], other)
     assert {value for _, value in seen} == {"big-2"}
-    again = {name for _, name in localized_archives(cluster) - localized}
-    assert again and not again & {Path(p["remote"]).name for p in shared}, again
+    again = _by_nodemanager(cluster, localized_archives(cluster) - localized)
+    had = _by_nodemanager(cluster, localized)
+    assert again, "the other environment's own layers are localized"
+    for nodemanager, names in again.items():
+        # Never a layer a NodeManager holds (a shared one where it ran before).
+        assert names <= _names(shipped) - had[nodemanager], (nodemanager, names)
+
+
+def _names(shipped: dict) -> set[str]:
+    """The archive names of an environment's layers (as ship_environment reports them)."""
+    return {Path(p["remote"]).name for p in shipped["parts"]}
+
+
+def _by_nodemanager(cluster, archives: set[tuple[str, str]]) -> dict[str, set[str]]:
+    """Archive names by the NodeManager (``nm0``, ...) whose cache holds them."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for directory, name in archives:
+        found[Path(directory).relative_to(cluster.dir).parts[0]].add(name)
+    return found
 
 
 def _big_value(_) -> str:
