@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from .errors import GpuClaimError
+from .host import private_dir_problem
 from .protocol import STATE_DIR, _Message
 
 __all__ = ["CLAIMS_DIR_ENV", "DISCOVERY_SCRIPT", "GPU_AMOUNT_CONF", "GPU_RESOURCE", "GPUS_ENV",
@@ -146,17 +146,13 @@ def _locked(directory: Path) -> Iterator[None]:
         The directory is another user's, open to others, or not a directory.
     """
     try:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        info = directory.lstat()
+        problem = private_dir_problem(directory)
     except OSError as err:
         raise GpuClaimError(f"Cannot make the GPU claims directory {directory}: {err}; set "
                             f"spark.executorEnv.{CLAIMS_DIR_ENV} to a writable one.") from err
-    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
-            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
-        # Another user could delete claims, or plant a link where the lock is opened.
+    if problem:
         raise GpuClaimError(
-            f"The GPU claims directory {directory} is not a directory of this user's alone "
-            f"(uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); remove it, or set "
+            f"The GPU claims directory {directory} {problem}; remove it, or set "
             f"spark.executorEnv.{CLAIMS_DIR_ENV} to a directory of your own.")
     fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:

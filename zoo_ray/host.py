@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "become_subreaper", "env_var", "find_java_home", "free_ports", "kill_descendants", "node_ip",
-    "pid_alive", "port_free", "reap_children", "stop_ray_node",
+    "pid_alive", "port_free", "private_dir_problem", "reap_children", "stop_ray_node",
     "tail", "terminate", "tree_rss", "wait_until", "write_private",
 ]
 
@@ -284,6 +284,21 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def private_dir_problem(directory: Path) -> str:
+    """Make ``directory`` (0700) if new; why it is not a directory of this user's alone
+    ('' if it is): another user could then delete what is in it, or plant links where
+    files are opened. Raises OSError if it cannot be made."""
+    import stat
+
+    directory.mkdir(mode=0o700, exist_ok=True)
+    info = directory.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+        return (f"is not a directory of this user's alone (uid {info.st_uid}, mode "
+                f"{stat.filemode(info.st_mode)})")
+    return ""
 
 
 def tail(path: Path, lines: int = 30) -> str:

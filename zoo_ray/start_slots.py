@@ -24,11 +24,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .host import private_dir_problem
 
 __all__ = ["SLOTS_DIR_ENV", "slot_count", "slots_dir", "start_slot"]
 
@@ -59,15 +60,13 @@ def _private_dir(directory: Path) -> Path | None:
     """``directory``, made if new; None if it is not a directory of this user's alone
     (another user could hold its locks, or plant links where they are opened)."""
     try:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        info = directory.lstat()
+        problem = private_dir_problem(directory)
     except OSError as exc:
         logger.warning("no start slots: cannot make %s (%s)", directory, exc)
         return None
-    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
-            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
-        logger.warning("no start slots: %s is not a directory of this user's alone; remove "
-                       "it, or set %s", directory, SLOTS_DIR_ENV)
+    if problem:
+        logger.warning("no start slots: %s %s; remove it, or set %s", directory, problem,
+                       SLOTS_DIR_ENV)
         return None
     return directory
 
